@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mftd's tests and local demo need: a real Prosody
+# (router), OpenSSH server (file server), PostgreSQL (transfer log) and
+# slixmpp (a real XMPP client). Package installs must not start system daemons
+# bound to all interfaces, so a policy-rc.d refusing service starts is kept in
+# place while apt runs; every server is started later by our own scripts on
+# 127.0.0.1 only.
+set -euo pipefail
+
+packages=(prosody openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod +x "$policy"
+  created_policy=1
+fi
+cleanup() { [ "$created_policy" -eq 0 ] || $SUDO rm -f "$policy"; }
+trap cleanup EXIT
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian may have started nothing thanks to policy-rc.d, but stop anything a
+# maintainer script launched anyway so no daemon listens on a public address.
+for svc in prosody ssh postgresql; do
+  $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done
+echo "install-deps: done"

@@ -1,0 +1,61 @@
+//! The blocking file-system interface a file server offers to the [`Store`](crate::Store).
+//!
+//! Both backends are synchronous (libssh2 is blocking), so the store drives
+//! them on blocking threads. Paths are relative to the node directory and are
+//! always built by [`Location`](crate::Location); backends still refuse any
+//! path with `..` or a leading `/` as a second line of defence.
+
+use std::io::{Read, Seek, Write};
+
+use crate::StoreError;
+
+/// A place files can be stored: a local directory or an SFTP file server.
+pub trait Backend: Send + Sync + 'static {
+    /// Where the files go, for logs and the transfer log's FILE_SERVER column.
+    fn describe(&self) -> String;
+    /// A session for one transfer or one short series of operations.
+    fn session(&self) -> Result<Box<dyn Session>, StoreError>;
+}
+
+/// One connection's worth of file operations.
+pub trait Session: Send {
+    /// Creates the directory and its parents; existing ones are fine,
+    /// including ones a concurrent upload just made.
+    fn create_dir_all(&mut self, dir: &str) -> Result<(), StoreError>;
+    /// Creates a new file for writing; fails if the name exists.
+    fn create_new(&mut self, path: &str) -> Result<Box<dyn WriteFile>, StoreError>;
+    /// Moves a complete temporary file to its final name, refusing to
+    /// overwrite (`StoreError::AlreadyExists`).
+    fn publish(&mut self, temp: &str, final_path: &str) -> Result<(), StoreError>;
+    /// Removes a file.
+    fn remove(&mut self, path: &str) -> Result<(), StoreError>;
+    /// Opens a file for reading and returns it with its size.
+    fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError>;
+    /// The names in a directory (no `.` or `..`).
+    fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// A file being written; `sync` makes its content durable.
+pub trait WriteFile: Write + Send {
+    /// Flushes the content to stable storage (fsync).
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// A file being read.
+pub trait ReadFile: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadFile for T {}
+
+/// Refuses paths that could leave the node directory.
+pub fn check_relative(path: &str) -> Result<(), StoreError> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|c| c == ".." || c.is_empty());
+    if bad {
+        return Err(StoreError::Io {
+            context: format!("refusing unsafe path {path:?}"),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    Ok(())
+}

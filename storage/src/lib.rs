@@ -1,0 +1,25 @@
+//! `mft-storage` owns where transferred files live and how bytes get there.
+//!
+//! - [`layout`]: the MFT directory layout `files/<chat type>/<YYYYMMDD>/<HH>[.n]/<resource>`,
+//!   resource names, and the per-hour rollover counter;
+//! - [`backend`]: the small blocking file-system interface a file server offers
+//!   (local disk in [`local`], an SSH/SFTP file server in [`sftp`]);
+//! - [`store`]: the async [`Store`] that streams uploads and downloads through a
+//!   backend on blocking threads with bounded channels, so memory stays flat;
+//! - [`meta`]: the small description stored beside each file.
+//!
+//! It knows nothing of HTTP or XMPP.
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod error;
+pub mod layout;
+pub mod local;
+pub mod meta;
+pub mod store;
+pub mod utc;
+
+pub use error::StoreError;
+pub use layout::{ChatType, Location};
+pub use meta::FileMeta;
+pub use store::{FileInfo, Store, StoredFile, Upload};

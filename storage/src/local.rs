@@ -1,0 +1,141 @@
+//! The local-disk backend: a node directory on a mounted file system.
+//!
+//! Publishing uses `link(2)` then `unlink(2)`, which fails when the final name
+//! exists, so a file is never overwritten; directories are fsynced after each
+//! change so a `201 Created` survives a crash.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::backend::{check_relative, Backend, ReadFile, Session, WriteFile};
+use crate::StoreError;
+
+/// Files in a local directory (the node directory).
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root`, which is created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(&root)
+            .map_err(|e| StoreError::io(format!("creating node directory {}", root.display()), e))?;
+        Ok(LocalBackend { root })
+    }
+}
+
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        "localhost".to_owned()
+    }
+
+    fn session(&self) -> Result<Box<dyn Session>, StoreError> {
+        Ok(Box::new(LocalSession {
+            root: self.root.clone(),
+        }))
+    }
+}
+
+struct LocalSession {
+    root: PathBuf,
+}
+
+impl LocalSession {
+    fn full(&self, path: &str) -> Result<PathBuf, StoreError> {
+        check_relative(path)?;
+        Ok(self.root.join(path))
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct LocalFile(File);
+
+impl Write for LocalFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl WriteFile for LocalFile {
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.0
+            .sync_all()
+            .map_err(|e| StoreError::io("fsync of uploaded file", e))
+    }
+}
+
+impl Session for LocalSession {
+    fn create_dir_all(&mut self, dir: &str) -> Result<(), StoreError> {
+        let full = self.full(dir)?;
+        if full.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(&full)
+            .map_err(|e| StoreError::io(format!("creating {}", full.display()), e))?;
+        // Make the new directory entries durable up to the node directory.
+        let mut d = full.as_path();
+        while let Some(parent) = d.parent() {
+            sync_dir(parent).map_err(|e| StoreError::io("fsync of directory", e))?;
+            if parent == self.root {
+                break;
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+
+    fn create_new(&mut self, path: &str) -> Result<Box<dyn WriteFile>, StoreError> {
+        let full = self.full(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .map_err(|e| StoreError::io(format!("creating {}", full.display()), e))?;
+        Ok(Box::new(LocalFile(file)))
+    }
+
+    fn publish(&mut self, temp: &str, final_path: &str) -> Result<(), StoreError> {
+        let (from, to) = (self.full(temp)?, self.full(final_path)?);
+        fs::hard_link(&from, &to).map_err(|e| StoreError::io(format!("publishing {final_path}"), e))?;
+        fs::remove_file(&from).map_err(|e| StoreError::io(format!("removing {temp}"), e))?;
+        if let Some(dir) = to.parent() {
+            sync_dir(dir).map_err(|e| StoreError::io("fsync of directory", e))?;
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), StoreError> {
+        let full = self.full(path)?;
+        fs::remove_file(&full).map_err(|e| StoreError::io(format!("removing {path}"), e))
+    }
+
+    fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError> {
+        let full = self.full(path)?;
+        let file = File::open(&full).map_err(|e| StoreError::io(format!("opening {path}"), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("stat of {path}"), e))?
+            .len();
+        Ok((Box::new(file), len))
+    }
+
+    fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = self.full(dir)?;
+        let entries = fs::read_dir(&full).map_err(|e| StoreError::io(format!("listing {dir}"), e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(format!("listing {dir}"), e))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+}
