@@ -1,1 +1,23 @@
-//! placeholder
+//! `mft-component` is mftd's XMPP side and its binary. It owns:
+//!
+//! - [`link`]: the XEP-0114 connection to the router (handshake, stanza
+//!   reading, liveness) over a small [`xml`] element tree;
+//! - [`component`]: staying connected (backoff, keepalive, clean close);
+//! - [`service`] and [`slot`]: disco, pings, XEP-0363 slot requests and their
+//!   errors ([`stanza`]);
+//! - [`config`]: the TOML configuration with human [`units`];
+//! - [`app`]: wiring the component, the HTTP endpoint and the store together
+//!   for `mftd run`, with signal handling.
+//!
+//! It does not speak HTTP itself: that is `mft-upload-http`.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod component;
+pub mod config;
+pub mod link;
+pub mod service;
+pub mod slot;
+pub mod stanza;
+pub mod units;
+pub mod xml;

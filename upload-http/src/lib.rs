@@ -1,1 +1,23 @@
-//! placeholder
+//! `mft-upload-http` is mftd's HTTP side. It owns:
+//!
+//! - [`token`]: stateless, HMAC-signed slot tokens shared with the component;
+//! - [`urls`]: the URL scheme (`<public url>/<resource>/<file name>`), file-name
+//!   sanitising and percent-encoding;
+//! - [`server`]: PUT/GET/HEAD/OPTIONS on hyper 1 (HTTP/1.1 and HTTP/2, TLS via
+//!   rustls), streaming into and out of a [`mft_storage::Store`];
+//! - [`error`]: the single mapping from failures to HTTP statuses.
+//!
+//! It knows nothing of XMPP.
+#![deny(missing_docs)]
+
+mod body;
+pub mod error;
+mod headers;
+mod range;
+pub mod server;
+pub mod tls;
+pub mod token;
+pub mod urls;
+
+pub use server::{serve, App, HttpSettings};
+pub use token::{SlotClaims, SlotSigner, TokenError};

@@ -1,0 +1,108 @@
+//! `mftd run`: builds the store, the HTTP endpoint and the component from
+//! the settings, runs them side by side, and on SIGINT/SIGTERM stops
+//! accepting, lets transfers in flight finish within the grace period,
+//! closes the XMPP stream and returns.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use mft_storage::local::LocalBackend;
+use mft_storage::Store;
+use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::component::{self, LinkSettings};
+use crate::config::{Settings, StoreKind};
+use crate::service::UploadService;
+
+/// Opens the configured store.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store_cfg = &settings.config.store;
+    match store_cfg.kind {
+        StoreKind::Local => {
+            let path = store_cfg.path.as_ref().context("store.path is required for kind = \"local\"")?;
+            let backend = LocalBackend::new(path)
+                .with_context(|| format!("while opening the node directory {}", path.display()))?;
+            Ok(Store::new(backend))
+        }
+        StoreKind::Sftp => anyhow::bail!("store.kind = \"sftp\" is not available in this build"),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs mftd until a stop signal.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let cfg = &settings.config;
+    let store = open_store(&settings)?;
+    let signer = SlotSigner::new(settings.token_key.expose().as_bytes());
+    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => Some(mft_upload_http::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("while binding http.listen = {}", cfg.http.listen))?;
+    tracing::info!(
+        listen = %cfg.http.listen,
+        public_url = %cfg.http.public_url,
+        tls = tls.is_some(),
+        file_server = %store.file_server(),
+        node = %cfg.node.name,
+        "HTTP: listening"
+    );
+    let http_app = Arc::new(App {
+        signer: signer.clone(),
+        store: store.clone(),
+        settings: HttpSettings {
+            base_path: settings.base_path.clone(),
+            body_idle_timeout: cfg.http.body_idle_timeout.0,
+            shutdown_grace: cfg.http.shutdown_grace.0,
+            ..HttpSettings::default()
+        },
+    });
+    let service = Arc::new(UploadService {
+        signer,
+        store,
+        public_url: cfg.http.public_url.clone(),
+        max_file_size: settings.max_file_size,
+        slot_ttl: cfg.limits.slot_ttl.0,
+        allowed_domains: settings.allowed_domains.clone(),
+    });
+    let link = LinkSettings {
+        router: cfg.xmpp.router.clone(),
+        jid: cfg.xmpp.component_jid.clone(),
+        secret: settings.component_secret.expose().to_owned(),
+        keepalive: cfg.xmpp.keepalive.0,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(serve(listener, http_app, tls, async move {
+        let _ = http_stop.changed().await;
+    }));
+    let xmpp = tokio::spawn(component::run(link, service, stop_rx));
+
+    stop_signal().await;
+    tracing::info!("stop signal received: shutting down");
+    let _ = stop_tx.send(true);
+    let (http, _) = tokio::join!(http, xmpp);
+    http.context("HTTP server task")?.context("HTTP server")?;
+    tracing::info!("stopped");
+    Ok(())
+}

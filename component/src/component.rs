@@ -1,0 +1,140 @@
+//! Keeps the component connected: connect, serve stanzas, and on any loss
+//! reconnect with capped, jittered exponential backoff, logging each state
+//! change. Stops cleanly (closing the stream) when shutdown is signalled.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::link::{self, Inbound, LinkError, NS_COMPONENT};
+use crate::service::UploadService;
+use crate::xml::Element;
+
+/// How to reach and authenticate with the router.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// `host:port` of the router's component port.
+    pub router: String,
+    /// The component's JID.
+    pub jid: String,
+    /// The shared secret.
+    pub secret: String,
+    /// Ping interval; the link is declared dead after two silent intervals.
+    pub keepalive: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::getrandom(&mut b);
+    // ±25 %.
+    let factor = 0.75 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.5;
+    d.mul_f64(factor)
+}
+
+/// Runs the component until `shutdown` turns true.
+pub async fn run(settings: LinkSettings, service: Arc<UploadService>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tracing::info!(router = %settings.router, jid = %settings.jid, "XMPP: connecting");
+        let started = Instant::now();
+        match serve_once(&settings, &service, &mut shutdown).await {
+            Ok(()) => {
+                tracing::info!("XMPP: stream closed for shutdown");
+                return;
+            }
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = BACKOFF_MIN;
+                }
+                let wait = jittered(backoff);
+                match &e {
+                    LinkError::Refused(_) => tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down"),
+                    _ => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down"),
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+fn parent_domain(jid: &str) -> &str {
+    jid.split_once('.').map_or(jid, |(_, p)| p)
+}
+
+async fn serve_once(
+    settings: &LinkSettings,
+    service: &Arc<UploadService>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let link = link::connect(&settings.router, &settings.jid, &settings.secret).await?;
+    tracing::info!(jid = %settings.jid, "XMPP: connected and authenticated");
+    let (tx, rx) = mpsc::channel::<String>(256);
+    let writer = tokio::spawn(link::write_loop(link.writer, rx));
+    let mut reader = link.reader;
+    let mut ticker = tokio::time::interval(settings.keepalive);
+    ticker.tick().await;
+    let mut last_heard = Instant::now();
+    let mut ping_id: u64 = 0;
+    let silent_limit = settings.keepalive * 2 + Duration::from_secs(5);
+    let result = loop {
+        tokio::select! {
+            inbound = reader.next() => match inbound {
+                Ok(Inbound::Stanza(stanza)) => {
+                    last_heard = Instant::now();
+                    if stanza.name == "error" {
+                        break Err(LinkError::Refused(link::stream_error_text(&stanza)));
+                    }
+                    let service = service.clone();
+                    let tx = tx.clone();
+                    let span = tracing::info_span!(
+                        "stanza",
+                        from = stanza.get_attr("from").unwrap_or(""),
+                        id = stanza.get_attr("id").unwrap_or("")
+                    );
+                    tokio::spawn(
+                        async move {
+                            if let Some(reply) = service.handle(&stanza).await {
+                                let _ = tx.send(reply.to_xml(NS_COMPONENT)).await;
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+                Ok(Inbound::Header(_)) => break Err(LinkError::Stream("unexpected stream header".into())),
+                Err(e) => break Err(e),
+            },
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > silent_limit {
+                    break Err(LinkError::Silent(last_heard.elapsed()));
+                }
+                ping_id += 1;
+                let ping = Element::new("iq", NS_COMPONENT)
+                    .attr("type", "get")
+                    .attr("id", format!("mftd-ping-{ping_id}"))
+                    .attr("from", settings.jid.as_str())
+                    .attr("to", parent_domain(&settings.jid))
+                    .child(Element::new("ping", "urn:xmpp:ping"));
+                if tx.send(ping.to_xml(NS_COMPONENT)).await.is_err() {
+                    break Err(LinkError::Closed);
+                }
+            },
+            _ = shutdown.changed() => break Ok(()),
+        }
+    };
+    drop(tx);
+    // Let queued replies go out and the stream close; do not hang on a dead peer.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    result
+}

@@ -1,0 +1,399 @@
+//! mftd's configuration file (TOML): one documented struct per section,
+//! unknown keys rejected, sizes and durations in human units, secrets inline
+//! or as `*_file` and never printed. `docs/configuration.md` describes every key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// The largest file mftd accepts, and what `max_file_size = 0` means: 4 GiB.
+pub const MAX_FILE_SIZE_CAP: u64 = 4 << 30;
+
+/// A secret string; `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[xmpp]`: the link to the router.
+    pub xmpp: XmppConfig,
+    /// `[http]`: the upload/download endpoint.
+    pub http: HttpConfig,
+    /// `[node]`: this node's identity.
+    pub node: NodeConfig,
+    /// `[store]`: where files go.
+    pub store: StoreConfig,
+    /// `[limits]`: policy.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[xmpp]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The component's JID, e.g. `upload.example.test`.
+    pub component_jid: String,
+    /// The shared secret from the router's component entry.
+    pub secret: Option<Secret>,
+    /// A file holding the secret.
+    pub secret_file: Option<PathBuf>,
+    /// The router's component port, `host:port`.
+    #[serde(default = "default_router")]
+    pub router: String,
+    /// How often to ping the router to prove the link alive.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: HumanDuration,
+}
+
+/// `[http]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The base of slot URLs as clients reach it.
+    pub public_url: String,
+    /// PEM certificate chain; with `tls_key`, the endpoint speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// The key that signs slot tokens (at least 16 bytes).
+    pub token_key: Option<Secret>,
+    /// A file holding the token key.
+    pub token_key_file: Option<PathBuf>,
+    /// How long a client may stay silent in the middle of a body.
+    #[serde(default = "default_body_idle")]
+    pub body_idle_timeout: HumanDuration,
+    /// How long transfers in flight may continue after a stop signal.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// `[node]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name, e.g. `node_1`.
+    pub name: String,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `local` (a directory) or `sftp` (an external file server).
+    pub kind: StoreKind,
+    /// For `local`: the node directory.
+    pub path: Option<PathBuf>,
+}
+
+/// Which backend holds the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A local directory.
+    Local,
+    /// An SSH/SFTP file server.
+    Sftp,
+}
+
+/// `[limits]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest file; `0` means the maximum, 4 GiB.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: ByteSize,
+    /// How long a PUT URL stays valid.
+    #[serde(default = "default_slot_ttl")]
+    pub slot_ttl: HumanDuration,
+    /// Domains whose users may request slots; empty means the component's
+    /// parent domain only.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_file_size: default_max_file_size(),
+            slot_ttl: default_slot_ttl(),
+            allowed_domains: Vec::new(),
+        }
+    }
+}
+
+fn default_router() -> String {
+    "127.0.0.1:5347".into()
+}
+fn default_keepalive() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_body_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_max_file_size() -> ByteSize {
+    ByteSize(100 << 20)
+}
+fn default_slot_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// A configuration that cannot be used, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown or missing keys, bad values.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's explanation (names the key and line).
+        message: String,
+    },
+    /// A value that parses but cannot work.
+    #[error("config key {key}: {message}")]
+    Invalid {
+        /// The key, e.g. `http.public_url`.
+        key: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// A secret given inline or in a file; exactly one of the two.
+fn load_secret(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &'static str,
+) -> Result<Secret, ConfigError> {
+    match (inline, file) {
+        (Some(s), None) => Ok(s.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+            Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        (Some(_), Some(_)) => Err(invalid(key, "give the secret inline or as a *_file, not both")),
+        (None, None) => Err(invalid(key, "missing: give it inline or as a *_file")),
+    }
+}
+
+/// Everything resolved and checked, ready to run.
+#[derive(Debug)]
+pub struct Settings {
+    /// The parsed file.
+    pub config: Config,
+    /// The component secret.
+    pub component_secret: Secret,
+    /// The slot-token key.
+    pub token_key: Secret,
+    /// Effective maximum file size in bytes.
+    pub max_file_size: u64,
+    /// Domains allowed to request slots.
+    pub allowed_domains: Vec<String>,
+    /// The path part of `public_url`.
+    pub base_path: String,
+}
+
+impl Settings {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Settings, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let jid = &config.xmpp.component_jid;
+        if jid.is_empty() || jid.contains(['@', '/', ' ']) || !jid.contains('.') {
+            return Err(invalid(
+                "xmpp.component_jid",
+                format!("{jid:?} is not a component domain such as upload.example.test"),
+            ));
+        }
+        if config.xmpp.router.parse::<SocketAddr>().is_err() && !config.xmpp.router.contains(':') {
+            return Err(invalid("xmpp.router", "write host:port, e.g. 127.0.0.1:5347"));
+        }
+        let component_secret = load_secret(&config.xmpp.secret, &config.xmpp.secret_file, "xmpp.secret")?;
+        let token_key = load_secret(&config.http.token_key, &config.http.token_key_file, "http.token_key")?;
+        if token_key.expose().len() < 16 {
+            return Err(invalid(
+                "http.token_key",
+                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
+        let url = &config.http.public_url;
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| invalid("http.public_url", format!("{url:?} must start with https:// or http://")))?;
+        let base_path = match rest.find('/') {
+            Some(i) => rest[i..].trim_end_matches('/').to_owned(),
+            None => String::new(),
+        };
+        if rest.is_empty() || rest.starts_with('/') || base_path.contains(['?', '#']) {
+            return Err(invalid("http.public_url", format!("{url:?} is not a base URL such as https://upload.example.test:5443/")));
+        }
+        match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(invalid("http.tls_cert", "set both tls_cert and tls_key, or neither"))
+            }
+            _ => {}
+        }
+        if config.node.name.is_empty() || config.node.name.contains(['/', '\\', ' ']) {
+            return Err(invalid("node.name", "use a short name such as node_1"));
+        }
+        match config.store.kind {
+            StoreKind::Local => {
+                if config.store.path.is_none() {
+                    return Err(invalid("store.path", "missing: the node directory for kind = \"local\""));
+                }
+            }
+            StoreKind::Sftp => {
+                return Err(invalid("store.kind", "\"sftp\" is not available in this build yet; use \"local\""))
+            }
+        }
+        let max_file_size = match config.limits.max_file_size.0 {
+            0 => MAX_FILE_SIZE_CAP,
+            n if n > MAX_FILE_SIZE_CAP => {
+                return Err(invalid("limits.max_file_size", "at most 4 GiB (0 also means 4 GiB)"))
+            }
+            n => n,
+        };
+        if config.limits.slot_ttl.0 < Duration::from_secs(10) {
+            return Err(invalid("limits.slot_ttl", "at least 10s; XEP-0363 suggests 300s"));
+        }
+        let allowed_domains = if config.limits.allowed_domains.is_empty() {
+            let parent = jid.split_once('.').map_or(jid.as_str(), |(_, p)| p);
+            vec![parent.to_owned()]
+        } else {
+            config.limits.allowed_domains.iter().map(|d| d.to_lowercase()).collect()
+        };
+        Ok(Settings {
+            config,
+            component_secret,
+            token_key,
+            max_file_size,
+            allowed_domains,
+            base_path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[xmpp]
+component_jid = "upload.example.test"
+secret = "s3cret"
+[http]
+listen = "127.0.0.1:5443"
+public_url = "https://upload.example.test:5443/files/"
+token_key = "0123456789abcdef0123"
+[node]
+name = "node_1"
+[store]
+kind = "local"
+path = "/tmp/x"
+[limits]
+max_file_size = "0"
+slot_ttl = "5m"
+"#;
+
+    fn err(text: &str) -> String {
+        Settings::from_toml(text, "test.toml").expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn good_config_and_defaults() {
+        let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
+        assert_eq!(s.max_file_size, 4 << 30);
+        assert_eq!(s.base_path, "/files");
+        assert_eq!(s.allowed_domains, ["example.test"]);
+        assert_eq!(s.config.xmpp.router, "127.0.0.1:5347");
+        assert_eq!(s.config.limits.slot_ttl.0, Duration::from_secs(300));
+        assert!(!format!("{s:?}").contains("s3cret"), "secrets must not be printed");
+        assert!(!format!("{s:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn unknown_missing_and_bad_keys_are_named() {
+        let unknown = GOOD.replace("[node]", "[node]\ncolour = \"blue\"");
+        assert!(err(&unknown).contains("colour"), "{}", err(&unknown));
+        let missing = GOOD.replace("name = \"node_1\"", "");
+        assert!(err(&missing).contains("name"), "{}", err(&missing));
+        let bad_size = GOOD.replace("max_file_size = \"0\"", "max_file_size = \"12 XB\"");
+        assert!(err(&bad_size).contains("max_file_size") || err(&bad_size).contains("XB"), "{}", err(&bad_size));
+        let bad_url = GOOD.replace("https://upload", "ftp://upload");
+        assert!(err(&bad_url).contains("http.public_url"));
+        let short_key = GOOD.replace("0123456789abcdef0123", "short");
+        assert!(err(&short_key).contains("http.token_key"));
+        let both = GOOD.replace("secret = \"s3cret\"", "secret = \"a\"\nsecret_file = \"/x\"");
+        assert!(err(&both).contains("not both"));
+        let no_secret = GOOD.replace("secret = \"s3cret\"", "");
+        assert!(err(&no_secret).contains("xmpp.secret"));
+        let huge = GOOD.replace("max_file_size = \"0\"", "max_file_size = \"5 GiB\"");
+        assert!(err(&huge).contains("limits.max_file_size"));
+        let bad_jid = GOOD.replace("upload.example.test\"", "user@example.test\"");
+        assert!(err(&bad_jid).contains("xmpp.component_jid"));
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let text = GOOD.replace("secret = \"s3cret\"", &format!("secret_file = {:?}", file.display().to_string()));
+        let s = Settings::from_toml(&text, "t").expect("valid");
+        assert_eq!(s.component_secret.expose(), "from-file");
+    }
+}

@@ -1,0 +1,228 @@
+//! XEP-0363 slot requests: reading them in all three namespaces clients use,
+//! checking them against policy, and building slot results or the exact
+//! errors the XEP prescribes.
+
+use mft_upload_http::urls::sanitize_filename;
+
+use crate::stanza::StanzaError;
+use crate::xml::Element;
+
+/// Current XEP-0363 namespace.
+pub const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// XEP-0363 v0.2 (child elements, no headers).
+pub const NS_UPLOAD_LEGACY: &str = "urn:xmpp:http:upload";
+/// The Conversations namespace (as v0.2).
+pub const NS_UPLOAD_SIACS: &str = "eu:siacs:conversations:http:upload";
+
+/// The namespaces we answer, newest first.
+pub const UPLOAD_NAMESPACES: [&str; 3] = [NS_UPLOAD, NS_UPLOAD_LEGACY, NS_UPLOAD_SIACS];
+
+/// A slot request as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// The namespace it came in (decides the reply's shape).
+    pub ns: &'static str,
+    /// Sanitised file name.
+    pub filename: String,
+    /// Size in bytes, positive.
+    pub size: u64,
+    /// Declared Content-Type, if any.
+    pub content_type: Option<String>,
+}
+
+/// Finds the upload `<request/>` in an IQ, if there is one.
+pub fn find_request(iq: &Element) -> Option<(&'static str, &Element)> {
+    UPLOAD_NAMESPACES
+        .into_iter()
+        .find_map(|ns| iq.get_child("request", ns).map(|r| (ns, r)))
+}
+
+fn bad_request(text: &str) -> StanzaError {
+    StanzaError::new("modify", "bad-request", text)
+}
+
+/// A plausible media type: `type/subtype` of token characters, parameters allowed.
+fn valid_content_type(ct: &str) -> bool {
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    ct.len() <= 255
+        && !ct.chars().any(|c| c.is_control())
+        && essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+}
+
+/// Reads a `<request/>` in namespace `ns`.
+pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, StanzaError> {
+    let field = |name: &str| -> Option<String> {
+        if ns == NS_UPLOAD {
+            req.get_attr(name).map(str::to_owned)
+        } else {
+            req.get_child(name, ns).map(Element::text_content)
+        }
+    };
+    let raw_name = field("filename").unwrap_or_default();
+    let filename = sanitize_filename(&raw_name).ok_or_else(|| bad_request("The filename is missing or empty."))?;
+    let size = field("size")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad_request("The size must be a positive number of bytes."))?;
+    let content_type = match field("content-type").map(|c| c.trim().to_owned()) {
+        None => None,
+        Some(c) if c.is_empty() => None,
+        Some(c) if valid_content_type(&c) => Some(c),
+        Some(_) => return Err(bad_request("The content-type is not a valid media type.")),
+    };
+    Ok(SlotRequest {
+        ns,
+        filename,
+        size,
+        content_type,
+    })
+}
+
+/// The `file-too-large` error carrying the limit.
+pub fn too_large(ns: &'static str, max: u64) -> StanzaError {
+    let limit_name = if ns == NS_UPLOAD { "max-file-size" } else { "max-size" };
+    StanzaError {
+        kind: "modify",
+        condition: "not-acceptable",
+        text: format!("File too large. The maximum file size is {max} bytes."),
+        extra: Some(Element::new("file-too-large", ns).child(Element::new(limit_name, ns).text(max.to_string()))),
+    }
+}
+
+/// A temporary refusal with the time to retry (XEP-0082 stamp).
+pub fn retry_later(ns: &'static str, text: &str, stamp: &str) -> StanzaError {
+    StanzaError {
+        kind: "wait",
+        condition: "resource-constraint",
+        text: text.to_owned(),
+        extra: Some(Element::new("retry", ns).attr("stamp", stamp)),
+    }
+}
+
+/// The `<slot/>` payload for a granted request.
+pub fn slot_element(ns: &'static str, put_url: &str, get_url: &str, token: &str) -> Element {
+    if ns == NS_UPLOAD {
+        Element::new("slot", ns)
+            .child(
+                Element::new("put", ns)
+                    .attr("url", put_url)
+                    .child(Element::new("header", ns).attr("name", "Authorization").text(format!("Bearer {token}"))),
+            )
+            .child(Element::new("get", ns).attr("url", get_url))
+    } else {
+        // v0.2 clients cannot send headers: the token rides in the PUT URL.
+        Element::new("slot", ns)
+            .child(Element::new("put", ns).text(format!("{put_url}?token={token}")))
+            .child(Element::new("get", ns).text(get_url))
+    }
+}
+
+/// The domain part of a JID (`user@domain/resource` → `domain`), lower case.
+pub fn jid_domain(jid: &str) -> String {
+    let bare = jid.split('/').next().unwrap_or("");
+    bare.rsplit('@').next().unwrap_or("").to_lowercase()
+}
+
+/// The bare JID (`user@domain`), lower case domain.
+pub fn bare_jid(jid: &str) -> String {
+    jid.split('/').next().unwrap_or("").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{Inbound, StanzaReader};
+
+    async fn stanza(xml: &str) -> Element {
+        let doc = format!(
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='1'>{xml}"
+        );
+        let mut r = StanzaReader::new(doc.as_bytes());
+        let _ = r.next().await;
+        match r.next().await {
+            Ok(Inbound::Stanza(e)) => e,
+            other => panic!("no stanza: {other:?}"),
+        }
+    }
+
+    // XEP-0363 §4, Example 4 (requesting a slot).
+    const XEP_EXAMPLE_4: &str = "<iq from='romeo@montague.tld/garden' id='step_03' to='upload.montague.tld' type='get'>\
+        <request xmlns='urn:xmpp:http:upload:0' filename='tr\u{e8}s cool.jpg' size='23456' content-type='image/jpeg' />\
+        </iq>";
+
+    #[tokio::test]
+    async fn xep_example_request_parses() {
+        let iq = stanza(XEP_EXAMPLE_4).await;
+        let (ns, req) = find_request(&iq).expect("request");
+        let parsed = parse_request(ns, req).expect("valid");
+        assert_eq!(
+            parsed,
+            SlotRequest {
+                ns: NS_UPLOAD,
+                filename: "très cool.jpg".into(),
+                size: 23456,
+                content_type: Some("image/jpeg".into()),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn content_type_is_optional_and_legacy_children_work() {
+        let iq = stanza("<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' filename='a.bin' size='1'/></iq>").await;
+        let (ns, req) = find_request(&iq).expect("request");
+        assert_eq!(parse_request(ns, req).expect("valid").content_type, None);
+        let iq = stanza(
+            "<iq type='get' id='2'><request xmlns='eu:siacs:conversations:http:upload'><filename>x.png</filename><size>42</size></request></iq>",
+        )
+        .await;
+        let (ns, req) = find_request(&iq).expect("request");
+        assert_eq!(ns, NS_UPLOAD_SIACS);
+        assert_eq!(parse_request(ns, req).expect("valid").size, 42);
+    }
+
+    #[tokio::test]
+    async fn bad_requests() {
+        for attrs in [
+            "filename='a.bin'",
+            "filename='a.bin' size='0'",
+            "filename='a.bin' size='-5'",
+            "filename='a.bin' size='lots'",
+            "size='5'",
+            "filename='' size='5'",
+            "filename='&#0;' size='5'".replace("&#0;", "\u{1}").as_str(),
+            "filename='a' size='5' content-type='not a type'",
+        ] {
+            let iq = stanza(&format!("<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' {attrs}/></iq>")).await;
+            let (ns, req) = find_request(&iq).expect("request");
+            let err = parse_request(ns, req).expect_err(&attrs.to_string());
+            assert_eq!((err.kind, err.condition), ("modify", "bad-request"), "{attrs}");
+        }
+    }
+
+    #[test]
+    fn error_and_slot_shapes_follow_the_xep() {
+        let request = Element::new("iq", "jabber:component:accept")
+            .attr("id", "step_03")
+            .attr("from", "romeo@montague.tld/garden")
+            .attr("to", "upload.montague.tld")
+            .attr("type", "get")
+            .child(Element::new("request", NS_UPLOAD).attr("filename", "a").attr("size", "9"));
+        let xml = too_large(NS_UPLOAD, 20000).reply_to(&request).to_xml("jabber:component:accept");
+        assert_eq!(
+            xml,
+            "<iq type='error' id='step_03' from='upload.montague.tld' to='romeo@montague.tld/garden'>\
+             <request xmlns='urn:xmpp:http:upload:0' filename='a' size='9'/>\
+             <error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>File too large. The maximum file size is 20000 bytes.</text>\
+             <file-too-large xmlns='urn:xmpp:http:upload:0'><max-file-size>20000</max-file-size></file-too-large></error></iq>"
+        );
+        let slot = slot_element(NS_UPLOAD, "https://u/p", "https://u/p", "T").to_xml("");
+        assert_eq!(
+            slot,
+            "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://u/p'><header name='Authorization'>Bearer T</header></put><get url='https://u/p'/></slot>"
+        );
+        assert_eq!(jid_domain("Romeo@Montague.TLD/garden"), "montague.tld");
+        assert_eq!(jid_domain("montague.tld"), "montague.tld");
+    }
+}

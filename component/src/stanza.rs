@@ -1,0 +1,79 @@
+//! Stanza helpers: replies that swap `from`/`to` and keep the `id`, and
+//! RFC 6120 stanza errors that echo the request.
+
+use crate::link::NS_COMPONENT;
+use crate::xml::Element;
+
+/// The namespace of stanza error conditions and texts.
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// An `<iq type='result'/>` answering `request`, with optional payload.
+pub fn iq_result(request: &Element, payload: Option<Element>) -> Element {
+    let mut iq = reply_shell(request, "result");
+    if let Some(p) = payload {
+        iq = iq.child(p);
+    }
+    iq
+}
+
+fn reply_shell(request: &Element, kind: &str) -> Element {
+    let mut iq = Element::new(&request.name, NS_COMPONENT).attr("type", kind);
+    if let Some(id) = request.get_attr("id") {
+        iq.set_attr("id", id);
+    }
+    if let Some(from) = request.get_attr("to") {
+        iq.set_attr("from", from);
+    }
+    if let Some(to) = request.get_attr("from") {
+        iq.set_attr("to", to);
+    }
+    iq
+}
+
+/// A stanza error: type (`modify`, `cancel`, `auth`, `wait`), condition,
+/// human text, and optional application-specific element.
+#[derive(Debug, Clone)]
+pub struct StanzaError {
+    /// `modify`, `cancel`, `auth` or `wait`.
+    pub kind: &'static str,
+    /// The RFC 6120 defined condition, e.g. `bad-request`.
+    pub condition: &'static str,
+    /// Explanation for the user.
+    pub text: String,
+    /// An extra element such as `<file-too-large/>` or `<retry/>`.
+    pub extra: Option<Element>,
+}
+
+impl StanzaError {
+    /// A stanza error without an application element.
+    pub fn new(kind: &'static str, condition: &'static str, text: impl Into<String>) -> Self {
+        StanzaError {
+            kind,
+            condition,
+            text: text.into(),
+            extra: None,
+        }
+    }
+
+    /// The error reply to `request`, echoing its payload.
+    pub fn reply_to(&self, request: &Element) -> Element {
+        let mut iq = reply_shell(request, "error");
+        for child in request.elements() {
+            iq = iq.child(child.clone());
+        }
+        let mut error = Element::new("error", NS_COMPONENT)
+            .attr("type", self.kind)
+            .child(Element::new(self.condition, NS_STANZAS));
+        if !self.text.is_empty() {
+            error = error.child(
+                Element::new("text", NS_STANZAS)
+                    .attr("xml:lang", "en")
+                    .text(self.text.clone()),
+            );
+        }
+        if let Some(extra) = &self.extra {
+            error = error.child(extra.clone());
+        }
+        iq.child(error)
+    }
+}

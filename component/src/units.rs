@@ -1,0 +1,122 @@
+//! Human units in the configuration: sizes (`100 MiB`, `4GB`, `1024`) and
+//! durations (`300s`, `5m`, `1h`, `250ms`, or plain seconds).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A byte count written with or without a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+/// A duration written with a unit, or as plain seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+/// Parses `100 MiB`, `1.5GB`, `4096`, `0`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (write e.g. 100 MiB, 4 GB or 1048576)"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    Ok((num * factor).round() as u64)
+}
+
+/// Parses `300s`, `5m`, `1h`, `250ms`, `2d`, `30`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (write e.g. 300s, 5m, 1h)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => num,
+        "ms" => num / 1000.0,
+        "m" | "min" => num * 60.0,
+        "h" => num * 3600.0,
+        "d" => num * 86_400.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+struct NumberOrText<T>(fn(&str) -> Result<T, String>, fn(u64) -> T, &'static str);
+
+impl<T> Visitor<'_> for NumberOrText<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.2)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        Ok((self.1)(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        u64::try_from(v)
+            .map(self.1)
+            .map_err(|_| E::custom(format!("{v} is negative")))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumberOrText(
+            |s| parse_size(s).map(ByteSize),
+            ByteSize,
+            "a size such as \"100 MiB\" or a number of bytes",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumberOrText(
+            |s| parse_duration(s).map(HumanDuration),
+            |n| HumanDuration(Duration::from_secs(n)),
+            "a duration such as \"300s\" or a number of seconds",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("100 MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5 kb"), Ok(1500));
+        assert!(parse_size("12 XB").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+}

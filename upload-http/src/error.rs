@@ -1,0 +1,98 @@
+//! Every way an HTTP request can fail, mapped to a status and a short
+//! plain-text explanation in one place.
+
+use http::StatusCode;
+use mft_storage::StoreError;
+
+use crate::token::TokenError;
+
+/// A request that cannot be served, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No such file or not one of our URLs.
+    #[error("no such file")]
+    NotFound,
+    /// A method we do not serve.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// PUT without a token.
+    #[error("missing upload token: send the Authorization header from the slot")]
+    MissingToken,
+    /// PUT with a bad or expired token, or one for another URL.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// The token is genuine but was issued for a different URL.
+    #[error("upload token was issued for another file")]
+    WrongSlot,
+    /// No Content-Length on a PUT.
+    #[error("Content-Length is required")]
+    LengthRequired,
+    /// Content-Length larger than the slot.
+    #[error("Content-Length {got} exceeds the slot size {slot}")]
+    TooLarge {
+        /// Sent.
+        got: u64,
+        /// Allowed.
+        slot: u64,
+    },
+    /// Other client mistakes: wrong length, wrong type, broken body.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The client stopped sending.
+    #[error("request body timed out")]
+    Timeout,
+    /// The slot was already used.
+    #[error("this slot was already used; request a new one")]
+    Conflict,
+    /// Unsatisfiable Range.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// The file size, for Content-Range.
+        size: u64,
+    },
+    /// The file server or another dependency is down.
+    #[error("storage temporarily unavailable, retry later")]
+    Unavailable,
+    /// Anything else on our side.
+    #[error("internal error")]
+    Internal,
+}
+
+impl HttpError {
+    /// The status code to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::MissingToken => StatusCode::UNAUTHORIZED,
+            HttpError::Token(_) | HttpError::WrongSlot => StatusCode::FORBIDDEN,
+            HttpError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::Conflict => StatusCode::CONFLICT,
+            HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => HttpError::NotFound,
+            StoreError::AlreadyExists(_) => HttpError::Conflict,
+            StoreError::ShortBody { expected, got } => {
+                HttpError::BadRequest(format!("body ended after {got} of {expected} bytes"))
+            }
+            StoreError::LongBody { expected } => HttpError::TooLarge {
+                got: expected + 1,
+                slot: expected,
+            },
+            StoreError::Unavailable(_) => HttpError::Unavailable,
+            StoreError::Aborted => HttpError::BadRequest("upload aborted".into()),
+            StoreError::Io { .. } => HttpError::Internal,
+        }
+    }
+}
