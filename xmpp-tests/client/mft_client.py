@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""A real XMPP client (slixmpp) for mftd's integration tests.
+
+It logs in over c2s, finds the upload service through the domain's
+disco#items the way chat clients do, and then either prints what it
+discovered, sends one raw slot request and prints the reply, or performs a
+whole upload (slot, HTTP PUT, HTTP GET) and prints a JSON summary.
+"""
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+
+NS_UPLOAD = "urn:xmpp:http:upload:0"
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, args):
+        super().__init__(jid, password)
+        self.args = args
+        self.result = None
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0199")
+        self.add_event_handler("session_start", self.start)
+        self.add_event_handler("failed_auth", self.failed)
+
+    def failed(self, _event):
+        self.result = {"error": "authentication failed"}
+        self.disconnect()
+
+    async def discover(self):
+        items = await self["xep_0030"].get_items(jid=self.boundjid.domain, timeout=10)
+        found = []
+        for item in items["disco_items"]["items"]:
+            jid = item[0]
+            info = await self["xep_0030"].get_info(jid=jid, timeout=10)
+            features = info["disco_info"]["features"]
+            if NS_UPLOAD in features:
+                max_size = None
+                for form in info["disco_info"].xml.findall("{jabber:x:data}x"):
+                    fields = {
+                        f.get("var"): [v.text for v in f.findall("{jabber:x:data}value")]
+                        for f in form.findall("{jabber:x:data}field")
+                    }
+                    if fields.get("FORM_TYPE") == [NS_UPLOAD]:
+                        max_size = int(fields["max-file-size"][0])
+                identities = [list(i[:2]) for i in info["disco_info"]["identities"]]
+                found.append({"jid": jid, "max_file_size": max_size, "identities": identities,
+                              "features": sorted(features)})
+        return {"items": [i[0] for i in items["disco_items"]["items"]], "services": found}
+
+    async def raw_iq(self, to, payload, kind="get"):
+        iq = self.make_iq(ito=to, itype=kind)
+        iq.append(ET.fromstring(payload))
+        try:
+            reply = await iq.send(timeout=10)
+        except IqError as e:
+            reply = e.iq
+        return str(reply)
+
+    async def request_slot(self, service, filename, size, content_type):
+        req = ET.Element("{%s}request" % NS_UPLOAD, filename=filename, size=str(size))
+        if content_type:
+            req.set("content-type", content_type)
+        iq = self.make_iq_get(ito=service)
+        iq.append(req)
+        reply = await iq.send(timeout=10)
+        slot = reply.xml.find("{%s}slot" % NS_UPLOAD)
+        put = slot.find("{%s}put" % NS_UPLOAD)
+        headers = {h.get("name"): h.text for h in put.findall("{%s}header" % NS_UPLOAD)}
+        return put.get("url"), headers, slot.find("{%s}get" % NS_UPLOAD).get("url")
+
+    async def upload(self):
+        a = self.args
+        found = await self.discover()
+        if not found["services"]:
+            return {"error": "no upload service in disco#items", "discovered": found}
+        service = found["services"][0]["jid"]
+        with open(a.file, "rb") as f:
+            data = f.read()
+        name = a.name or a.file.rsplit("/", 1)[-1]
+        put_url, headers, get_url = await self.request_slot(service, name, len(data), a.content_type)
+        put_headers = dict(headers)
+        if a.content_type:
+            put_headers["Content-Type"] = a.content_type
+        status = http("PUT", put_url, data, put_headers)[0]
+        got_status, body, got_headers = http("GET", get_url)
+        return {
+            "service": service,
+            "put_url": put_url,
+            "get_url": get_url,
+            "put_headers": sorted(headers),
+            "put_status": status,
+            "get_status": got_status,
+            "get_content_type": got_headers.get("content-type"),
+            "sha256_sent": hashlib.sha256(data).hexdigest(),
+            "sha256_got": hashlib.sha256(body).hexdigest(),
+        }
+
+    async def start(self, _event):
+        a = self.args
+        try:
+            if a.command == "discover":
+                self.result = await self.discover()
+            elif a.command == "iq":
+                self.result = {"reply": await self.raw_iq(a.to, a.payload, a.type)}
+            elif a.command == "upload":
+                self.result = await self.upload()
+        except (IqError, IqTimeout) as e:
+            self.result = {"error": repr(e)}
+        finally:
+            self.disconnect()
+
+
+def http(method, url, data=None, headers=None):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--jid", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--server", required=True, help="host:port of c2s")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("discover")
+    iq = sub.add_parser("iq")
+    iq.add_argument("--to", required=True)
+    iq.add_argument("--type", default="get")
+    iq.add_argument("payload")
+    up = sub.add_parser("upload")
+    up.add_argument("--file", required=True)
+    up.add_argument("--name")
+    up.add_argument("--content-type")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    host, port = args.server.rsplit(":", 1)
+    client = Client(args.jid, args.password, args)
+    client.connect(address=(host, int(port)), use_ssl=False, force_starttls=False, disable_starttls=True)
+    loop = asyncio.get_event_loop()
+    loop.run_until_complete(asyncio.wait_for(client.disconnected, 60))
+    if client.result is None:
+        print(json.dumps({"error": "no result (connection failed?)"}))
+        sys.exit(2)
+    print(json.dumps(client.result))
+
+
+if __name__ == "__main__":
+    main()

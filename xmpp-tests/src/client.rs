@@ -1,0 +1,38 @@
+//! Runs the real XMPP client (slixmpp, `client/mft_client.py`) against a
+//! test Prosody and returns its JSON answer.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::prosody::Prosody;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("client/mft_client.py")
+}
+
+/// Python with slixmpp: Debian's `python3-slixmpp` lives in /usr/bin/python3.
+fn python() -> &'static str {
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Runs the client as `jid` with `args` (a subcommand and its options).
+pub fn run(prosody: &Prosody, jid: &str, password: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(script())
+        .args(["--jid", jid, "--password", password, "--server", &prosody.c2s_addr()])
+        .args(args)
+        .output()
+        .expect("python3 with slixmpp: run scripts/install-deps.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("client printed no JSON ({e}): {stdout}"))
+}
+

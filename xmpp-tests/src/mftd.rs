@@ -1,0 +1,185 @@
+//! The real `mftd` binary, started with a generated config pointing at a
+//! test Prosody, its log captured to a file, stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::process::{free_port, wait_for_port, Guard};
+use crate::prosody::Prosody;
+
+/// Where the `mftd` binary is: `$MFTD_BIN`, or next to the test executable's
+/// `deps` directory (cargo's target dir).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MFTD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap();
+    let bin = target.join("mftd");
+    assert!(bin.exists(), "{} missing: run `cargo build --bins` first", bin.display());
+    bin
+}
+
+/// A running mftd.
+pub struct Mftd {
+    guard: Guard,
+    dir: tempfile::TempDir,
+    /// HTTP port.
+    pub http_port: u16,
+}
+
+/// Settings for a test mftd.
+pub struct MftdOptions {
+    /// Router address.
+    pub router: String,
+    /// Component JID.
+    pub component_jid: String,
+    /// Component secret.
+    pub secret: String,
+    /// Extra TOML for `[limits]`.
+    pub limits: String,
+}
+
+impl MftdOptions {
+    /// Options for the given Prosody.
+    pub fn for_prosody(p: &Prosody) -> Self {
+        MftdOptions {
+            router: p.component_addr(),
+            component_jid: p.component_jid.clone(),
+            secret: p.secret.clone(),
+            limits: "max_file_size = \"10 MiB\"\n".into(),
+        }
+    }
+}
+
+impl Mftd {
+    /// Writes a config and starts mftd; waits for the HTTP port.
+    pub fn start(opts: &MftdOptions) -> Mftd {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let node = dir.path().join("node_1");
+        let config = format!(
+            r#"
+[xmpp]
+component_jid = "{jid}"
+secret = "{secret}"
+router = "{router}"
+keepalive = "2s"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+public_url = "http://127.0.0.1:{http_port}/"
+token_key = "test-token-key-0123456789abcdef"
+shutdown_grace = "10s"
+
+[node]
+name = "node_1"
+
+[store]
+kind = "local"
+path = "{node}"
+
+[limits]
+{limits}
+"#,
+            jid = opts.component_jid,
+            secret = opts.secret,
+            router = opts.router,
+            node = node.display(),
+            limits = opts.limits,
+        );
+        let config_path = dir.path().join("mftd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("mftd.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let m = Mftd {
+            guard: Guard(Some(child)),
+            dir,
+            http_port,
+        };
+        assert!(wait_for_port(http_port, Duration::from_secs(20)), "mftd did not listen; log:\n{}", m.log());
+        m
+    }
+
+    /// mftd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mftd.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log has `needle` at least `times` times.
+    pub fn wait_for_log(&self, needle: &str, times: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= times {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits until the component is authenticated with the router.
+    pub fn wait_connected(&self, times: usize) {
+        assert!(
+            self.wait_for_log("XMPP: connected and authenticated", times, Duration::from_secs(30)),
+            "component did not connect; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// The node directory.
+    pub fn node_dir(&self) -> PathBuf {
+        self.dir.path().join("node_1")
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mftd.toml")
+    }
+
+    /// The process guard (signals, exit).
+    pub fn process(&mut self) -> &mut Guard {
+        &mut self.guard
+    }
+
+    /// Peak resident memory (VmHWM) and current (VmRSS), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.guard.pid())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+/// Lists every data file under `root/files` (relative paths).
+pub fn stored_files(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root.join("files"), root, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,103 @@
+//! Process and port helpers: free loopback ports, waiting for a port, running
+//! a child as an unprivileged system user when we are root, killing on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// True when this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// uid and gid of a system user from /etc/passwd.
+pub fn system_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// Makes `cmd` run as `user` when we are root (servers that refuse root).
+pub fn as_user(cmd: &mut Command, user: &str) {
+    if is_root() {
+        let (uid, gid) = system_user(user).unwrap_or_else(|| panic!("system user {user} missing: run scripts/install-deps.sh"));
+        cmd.uid(uid).gid(gid).env("HOME", "/tmp");
+    }
+}
+
+/// Gives `path` (recursively) to `user` when we are root.
+pub fn chown_to(path: &Path, user: &str) {
+    if !is_root() {
+        return;
+    }
+    let (uid, gid) = system_user(user).unwrap();
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Guard(pub Option<Child>);
+
+impl Guard {
+    /// Sends a signal by number (e.g. 15 for SIGTERM).
+    pub fn signal(&self, sig: i32) {
+        if let Some(child) = &self.0 {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Waits up to `timeout` for exit; the exit code, if it exited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.0.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.0 = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

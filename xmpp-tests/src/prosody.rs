@@ -1,0 +1,187 @@
+//! A real Prosody (Debian package) on loopback with a generated config: one
+//! or more virtual hosts, our component registered with a generated secret,
+//! and users registered through `prosodyctl`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{as_user, chown_to, free_port, wait_for_port, Guard};
+
+/// A running Prosody.
+pub struct Prosody {
+    guard: Guard,
+    dir: tempfile::TempDir,
+    /// The main virtual host, e.g. `example.test`.
+    pub domain: String,
+    /// The component's JID, e.g. `upload.example.test`.
+    pub component_jid: String,
+    /// The component secret.
+    pub secret: String,
+    /// Client port.
+    pub c2s_port: u16,
+    /// Component port.
+    pub component_port: u16,
+}
+
+/// What to start.
+pub struct ProsodyOptions {
+    /// Virtual hosts; the first is the main domain.
+    pub hosts: Vec<String>,
+    /// Users as (localpart@host, password).
+    pub users: Vec<(String, String)>,
+}
+
+impl Default for ProsodyOptions {
+    fn default() -> Self {
+        ProsodyOptions {
+            hosts: vec!["example.test".into(), "other.test".into()],
+            users: vec![
+                ("alice@example.test".into(), "alice-pw".into()),
+                ("bob@example.test".into(), "bob-pw".into()),
+                ("mallory@other.test".into(), "mallory-pw".into()),
+            ],
+        }
+    }
+}
+
+impl Prosody {
+    /// Starts Prosody and waits until both ports accept.
+    pub fn start(opts: ProsodyOptions) -> Prosody {
+        let dir = tempfile::tempdir().unwrap();
+        let (c2s_port, component_port) = (free_port(), free_port());
+        let domain = opts.hosts[0].clone();
+        let component_jid = format!("upload.{domain}");
+        let secret = format!("secret-{c2s_port}-{component_port}");
+        let mut p = Prosody {
+            guard: Guard(None),
+            dir,
+            domain,
+            component_jid,
+            secret,
+            c2s_port,
+            component_port,
+        };
+        std::fs::create_dir_all(p.data_dir()).unwrap();
+        std::fs::write(p.config_path(), p.config(&opts.hosts)).unwrap();
+        chown_to(p.dir.path(), "prosody");
+        for (jid, password) in &opts.users {
+            p.register(jid, password);
+        }
+        p.launch();
+        p
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    /// Prosody's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.log")
+    }
+
+    fn config(&self, hosts: &[String]) -> String {
+        let mut cfg = format!(
+            r#"
+data_path = "{data}"
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{log}" }} }}
+pidfile = "{dir}/prosody.pid"
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+component_ports = {{ {comp} }}
+component_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "posix" }}
+modules_disabled = {{ "s2s" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+storage = "internal"
+network_default_read_size = 1048576
+"#,
+            data = self.data_dir().display(),
+            log = self.log_path().display(),
+            dir = self.dir.path().display(),
+            c2s = self.c2s_port,
+            comp = self.component_port,
+        );
+        for host in hosts {
+            let _ = writeln!(cfg, "VirtualHost \"{host}\"");
+        }
+        let _ = writeln!(
+            cfg,
+            "Component \"{}\"\n    component_secret = \"{}\"",
+            self.component_jid, self.secret
+        );
+        cfg
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg("--config").arg(self.config_path());
+        as_user(&mut cmd, "prosody");
+        cmd
+    }
+
+    /// Registers a user (`local@host`).
+    pub fn register(&self, jid: &str, password: &str) {
+        let (local, host) = jid.split_once('@').unwrap();
+        let out = self
+            .command("prosodyctl")
+            .args(["register", local, host, password])
+            .output()
+            .expect("prosodyctl: run scripts/install-deps.sh");
+        assert!(out.status.success(), "prosodyctl register {jid}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn launch(&mut self) {
+        let child = self
+            .command("prosody")
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prosody: run scripts/install-deps.sh");
+        self.guard = Guard(Some(child));
+        assert!(
+            wait_for_port(self.c2s_port, Duration::from_secs(20)) && wait_for_port(self.component_port, Duration::from_secs(5)),
+            "Prosody did not start; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Stops Prosody (as a crash would: SIGKILL).
+    pub fn stop(&mut self) {
+        self.guard = Guard(None);
+    }
+
+    /// Starts it again on the same ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `host:port` of c2s.
+    pub fn c2s_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.c2s_port)
+    }
+
+    /// `host:port` of the component port.
+    pub fn component_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.component_port)
+    }
+}
