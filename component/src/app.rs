@@ -21,7 +21,10 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store_cfg = &settings.config.store;
     match store_cfg.kind {
         StoreKind::Local => {
-            let path = store_cfg.path.as_ref().context("store.path is required for kind = \"local\"")?;
+            let path = store_cfg
+                .path
+                .as_ref()
+                .context("store.path is required for kind = \"local\"")?;
             let backend = LocalBackend::new(path)
                 .with_context(|| format!("while opening the node directory {}", path.display()))?;
             Ok(Store::new(backend))

@@ -37,7 +37,11 @@ fn jittered(d: Duration) -> Duration {
 }
 
 /// Runs the component until `shutdown` turns true.
-pub async fn run(settings: LinkSettings, service: Arc<UploadService>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    settings: LinkSettings,
+    service: Arc<UploadService>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         if *shutdown.borrow() {
@@ -56,8 +60,12 @@ pub async fn run(settings: LinkSettings, service: Arc<UploadService>, mut shutdo
                 }
                 let wait = jittered(backoff);
                 match &e {
-                    LinkError::Refused(_) => tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down"),
-                    _ => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down"),
+                    LinkError::Refused(_) => {
+                        tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
+                    }
+                    _ => {
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
+                    }
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 tokio::select! {

@@ -213,7 +213,10 @@ fn load_secret(
                 .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
             Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
         }
-        (Some(_), Some(_)) => Err(invalid(key, "give the secret inline or as a *_file, not both")),
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            "give the secret inline or as a *_file, not both",
+        )),
         (None, None) => Err(invalid(key, "missing: give it inline or as a *_file")),
     }
 }
@@ -259,10 +262,18 @@ impl Settings {
             ));
         }
         if config.xmpp.router.parse::<SocketAddr>().is_err() && !config.xmpp.router.contains(':') {
-            return Err(invalid("xmpp.router", "write host:port, e.g. 127.0.0.1:5347"));
+            return Err(invalid(
+                "xmpp.router",
+                "write host:port, e.g. 127.0.0.1:5347",
+            ));
         }
-        let component_secret = load_secret(&config.xmpp.secret, &config.xmpp.secret_file, "xmpp.secret")?;
-        let token_key = load_secret(&config.http.token_key, &config.http.token_key_file, "http.token_key")?;
+        let component_secret =
+            load_secret(&config.xmpp.secret, &config.xmpp.secret_file, "xmpp.secret")?;
+        let token_key = load_secret(
+            &config.http.token_key,
+            &config.http.token_key_file,
+            "http.token_key",
+        )?;
         if token_key.expose().len() < 16 {
             return Err(invalid(
                 "http.token_key",
@@ -273,17 +284,28 @@ impl Settings {
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| invalid("http.public_url", format!("{url:?} must start with https:// or http://")))?;
+            .ok_or_else(|| {
+                invalid(
+                    "http.public_url",
+                    format!("{url:?} must start with https:// or http://"),
+                )
+            })?;
         let base_path = match rest.find('/') {
             Some(i) => rest[i..].trim_end_matches('/').to_owned(),
             None => String::new(),
         };
         if rest.is_empty() || rest.starts_with('/') || base_path.contains(['?', '#']) {
-            return Err(invalid("http.public_url", format!("{url:?} is not a base URL such as https://upload.example.test:5443/")));
+            return Err(invalid(
+                "http.public_url",
+                format!("{url:?} is not a base URL such as https://upload.example.test:5443/"),
+            ));
         }
         match (&config.http.tls_cert, &config.http.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
-                return Err(invalid("http.tls_cert", "set both tls_cert and tls_key, or neither"))
+                return Err(invalid(
+                    "http.tls_cert",
+                    "set both tls_cert and tls_key, or neither",
+                ))
             }
             _ => {}
         }
@@ -293,28 +315,45 @@ impl Settings {
         match config.store.kind {
             StoreKind::Local => {
                 if config.store.path.is_none() {
-                    return Err(invalid("store.path", "missing: the node directory for kind = \"local\""));
+                    return Err(invalid(
+                        "store.path",
+                        "missing: the node directory for kind = \"local\"",
+                    ));
                 }
             }
             StoreKind::Sftp => {
-                return Err(invalid("store.kind", "\"sftp\" is not available in this build yet; use \"local\""))
+                return Err(invalid(
+                    "store.kind",
+                    "\"sftp\" is not available in this build yet; use \"local\"",
+                ))
             }
         }
         let max_file_size = match config.limits.max_file_size.0 {
             0 => MAX_FILE_SIZE_CAP,
             n if n > MAX_FILE_SIZE_CAP => {
-                return Err(invalid("limits.max_file_size", "at most 4 GiB (0 also means 4 GiB)"))
+                return Err(invalid(
+                    "limits.max_file_size",
+                    "at most 4 GiB (0 also means 4 GiB)",
+                ))
             }
             n => n,
         };
         if config.limits.slot_ttl.0 < Duration::from_secs(10) {
-            return Err(invalid("limits.slot_ttl", "at least 10s; XEP-0363 suggests 300s"));
+            return Err(invalid(
+                "limits.slot_ttl",
+                "at least 10s; XEP-0363 suggests 300s",
+            ));
         }
         let allowed_domains = if config.limits.allowed_domains.is_empty() {
             let parent = jid.split_once('.').map_or(jid.as_str(), |(_, p)| p);
             vec![parent.to_owned()]
         } else {
-            config.limits.allowed_domains.iter().map(|d| d.to_lowercase()).collect()
+            config
+                .limits
+                .allowed_domains
+                .iter()
+                .map(|d| d.to_lowercase())
+                .collect()
         };
         Ok(Settings {
             config,
@@ -350,7 +389,9 @@ slot_ttl = "5m"
 "#;
 
     fn err(text: &str) -> String {
-        Settings::from_toml(text, "test.toml").expect_err("must fail").to_string()
+        Settings::from_toml(text, "test.toml")
+            .expect_err("must fail")
+            .to_string()
     }
 
     #[test]
@@ -361,7 +402,10 @@ slot_ttl = "5m"
         assert_eq!(s.allowed_domains, ["example.test"]);
         assert_eq!(s.config.xmpp.router, "127.0.0.1:5347");
         assert_eq!(s.config.limits.slot_ttl.0, Duration::from_secs(300));
-        assert!(!format!("{s:?}").contains("s3cret"), "secrets must not be printed");
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "secrets must not be printed"
+        );
         assert!(!format!("{s:?}").contains("0123456789abcdef0123"));
     }
 
@@ -372,12 +416,19 @@ slot_ttl = "5m"
         let missing = GOOD.replace("name = \"node_1\"", "");
         assert!(err(&missing).contains("name"), "{}", err(&missing));
         let bad_size = GOOD.replace("max_file_size = \"0\"", "max_file_size = \"12 XB\"");
-        assert!(err(&bad_size).contains("max_file_size") || err(&bad_size).contains("XB"), "{}", err(&bad_size));
+        assert!(
+            err(&bad_size).contains("max_file_size") || err(&bad_size).contains("XB"),
+            "{}",
+            err(&bad_size)
+        );
         let bad_url = GOOD.replace("https://upload", "ftp://upload");
         assert!(err(&bad_url).contains("http.public_url"));
         let short_key = GOOD.replace("0123456789abcdef0123", "short");
         assert!(err(&short_key).contains("http.token_key"));
-        let both = GOOD.replace("secret = \"s3cret\"", "secret = \"a\"\nsecret_file = \"/x\"");
+        let both = GOOD.replace(
+            "secret = \"s3cret\"",
+            "secret = \"a\"\nsecret_file = \"/x\"",
+        );
         assert!(err(&both).contains("not both"));
         let no_secret = GOOD.replace("secret = \"s3cret\"", "");
         assert!(err(&no_secret).contains("xmpp.secret"));
@@ -392,7 +443,10 @@ slot_ttl = "5m"
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("secret");
         std::fs::write(&file, "from-file\n").expect("write");
-        let text = GOOD.replace("secret = \"s3cret\"", &format!("secret_file = {:?}", file.display().to_string()));
+        let text = GOOD.replace(
+            "secret = \"s3cret\"",
+            &format!("secret_file = {:?}", file.display().to_string()),
+        );
         let s = Settings::from_toml(&text, "t").expect("valid");
         assert_eq!(s.component_secret.expose(), "from-file");
     }

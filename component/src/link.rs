@@ -95,7 +95,9 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
                 ))),
             };
             match event {
-                Event::Start(start) if start.local_name().as_ref() == b"stream" && self.stack.is_empty() => {
+                Event::Start(start)
+                    if start.local_name().as_ref() == b"stream" && self.stack.is_empty() =>
+                {
                     let id = start
                         .try_get_attribute("id")
                         .ok()
@@ -125,7 +127,10 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
                 }
                 Event::Text(t) => {
                     if self.stack.len() > 1 {
-                        let text = t.unescape().map_err(|e| LinkError::Stream(e.to_string()))?.into_owned();
+                        let text = t
+                            .unescape()
+                            .map_err(|e| LinkError::Stream(e.to_string()))?
+                            .into_owned();
                         self.push_text(text);
                     }
                 }
@@ -158,17 +163,19 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
 }
 
 fn build_element(ns: String, start: &BytesStart<'_>) -> Result<Element, LinkError> {
-        let mut el = Element::new(&String::from_utf8_lossy(start.local_name().as_ref()), &ns);
-        for attr in start.attributes() {
-            let attr = attr.map_err(|e| LinkError::Stream(e.to_string()))?;
-            let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-            if key == "xmlns" || key.starts_with("xmlns:") {
-                continue;
-            }
-            let value = attr.unescape_value().map_err(|e| LinkError::Stream(e.to_string()))?;
-            el.attrs.push((key, value.into_owned()));
+    let mut el = Element::new(&String::from_utf8_lossy(start.local_name().as_ref()), &ns);
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| LinkError::Stream(e.to_string()))?;
+        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        if key == "xmlns" || key.starts_with("xmlns:") {
+            continue;
         }
-        Ok(el)
+        let value = attr
+            .unescape_value()
+            .map_err(|e| LinkError::Stream(e.to_string()))?;
+        el.attrs.push((key, value.into_owned()));
+    }
+    Ok(el)
 }
 
 /// An open, authenticated link.
@@ -208,7 +215,9 @@ pub async fn connect(router: &str, jid: &str, secret: &str) -> Result<Link, Link
     let id = match tokio::time::timeout(handshake_deadline, reader.next()).await {
         Ok(Ok(Inbound::Header(Some(id)))) => id,
         Ok(Ok(Inbound::Stanza(e))) => return Err(LinkError::Refused(stream_error_text(&e))),
-        Ok(Ok(Inbound::Header(None))) => return Err(LinkError::Stream("router sent no stream id".into())),
+        Ok(Ok(Inbound::Header(None))) => {
+            return Err(LinkError::Stream("router sent no stream id".into()))
+        }
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(LinkError::Silent(handshake_deadline)),
     };
@@ -218,7 +227,9 @@ pub async fn connect(router: &str, jid: &str, secret: &str) -> Result<Link, Link
         Ok(Ok(Inbound::Stanza(e))) if e.name == "handshake" => Ok(Link { reader, writer }),
         Ok(Ok(Inbound::Stanza(e))) => Err(LinkError::Refused(stream_error_text(&e))),
         Ok(Ok(Inbound::Header(_))) => Err(LinkError::Stream("second stream header".into())),
-        Ok(Err(LinkError::Closed)) => Err(LinkError::Refused("stream closed during handshake".into())),
+        Ok(Err(LinkError::Closed)) => {
+            Err(LinkError::Refused("stream closed during handshake".into()))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(LinkError::Silent(handshake_deadline)),
     }
@@ -283,15 +294,33 @@ mod tests {
         );
         let mut r = StanzaReader::new(input.as_bytes());
         assert!(matches!(r.next().await, Ok(Inbound::Header(Some(id))) if id == "abc123"));
-        let Ok(Inbound::Stanza(hs)) = r.next().await else { panic!("handshake") };
-        assert_eq!((hs.name.as_str(), hs.ns.as_str()), ("handshake", NS_COMPONENT));
-        let Ok(Inbound::Stanza(iq)) = r.next().await else { panic!("iq") };
+        let Ok(Inbound::Stanza(hs)) = r.next().await else {
+            panic!("handshake")
+        };
+        assert_eq!(
+            (hs.name.as_str(), hs.ns.as_str()),
+            ("handshake", NS_COMPONENT)
+        );
+        let Ok(Inbound::Stanza(iq)) = r.next().await else {
+            panic!("iq")
+        };
         assert_eq!(iq.get_attr("id"), Some("q&1"));
-        let req = iq.get_child("request", "urn:xmpp:http:upload:0").expect("request");
+        let req = iq
+            .get_child("request", "urn:xmpp:http:upload:0")
+            .expect("request");
         assert_eq!(req.get_attr("filename"), Some("très cool.jpg"));
-        let Ok(Inbound::Stanza(iq2)) = r.next().await else { panic!("iq2") };
-        let req2 = iq2.get_child("request", "urn:xmpp:http:upload").expect("prefixed request");
-        assert_eq!(req2.get_child("filename", "urn:xmpp:http:upload").expect("f").text_content(), "a<b>");
+        let Ok(Inbound::Stanza(iq2)) = r.next().await else {
+            panic!("iq2")
+        };
+        let req2 = iq2
+            .get_child("request", "urn:xmpp:http:upload")
+            .expect("prefixed request");
+        assert_eq!(
+            req2.get_child("filename", "urn:xmpp:http:upload")
+                .expect("f")
+                .text_content(),
+            "a<b>"
+        );
         assert!(matches!(r.next().await, Err(LinkError::Closed)));
     }
 
@@ -300,7 +329,9 @@ mod tests {
         let input = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='x'><stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>";
         let mut r = StanzaReader::new(input.as_bytes());
         assert!(matches!(r.next().await, Ok(Inbound::Header(_))));
-        let Ok(Inbound::Stanza(err)) = r.next().await else { panic!("error") };
+        let Ok(Inbound::Stanza(err)) = r.next().await else {
+            panic!("error")
+        };
         assert_eq!(stream_error_text(&err), "not-authorized");
         assert!(matches!(r.next().await, Err(LinkError::Closed)));
     }

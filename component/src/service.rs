@@ -48,14 +48,18 @@ impl UploadService {
         }
         let payload = stanza.elements().next();
         let reply = match (kind, payload.map(|p| (p.name.as_str(), p.ns.as_str()))) {
-            ("get", Some(("query", NS_DISCO_INFO))) if payload.and_then(|p| p.get_attr("node")).is_none() => {
+            ("get", Some(("query", NS_DISCO_INFO)))
+                if payload.and_then(|p| p.get_attr("node")).is_none() =>
+            {
                 iq_result(stanza, Some(self.disco_info()))
             }
             ("get", Some(("query", NS_DISCO_ITEMS))) => {
                 iq_result(stanza, Some(Element::new("query", NS_DISCO_ITEMS)))
             }
             ("get", Some(("ping", NS_PING))) => iq_result(stanza, None),
-            ("get", Some(("request", _))) if find_request(stanza).is_some() => self.slot(stanza).await,
+            ("get", Some(("request", _))) if find_request(stanza).is_some() => {
+                self.slot(stanza).await
+            }
             _ => StanzaError::new("cancel", "service-unavailable", "").reply_to(stanza),
         };
         Some(reply)
@@ -68,7 +72,10 @@ impl UploadService {
                 .attr("type", "file")
                 .attr("name", "HTTP File Upload"),
         );
-        for feature in [NS_DISCO_INFO, NS_PING].into_iter().chain(UPLOAD_NAMESPACES) {
+        for feature in [NS_DISCO_INFO, NS_PING]
+            .into_iter()
+            .chain(UPLOAD_NAMESPACES)
+        {
             query = query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
         }
         for ns in UPLOAD_NAMESPACES {
@@ -94,7 +101,8 @@ impl UploadService {
     }
 
     async fn grant(&self, iq: &Element) -> Result<Element, StanzaError> {
-        let (ns, req) = find_request(iq).ok_or_else(|| StanzaError::new("modify", "bad-request", ""))?;
+        let (ns, req) =
+            find_request(iq).ok_or_else(|| StanzaError::new("modify", "bad-request", ""))?;
         let from = iq.get_attr("from").unwrap_or("");
         if !self.allowed_domains.contains(&jid_domain(from)) {
             tracing::info!(from, "slot refused: domain not allowed");
@@ -106,13 +114,24 @@ impl UploadService {
         }
         let request = parse_request(ns, req)?;
         if request.size > self.max_file_size {
-            tracing::info!(from, size = request.size, max = self.max_file_size, "slot refused: too large");
+            tracing::info!(
+                from,
+                size = request.size,
+                max = self.max_file_size,
+                "slot refused: too large"
+            );
             return Err(slot::too_large(ns, self.max_file_size));
         }
         let loc = self.store.allocate(ChatType::Im).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
-            let stamp = mft_storage::utc::UtcTime::from_unix(mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE);
-            slot::retry_later(ns, "The file server is unavailable; try again shortly.", &stamp.xep0082())
+            let stamp = mft_storage::utc::UtcTime::from_unix(
+                mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE,
+            );
+            slot::retry_later(
+                ns,
+                "The file server is unavailable; try again shortly.",
+                &stamp.xep0082(),
+            )
         })?;
         let claims = SlotClaims {
             resource: loc.resource().to_owned(),
@@ -125,7 +144,12 @@ impl UploadService {
         };
         let token = self.signer.sign(&claims);
         let url = slot_url(&self.public_url, loc.resource(), &request.filename);
-        tracing::info!(from, size = request.size, resource = loc.resource(), "slot granted");
+        tracing::info!(
+            from,
+            size = request.size,
+            resource = loc.resource(),
+            "slot granted"
+        );
         Ok(slot::slot_element(ns, &url, &url, &token))
     }
 }

@@ -44,10 +44,16 @@ fn bad_request(text: &str) -> StanzaError {
 /// A plausible media type: `type/subtype` of token characters, parameters allowed.
 fn valid_content_type(ct: &str) -> bool {
     let essence = ct.split(';').next().unwrap_or("").trim();
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
     ct.len() <= 255
         && !ct.chars().any(|c| c.is_control())
-        && essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| token(t) && token(s))
 }
 
 /// Reads a `<request/>` in namespace `ns`.
@@ -60,7 +66,8 @@ pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, Sta
         }
     };
     let raw_name = field("filename").unwrap_or_default();
-    let filename = sanitize_filename(&raw_name).ok_or_else(|| bad_request("The filename is missing or empty."))?;
+    let filename = sanitize_filename(&raw_name)
+        .ok_or_else(|| bad_request("The filename is missing or empty."))?;
     let size = field("size")
         .and_then(|s| s.trim().parse::<u64>().ok())
         .filter(|n| *n > 0)
@@ -81,12 +88,19 @@ pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, Sta
 
 /// The `file-too-large` error carrying the limit.
 pub fn too_large(ns: &'static str, max: u64) -> StanzaError {
-    let limit_name = if ns == NS_UPLOAD { "max-file-size" } else { "max-size" };
+    let limit_name = if ns == NS_UPLOAD {
+        "max-file-size"
+    } else {
+        "max-size"
+    };
     StanzaError {
         kind: "modify",
         condition: "not-acceptable",
         text: format!("File too large. The maximum file size is {max} bytes."),
-        extra: Some(Element::new("file-too-large", ns).child(Element::new(limit_name, ns).text(max.to_string()))),
+        extra: Some(Box::new(
+            Element::new("file-too-large", ns)
+                .child(Element::new(limit_name, ns).text(max.to_string())),
+        )),
     }
 }
 
@@ -96,7 +110,7 @@ pub fn retry_later(ns: &'static str, text: &str, stamp: &str) -> StanzaError {
         kind: "wait",
         condition: "resource-constraint",
         text: text.to_owned(),
-        extra: Some(Element::new("retry", ns).attr("stamp", stamp)),
+        extra: Some(Box::new(Element::new("retry", ns).attr("stamp", stamp))),
     }
 }
 
@@ -105,9 +119,11 @@ pub fn slot_element(ns: &'static str, put_url: &str, get_url: &str, token: &str)
     if ns == NS_UPLOAD {
         Element::new("slot", ns)
             .child(
-                Element::new("put", ns)
-                    .attr("url", put_url)
-                    .child(Element::new("header", ns).attr("name", "Authorization").text(format!("Bearer {token}"))),
+                Element::new("put", ns).attr("url", put_url).child(
+                    Element::new("header", ns)
+                        .attr("name", "Authorization")
+                        .text(format!("Bearer {token}")),
+                ),
             )
             .child(Element::new("get", ns).attr("url", get_url))
     } else {
@@ -193,10 +209,17 @@ mod tests {
             "filename='&#0;' size='5'".replace("&#0;", "\u{1}").as_str(),
             "filename='a' size='5' content-type='not a type'",
         ] {
-            let iq = stanza(&format!("<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' {attrs}/></iq>")).await;
+            let iq = stanza(&format!(
+                "<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' {attrs}/></iq>"
+            ))
+            .await;
             let (ns, req) = find_request(&iq).expect("request");
-            let err = parse_request(ns, req).expect_err(&attrs.to_string());
-            assert_eq!((err.kind, err.condition), ("modify", "bad-request"), "{attrs}");
+            let err = parse_request(ns, req).expect_err(attrs);
+            assert_eq!(
+                (err.kind, err.condition),
+                ("modify", "bad-request"),
+                "{attrs}"
+            );
         }
     }
 
@@ -207,8 +230,14 @@ mod tests {
             .attr("from", "romeo@montague.tld/garden")
             .attr("to", "upload.montague.tld")
             .attr("type", "get")
-            .child(Element::new("request", NS_UPLOAD).attr("filename", "a").attr("size", "9"));
-        let xml = too_large(NS_UPLOAD, 20000).reply_to(&request).to_xml("jabber:component:accept");
+            .child(
+                Element::new("request", NS_UPLOAD)
+                    .attr("filename", "a")
+                    .attr("size", "9"),
+            );
+        let xml = too_large(NS_UPLOAD, 20000)
+            .reply_to(&request)
+            .to_xml("jabber:component:accept");
         assert_eq!(
             xml,
             "<iq type='error' id='step_03' from='upload.montague.tld' to='romeo@montague.tld/garden'>\

@@ -41,7 +41,7 @@ pub struct StanzaError {
     /// Explanation for the user.
     pub text: String,
     /// An extra element such as `<file-too-large/>` or `<retry/>`.
-    pub extra: Option<Element>,
+    pub extra: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -72,7 +72,7 @@ impl StanzaError {
             );
         }
         if let Some(extra) = &self.extra {
-            error = error.child(extra.clone());
+            error = error.child((**extra).clone());
         }
         iq.child(error)
     }

@@ -18,7 +18,9 @@ pub struct HumanDuration(pub Duration);
 /// Parses `100 MiB`, `1.5GB`, `4096`, `0`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: f64 = num
         .parse()
@@ -33,7 +35,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" => 1e12,
         "tib" => 1024f64.powi(4),
-        other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KB, KiB, MB, MiB, GB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ))
+        }
     };
     Ok((num * factor).round() as u64)
 }
@@ -41,7 +47,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses `300s`, `5m`, `1h`, `250ms`, `2d`, `30`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: f64 = num
         .parse()
@@ -52,7 +60,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => num * 60.0,
         "h" => num * 3600.0,
         "d" => num * 86_400.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h, d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h, d)"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -107,7 +119,9 @@ mod tests {
         assert_eq!(parse_size("100 MiB"), Ok(100 << 20));
         assert_eq!(parse_size("4GiB"), Ok(4 << 30));
         assert_eq!(parse_size("1.5 kb"), Ok(1500));
-        assert!(parse_size("12 XB").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("12 XB")
+            .unwrap_err()
+            .contains("unknown size unit"));
         assert!(parse_size("lots").is_err());
     }
 

@@ -70,6 +70,9 @@ impl StoreError {
 
     /// The client sent the wrong number of bytes.
     pub fn is_bad_length(&self) -> bool {
-        matches!(self, StoreError::ShortBody { .. } | StoreError::LongBody { .. })
+        matches!(
+            self,
+            StoreError::ShortBody { .. } | StoreError::LongBody { .. }
+        )
     }
 }

@@ -226,7 +226,9 @@ mod tests {
         let loc = Location::new_random(ChatType::Groupchat, "20261126", "07.2");
         let parsed = Location::parse(loc.resource()).expect("our own name parses");
         assert_eq!(parsed, loc);
-        assert!(loc.path().starts_with("files/groupchat/20261126/07.2/20261126-07.2-groupchat-"));
+        assert!(loc
+            .path()
+            .starts_with("files/groupchat/20261126/07.2/20261126-07.2-groupchat-"));
         assert_eq!(loc.resource().len(), "20261126-07.2-groupchat-".len() + 22);
     }
 
@@ -267,7 +269,10 @@ mod tests {
     fn rollover_after_a_thousand_files_and_on_the_next_hour() {
         let now = UtcTime::from_unix(1_795_669_628); // 2026-11-26T05:07:08Z
         let mut counters = HourCounters::default();
-        assert!(counters.next(ChatType::Im, &now).is_none(), "must recover first");
+        assert!(
+            counters.next(ChatType::Im, &now).is_none(),
+            "must recover first"
+        );
         counters.recover(ChatType::Im, &now, 0, 998);
         let dirs: Vec<String> = (0..4)
             .map(|_| counters.next(ChatType::Im, &now).expect("open").dir())

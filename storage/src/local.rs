@@ -21,8 +21,9 @@ impl LocalBackend {
     /// A backend rooted at `root`, which is created if missing.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        fs::create_dir_all(&root)
-            .map_err(|e| StoreError::io(format!("creating node directory {}", root.display()), e))?;
+        fs::create_dir_all(&root).map_err(|e| {
+            StoreError::io(format!("creating node directory {}", root.display()), e)
+        })?;
         Ok(LocalBackend { root })
     }
 }
@@ -105,7 +106,8 @@ impl Session for LocalSession {
 
     fn publish(&mut self, temp: &str, final_path: &str) -> Result<(), StoreError> {
         let (from, to) = (self.full(temp)?, self.full(final_path)?);
-        fs::hard_link(&from, &to).map_err(|e| StoreError::io(format!("publishing {final_path}"), e))?;
+        fs::hard_link(&from, &to)
+            .map_err(|e| StoreError::io(format!("publishing {final_path}"), e))?;
         fs::remove_file(&from).map_err(|e| StoreError::io(format!("removing {temp}"), e))?;
         if let Some(dir) = to.parent() {
             sync_dir(dir).map_err(|e| StoreError::io("fsync of directory", e))?;
@@ -130,7 +132,8 @@ impl Session for LocalSession {
 
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError> {
         let full = self.full(dir)?;
-        let entries = fs::read_dir(&full).map_err(|e| StoreError::io(format!("listing {dir}"), e))?;
+        let entries =
+            fs::read_dir(&full).map_err(|e| StoreError::io(format!("listing {dir}"), e))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(format!("listing {dir}"), e))?;

@@ -148,7 +148,8 @@ impl Store {
     pub fn begin_upload(&self, loc: Location, meta: FileMeta) -> Upload {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let backend = self.backend.clone();
-        let worker = tokio::task::spawn_blocking(move || upload_worker(backend.as_ref(), &loc, meta, rx));
+        let worker =
+            tokio::task::spawn_blocking(move || upload_worker(backend.as_ref(), &loc, meta, rx));
         Upload { tx, worker }
     }
 
@@ -167,7 +168,12 @@ impl Store {
 
     /// Streams `len` bytes of the file from offset `start`, read ahead in
     /// [`READ_CHUNK`] pieces on a blocking thread.
-    pub fn read(&self, loc: &Location, start: u64, len: u64) -> mpsc::Receiver<Result<Bytes, StoreError>> {
+    pub fn read(
+        &self,
+        loc: &Location,
+        start: u64,
+        len: u64,
+    ) -> mpsc::Receiver<Result<Bytes, StoreError>> {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let backend = self.backend.clone();
         let path = loc.path();
@@ -225,7 +231,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Finds the highest `HH.n` of this hour and how many files it holds.
-fn recover_hour(backend: &dyn Backend, chat: ChatType, now: &UtcTime) -> Result<(u32, u32), StoreError> {
+fn recover_hour(
+    backend: &dyn Backend,
+    chat: ChatType,
+    now: &UtcTime,
+) -> Result<(u32, u32), StoreError> {
     let mut session = backend.session()?;
     let date_dir = format!("files/{}/{}", chat, now.compact_date());
     let names = match session.list_dir(&date_dir) {
@@ -243,7 +253,11 @@ fn recover_hour(backend: &dyn Backend, chat: ChatType, now: &UtcTime) -> Result<
         return Ok((0, 0));
     };
     let dir = format!("{date_dir}/{}", crate::layout::hour_dir_name(now.hour, n));
-    let count = session.list_dir(&dir)?.iter().filter(|n| is_data_file(n)).count();
+    let count = session
+        .list_dir(&dir)?
+        .iter()
+        .filter(|n| is_data_file(n))
+        .count();
     Ok((n, u32::try_from(count).unwrap_or(u32::MAX)))
 }
 
@@ -327,7 +341,11 @@ fn write_and_publish(
     })
 }
 
-fn write_meta(session: &mut dyn Session, loc: &Location, meta: &FileMeta) -> Result<(), StoreError> {
+fn write_meta(
+    session: &mut dyn Session,
+    loc: &Location,
+    meta: &FileMeta,
+) -> Result<(), StoreError> {
     let temp = temp_name(loc, "meta");
     let result = (|| {
         let mut file = session.create_new(&temp)?;

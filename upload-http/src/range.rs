@@ -36,7 +36,10 @@ pub fn answer(range: Option<&str>, size: u64) -> RangeAnswer {
                 RangeAnswer::Unsatisfiable
             } else {
                 let len = n.min(size);
-                RangeAnswer::Partial { start: size - len, len }
+                RangeAnswer::Partial {
+                    start: size - len,
+                    len,
+                }
             }
         }
         (false, Some(start), end) if last.trim().is_empty() || end.is_some() => {
@@ -63,11 +66,26 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(answer(None, 10), RangeAnswer::Whole);
-        assert_eq!(answer(Some("bytes=0-4"), 10), RangeAnswer::Partial { start: 0, len: 5 });
-        assert_eq!(answer(Some("bytes=5-"), 10), RangeAnswer::Partial { start: 5, len: 5 });
-        assert_eq!(answer(Some("bytes=-3"), 10), RangeAnswer::Partial { start: 7, len: 3 });
-        assert_eq!(answer(Some("bytes=-30"), 10), RangeAnswer::Partial { start: 0, len: 10 });
-        assert_eq!(answer(Some("bytes=8-100"), 10), RangeAnswer::Partial { start: 8, len: 2 });
+        assert_eq!(
+            answer(Some("bytes=0-4"), 10),
+            RangeAnswer::Partial { start: 0, len: 5 }
+        );
+        assert_eq!(
+            answer(Some("bytes=5-"), 10),
+            RangeAnswer::Partial { start: 5, len: 5 }
+        );
+        assert_eq!(
+            answer(Some("bytes=-3"), 10),
+            RangeAnswer::Partial { start: 7, len: 3 }
+        );
+        assert_eq!(
+            answer(Some("bytes=-30"), 10),
+            RangeAnswer::Partial { start: 0, len: 10 }
+        );
+        assert_eq!(
+            answer(Some("bytes=8-100"), 10),
+            RangeAnswer::Partial { start: 8, len: 2 }
+        );
         assert_eq!(answer(Some("bytes=10-"), 10), RangeAnswer::Unsatisfiable);
         assert_eq!(answer(Some("bytes=0-1,3-4"), 10), RangeAnswer::Whole);
         assert_eq!(answer(Some("items=0-1"), 10), RangeAnswer::Whole);

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -109,7 +108,9 @@ pub async fn serve(
         });
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .into_owned();
                 tokio::spawn(graceful.watch(conn));
             }
             Some(acceptor) => {
@@ -117,10 +118,13 @@ pub async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let conn = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned();
                             let _ = watcher.watch(conn).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -132,8 +136,14 @@ pub async fn serve(
     }
     drop(listener);
     let grace = app.settings.shutdown_grace;
-    tracing::info!(grace_secs = grace.as_secs(), "HTTP: no longer accepting; finishing transfers in flight");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "HTTP: no longer accepting; finishing transfers in flight"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP: shutdown deadline passed; dropping remaining transfers");
     }
     Ok(())
@@ -155,7 +165,11 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
         add_cors(resp.headers_mut());
         let status = resp.status().as_u16();
         if status >= 500 {
-            tracing::warn!(status, ms = started.elapsed().as_millis() as u64, "request failed");
+            tracing::warn!(
+                status,
+                ms = started.elapsed().as_millis() as u64,
+                "request failed"
+            );
         } else {
             tracing::info!(status, ms = started.elapsed().as_millis() as u64, "request");
         }
@@ -174,7 +188,10 @@ fn with_status(status: StatusCode, body: ResponseBody) -> Resp {
 fn error_response(e: &HttpError) -> Resp {
     let mut resp = with_status(e.status(), ResponseBody::text(format!("{e}\n")));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     match e {
         HttpError::MissingToken => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -183,7 +200,10 @@ fn error_response(e: &HttpError) -> Resp {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         }
         HttpError::MethodNotAllowed => {
-            h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, HEAD, GET, PUT"));
+            h.insert(
+                header::ALLOW,
+                HeaderValue::from_static("OPTIONS, HEAD, GET, PUT"),
+            );
         }
         HttpError::RangeNotSatisfiable { size } => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -201,7 +221,9 @@ fn token_of<B>(req: &Request<B>) -> Option<String> {
     if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
         let auth = auth.to_str().ok()?;
         let (scheme, token) = auth.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
     }
     req.uri()
         .query()?
@@ -219,7 +241,8 @@ fn same_media_type(a: &str, b: &str) -> bool {
 }
 
 async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
-    let (resource, filename) = parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
+    let (resource, filename) =
+        parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let token = token_of(&req).ok_or(HttpError::MissingToken)?;
     let claims = app.signer.verify(&token, mft_storage::utc::unix_now())?;
     if claims.resource != resource || claims.filename != filename {
@@ -232,7 +255,10 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
         .parse()
         .map_err(|_| HttpError::BadRequest("Content-Length is not a number".into()))?;
     if length > claims.size {
-        return Err(HttpError::TooLarge { got: length, slot: claims.size });
+        return Err(HttpError::TooLarge {
+            got: length,
+            slot: claims.size,
+        });
     }
     if length < claims.size {
         return Err(HttpError::BadRequest(format!(
@@ -265,7 +291,9 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
         let frame = match tokio::time::timeout(app.settings.body_idle_timeout, body.frame()).await {
             Err(_) => return Err(HttpError::Timeout),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(HttpError::BadRequest(format!("request body broken: {e}"))),
+            Ok(Some(Err(e))) => {
+                return Err(HttpError::BadRequest(format!("request body broken: {e}")))
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
@@ -281,25 +309,32 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
         "stored upload"
     );
     let mut resp = with_status(StatusCode::CREATED, ResponseBody::empty());
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     Ok(resp)
 }
 
 async fn get(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
-    let (resource, _) = parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
+    let (resource, _) =
+        parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
     let info = app.store.stat(&loc).await?;
     let (status, start, len) = match range::answer(header_str(&req, header::RANGE), info.size) {
         RangeAnswer::Whole => (StatusCode::OK, 0, info.size),
         RangeAnswer::Partial { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
-        RangeAnswer::Unsatisfiable => return Err(HttpError::RangeNotSatisfiable { size: info.size }),
+        RangeAnswer::Unsatisfiable => {
+            return Err(HttpError::RangeNotSatisfiable { size: info.size })
+        }
     };
     let content_type = info
         .meta
         .as_ref()
         .and_then(|m| m.content_type.clone())
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let filename = info.meta.as_ref().map_or(resource, |m| m.real_name.as_str());
+    let filename = info
+        .meta
+        .as_ref()
+        .map_or(resource, |m| m.real_name.as_str());
     let body = if req.method() == Method::HEAD {
         ResponseBody::empty()
     } else {
@@ -321,7 +356,12 @@ async fn get(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
             h.insert(header::CONTENT_RANGE, v);
         }
     }
-    if let Some(sha) = info.meta.as_ref().map(|m| &m.sha256).filter(|s| !s.is_empty()) {
+    if let Some(sha) = info
+        .meta
+        .as_ref()
+        .map(|m| &m.sha256)
+        .filter(|s| !s.is_empty())
+    {
         if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
             h.insert(header::ETAG, v);
         }
@@ -329,6 +369,3 @@ async fn get(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
     add_download_security(h, &content_type, filename);
     Ok(resp)
 }
-
-/// Bytes is re-exported for callers building bodies in tests.
-pub type Chunk = Bytes;

@@ -71,7 +71,8 @@ impl SlotSigner {
 
     fn mac(&self, signed: &str) -> Hmac<Sha256> {
         // HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(signed.as_bytes());
         mac
     }
@@ -91,12 +92,17 @@ impl SlotSigner {
         if version != VERSION {
             return Err(TokenError::Malformed);
         }
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| TokenError::Malformed)?;
         self.mac(signed)
             .verify_slice(&tag)
             .map_err(|_| TokenError::BadSignature)?;
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
-        let claims: SlotClaims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        let claims: SlotClaims =
+            serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
         if now > claims.expires {
             return Err(TokenError::Expired);
         }
@@ -161,7 +167,15 @@ mod tests {
     #[test]
     fn garbage() {
         let signer = SlotSigner::new(b"0123456789abcdef0123");
-        for bad in ["", "v1", "v1.x", "v2.abc.def", "v1.!!!.abc", "v1..", "Bearer x"] {
+        for bad in [
+            "",
+            "v1",
+            "v1.x",
+            "v2.abc.def",
+            "v1.!!!.abc",
+            "v1..",
+            "Bearer x",
+        ] {
             assert!(signer.verify(bad, 0).is_err(), "{bad:?}");
         }
     }

@@ -6,7 +6,11 @@
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Everything but RFC 3986 unreserved characters is encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The longest file name kept, in bytes (typical file-system limit).
 pub const MAX_FILENAME_BYTES: usize = 255;
@@ -88,12 +92,24 @@ mod tests {
 
     #[test]
     fn unicode_spaces_and_percent_survive_the_round_trip() {
-        for name in ["Résumé final.pdf", "100% done.txt", "日本語 ファイル.png", "a+b=c&d?.doc", "#1.jpg"] {
+        for name in [
+            "Résumé final.pdf",
+            "100% done.txt",
+            "日本語 ファイル.png",
+            "a+b=c&d?.doc",
+            "#1.jpg",
+        ] {
             let url = slot_url("https://up.example.test:5443/", "RES", name);
-            let path = url.strip_prefix("https://up.example.test:5443").expect("prefix");
+            let path = url
+                .strip_prefix("https://up.example.test:5443")
+                .expect("prefix");
             let segment = path.rsplit('/').next().expect("segment");
             assert!(!segment.contains([' ', '?', '#', '&', '+']), "{segment}");
-            assert_eq!(parse_path("", path), Some(("RES", name.to_owned())), "{url}");
+            assert_eq!(
+                parse_path("", path),
+                Some(("RES", name.to_owned())),
+                "{url}"
+            );
         }
         assert_eq!(
             slot_url("https://h/up", "R", "a b%.txt"),
@@ -103,13 +119,26 @@ mod tests {
 
     #[test]
     fn path_tricks_cannot_escape() {
-        assert_eq!(sanitize_filename("../../etc/passwd").as_deref(), Some(".._.._etc_passwd"));
-        assert_eq!(sanitize_filename("..\\..\\boot.ini").as_deref(), Some(".._.._boot.ini"));
+        assert_eq!(
+            sanitize_filename("../../etc/passwd").as_deref(),
+            Some(".._.._etc_passwd")
+        );
+        assert_eq!(
+            sanitize_filename("..\\..\\boot.ini").as_deref(),
+            Some(".._.._boot.ini")
+        );
         assert_eq!(sanitize_filename("..").as_deref(), Some("file"));
-        assert_eq!(sanitize_filename("a\0b\r\nc.txt").as_deref(), Some("abc.txt"));
+        assert_eq!(
+            sanitize_filename("a\0b\r\nc.txt").as_deref(),
+            Some("abc.txt")
+        );
         assert_eq!(sanitize_filename(" \t\0 "), None);
         assert_eq!(sanitize_filename(""), None);
-        let url = slot_url("https://h", "R", &sanitize_filename("../x/y").expect("name"));
+        let url = slot_url(
+            "https://h",
+            "R",
+            &sanitize_filename("../x/y").expect("name"),
+        );
         assert_eq!(url, "https://h/R/.._x_y");
         // An encoded slash in a request does not create a new segment.
         assert_eq!(parse_path("", "/R/a%2Fb"), Some(("R", "a/b".to_owned())));

@@ -2,6 +2,8 @@
 //! store, driven by a raw HTTP/1.1 client so malformed, short, slow and
 //! mislabelled requests can be sent exactly as a bad client would.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -99,7 +101,9 @@ impl Reply {
 /// `body`, then reads the whole answer (the request asks to close).
 async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     s.write_all(body).await.unwrap();
     read_reply(&mut s).await
 }
@@ -107,10 +111,17 @@ async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
 async fn read_reply(s: &mut TcpStream) -> Reply {
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut raw)).await;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let body = raw.get(split + 4..).unwrap_or_default().to_vec();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Reply { status, head, body }
 }
 
@@ -125,7 +136,12 @@ async fn put(srv: &Server, slot: &Slot, body: &[u8], extra: &str) -> Reply {
 }
 
 async fn get(srv: &Server, path: &str, extra: &str) -> Reply {
-    send(srv.addr, &format!("GET {path} HTTP/1.1\r\nHost: x{extra}"), b"").await
+    send(
+        srv.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x{extra}"),
+        b"",
+    )
+    .await
 }
 
 /// Every file below the node directory, temporary ones included.
@@ -152,7 +168,13 @@ fn pattern(n: usize) -> Vec<u8> {
 async fn put_then_get_head_and_ranges() {
     let srv = server().await;
     let data = pattern(3 * 1024 * 1024 + 17);
-    let slot = srv.slot("report final.pdf", data.len() as u64, Some("application/pdf")).await;
+    let slot = srv
+        .slot(
+            "report final.pdf",
+            data.len() as u64,
+            Some("application/pdf"),
+        )
+        .await;
     let r = put(&srv, &slot, &data, "\r\nContent-Type: application/pdf").await;
     assert_eq!(r.status, 201, "{}", r.head);
 
@@ -165,15 +187,26 @@ async fn put_then_get_head_and_ranges() {
         r.header("content-security-policy").as_deref(),
         Some("default-src 'none'; frame-ancestors 'none'")
     );
-    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
     assert_eq!(
         r.header("content-disposition").as_deref(),
         Some("attachment; filename*=UTF-8''report%20final.pdf")
     );
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert!(r.header("etag").is_some());
 
-    let head = send(srv.addr, &format!("HEAD {} HTTP/1.1\r\nHost: x", slot.path), b"").await;
+    let head = send(
+        srv.addr,
+        &format!("HEAD {} HTTP/1.1\r\nHost: x", slot.path),
+        b"",
+    )
+    .await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some(data.len().to_string()));
     assert!(head.body.is_empty());
@@ -181,12 +214,18 @@ async fn put_then_get_head_and_ranges() {
     let r = get(&srv, &slot.path, "\r\nRange: bytes=2-5").await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &data[2..6]);
-    assert_eq!(r.header("content-range"), Some(format!("bytes 2-5/{}", data.len())));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 2-5/{}", data.len()))
+    );
     let r = get(&srv, &slot.path, "\r\nRange: bytes=-4").await;
     assert_eq!(r.body, &data[data.len() - 4..]);
     let r = get(&srv, &slot.path, "\r\nRange: bytes=99999999-").await;
     assert_eq!(r.status, 416);
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{}", data.len())));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{}", data.len()))
+    );
 }
 
 #[tokio::test]
@@ -197,35 +236,60 @@ async fn token_problems_are_refused_and_store_nothing() {
 
     let no_token = send(
         srv.addr,
-        &format!("PUT {} HTTP/1.1\r\nHost: x\r\nContent-Length: 100", slot.path),
+        &format!(
+            "PUT {} HTTP/1.1\r\nHost: x\r\nContent-Length: 100",
+            slot.path
+        ),
         &data,
     )
     .await;
     assert_eq!(no_token.status, 401);
-    assert_eq!(no_token.header("www-authenticate").as_deref(), Some("Bearer"));
+    assert_eq!(
+        no_token.header("www-authenticate").as_deref(),
+        Some("Bearer")
+    );
 
-    let garbage = Slot { token: "v1.nonsense.xyz".into(), ..slot_copy(&slot) };
+    let garbage = Slot {
+        token: "v1.nonsense.xyz".into(),
+        ..slot_copy(&slot)
+    };
     assert_eq!(put(&srv, &garbage, &data, "").await.status, 403);
 
     let other_key = SlotSigner::new(b"some-other-key-0123456789");
-    let forged = Slot { token: other_key.sign(&slot.claims), ..slot_copy(&slot) };
+    let forged = Slot {
+        token: other_key.sign(&slot.claims),
+        ..slot_copy(&slot)
+    };
     assert_eq!(put(&srv, &forged, &data, "").await.status, 403);
 
     let mut expired_claims = slot.claims.clone();
     expired_claims.expires = unix_now() - 1;
-    let expired = Slot { token: srv.signer.sign(&expired_claims), ..slot_copy(&slot) };
+    let expired = Slot {
+        token: srv.signer.sign(&expired_claims),
+        ..slot_copy(&slot)
+    };
     let r = put(&srv, &expired, &data, "").await;
     assert_eq!(r.status, 403);
     assert!(String::from_utf8_lossy(&r.body).contains("expired"));
 
     // A genuine token used on another URL.
     let other = srv.slot("b.bin", 100, None).await;
-    let swapped = Slot { token: other.token.clone(), ..slot_copy(&slot) };
+    let swapped = Slot {
+        token: other.token.clone(),
+        ..slot_copy(&slot)
+    };
     assert_eq!(put(&srv, &swapped, &data, "").await.status, 403);
-    let renamed = Slot { path: slot.path.replace("a.bin", "evil.html"), ..slot_copy(&slot) };
+    let renamed = Slot {
+        path: slot.path.replace("a.bin", "evil.html"),
+        ..slot_copy(&slot)
+    };
     assert_eq!(put(&srv, &renamed, &data, "").await.status, 403);
 
-    assert!(all_files(srv.node.path()).is_empty(), "{:?}", all_files(srv.node.path()));
+    assert!(
+        all_files(srv.node.path()).is_empty(),
+        "{:?}",
+        all_files(srv.node.path())
+    );
 }
 
 fn slot_copy(s: &Slot) -> Slot {
@@ -244,19 +308,37 @@ async fn wrong_length_or_type_is_refused() {
 
     let chunked = send(
         srv.addr,
-        &format!("PUT {} HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked", slot.path),
+        &format!(
+            "PUT {} HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked",
+            slot.path
+        ),
         b"a\r\n0123456789\r\n0\r\n\r\n",
     )
     .await;
     assert_eq!(chunked.status, 411);
-    assert_eq!(put(&srv, &slot, &pattern(11), "\r\nContent-Type: text/plain").await.status, 413);
-    assert_eq!(put(&srv, &slot, &pattern(9), "\r\nContent-Type: text/plain").await.status, 400);
+    assert_eq!(
+        put(&srv, &slot, &pattern(11), "\r\nContent-Type: text/plain")
+            .await
+            .status,
+        413
+    );
+    assert_eq!(
+        put(&srv, &slot, &pattern(9), "\r\nContent-Type: text/plain")
+            .await
+            .status,
+        400
+    );
     let r = put(&srv, &slot, &pattern(10), "\r\nContent-Type: text/html").await;
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("Content-Type"));
     assert!(all_files(srv.node.path()).is_empty());
     // The right request still works afterwards.
-    assert_eq!(put(&srv, &slot, &pattern(10), "\r\nContent-Type: text/plain").await.status, 201);
+    assert_eq!(
+        put(&srv, &slot, &pattern(10), "\r\nContent-Type: text/plain")
+            .await
+            .status,
+        201
+    );
 }
 
 #[tokio::test]
@@ -274,7 +356,13 @@ async fn a_body_that_ends_early_leaves_nothing_behind() {
     let r = read_reply(&mut s).await;
     assert!(r.status == 400 || r.status == 0, "{}", r.head);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(all_files(srv.node.path()).iter().all(|f| Path::new(f).is_dir()), "{:?}", all_files(srv.node.path()));
+    assert!(
+        all_files(srv.node.path())
+            .iter()
+            .all(|f| Path::new(f).is_dir()),
+        "{:?}",
+        all_files(srv.node.path())
+    );
     // The slot is still usable.
     assert_eq!(put(&srv, &slot, &pattern(1_000_000), "").await.status, 201);
 }
@@ -288,25 +376,47 @@ async fn a_used_slot_cannot_overwrite() {
     assert_eq!(r.status, 409);
     assert_eq!(get(&srv, &slot.path, "").await.body, b"first");
     // Nothing extra stayed behind: one file and its description.
-    assert_eq!(all_files(srv.node.path()).len(), 2, "{:?}", all_files(srv.node.path()));
+    assert_eq!(
+        all_files(srv.node.path()).len(),
+        2,
+        "{:?}",
+        all_files(srv.node.path())
+    );
 }
 
 #[tokio::test]
 async fn legacy_clients_may_send_the_token_in_the_query() {
     let srv = server().await;
     let slot = srv.slot("a.bin", 5, None).await;
-    let head = format!("PUT {}?token={} HTTP/1.1\r\nHost: x\r\nContent-Length: 5", slot.path, slot.token);
+    let head = format!(
+        "PUT {}?token={} HTTP/1.1\r\nHost: x\r\nContent-Length: 5",
+        slot.path, slot.token
+    );
     assert_eq!(send(srv.addr, &head, b"hello").await.status, 201);
 }
 
 #[tokio::test]
 async fn options_cors_unknown_names_and_path_tricks() {
     let srv = server().await;
-    let r = send(srv.addr, "OPTIONS /anything/x HTTP/1.1\r\nHost: x\r\nOrigin: https://web.example", b"").await;
+    let r = send(
+        srv.addr,
+        "OPTIONS /anything/x HTTP/1.1\r\nHost: x\r\nOrigin: https://web.example",
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));
-    assert!(r.header("access-control-allow-methods").unwrap().contains("PUT"));
-    assert!(r.header("access-control-allow-headers").unwrap().contains("Authorization"));
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert!(r
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("PUT"));
+    assert!(r
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("Authorization"));
 
     let r = send(srv.addr, "DELETE /x/y HTTP/1.1\r\nHost: x", b"").await;
     assert_eq!(r.status, 405);
@@ -344,7 +454,9 @@ async fn a_silent_client_times_out() {
     let r = read_reply(&mut s).await;
     assert_eq!(r.status, 408, "{}", r.head);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(all_files(srv.node.path()).iter().all(|f| Path::new(f).is_dir()));
+    assert!(all_files(srv.node.path())
+        .iter()
+        .all(|f| Path::new(f).is_dir()));
 }
 
 #[tokio::test]
@@ -352,7 +464,18 @@ async fn https_with_http2_through_curl() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -370,7 +493,10 @@ async fn https_with_http2_through_curl() {
     let url = format!("https://localhost:{}{}", srv.addr.port(), slot.path);
     let curl = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new("curl").args(args).output().expect("curl");
+            let out = std::process::Command::new("curl")
+                .args(args)
+                .output()
+                .expect("curl");
             String::from_utf8_lossy(&out.stdout).into_owned()
         })
     };

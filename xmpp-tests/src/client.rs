@@ -23,7 +23,14 @@ fn python() -> &'static str {
 pub fn run(prosody: &Prosody, jid: &str, password: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(python())
         .arg(script())
-        .args(["--jid", jid, "--password", password, "--server", &prosody.c2s_addr()])
+        .args([
+            "--jid",
+            jid,
+            "--password",
+            password,
+            "--server",
+            &prosody.c2s_addr(),
+        ])
         .args(args)
         .output()
         .expect("python3 with slixmpp: run scripts/install-deps.sh");
@@ -33,6 +40,6 @@ pub fn run(prosody: &Prosody, jid: &str, password: &str, args: &[&str]) -> serde
         "client failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("client printed no JSON ({e}): {stdout}"))
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {stdout}"))
 }
-

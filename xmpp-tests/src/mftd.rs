@@ -17,7 +17,11 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.parent().unwrap().parent().unwrap();
     let bin = target.join("mftd");
-    assert!(bin.exists(), "{} missing: run `cargo build --bins` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --bins` first",
+        bin.display()
+    );
     bin
 }
 
@@ -105,7 +109,11 @@ path = "{node}"
             dir,
             http_port,
         };
-        assert!(wait_for_port(http_port, Duration::from_secs(20)), "mftd did not listen; log:\n{}", m.log());
+        assert!(
+            wait_for_port(http_port, Duration::from_secs(20)),
+            "mftd did not listen; log:\n{}",
+            m.log()
+        );
         m
     }
 
@@ -129,7 +137,11 @@ path = "{node}"
     /// Waits until the component is authenticated with the router.
     pub fn wait_connected(&self, times: usize) {
         assert!(
-            self.wait_for_log("XMPP: connected and authenticated", times, Duration::from_secs(30)),
+            self.wait_for_log(
+                "XMPP: connected and authenticated",
+                times,
+                Duration::from_secs(30)
+            ),
             "component did not connect; log:\n{}",
             self.log()
         );
@@ -168,7 +180,9 @@ path = "{node}"
 /// Lists every data file under `root/files` (relative paths).
 pub fn stored_files(root: &Path) -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {

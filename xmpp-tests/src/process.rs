@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts on `port`.
@@ -27,7 +31,9 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 
 /// True when this process runs as root.
 pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// uid and gid of a system user from /etc/passwd.
@@ -42,7 +48,8 @@ pub fn system_user(name: &str) -> Option<(u32, u32)> {
 /// Makes `cmd` run as `user` when we are root (servers that refuse root).
 pub fn as_user(cmd: &mut Command, user: &str) {
     if is_root() {
-        let (uid, gid) = system_user(user).unwrap_or_else(|| panic!("system user {user} missing: run scripts/install-deps.sh"));
+        let (uid, gid) = system_user(user)
+            .unwrap_or_else(|| panic!("system user {user} missing: run scripts/install-deps.sh"));
         cmd.uid(uid).gid(gid).env("HOME", "/tmp");
     }
 }
@@ -69,7 +76,10 @@ impl Guard {
     /// Sends a signal by number (e.g. 15 for SIGTERM).
     pub fn signal(&self, sig: i32) {
         if let Some(child) = &self.0 {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(child.id().to_string())
+                .status();
         }
     }
 

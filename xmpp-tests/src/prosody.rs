@@ -140,7 +140,11 @@ network_default_read_size = 1048576
             .args(["register", local, host, password])
             .output()
             .expect("prosodyctl: run scripts/install-deps.sh");
-        assert!(out.status.success(), "prosodyctl register {jid}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "prosodyctl register {jid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn launch(&mut self) {
@@ -153,7 +157,8 @@ network_default_read_size = 1048576
             .expect("prosody: run scripts/install-deps.sh");
         self.guard = Guard(Some(child));
         assert!(
-            wait_for_port(self.c2s_port, Duration::from_secs(20)) && wait_for_port(self.component_port, Duration::from_secs(5)),
+            wait_for_port(self.c2s_port, Duration::from_secs(20))
+                && wait_for_port(self.component_port, Duration::from_secs(5)),
             "Prosody did not start; log:\n{}",
             self.log()
         );

@@ -3,6 +3,8 @@
 //! the MFT layout, every slot error through the router, reconnection and a
 //! clean stop.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use mft_storage::utc::UtcTime;
@@ -20,8 +22,16 @@ fn setup() -> (Prosody, Mftd) {
 }
 
 fn iq(prosody: &Prosody, who: (&str, &str), payload: &str) -> String {
-    let out = client::run(prosody, who.0, who.1, &["iq", "--to", &prosody.component_jid, payload]);
-    out["reply"].as_str().unwrap_or_else(|| panic!("no reply: {out}")).to_owned()
+    let out = client::run(
+        prosody,
+        who.0,
+        who.1,
+        &["iq", "--to", &prosody.component_jid, payload],
+    );
+    out["reply"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reply: {out}"))
+        .to_owned()
 }
 
 #[test]
@@ -30,10 +40,17 @@ fn client_discovers_uploads_and_downloads_through_prosody() {
 
     let found = client::run(&prosody, ALICE.0, ALICE.1, &["discover"]);
     let services = found["services"].as_array().unwrap();
-    assert_eq!(services.len(), 1, "upload service not in disco#items: {found}");
+    assert_eq!(
+        services.len(),
+        1,
+        "upload service not in disco#items: {found}"
+    );
     assert_eq!(services[0]["jid"], prosody.component_jid.as_str());
     assert_eq!(services[0]["max_file_size"], 10 * 1024 * 1024);
-    assert_eq!(services[0]["identities"][0], serde_json::json!(["store", "file"]));
+    assert_eq!(
+        services[0]["identities"][0],
+        serde_json::json!(["store", "file"])
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("photo.bin");
@@ -44,7 +61,15 @@ fn client_discovers_uploads_and_downloads_through_prosody() {
         &prosody,
         ALICE.0,
         ALICE.1,
-        &["upload", "--file", file.to_str().unwrap(), "--name", "Résumé 100%.jpg", "--content-type", "image/jpeg"],
+        &[
+            "upload",
+            "--file",
+            file.to_str().unwrap(),
+            "--name",
+            "Résumé 100%.jpg",
+            "--content-type",
+            "image/jpeg",
+        ],
     );
     let after = UtcTime::now();
     assert_eq!(out["put_status"], 201, "{out}\n{}", mftd.log());
@@ -53,7 +78,10 @@ fn client_discovers_uploads_and_downloads_through_prosody() {
     assert_eq!(out["get_content_type"], "image/jpeg");
     assert_eq!(out["put_headers"], serde_json::json!(["Authorization"]));
     let get_url = out["get_url"].as_str().unwrap();
-    assert!(get_url.ends_with("/R%C3%A9sum%C3%A9%20100%25.jpg"), "{get_url}");
+    assert!(
+        get_url.ends_with("/R%C3%A9sum%C3%A9%20100%25.jpg"),
+        "{get_url}"
+    );
 
     // The file sits at files/im/<today UTC>/<hour>/<resource name>.
     let resource = get_url.rsplit('/').nth(1).unwrap();
@@ -66,12 +94,21 @@ fn client_discovers_uploads_and_downloads_through_prosody() {
         .map(|t| format!("files/im/{}/{:02}/{resource}", t.compact_date(), t.hour))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(expected.contains(&files[0]), "{files:?} not in {expected:?}");
-    assert_eq!(std::fs::read(mftd.node_dir().join(&files[0])).unwrap(), content);
+    assert!(
+        expected.contains(&files[0]),
+        "{files:?} not in {expected:?}"
+    );
+    assert_eq!(
+        std::fs::read(mftd.node_dir().join(&files[0])).unwrap(),
+        content
+    );
 }
 
 fn error_of(reply: &str) -> (String, String) {
-    let kind = reply.split("<error type=\"").nth(1).map(|s| s.split('"').next().unwrap().to_owned());
+    let kind = reply
+        .split("<error type=\"")
+        .nth(1)
+        .map(|s| s.split('"').next().unwrap().to_owned());
     let condition = reply
         .split("xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"")
         .next()
@@ -85,21 +122,61 @@ fn slot_errors_follow_xep_0363_through_the_router() {
     let (prosody, _mftd) = setup();
     let ns = "urn:xmpp:http:upload:0";
     let cases = [
-        (format!("<request xmlns='{ns}' filename='a.txt'/>"), "modify", "bad-request"),
-        (format!("<request xmlns='{ns}' filename='a.txt' size='0'/>"), "modify", "bad-request"),
-        (format!("<request xmlns='{ns}' filename='a.txt' size='ten'/>"), "modify", "bad-request"),
-        (format!("<request xmlns='{ns}' size='10'/>"), "modify", "bad-request"),
-        (format!("<request xmlns='{ns}' filename='' size='10'/>"), "modify", "bad-request"),
-        (format!("<request xmlns='{ns}' filename='big.iso' size='10485761'/>"), "modify", "not-acceptable"),
-        ("<query xmlns='jabber:iq:version'/>".to_owned(), "cancel", "service-unavailable"),
+        (
+            format!("<request xmlns='{ns}' filename='a.txt'/>"),
+            "modify",
+            "bad-request",
+        ),
+        (
+            format!("<request xmlns='{ns}' filename='a.txt' size='0'/>"),
+            "modify",
+            "bad-request",
+        ),
+        (
+            format!("<request xmlns='{ns}' filename='a.txt' size='ten'/>"),
+            "modify",
+            "bad-request",
+        ),
+        (
+            format!("<request xmlns='{ns}' size='10'/>"),
+            "modify",
+            "bad-request",
+        ),
+        (
+            format!("<request xmlns='{ns}' filename='' size='10'/>"),
+            "modify",
+            "bad-request",
+        ),
+        (
+            format!("<request xmlns='{ns}' filename='big.iso' size='10485761'/>"),
+            "modify",
+            "not-acceptable",
+        ),
+        (
+            "<query xmlns='jabber:iq:version'/>".to_owned(),
+            "cancel",
+            "service-unavailable",
+        ),
     ];
     for (payload, kind, condition) in &cases {
         let reply = iq(&prosody, ALICE, payload);
         assert!(reply.contains("type=\"error\""), "{payload}: {reply}");
-        assert_eq!(error_of(&reply), (kind.to_string(), condition.to_string()), "{payload}: {reply}");
+        assert_eq!(
+            error_of(&reply),
+            (kind.to_string(), condition.to_string()),
+            "{payload}: {reply}"
+        );
         // The request is echoed.
-        let echoed = payload.split_whitespace().next().unwrap().trim_start_matches('<').trim_end_matches("/>");
-        assert!(reply.contains(&format!("<{echoed}")), "request not echoed: {reply}");
+        let echoed = payload
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches('<')
+            .trim_end_matches("/>");
+        assert!(
+            reply.contains(&format!("<{echoed}")),
+            "request not echoed: {reply}"
+        );
     }
     let too_big = iq(&prosody, ALICE, &cases[5].0);
     assert!(
@@ -108,13 +185,31 @@ fn slot_errors_follow_xep_0363_through_the_router() {
     );
 
     // A user of another domain on the same router is refused.
-    let reply = iq(&prosody, ("mallory@other.test", "mallory-pw"), &format!("<request xmlns='{ns}' filename='a.txt' size='10'/>"));
-    assert_eq!(error_of(&reply), ("auth".into(), "forbidden".into()), "{reply}");
+    let reply = iq(
+        &prosody,
+        ("mallory@other.test", "mallory-pw"),
+        &format!("<request xmlns='{ns}' filename='a.txt' size='10'/>"),
+    );
+    assert_eq!(
+        error_of(&reply),
+        ("auth".into(), "forbidden".into()),
+        "{reply}"
+    );
 
     // A valid request without content-type gets a slot.
-    let reply = iq(&prosody, ALICE, &format!("<request xmlns='{ns}' filename='a.txt' size='10'/>"));
-    assert!(reply.contains("type=\"result\"") && reply.contains("<put url=\"http://127.0.0.1:"), "{reply}");
-    assert!(reply.contains("<header name=\"Authorization\">Bearer v1."), "{reply}");
+    let reply = iq(
+        &prosody,
+        ALICE,
+        &format!("<request xmlns='{ns}' filename='a.txt' size='10'/>"),
+    );
+    assert!(
+        reply.contains("type=\"result\"") && reply.contains("<put url=\"http://127.0.0.1:"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("<header name=\"Authorization\">Bearer v1."),
+        "{reply}"
+    );
 
     // Old clients (v0.2, Conversations namespace) get a slot with the token in the URL.
     let reply = iq(
@@ -122,7 +217,10 @@ fn slot_errors_follow_xep_0363_through_the_router() {
         ALICE,
         "<request xmlns='eu:siacs:conversations:http:upload'><filename>b.png</filename><size>5</size></request>",
     );
-    assert!(reply.contains("<put>http://127.0.0.1:") && reply.contains("?token=v1."), "{reply}");
+    assert!(
+        reply.contains("<put>http://127.0.0.1:") && reply.contains("?token=v1."),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -131,7 +229,11 @@ fn component_waits_for_the_router_and_reconnects_after_it_restarts() {
     let mut prosody = Prosody::start(ProsodyOptions::default());
     prosody.stop();
     let mftd = Mftd::start(&MftdOptions::for_prosody(&prosody));
-    assert!(mftd.wait_for_log("XMPP: link down", 2, Duration::from_secs(20)), "{}", mftd.log());
+    assert!(
+        mftd.wait_for_log("XMPP: link down", 2, Duration::from_secs(20)),
+        "{}",
+        mftd.log()
+    );
     prosody.restart();
     mftd.wait_connected(1);
     let ns = "urn:xmpp:http:upload:0";
@@ -141,7 +243,11 @@ fn component_waits_for_the_router_and_reconnects_after_it_restarts() {
     // The router dies and comes back: the component reconnects by itself.
     prosody.restart();
     mftd.wait_connected(2);
-    assert!(iq(&prosody, ALICE, &payload).contains("type=\"result\""), "{}", mftd.log());
+    assert!(
+        iq(&prosody, ALICE, &payload).contains("type=\"result\""),
+        "{}",
+        mftd.log()
+    );
 }
 
 #[test]
@@ -149,10 +255,26 @@ fn idle_link_stays_up_and_sigterm_stops_cleanly() {
     let (prosody, mut mftd) = setup();
     // Several keepalive intervals (2 s) of silence: still one connection.
     std::thread::sleep(Duration::from_secs(7));
-    assert_eq!(mftd.log().matches("XMPP: connected and authenticated").count(), 1, "{}", mftd.log());
+    assert_eq!(
+        mftd.log()
+            .matches("XMPP: connected and authenticated")
+            .count(),
+        1,
+        "{}",
+        mftd.log()
+    );
     assert!(!mftd.log().contains("link down"), "{}", mftd.log());
     mftd.process().signal(15);
-    assert_eq!(mftd.process().wait_exit(Duration::from_secs(20)), Some(0), "{}", mftd.log());
-    assert!(mftd.log().contains("XMPP: stream closed for shutdown"), "{}", mftd.log());
+    assert_eq!(
+        mftd.process().wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        mftd.log()
+    );
+    assert!(
+        mftd.log().contains("XMPP: stream closed for shutdown"),
+        "{}",
+        mftd.log()
+    );
     drop(prosody);
 }

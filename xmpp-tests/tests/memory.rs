@@ -1,6 +1,8 @@
 //! Memory stays flat: a 1 GiB upload and download through the real `mftd`
 //! binary must not grow its peak resident memory by more than 64 MiB.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
@@ -15,7 +17,11 @@ const GIB: u64 = 1 << 30;
 
 fn slot(size: u64) -> (String, String) {
     let now = UtcTime::now();
-    let loc = Location::new_random(ChatType::Im, &now.compact_date(), &format!("{:02}", now.hour));
+    let loc = Location::new_random(
+        ChatType::Im,
+        &now.compact_date(),
+        &format!("{:02}", now.hour),
+    );
     let claims = SlotClaims {
         resource: loc.resource().to_owned(),
         filename: "big.bin".into(),
@@ -27,13 +33,20 @@ fn slot(size: u64) -> (String, String) {
     };
     // The key the harness writes into every test config.
     let token = SlotSigner::new(b"test-token-key-0123456789abcdef").sign(&claims);
-    (format!("/{}/{}", loc.resource(), encode_segment("big.bin")), token)
+    (
+        format!("/{}/{}", loc.resource(), encode_segment("big.bin")),
+        token,
+    )
 }
 
 fn status_of(s: &mut TcpStream) -> String {
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned()
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]
@@ -67,7 +80,11 @@ fn one_gib_upload_and_download_keep_memory_flat() {
     let (after_upload, _) = mftd.memory_kib();
 
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut total: u64 = 0;
     loop {
@@ -87,6 +104,14 @@ fn one_gib_upload_and_download_keep_memory_flat() {
         growth_mib(after_upload),
         growth_mib(after_download)
     );
-    assert!(growth_mib(after_upload) <= 64, "upload grew peak RSS by {} MiB", growth_mib(after_upload));
-    assert!(growth_mib(after_download) <= 64, "download grew peak RSS by {} MiB", growth_mib(after_download));
+    assert!(
+        growth_mib(after_upload) <= 64,
+        "upload grew peak RSS by {} MiB",
+        growth_mib(after_upload)
+    );
+    assert!(
+        growth_mib(after_download) <= 64,
+        "download grew peak RSS by {} MiB",
+        growth_mib(after_download)
+    );
 }
