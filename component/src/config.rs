@@ -439,6 +439,13 @@ slot_ttl = "5m"
     }
 
     #[test]
+    fn the_documented_example_uses_only_known_keys() {
+        let text = include_str!("../../mftd.example.toml");
+        let parsed: Result<Config, _> = toml::from_str(text);
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+
+    #[test]
     fn secret_file_is_read_and_trimmed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("secret");

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Brings up mftd's main job on this machine, on loopback only: a local Prosody
+# (the router) with two accounts, and mftd registered as its upload
+# component, storing files in the MFT layout under $RUN_DIR/node_1.
+# It checks the whole path once with a real client, prints the accounts and
+# where files land, then runs until Ctrl-C and stops everything it started.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+RUN_DIR="${MFTD_RUN_DIR:-/tmp/mftd-local}"
+DOMAIN="${MFTD_DOMAIN:-example.test}"
+C2S_PORT="${MFTD_C2S_PORT:-5222}"
+COMPONENT_PORT="${MFTD_COMPONENT_PORT:-5347}"
+HTTP_PORT="${MFTD_HTTP_PORT:-5443}"
+
+bash "$repo/scripts/install-deps.sh"
+(cd "$repo" && cargo build --release --bins)
+
+for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT" >&2
+    exit 1
+  fi
+done
+
+mkdir -p "$RUN_DIR/prosody/data" "$RUN_DIR/node_1"
+secret="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+head -c 32 /dev/urandom | base64 | tr -d '\n' > "$RUN_DIR/token.key"
+chmod 600 "$RUN_DIR/token.key"
+
+cat > "$RUN_DIR/prosody/prosody.cfg.lua" <<CFG
+data_path = "$RUN_DIR/prosody/data"
+log = { { levels = { min = "info" }, to = "file", filename = "$RUN_DIR/prosody/prosody.log" } }
+pidfile = "$RUN_DIR/prosody/prosody.pid"
+interfaces = { "127.0.0.1" }
+c2s_ports = { $C2S_PORT }
+component_ports = { $COMPONENT_PORT }
+component_interfaces = { "127.0.0.1" }
+s2s_ports = { }
+http_ports = { }
+https_ports = { }
+modules_enabled = { "roster", "saslauth", "disco", "ping", "posix" }
+modules_disabled = { "s2s" }
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+VirtualHost "$DOMAIN"
+    disco_items = { { "upload.$DOMAIN", "HTTP File Upload" } }
+Component "upload.$DOMAIN"
+    component_secret = "$secret"
+CFG
+
+cat > "$RUN_DIR/mftd.toml" <<CFG
+[xmpp]
+component_jid = "upload.$DOMAIN"
+secret = "$secret"
+router = "127.0.0.1:$COMPONENT_PORT"
+
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
+public_url = "http://127.0.0.1:$HTTP_PORT/"
+token_key_file = "$RUN_DIR/token.key"
+
+[node]
+name = "node_1"
+
+[store]
+kind = "local"
+path = "$RUN_DIR/node_1"
+
+[limits]
+max_file_size = "100 MiB"
+CFG
+
+prosody_user=()
+if [ "$(id -u)" -eq 0 ]; then
+  chown -R prosody:prosody "$RUN_DIR/prosody"
+  prosody_user=(runuser -u prosody --)
+fi
+"${prosody_user[@]}" prosodyctl --config "$RUN_DIR/prosody/prosody.cfg.lua" register alice "$DOMAIN" alice-pw >/dev/null 2>&1 || true
+"${prosody_user[@]}" prosodyctl --config "$RUN_DIR/prosody/prosody.cfg.lua" register bob "$DOMAIN" bob-pw >/dev/null 2>&1 || true
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped Prosody and mftd"
+}
+trap cleanup EXIT
+trap "exit 130" INT TERM
+
+"${prosody_user[@]}" prosody --config "$RUN_DIR/prosody/prosody.cfg.lua" -F >/dev/null 2>&1 &
+pids+=($!)
+"$repo/target/release/mftd" check-config --config "$RUN_DIR/mftd.toml"
+RUST_LOG="${RUST_LOG:-info}" "$repo/target/release/mftd" run --config "$RUN_DIR/mftd.toml" 2>"$RUN_DIR/mftd.log" &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  grep -q "XMPP: connected and authenticated" "$RUN_DIR/mftd.log" 2>/dev/null && break
+  sleep 0.1
+done
+
+echo "== checking the whole path with a real client (slixmpp)"
+sample="$RUN_DIR/hello.txt"
+echo "hello from mftd $(date -u +%FT%TZ)" > "$sample"
+/usr/bin/python3 "$repo/xmpp-tests/client/mft_client.py" --jid "alice@$DOMAIN" --password alice-pw \
+  --server "127.0.0.1:$C2S_PORT" upload --file "$sample" --content-type text/plain 2>/dev/null
+
+cat <<INFO
+
+mftd is running (logs: $RUN_DIR/mftd.log, Prosody: $RUN_DIR/prosody/prosody.log)
+  XMPP server   127.0.0.1:$C2S_PORT, domain $DOMAIN (plain connection, loopback only)
+  accounts      alice@$DOMAIN / alice-pw     bob@$DOMAIN / bob-pw
+  upload        component upload.$DOMAIN, HTTP on http://127.0.0.1:$HTTP_PORT/
+  files land in $RUN_DIR/node_1/files/im/<YYYYMMDD>/<HH>/<resource name>
+Files stored so far:
+$(find "$RUN_DIR/node_1/files" -type f ! -name '*.meta' 2>/dev/null | sed 's/^/  /')
+
+Press Ctrl-C to stop.
+INFO
+wait "${pids[1]}"
