@@ -153,3 +153,115 @@ impl UploadService {
         Ok(slot::slot_element(ns, &url, &url, &token))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::NS_COMPONENT;
+    use mft_storage::local::LocalBackend;
+
+    fn service(dir: &std::path::Path) -> UploadService {
+        UploadService {
+            signer: SlotSigner::new(b"unit-test-key-0123456789"),
+            store: Store::new(LocalBackend::new(dir).expect("store")),
+            public_url: "https://up.example.test/".into(),
+            max_file_size: 1000,
+            slot_ttl: Duration::from_secs(300),
+            allowed_domains: vec!["example.test".into()],
+        }
+    }
+
+    fn iq(kind: &str, payload: Element) -> Element {
+        Element::new("iq", NS_COMPONENT)
+            .attr("type", kind)
+            .attr("id", "x1")
+            .attr("from", "alice@example.test/phone")
+            .attr("to", "upload.example.test")
+            .child(payload)
+    }
+
+    #[tokio::test]
+    async fn errors_results_messages_and_presence_are_never_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        let ping = Element::new("ping", NS_PING);
+        assert!(svc.handle(&iq("error", ping.clone())).await.is_none());
+        assert!(svc.handle(&iq("result", ping.clone())).await.is_none());
+        let message = Element::new("message", NS_COMPONENT).attr("type", "error");
+        assert!(svc.handle(&message).await.is_none());
+        assert!(svc
+            .handle(&Element::new("presence", NS_COMPONENT))
+            .await
+            .is_none());
+        let pong = svc.handle(&iq("get", ping)).await.expect("ping answered");
+        assert_eq!(pong.get_attr("type"), Some("result"));
+        assert_eq!(pong.get_attr("to"), Some("alice@example.test/phone"));
+        assert_eq!(pong.get_attr("from"), Some("upload.example.test"));
+        assert_eq!(pong.get_attr("id"), Some("x1"));
+    }
+
+    #[tokio::test]
+    async fn disco_info_has_identity_features_and_the_size_form() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        let reply = svc
+            .handle(&iq("get", Element::new("query", NS_DISCO_INFO)))
+            .await
+            .expect("answer")
+            .to_xml(NS_COMPONENT);
+        assert!(
+            reply.contains("<identity category='store' type='file'"),
+            "{reply}"
+        );
+        assert!(
+            reply.contains("<feature var='urn:xmpp:http:upload:0'/>"),
+            "{reply}"
+        );
+        assert!(reply.contains(
+            "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:http:upload:0</value></field>\
+             <field var='max-file-size'><value>1000</value></field>"
+        ));
+        // A set of the same query is not a thing: service-unavailable.
+        let set = svc
+            .handle(&iq("set", Element::new("query", NS_DISCO_INFO)))
+            .await
+            .expect("answer");
+        assert!(set.to_xml(NS_COMPONENT).contains("<service-unavailable"));
+    }
+
+    #[tokio::test]
+    async fn a_granted_slot_verifies_with_the_key_and_binds_the_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        let request = Element::new("request", slot::NS_UPLOAD)
+            .attr("filename", "a b.txt")
+            .attr("size", "12")
+            .attr("content-type", "text/plain");
+        let reply = svc.handle(&iq("get", request)).await.expect("answer");
+        let slot = reply.get_child("slot", slot::NS_UPLOAD).expect("slot");
+        let put = slot.get_child("put", slot::NS_UPLOAD).expect("put");
+        let header = put
+            .get_child("header", slot::NS_UPLOAD)
+            .expect("header")
+            .text_content();
+        let token = header.strip_prefix("Bearer ").expect("bearer");
+        let claims = svc
+            .signer
+            .verify(token, mft_storage::utc::unix_now())
+            .expect("valid token");
+        assert_eq!(claims.size, 12);
+        assert_eq!(claims.filename, "a b.txt");
+        assert_eq!(claims.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(claims.uploader, "alice@example.test/phone");
+        let url = put.get_attr("url").expect("url");
+        assert_eq!(
+            url,
+            format!("https://up.example.test/{}/a%20b.txt", claims.resource)
+        );
+        assert_eq!(
+            slot.get_child("get", slot::NS_UPLOAD)
+                .and_then(|g| g.get_attr("url")),
+            Some(url)
+        );
+    }
+}
