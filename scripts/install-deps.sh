@@ -13,13 +13,25 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all packages present"
-  exit 0
-fi
-
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# The file server account the tests and the local demo use: key-only SFTP
+# logins, so its password field must be '*' (unusable) rather than '!'
+# (locked), which sshd refuses without PAM.
+ensure_file_server_user() {
+  if ! id mftfiles >/dev/null 2>&1; then
+    $SUDO useradd --system --shell /bin/sh --home-dir /nonexistent --no-create-home mftfiles
+  fi
+  $SUDO usermod -p '*' mftfiles
+  $SUDO mkdir -p /run/sshd
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  ensure_file_server_user
+  exit 0
+fi
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
@@ -39,4 +51,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for svc in prosody ssh postgresql; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
+ensure_file_server_user
 echo "install-deps: done"

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mft_storage::local::LocalBackend;
+use mft_storage::sftp::SftpBackend;
 use mft_storage::Store;
 use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
 use tokio::net::TcpListener;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use crate::component::{self, LinkSettings};
 use crate::config::{Settings, StoreKind};
 use crate::service::UploadService;
+use crate::space::SpaceGuard;
 
 /// Opens the configured store.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -29,7 +31,12 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
                 .with_context(|| format!("while opening the node directory {}", path.display()))?;
             Ok(Store::new(backend))
         }
-        StoreKind::Sftp => anyhow::bail!("store.kind = \"sftp\" is not available in this build"),
+        StoreKind::Sftp => {
+            let sftp = settings
+                .sftp()
+                .context("[store.sftp] is required for kind = \"sftp\"")?;
+            Ok(Store::new(SftpBackend::new(sftp)))
+        }
     }
 }
 
@@ -53,6 +60,7 @@ pub async fn stop_signal() {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let cfg = &settings.config;
     let store = open_store(&settings)?;
+    let store = store.with_send_timeout(cfg.http.body_idle_timeout.0);
     let signer = SlotSigner::new(settings.token_key.expose().as_bytes());
     let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
         (Some(cert), Some(key)) => Some(mft_upload_http::tls::acceptor(cert, key)?),
@@ -79,13 +87,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ..HttpSettings::default()
         },
     });
+    let space = SpaceGuard::default();
     let service = Arc::new(UploadService {
         signer,
-        store,
+        store: store.clone(),
         public_url: cfg.http.public_url.clone(),
         max_file_size: settings.max_file_size,
         slot_ttl: cfg.limits.slot_ttl.0,
         allowed_domains: settings.allowed_domains.clone(),
+        space: space.clone(),
     });
     let link = LinkSettings {
         router: cfg.xmpp.router.clone(),
@@ -99,6 +109,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let http = tokio::spawn(serve(listener, http_app, tls, async move {
         let _ = http_stop.changed().await;
     }));
+    if let Some(sftp) = cfg
+        .store
+        .sftp
+        .as_ref()
+        .filter(|_| cfg.store.kind == StoreKind::Sftp)
+    {
+        tokio::spawn(space.watch(
+            store.clone(),
+            sftp.alarm_free_percent,
+            sftp.min_free_bytes.0,
+            stop_rx.clone(),
+        ));
+        match store.health_check().await {
+            Ok(()) => {
+                tracing::info!(host = %sftp.host, directory = %sftp.directory, "file server ready")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "file server not ready yet; slots wait until it is")
+            }
+        }
+    }
     let xmpp = tokio::spawn(component::run(link, service, stop_rx));
 
     stop_signal().await;

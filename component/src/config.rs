@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use mft_storage::hostkey::PinnedHostKey;
+use mft_storage::sftp::SftpSettings;
+
 use crate::units::{ByteSize, HumanDuration};
 
 /// The largest file mftd accepts, and what `max_file_size = 0` means: 4 GiB.
@@ -107,6 +110,45 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// For `local`: the node directory.
     pub path: Option<PathBuf>,
+    /// For `sftp`: the file server.
+    pub sftp: Option<SftpConfig>,
+}
+
+/// `[store.sftp]`: the external file server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    /// Host name or address of the file server.
+    pub host: String,
+    /// SSH port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// The file server user mftd logs in as.
+    pub user: String,
+    /// This node's directory on the server (absolute), e.g. `/opt/mftFileStore/node_1`.
+    pub directory: String,
+    /// The line `ssh-keyscan -t rsa host` prints.
+    pub host_key: String,
+    /// The node's private key (made by `mftd keys generate`).
+    pub private_key: PathBuf,
+    /// Connections kept open for reuse (one per concurrent transfer).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Limit for connecting and the SSH handshake.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Limit for any single operation on the server.
+    #[serde(default = "default_io_timeout")]
+    pub io_timeout: HumanDuration,
+    /// Cipher preference in libssh2 names, e.g. `aes128-gcm@openssh.com,aes128-ctr`.
+    #[serde(default)]
+    pub ciphers: String,
+    /// Log a warning when free space drops below this percentage.
+    #[serde(default = "default_alarm_percent")]
+    pub alarm_free_percent: f64,
+    /// Refuse new slots (`wait`) while less than this is free.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: ByteSize,
 }
 
 /// Which backend holds the files.
@@ -145,6 +187,24 @@ impl Default for LimitsConfig {
     }
 }
 
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_io_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_alarm_percent() -> f64 {
+    10.0
+}
+fn default_min_free() -> ByteSize {
+    ByteSize(1 << 30)
+}
 fn default_router() -> String {
     "127.0.0.1:5347".into()
 }
@@ -322,10 +382,29 @@ impl Settings {
                 }
             }
             StoreKind::Sftp => {
-                return Err(invalid(
-                    "store.kind",
-                    "\"sftp\" is not available in this build yet; use \"local\"",
-                ))
+                let sftp = config.store.sftp.as_ref().ok_or_else(|| {
+                    invalid(
+                        "store.sftp",
+                        "missing: the [store.sftp] section for kind = \"sftp\"",
+                    )
+                })?;
+                PinnedHostKey::parse(&sftp.host_key, &sftp.host, sftp.port)
+                    .map_err(|e| invalid("store.sftp.host_key", e.to_string()))?;
+                if !sftp.directory.starts_with('/') {
+                    return Err(invalid(
+                        "store.sftp.directory",
+                        "must be an absolute path such as /opt/mftFileStore/node_1",
+                    ));
+                }
+                if sftp.pool_size == 0 {
+                    return Err(invalid("store.sftp.pool_size", "at least 1"));
+                }
+                if !(0.0..=100.0).contains(&sftp.alarm_free_percent) {
+                    return Err(invalid(
+                        "store.sftp.alarm_free_percent",
+                        "a percentage from 0 to 100",
+                    ));
+                }
             }
         }
         let max_file_size = match config.limits.max_file_size.0 {
@@ -363,6 +442,51 @@ impl Settings {
             allowed_domains,
             base_path,
         })
+    }
+}
+
+impl Settings {
+    /// The SFTP settings, when the store is a file server.
+    pub fn sftp(&self) -> Option<SftpSettings> {
+        let s = self.config.store.sftp.as_ref()?;
+        if self.config.store.kind != StoreKind::Sftp {
+            return None;
+        }
+        Some(SftpSettings {
+            host: s.host.clone(),
+            port: s.port,
+            user: s.user.clone(),
+            directory: s.directory.trim_end_matches('/').to_owned(),
+            host_key: PinnedHostKey::parse(&s.host_key, &s.host, s.port).ok()?,
+            private_key: s.private_key.clone(),
+            pool_size: s.pool_size,
+            connect_timeout: s.connect_timeout.0,
+            io_timeout: s.io_timeout.0,
+            ciphers: s.ciphers.clone(),
+        })
+    }
+
+    /// Files that must exist before `run`: today only the node's SSH key.
+    pub fn check_files(&self, config_path: &Path) -> Result<(), ConfigError> {
+        if let Some(s) = self
+            .config
+            .store
+            .sftp
+            .as_ref()
+            .filter(|_| self.config.store.kind == StoreKind::Sftp)
+        {
+            if !s.private_key.exists() {
+                return Err(invalid(
+                    "store.sftp.private_key",
+                    format!(
+                        "{} does not exist: create the node's key pair with `mftd keys generate --config {}` and add the printed line to the file server user's authorized_keys",
+                        s.private_key.display(),
+                        config_path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -436,6 +560,29 @@ slot_ttl = "5m"
         assert!(err(&huge).contains("limits.max_file_size"));
         let bad_jid = GOOD.replace("upload.example.test\"", "user@example.test\"");
         assert!(err(&bad_jid).contains("xmpp.component_jid"));
+    }
+
+    #[test]
+    fn sftp_host_key_for_another_host_is_rejected_in_those_words() {
+        let sftp = GOOD.replace(
+            "kind = \"local\"\npath = \"/tmp/x\"",
+            "kind = \"sftp\"\n[store.sftp]\nhost = \"files.example.test\"\nuser = \"mft\"\ndirectory = \"/srv/node_1\"\nprivate_key = \"/k\"\nhost_key = \"evil.example.test ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"",
+        );
+        let text = err(&sftp);
+        assert!(text.contains("store.sftp.host_key"), "{text}");
+        assert!(
+            text.contains("not the configured host \"files.example.test\""),
+            "{text}"
+        );
+        let good = sftp.replace("evil.example.test", "files.example.test");
+        let s = Settings::from_toml(&good, "t").expect("valid");
+        assert_eq!(s.sftp().expect("sftp").port, 22);
+        let missing_key = s
+            .check_files(Path::new("/etc/mftd/mftd.toml"))
+            .expect_err("no key file");
+        assert!(missing_key
+            .to_string()
+            .contains("mftd keys generate --config /etc/mftd/mftd.toml"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`service`] and [`slot`]: disco, pings, XEP-0363 slot requests and their
 //!   errors ([`stanza`]);
 //! - [`config`]: the TOML configuration with human [`units`];
+//! - [`keys`], [`fileserver`], [`space`]: the node's SSH key pair, file server
+//!   checks, and the free-space guard;
 //! - [`app`]: wiring the component, the HTTP endpoint and the store together
 //!   for `mftd run`, with signal handling.
 //!
@@ -15,9 +17,12 @@
 pub mod app;
 pub mod component;
 pub mod config;
+pub mod fileserver;
+pub mod keys;
 pub mod link;
 pub mod service;
 pub mod slot;
+pub mod space;
 pub mod stanza;
 pub mod units;
 pub mod xml;

@@ -34,6 +34,8 @@ pub struct UploadService {
     pub slot_ttl: Duration,
     /// Requesters' domains allowed to upload (lower case).
     pub allowed_domains: Vec<String>,
+    /// Set while the file server is nearly full.
+    pub space: crate::space::SpaceGuard,
 }
 
 impl UploadService {
@@ -168,6 +170,7 @@ mod tests {
             max_file_size: 1000,
             slot_ttl: Duration::from_secs(300),
             allowed_domains: vec!["example.test".into()],
+            space: crate::space::SpaceGuard::default(),
         }
     }
 

@@ -33,6 +33,30 @@ pub trait Session: Send {
     fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError>;
     /// The names in a directory (no `.` or `..`).
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError>;
+    /// Free and total space where the node directory lives, when the
+    /// server can tell.
+    fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Space on the file system holding the node directory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeSpace {
+    /// Bytes available to the node's user.
+    pub available: u64,
+    /// Size of the file system.
+    pub total: u64,
+}
+
+impl FreeSpace {
+    /// Available space as a percentage of the total.
+    pub fn percent_free(&self) -> f64 {
+        if self.total == 0 {
+            return 100.0;
+        }
+        self.available as f64 * 100.0 / self.total as f64
+    }
 }
 
 /// A file being written; `sync` makes its content durable.

@@ -49,6 +49,11 @@ impl StoreError {
         match source.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound(context),
             io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(context),
+            io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::TimedOut => StoreError::Unavailable(format!("{context}: {source}")),
             _ => StoreError::Io { context, source },
         }
     }

@@ -13,9 +13,11 @@
 
 pub mod backend;
 pub mod error;
+pub mod hostkey;
 pub mod layout;
 pub mod local;
 pub mod meta;
+pub mod sftp;
 pub mod store;
 pub mod utc;
 

@@ -205,6 +205,12 @@ impl Store {
         .await
     }
 
+    /// Free space where the node directory lives, if the server can tell.
+    pub async fn free_space(&self) -> Result<Option<crate::backend::FreeSpace>, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.session()?.free_space()).await
+    }
+
     /// Checks the file server answers and the node directory is listable.
     pub async fn health_check(&self) -> Result<(), StoreError> {
         let backend = self.backend.clone();

@@ -1,0 +1,457 @@
+//! The SSH/SFTP file server backend (libssh2 through the `ssh2` crate).
+//!
+//! - Every connection checks the server's host key against the pinned one
+//!   and refuses a mismatch (logging both fingerprints); there is no fallback.
+//! - The node authenticates with its own key pair, public key only.
+//! - Connections are pooled: one per concurrent transfer, idle ones probed
+//!   before reuse. When the server cannot be reached, further attempts fail
+//!   at once for a backoff period (1 s doubling to 30 s), so clients get a
+//!   quick 503 / `wait` instead of hanging, and the first attempt after the
+//!   period reconnects: no restart is needed when the server comes back.
+//! - Files are published with SSH_FXP_RENAME, which OpenSSH implements as
+//!   `link(2)` + `unlink(2)`: atomic, and it refuses to overwrite.
+
+use std::io::{self, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ssh2::{ErrorCode, MethodType, OpenFlags, OpenType, Sftp};
+
+use crate::backend::{check_relative, Backend, FreeSpace, ReadFile, Session, WriteFile};
+use crate::hostkey::{fingerprint, PinnedHostKey};
+use crate::StoreError;
+
+/// SFTP status codes (draft-ietf-secsh-filexfer-02 and later).
+const FX_NO_SUCH_FILE: i32 = 2;
+const FX_FAILURE: i32 = 4;
+const FX_NO_SUCH_PATH: i32 = 10;
+const FX_FILE_ALREADY_EXISTS: i32 = 11;
+
+/// An idle connection unused for longer than this is probed before reuse.
+const PROBE_AFTER: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How to reach the file server.
+#[derive(Debug, Clone)]
+pub struct SftpSettings {
+    /// Host name or address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// The file server user.
+    pub user: String,
+    /// The node directory on the server, absolute.
+    pub directory: String,
+    /// The server's expected host key.
+    pub host_key: PinnedHostKey,
+    /// The node's private key file (OpenSSH format).
+    pub private_key: PathBuf,
+    /// Idle connections kept.
+    pub pool_size: usize,
+    /// TCP connect and SSH handshake limit.
+    pub connect_timeout: Duration,
+    /// Limit for any one SSH operation once connected.
+    pub io_timeout: Duration,
+    /// Cipher preference (libssh2 names), empty for libssh2's default.
+    pub ciphers: String,
+}
+
+/// Files on an SFTP server.
+#[derive(Clone)]
+pub struct SftpBackend {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    settings: SftpSettings,
+    idle: Mutex<Vec<Conn>>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    down_until: Option<Instant>,
+    backoff: Duration,
+    last_error: String,
+}
+
+struct Conn {
+    _session: ssh2::Session,
+    sftp: Sftp,
+    last_used: Instant,
+}
+
+/// Why connecting failed; kept apart so the operator sees the real cause.
+fn unavailable(host: &str, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("file server {host}: {what}"))
+}
+
+impl SftpBackend {
+    /// A backend for `settings`; nothing is connected until first use.
+    pub fn new(settings: SftpSettings) -> SftpBackend {
+        SftpBackend {
+            pool: Arc::new(Pool {
+                settings,
+                idle: Mutex::new(Vec::new()),
+                health: Mutex::new(Health::default()),
+            }),
+        }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &SftpSettings {
+        &self.pool.settings
+    }
+
+    /// Opens a fresh connection, bypassing the pool and the backoff (for
+    /// status checks). Errors name the failing step.
+    pub fn connect_now(&self) -> Result<(), StoreError> {
+        connect(&self.pool.settings).map(|_| ())
+    }
+}
+
+fn connect(s: &SftpSettings) -> Result<Conn, StoreError> {
+    let addr = (s.host.as_str(), s.port)
+        .to_socket_addrs()
+        .map_err(|e| unavailable(&s.host, format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| unavailable(&s.host, "no address"))?;
+    let tcp = TcpStream::connect_timeout(&addr, s.connect_timeout)
+        .map_err(|e| unavailable(&s.host, format!("cannot connect to {addr}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let mut session = ssh2::Session::new().map_err(|e| unavailable(&s.host, e))?;
+    session.set_tcp_stream(tcp);
+    session.set_timeout(u32::try_from(s.connect_timeout.as_millis()).unwrap_or(u32::MAX));
+    session
+        .method_pref(MethodType::HostKey, s.host_key.method_pref())
+        .map_err(|e| unavailable(&s.host, e))?;
+    if !s.ciphers.is_empty() {
+        for dir in [MethodType::CryptCs, MethodType::CryptSc] {
+            session
+                .method_pref(dir, &s.ciphers)
+                .map_err(|e| unavailable(&s.host, format!("store.sftp.ciphers: {e}")))?;
+        }
+    }
+    session
+        .handshake()
+        .map_err(|e| unavailable(&s.host, format!("SSH handshake failed: {e}")))?;
+    let (presented, _) = session
+        .host_key()
+        .ok_or_else(|| unavailable(&s.host, "server presented no host key"))?;
+    if presented != s.host_key.blob.as_slice() {
+        let (expected, got) = (fingerprint(&s.host_key.blob), fingerprint(presented));
+        tracing::error!(
+            host = %s.host,
+            expected = %expected,
+            presented = %got,
+            "file server host key does not match the pinned key: refusing to connect (possible man-in-the-middle)"
+        );
+        return Err(unavailable(
+            &s.host,
+            format!(
+                "host key mismatch: pinned {expected}, server presented {got}; refusing to connect"
+            ),
+        ));
+    }
+    session
+        .userauth_pubkey_file(&s.user, None, &s.private_key, None)
+        .map_err(|e| {
+            unavailable(
+                &s.host,
+                format!(
+                    "public key authentication as {} with {} failed ({e}); is the node's public key (`mftd keys show`) in the user's authorized_keys?",
+                    s.user,
+                    s.private_key.display()
+                ),
+            )
+        })?;
+    if !session.authenticated() {
+        return Err(unavailable(
+            &s.host,
+            format!("not authenticated as {}", s.user),
+        ));
+    }
+    session.set_timeout(u32::try_from(s.io_timeout.as_millis()).unwrap_or(u32::MAX));
+    let sftp = session
+        .sftp()
+        .map_err(|e| unavailable(&s.host, format!("SFTP subsystem unavailable: {e}")))?;
+    Ok(Conn {
+        _session: session,
+        sftp,
+        last_used: Instant::now(),
+    })
+}
+
+impl Pool {
+    fn take_idle(&self) -> Option<Conn> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn give_back(&self, mut conn: Conn) {
+        conn.last_used = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.settings.pool_size {
+                idle.push(conn);
+            }
+        }
+    }
+
+    fn connect_with_backoff(&self) -> Result<Conn, StoreError> {
+        let host = &self.settings.host;
+        if let Ok(h) = self.health.lock() {
+            if let Some(until) = h.down_until.filter(|u| *u > Instant::now()) {
+                let wait = until.saturating_duration_since(Instant::now()).as_secs() + 1;
+                return Err(StoreError::Unavailable(format!(
+                    "{} (next attempt in {wait}s)",
+                    h.last_error
+                )));
+            }
+        }
+        match connect(&self.settings) {
+            Ok(conn) => {
+                if let Ok(mut h) = self.health.lock() {
+                    if h.down_until.take().is_some() {
+                        tracing::info!(host = %host, "file server reachable again");
+                    }
+                    h.backoff = Duration::ZERO;
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                if let Ok(mut h) = self.health.lock() {
+                    h.backoff = (h.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                    h.down_until = Some(Instant::now() + h.backoff);
+                    h.last_error = e.to_string();
+                    tracing::warn!(host = %host, error = %e, retry_in_s = h.backoff.as_secs(), "file server unavailable");
+                }
+                self.drop_idle();
+                Err(e)
+            }
+        }
+    }
+
+    fn drop_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+impl Backend for SftpBackend {
+    fn describe(&self) -> String {
+        self.pool.settings.host.clone()
+    }
+
+    fn session(&self) -> Result<Box<dyn Session>, StoreError> {
+        let root = Path::new(&self.pool.settings.directory);
+        while let Some(conn) = self.pool.take_idle() {
+            if conn.last_used.elapsed() < PROBE_AFTER || conn.sftp.stat(root).is_ok() {
+                return Ok(Box::new(SftpSession::new(self.pool.clone(), conn)));
+            }
+        }
+        let conn = self.pool.connect_with_backoff()?;
+        Ok(Box::new(SftpSession::new(self.pool.clone(), conn)))
+    }
+}
+
+struct SftpSession {
+    pool: Arc<Pool>,
+    conn: Option<Conn>,
+    broken: Arc<AtomicBool>,
+    root: PathBuf,
+}
+
+impl SftpSession {
+    fn new(pool: Arc<Pool>, conn: Conn) -> SftpSession {
+        let root = PathBuf::from(&pool.settings.directory);
+        SftpSession {
+            pool,
+            conn: Some(conn),
+            broken: Arc::new(AtomicBool::new(false)),
+            root,
+        }
+    }
+
+    fn sftp(&self) -> Result<&Sftp, StoreError> {
+        self.conn
+            .as_ref()
+            .map(|c| &c.sftp)
+            .ok_or_else(|| StoreError::Unavailable("SFTP session closed".into()))
+    }
+
+    fn full(&self, path: &str) -> Result<PathBuf, StoreError> {
+        check_relative(path)?;
+        Ok(self.root.join(path))
+    }
+
+    /// Classifies an ssh2 error; transport failures mark the connection broken.
+    fn fail(&self, context: String, e: ssh2::Error) -> StoreError {
+        match e.code() {
+            ErrorCode::SFTP(FX_NO_SUCH_FILE | FX_NO_SUCH_PATH) => StoreError::NotFound(context),
+            ErrorCode::SFTP(FX_FILE_ALREADY_EXISTS) => StoreError::AlreadyExists(context),
+            ErrorCode::SFTP(_) => StoreError::Io {
+                context,
+                source: io::Error::other(e),
+            },
+            ErrorCode::Session(_) => {
+                self.broken.store(true, Ordering::Relaxed);
+                unavailable(&self.pool.settings.host, format!("{context}: {e}"))
+            }
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.sftp().map(|s| s.stat(path).is_ok()).unwrap_or(false)
+    }
+}
+
+impl Drop for SftpSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if !self.broken.load(Ordering::Relaxed) {
+                self.pool.give_back(conn);
+            }
+        }
+    }
+}
+
+struct SftpFile {
+    file: ssh2::File,
+    broken: Arc<AtomicBool>,
+}
+
+impl SftpFile {
+    fn io_fail(&self, e: io::Error) -> io::Error {
+        // Any write failure leaves the connection in an unknown state.
+        self.broken.store(true, Ordering::Relaxed);
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("file server: {e}"),
+        )
+    }
+}
+
+impl Write for SftpFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf).map_err(|e| self.io_fail(e))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush().map_err(|e| self.io_fail(e))
+    }
+}
+
+impl WriteFile for SftpFile {
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.fsync().map_err(|e| {
+            self.broken.store(true, Ordering::Relaxed);
+            StoreError::Unavailable(format!("fsync@openssh.com failed: {e}"))
+        })
+    }
+}
+
+impl Session for SftpSession {
+    fn create_dir_all(&mut self, dir: &str) -> Result<(), StoreError> {
+        let full = self.full(dir)?;
+        let sftp = self.sftp()?;
+        if sftp.stat(&full).map(|s| s.is_dir()).unwrap_or(false) {
+            return Ok(());
+        }
+        let mut path = self.root.clone();
+        let mut steps = vec![path.clone()];
+        for part in dir.split('/') {
+            path.push(part);
+            steps.push(path.clone());
+        }
+        for step in steps {
+            if let Err(e) = sftp.mkdir(&step, 0o750) {
+                // Existing directories, including ones a concurrent upload just made, are fine.
+                if !sftp.stat(&step).map(|s| s.is_dir()).unwrap_or(false) {
+                    return Err(self.fail(format!("creating {}", step.display()), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_new(&mut self, path: &str) -> Result<Box<dyn WriteFile>, StoreError> {
+        let full = self.full(path)?;
+        let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
+        let file = self
+            .sftp()?
+            .open_mode(&full, flags, 0o640, OpenType::File)
+            .map_err(|e| self.fail(format!("creating {}", full.display()), e))?;
+        Ok(Box::new(SftpFile {
+            file,
+            broken: self.broken.clone(),
+        }))
+    }
+
+    fn publish(&mut self, temp: &str, final_path: &str) -> Result<(), StoreError> {
+        let (from, to) = (self.full(temp)?, self.full(final_path)?);
+        // No flags: a plain SSH_FXP_RENAME, which never overwrites on OpenSSH.
+        match self
+            .sftp()?
+            .rename(&from, &to, Some(ssh2::RenameFlags::empty()))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.code(), ErrorCode::SFTP(FX_FAILURE)) && self.exists(&to) => {
+                Err(StoreError::AlreadyExists(final_path.to_owned()))
+            }
+            Err(e) => Err(self.fail(format!("publishing {}", to.display()), e)),
+        }
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), StoreError> {
+        let full = self.full(path)?;
+        self.sftp()?
+            .unlink(&full)
+            .map_err(|e| self.fail(format!("removing {}", full.display()), e))
+    }
+
+    fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError> {
+        let full = self.full(path)?;
+        let mut file = self
+            .sftp()?
+            .open(&full)
+            .map_err(|e| self.fail(format!("opening {}", full.display()), e))?;
+        let size = file
+            .stat()
+            .map_err(|e| self.fail(format!("stat of {}", full.display()), e))?
+            .size
+            .unwrap_or(0);
+        Ok((Box::new(file), size))
+    }
+
+    fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = self.full(dir)?;
+        let entries = self
+            .sftp()?
+            .readdir(&full)
+            .map_err(|e| self.fail(format!("listing {}", full.display()), e))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {
+        let root = self.root.clone();
+        let mut dir = self
+            .sftp()?
+            .opendir(&root)
+            .map_err(|e| self.fail(format!("opening {}", root.display()), e))?;
+        match dir.statvfs() {
+            Ok(v) => Ok(Some(FreeSpace {
+                available: v.f_bavail.saturating_mul(v.f_frsize),
+                total: v.f_blocks.saturating_mul(v.f_frsize),
+            })),
+            // Servers without statvfs@openssh.com.
+            Err(e) if matches!(e.code(), ErrorCode::SFTP(_)) => Ok(None),
+            Err(e) => Err(self.fail("statvfs".into(), e)),
+        }
+    }
+}
