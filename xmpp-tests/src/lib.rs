@@ -10,3 +10,4 @@ pub mod client;
 pub mod mftd;
 pub mod process;
 pub mod prosody;
+pub mod sshd;

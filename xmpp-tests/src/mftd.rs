@@ -43,6 +43,8 @@ pub struct MftdOptions {
     pub secret: String,
     /// Extra TOML for `[limits]`.
     pub limits: String,
+    /// The `[store]` section's body; `None` for a local node directory.
+    pub store: Option<String>,
 }
 
 impl MftdOptions {
@@ -53,6 +55,7 @@ impl MftdOptions {
             component_jid: p.component_jid.clone(),
             secret: p.secret.clone(),
             limits: "max_file_size = \"10 MiB\"\n".into(),
+            store: None,
         }
     }
 }
@@ -81,8 +84,7 @@ shutdown_grace = "10s"
 name = "node_1"
 
 [store]
-kind = "local"
-path = "{node}"
+{store}
 
 [limits]
 {limits}
@@ -90,7 +92,10 @@ path = "{node}"
             jid = opts.component_jid,
             secret = opts.secret,
             router = opts.router,
-            node = node.display(),
+            store = opts
+                .store
+                .clone()
+                .unwrap_or_else(|| format!("kind = \"local\"\npath = \"{}\"", node.display())),
             limits = opts.limits,
         );
         let config_path = dir.path().join("mftd.toml");

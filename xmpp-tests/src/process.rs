@@ -69,6 +69,38 @@ pub fn chown_to(path: &Path, user: &str) {
     assert!(status.success());
 }
 
+/// SIGKILLs `pid` and all its descendants (found through /proc), so
+/// session processes that left the process group die too.
+pub fn kill_tree(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // Field 4, after the parenthesised command name.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok());
+        if let Some(ppid) = ppid {
+            parents.push((child, ppid));
+        }
+    }
+    let mut doomed = vec![pid];
+    let mut i = 0;
+    while i < doomed.len() {
+        let p = doomed[i];
+        doomed.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    for p in doomed {
+        let _ = Command::new("kill").arg("-9").arg(p.to_string()).status();
+    }
+}
+
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Guard(pub Option<Child>);
 

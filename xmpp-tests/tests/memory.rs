@@ -56,6 +56,7 @@ fn one_gib_upload_and_download_keep_memory_flat() {
         component_jid: "upload.example.test".into(),
         secret: "unused".into(),
         limits: String::new(),
+        store: None,
     };
     let mftd = Mftd::start(&opts);
     let addr = ("127.0.0.1", mftd.http_port);

@@ -21,6 +21,7 @@ fn sigterm_lets_the_upload_in_flight_finish_and_exits_zero() {
         component_jid: "upload.example.test".into(),
         secret: "unused".into(),
         limits: String::new(),
+        store: None,
     };
     let mut mftd = Mftd::start(&opts);
     let now = UtcTime::now();
