@@ -92,7 +92,9 @@ pub fn status(settings: &SftpSettings, alarm_free_percent: f64) -> Vec<Check> {
     };
     checks.push(Check {
         name: "node directory writable",
-        result: write_probe(session.as_mut(), 4096)
+        result: session
+            .create_dir_all("files")
+            .and_then(|()| write_probe(session.as_mut(), 4096))
             .map(|()| settings.directory.clone())
             .map_err(|e| e.to_string()),
     });

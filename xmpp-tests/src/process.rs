@@ -77,8 +77,12 @@ pub fn kill_tree(pid: u32) {
     }
     let mut parents: Vec<(u32, u32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // Field 4, after the parenthesised command name.
         let ppid = stat
             .rsplit(')')
@@ -97,7 +101,11 @@ pub fn kill_tree(pid: u32) {
         i += 1;
     }
     for p in doomed {
-        let _ = Command::new("kill").arg("-9").arg(p.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(p.to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

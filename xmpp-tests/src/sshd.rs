@@ -21,8 +21,14 @@ pub struct Sshd {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}: run scripts/install-deps.sh"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}: run scripts/install-deps.sh"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -83,7 +89,11 @@ impl Sshd {
             .spawn()
             .expect("/usr/sbin/sshd: run scripts/install-deps.sh");
         self.guard = Guard(Some(child));
-        assert!(wait_for_port(self.port, Duration::from_secs(10)), "sshd did not start: {}", self.log());
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "sshd did not start: {}",
+            self.log()
+        );
     }
 
     /// Kills sshd and every session process under it, as a crash would.
@@ -122,8 +132,17 @@ impl Sshd {
 
     /// The line `ssh-keyscan -t TYPE -p PORT 127.0.0.1` prints.
     pub fn keyscan(&self, key_type: &str) -> String {
-        let out = run(Command::new("ssh-keyscan").args(["-t", key_type, "-p", &self.port.to_string(), "127.0.0.1"]));
-        out.lines().find(|l| !l.starts_with('#')).unwrap().to_owned()
+        let out = run(Command::new("ssh-keyscan").args([
+            "-t",
+            key_type,
+            "-p",
+            &self.port.to_string(),
+            "127.0.0.1",
+        ]));
+        out.lines()
+            .find(|l| !l.starts_with('#'))
+            .unwrap()
+            .to_owned()
     }
 
     /// Generates a node key with the real `mftd keys generate` and authorises it.

@@ -28,7 +28,12 @@ fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 13 % 251) as u8).collect()
 }
 
-async fn upload(store: &Store, loc: &Location, body: &[u8], size: u64) -> Result<mft_storage::StoredFile, StoreError> {
+async fn upload(
+    store: &Store,
+    loc: &Location,
+    body: &[u8],
+    size: u64,
+) -> Result<mft_storage::StoredFile, StoreError> {
     let mut up = store.begin_upload(loc.clone(), meta(size));
     for piece in body.chunks(100_000) {
         up.write(Bytes::copy_from_slice(piece)).await?;
@@ -57,7 +62,9 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
     // A complete upload: readable whole and in ranges, described, hashed.
     let loc = store.allocate(ChatType::Im).await.unwrap();
     let body = data(3_500_000);
-    let stored = upload(&store, &loc, &body, body.len() as u64).await.unwrap();
+    let stored = upload(&store, &loc, &body, body.len() as u64)
+        .await
+        .unwrap();
     assert_eq!(stored.path, loc.path());
     let info = store.stat(&loc).await.unwrap();
     assert_eq!(info.size, body.len() as u64);
@@ -65,8 +72,17 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
     assert_eq!(m.content_type.as_deref(), Some("application/x-test"));
     assert_eq!(m.sha256.len(), 64);
     assert_eq!(read_all(&store, &loc, 0, body.len() as u64).await, body);
-    assert_eq!(read_all(&store, &loc, 1_000_000, 10).await, &body[1_000_000..1_000_010]);
-    assert_eq!(names(view.as_ref(), &loc), vec![loc.resource().to_owned(), format!("{}.meta", loc.resource())]);
+    assert_eq!(
+        read_all(&store, &loc, 1_000_000, 10).await,
+        &body[1_000_000..1_000_010]
+    );
+    assert_eq!(
+        names(view.as_ref(), &loc),
+        vec![
+            loc.resource().to_owned(),
+            format!("{}.meta", loc.resource())
+        ]
+    );
 
     // Never overwritten.
     let err = upload(&store, &loc, b"other", 5).await.unwrap_err();
@@ -76,16 +92,33 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
     // Short, long and abandoned bodies leave nothing behind.
     let short = store.allocate(ChatType::Im).await.unwrap();
     let err = upload(&store, &short, &data(10), 20).await.unwrap_err();
-    assert!(matches!(err, StoreError::ShortBody { expected: 20, got: 10 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::ShortBody {
+                expected: 20,
+                got: 10
+            }
+        ),
+        "{err}"
+    );
     let long = store.allocate(ChatType::Im).await.unwrap();
     let err = upload(&store, &long, &data(30), 20).await.unwrap_err();
-    assert!(matches!(err, StoreError::LongBody { expected: 20 }), "{err}");
+    assert!(
+        matches!(err, StoreError::LongBody { expected: 20 }),
+        "{err}"
+    );
     let dropped = store.allocate(ChatType::Im).await.unwrap();
     let mut up = store.begin_upload(dropped.clone(), meta(100));
     up.write(Bytes::from(data(50))).await.unwrap();
     drop(up);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(names(view.as_ref(), &loc).len(), 2, "{:?}", names(view.as_ref(), &loc));
+    assert_eq!(
+        names(view.as_ref(), &loc).len(),
+        2,
+        "{:?}",
+        names(view.as_ref(), &loc)
+    );
     for l in [&short, &long, &dropped] {
         assert!(store.stat(l).await.unwrap_err().is_not_found());
     }
@@ -128,7 +161,12 @@ pub fn sftp_settings(sshd: &Sshd, keys: &std::path::Path) -> SftpSettings {
         port: sshd.port,
         user: USER.into(),
         directory: sshd.node_root().join("node_1").display().to_string(),
-        host_key: mft_storage::hostkey::PinnedHostKey::parse(&sshd.keyscan("ed25519"), "127.0.0.1", sshd.port).unwrap(),
+        host_key: mft_storage::hostkey::PinnedHostKey::parse(
+            &sshd.keyscan("ed25519"),
+            "127.0.0.1",
+            sshd.port,
+        )
+        .unwrap(),
         private_key: key,
         pool_size: 4,
         connect_timeout: Duration::from_secs(3),
@@ -146,5 +184,8 @@ async fn sftp_store_conforms() {
     suite(store, Box::new(SftpBackend::new(settings))).await;
     // The files really are on the server, in the layout, owned by the file server user.
     let on_disk = xmpp_tests::mftd::stored_files(&sshd.node_root().join("node_1"));
-    assert!(on_disk.iter().any(|f| f.starts_with("files/groupchat/")), "{on_disk:?}");
+    assert!(
+        on_disk.iter().any(|f| f.starts_with("files/groupchat/")),
+        "{on_disk:?}"
+    );
 }
