@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings up mftd's main job on this machine, on loopback only: a local Prosody
-# (the router) with two accounts, and mftd registered as its upload
-# component, storing files in the MFT layout under $RUN_DIR/node_1.
+# (the router) with two accounts, a local OpenSSH sshd as the external file
+# server (user mftfiles, key-only, pinned host key), and mftd registered as
+# the upload component, storing files over SFTP in the MFT layout under
+# $RUN_DIR/mftFileStore/node_1.
 # It checks the whole path once with a real client, prints the accounts and
 # where files land, then runs until Ctrl-C and stops everything it started.
 set -euo pipefail
@@ -11,18 +13,20 @@ DOMAIN="${MFTD_DOMAIN:-example.test}"
 C2S_PORT="${MFTD_C2S_PORT:-5222}"
 COMPONENT_PORT="${MFTD_COMPONENT_PORT:-5347}"
 HTTP_PORT="${MFTD_HTTP_PORT:-5443}"
+SSH_PORT="${MFTD_SSH_PORT:-2222}"
 
 bash "$repo/scripts/install-deps.sh"
 (cd "$repo" && cargo build --release --bins)
 
-for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT"; do
+for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT" "$SSH_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT" >&2
+    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT / MFTD_SSH_PORT" >&2
     exit 1
   fi
 done
 
-mkdir -p "$RUN_DIR/prosody/data" "$RUN_DIR/node_1"
+mkdir -p "$RUN_DIR/prosody/data" "$RUN_DIR/sshd" "$RUN_DIR/mftFileStore"
+chmod 755 "$RUN_DIR"
 secret="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 head -c 32 /dev/urandom | base64 | tr -d '\n' > "$RUN_DIR/token.key"
 chmod 600 "$RUN_DIR/token.key"
@@ -64,8 +68,15 @@ token_key_file = "$RUN_DIR/token.key"
 name = "node_1"
 
 [store]
-kind = "local"
-path = "$RUN_DIR/node_1"
+kind = "sftp"
+
+[store.sftp]
+host = "127.0.0.1"
+port = $SSH_PORT
+user = "mftfiles"
+directory = "$RUN_DIR/mftFileStore/node_1"
+host_key = "HOST_KEY_LINE"
+private_key = "$RUN_DIR/node_1.key"
 
 [limits]
 max_file_size = "100 MiB"
@@ -79,6 +90,29 @@ fi
 "${prosody_user[@]}" prosodyctl --config "$RUN_DIR/prosody/prosody.cfg.lua" register alice "$DOMAIN" alice-pw >/dev/null 2>&1 || true
 "${prosody_user[@]}" prosodyctl --config "$RUN_DIR/prosody/prosody.cfg.lua" register bob "$DOMAIN" bob-pw >/dev/null 2>&1 || true
 
+# The file server: its own sshd, host keys and authorized_keys.
+for kind in ed25519 rsa; do
+  [ -f "$RUN_DIR/sshd/host_$kind" ] || ssh-keygen -q -t "$kind" -N "" -f "$RUN_DIR/sshd/host_$kind"
+done
+cat > "$RUN_DIR/sshd/sshd_config" <<CFG
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $RUN_DIR/sshd/host_ed25519
+HostKey $RUN_DIR/sshd/host_rsa
+PidFile $RUN_DIR/sshd/sshd.pid
+AuthorizedKeysFile $RUN_DIR/sshd/authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin no
+AllowUsers mftfiles
+Subsystem sftp internal-sftp
+CFG
+[ -f "$RUN_DIR/node_1.key" ] || "$repo/target/release/mftd" keys generate --node node_1 --out "$RUN_DIR/node_1.key" >/dev/null 2>&1
+"$repo/target/release/mftd" keys show --key "$RUN_DIR/node_1.key" > "$RUN_DIR/sshd/authorized_keys"
+if [ "$(id -u)" -eq 0 ]; then chown mftfiles "$RUN_DIR/mftFileStore"; fi
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -90,6 +124,17 @@ trap "exit 130" INT TERM
 
 "${prosody_user[@]}" prosody --config "$RUN_DIR/prosody/prosody.cfg.lua" -F >/dev/null 2>&1 &
 pids+=($!)
+/usr/sbin/sshd -D -e -f "$RUN_DIR/sshd/sshd_config" 2>"$RUN_DIR/sshd/sshd.log" &
+pids+=($!)
+for _ in $(seq 1 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$SSH_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+# Pin the file server's host key: the line ssh-keyscan prints.
+host_key="$(ssh-keyscan -t ed25519 -p "$SSH_PORT" 127.0.0.1 2>/dev/null | grep -v '^#' | head -n1)"
+sed -i "s|HOST_KEY_LINE|$host_key|" "$RUN_DIR/mftd.toml"
+echo "== file server status"
+"$repo/target/release/mftd" fileserver status --config "$RUN_DIR/mftd.toml"
 "$repo/target/release/mftd" check-config --config "$RUN_DIR/mftd.toml"
 RUST_LOG="${RUST_LOG:-info}" "$repo/target/release/mftd" run --config "$RUN_DIR/mftd.toml" 2>"$RUN_DIR/mftd.log" &
 pids+=($!)
@@ -111,10 +156,11 @@ mftd is running (logs: $RUN_DIR/mftd.log, Prosody: $RUN_DIR/prosody/prosody.log)
   XMPP server   127.0.0.1:$C2S_PORT, domain $DOMAIN (plain connection, loopback only)
   accounts      alice@$DOMAIN / alice-pw     bob@$DOMAIN / bob-pw
   upload        component upload.$DOMAIN, HTTP on http://127.0.0.1:$HTTP_PORT/
-  files land in $RUN_DIR/node_1/files/im/<YYYYMMDD>/<HH>/<resource name>
+  file server   sftp://mftfiles@127.0.0.1:$SSH_PORT (sshd log: $RUN_DIR/sshd/sshd.log)
+  files land in $RUN_DIR/mftFileStore/node_1/files/im/<YYYYMMDD>/<HH>/<resource name>
 Files stored so far:
-$(find "$RUN_DIR/node_1/files" -type f ! -name '*.meta' 2>/dev/null | sed 's/^/  /')
+$(find "$RUN_DIR/mftFileStore/node_1/files" -type f ! -name '*.meta' 2>/dev/null | sed 's/^/  /')
 
 Press Ctrl-C to stop.
 INFO
-wait "${pids[1]}"
+wait "${pids[2]}"

@@ -124,15 +124,26 @@ impl UploadService {
             );
             return Err(slot::too_large(ns, self.max_file_size));
         }
+        let retry_stamp = || {
+            mft_storage::utc::UtcTime::from_unix(
+                mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE,
+            )
+            .xep0082()
+        };
+        if self.space.is_low() {
+            tracing::warn!(from, "slot refused: file server nearly full");
+            return Err(slot::retry_later(
+                ns,
+                "The file server is full; try again later.",
+                &retry_stamp(),
+            ));
+        }
         let loc = self.store.allocate(ChatType::Im).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
-            let stamp = mft_storage::utc::UtcTime::from_unix(
-                mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE,
-            );
             slot::retry_later(
                 ns,
                 "The file server is unavailable; try again shortly.",
-                &stamp.xep0082(),
+                &retry_stamp(),
             )
         })?;
         let claims = SlotClaims {

@@ -439,11 +439,21 @@ impl Session for SftpSession {
     }
 
     fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {
+        // fstatvfs@openssh.com needs a file handle; OpenSSH opens a
+        // directory read-only as a file just fine. Before the first upload
+        // the node directory may not exist yet: measure its parent then.
         let root = self.root.clone();
-        let mut dir = self
-            .sftp()?
-            .opendir(&root)
-            .map_err(|e| self.fail(format!("opening {}", root.display()), e))?;
+        let parent = root
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.clone());
+        let sftp = self.sftp()?;
+        let mut dir = match sftp.open(&root) {
+            Ok(f) => f,
+            Err(_) => sftp
+                .open(&parent)
+                .map_err(|e| self.fail(format!("opening {}", parent.display()), e))?,
+        };
         match dir.statvfs() {
             Ok(v) => Ok(Some(FreeSpace {
                 available: v.f_bavail.saturating_mul(v.f_frsize),

@@ -102,6 +102,8 @@ fn client_discovers_uploads_and_downloads_through_prosody() {
         std::fs::read(mftd.node_dir().join(&files[0])).unwrap(),
         content
     );
+    // Slot tokens ("v1.<claims>.<mac>") never reach the log.
+    assert!(!mftd.log().contains("v1."), "token in log:\n{}", mftd.log());
 }
 
 fn error_of(reply: &str) -> (String, String) {

@@ -426,6 +426,10 @@ fn fileserver_status_and_transferspeed() {
             "{check}: {text}"
         );
     }
+    assert!(
+        text.contains("GiB free of"),
+        "statvfs@openssh.com must report space: {text}"
+    );
     let out = Command::new(binary())
         .args(["fileserver", "transferspeed", "--size", "16MiB", "--config"])
         .arg(&path)
@@ -445,5 +449,40 @@ fn fileserver_status_and_transferspeed() {
         String::from_utf8_lossy(&out.stdout).contains("reachable                FAIL"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn slots_are_refused_while_the_file_server_is_nearly_full() {
+    let sshd = Sshd::start();
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let keys = tempfile::tempdir().unwrap();
+    let key = sshd.node_key(keys.path(), "node_1");
+    let mut opts = MftdOptions::for_prosody(&prosody);
+    // More free space than any disk has: the guard must trip.
+    opts.store = Some(format!(
+        "{}min_free_bytes = \"1000 TB\"\n",
+        sshd.store_toml("node_1", &key)
+    ));
+    let mftd = Mftd::start(&opts);
+    mftd.wait_connected(1);
+    assert!(
+        mftd.wait_for_log("file server nearly full", 1, Duration::from_secs(20)),
+        "{}",
+        mftd.log()
+    );
+    let req = "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='10'/>";
+    let out = client::run(
+        &prosody,
+        "alice@example.test",
+        "alice-pw",
+        &["iq", "--to", &prosody.component_jid, req],
+    );
+    let reply = out["reply"].as_str().unwrap();
+    assert!(
+        reply.contains("type=\"wait\"")
+            && reply.contains("resource-constraint")
+            && reply.contains("stamp="),
+        "{reply}"
     );
 }
