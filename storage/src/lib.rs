@@ -6,12 +6,15 @@
 //!   (local disk in [`local`], an SSH/SFTP file server in [`sftp`]);
 //! - [`store`]: the async [`Store`] that streams uploads and downloads through a
 //!   backend on blocking threads with bounded channels, so memory stays flat;
-//! - [`meta`]: the small description stored beside each file.
+//! - [`meta`]: the small description stored beside each file;
+//! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
+//!   `files` table and their migrations.
 //!
 //! It knows nothing of HTTP or XMPP.
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod db;
 pub mod error;
 pub mod hostkey;
 pub mod layout;
@@ -19,6 +22,7 @@ pub mod local;
 pub mod meta;
 pub mod sftp;
 pub mod store;
+pub mod transfer_log;
 pub mod utc;
 
 pub use error::StoreError;

@@ -1,0 +1,123 @@
+//! PostgreSQL connections and the embedded, versioned schema migrations.
+//!
+//! Migrations are SQL files compiled into the binary, applied in order in one
+//! transaction each under an advisory lock (so nodes starting together do
+//! not race), and recorded in `mftd_schema_migrations`.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+/// What the database layer can report.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Cannot connect, or the connection broke: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed for another reason.
+    #[error("database error while {context}: {source}")]
+    Query {
+        /// What mftd was doing.
+        context: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The URL is not usable.
+    #[error("database.url: {0}")]
+    Config(String),
+}
+
+impl DbError {
+    /// Wraps a driver error; connection-level failures become `Unavailable`.
+    pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> DbError {
+        if source.is_closed() || source.code().is_none() {
+            DbError::Unavailable(format!("{}: {source}", context.into()))
+        } else {
+            DbError::Query {
+                context: context.into(),
+                source,
+            }
+        }
+    }
+}
+
+/// The migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "transfer log", include_str!("../migrations/0001_transfer_log.sql"))];
+
+/// Connects with a timeout and drives the connection on a task.
+pub async fn connect(url: &str, timeout: Duration) -> Result<Client, DbError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| DbError::Config(format!("{e}")))?;
+    if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+        return Err(DbError::Config(
+            "sslmode=require is not supported by this build; connect over loopback or a private network".into(),
+        ));
+    }
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| DbError::Unavailable(format!("connecting timed out after {timeout:?}")))?
+        .map_err(|e| DbError::Unavailable(format!("cannot connect: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The highest applied migration (0 for an empty database).
+pub async fn schema_version(client: &Client) -> Result<i32, DbError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('mftd_schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| DbError::query("reading the schema version", e))?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM mftd_schema_migrations", &[])
+        .await
+        .map_err(|e| DbError::query("reading the schema version", e))?;
+    Ok(row.get(0))
+}
+
+/// Applies every migration not applied yet; returns the versions applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| DbError::query("starting a migration", e))?;
+        // One node migrates at a time; the others wait, then see it done.
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(7314601); \
+             CREATE TABLE IF NOT EXISTS mftd_schema_migrations (\
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| DbError::query("locking the schema", e))?;
+        let done = tx
+            .query_opt("SELECT 1 FROM mftd_schema_migrations WHERE version = $1", &[version])
+            .await
+            .map_err(|e| DbError::query("reading applied migrations", e))?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| DbError::query(format!("applying migration {version} ({name})"), e))?;
+            tx.execute(
+                "INSERT INTO mftd_schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await
+            .map_err(|e| DbError::query("recording a migration", e))?;
+            applied.push(*version);
+        }
+        tx.commit()
+            .await
+            .map_err(|e| DbError::query(format!("committing migration {version}"), e))?;
+    }
+    Ok(applied)
+}

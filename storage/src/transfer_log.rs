@@ -1,0 +1,502 @@
+//! The transfer log in PostgreSQL: every upload (`POST`) and download
+//! (`GET`) as a row of `aft_log`, plus the `files` table that says what can
+//! be served. Rows are written by one group-commit writer: concurrent
+//! requests queue their rows, the writer commits whatever is waiting in one
+//! transaction, and each request waits only for the batch holding its row.
+//! A request that needs its row committed (an upload before `201`, a
+//! download before its first byte) gets an error instead when the database
+//! cannot take it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use crate::db::{self, DbError};
+
+/// Rows committed together at most.
+const MAX_BATCH: usize = 1000;
+/// Jobs waiting for the writer at most (backpressure beyond).
+const QUEUE_DEPTH: usize = 8192;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// One transfer, as the log records it.
+#[derive(Debug, Clone, Default)]
+pub struct TransferRecord {
+    /// Uploader (POST) or downloader (GET, empty when anonymous); bare JID.
+    pub jid: String,
+    /// Intended recipient: user, group chat or room; empty when unknown.
+    pub to_jid: String,
+    /// The resource name (Cisco's FILENAME).
+    pub resource: String,
+    /// The name the user uploaded.
+    pub real_filename: String,
+    /// Extension, at most 10 characters.
+    pub file_type: String,
+    /// `im`, `groupchat` or `persistent`.
+    pub chat_type: String,
+    /// File server host.
+    pub file_server: String,
+    /// Path below the node directory.
+    pub file_path: String,
+    /// Size of the file in bytes.
+    pub file_size: i64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Content-Type.
+    pub content_type: String,
+    /// Node name.
+    pub node: String,
+    /// Client IP address.
+    pub client_address: String,
+    /// Client User-Agent.
+    pub user_agent: String,
+    /// HTTP status answered.
+    pub http_status: i32,
+    /// Bytes of the body sent (downloads) or received (uploads).
+    pub bytes_sent: i64,
+    /// How long the transfer took.
+    pub duration_ms: i64,
+}
+
+/// A row of `files`.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    /// Resource name.
+    pub resource: String,
+    /// Path below the node directory.
+    pub storage_path: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Content-Type.
+    pub content_type: String,
+    /// SHA-256.
+    pub sha256: String,
+    /// Uploader's bare JID.
+    pub uploader: String,
+    /// Intended recipient.
+    pub to_jid: String,
+    /// Chat type.
+    pub chat_type: String,
+    /// Uploaded name.
+    pub real_filename: String,
+    /// When it was stored.
+    pub created: SystemTime,
+    /// When it was purged, if it was.
+    pub deleted: Option<SystemTime>,
+}
+
+enum Op {
+    Upload(TransferRecord),
+    Download(TransferRecord),
+    Finish { id: i64, bytes_sent: i64, duration_ms: i64, status: i32 },
+}
+
+struct Job {
+    op: Op,
+    done: Option<oneshot::Sender<Result<i64, DbError>>>,
+}
+
+/// The handle the rest of mftd uses; cheap to clone.
+#[derive(Clone)]
+pub struct TransferLog {
+    tx: mpsc::Sender<Job>,
+    healthy: Arc<AtomicBool>,
+    reader: Arc<Reader>,
+}
+
+struct Reader {
+    url: String,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl Reader {
+    async fn client(&self) -> Result<Arc<Client>, DbError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(db::connect(&self.url, CONNECT_TIMEOUT).await?);
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// Cuts a text to a column's length and removes NUL, which PostgreSQL refuses.
+fn fit(s: &str, max_chars: usize) -> String {
+    s.chars().filter(|c| *c != '\0').take(max_chars).collect()
+}
+
+impl TransferLog {
+    /// Connects (retrying with backoff until `give_up_after`), applies the
+    /// migrations, and starts the writer.
+    pub async fn start(url: &str, give_up_after: Duration) -> Result<TransferLog, DbError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(500);
+        let mut client = loop {
+            match db::connect(url, CONNECT_TIMEOUT).await {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() < give_up_after => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let applied = db::migrate(&mut client).await?;
+        if !applied.is_empty() {
+            tracing::info!(versions = ?applied, "database migrations applied");
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(writer(url.to_owned(), client, rx, healthy.clone()));
+        Ok(TransferLog {
+            tx,
+            healthy,
+            reader: Arc::new(Reader {
+                url: url.to_owned(),
+                client: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// False while the writer cannot reach the database: new transfers are
+    /// refused up front instead of after their bytes arrived.
+    pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, op: Op) -> Result<i64, DbError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job { op, done: Some(done) })
+            .await
+            .map_err(|_| DbError::Unavailable("transfer log writer stopped".into()))?;
+        wait.await
+            .map_err(|_| DbError::Unavailable("transfer log writer stopped".into()))?
+    }
+
+    /// Commits the POST row and the `files` row of a stored upload.
+    pub async fn record_upload(&self, rec: TransferRecord) -> Result<i64, DbError> {
+        self.submit(Op::Upload(rec)).await
+    }
+
+    /// Commits a GET row; returns its `aft_index` for [`finish_download`](Self::finish_download).
+    pub async fn record_download(&self, rec: TransferRecord) -> Result<i64, DbError> {
+        self.submit(Op::Download(rec)).await
+    }
+
+    /// Records how a download ended (bytes actually sent, duration); best effort.
+    pub fn finish_download(&self, id: i64, bytes_sent: i64, duration_ms: i64, status: i32) {
+        let job = Job {
+            op: Op::Finish { id, bytes_sent, duration_ms, status },
+            done: None,
+        };
+        if self.tx.try_send(job).is_err() {
+            tracing::warn!(aft_index = id, bytes_sent, "could not queue the end of a download for the log");
+        }
+    }
+
+    /// The `files` row of a resource.
+    pub async fn file(&self, resource: &str) -> Result<Option<FileRow>, DbError> {
+        let client = self.reader.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
+                 real_filename, created, deleted FROM files WHERE resource = $1",
+                &[&resource],
+            )
+            .await
+            .map_err(|e| DbError::query("looking up a file", e))?;
+        Ok(row.map(|r| file_row(&r)))
+    }
+
+    /// Sizes and times of uploads since `since`, oldest first, by `uploader`
+    /// (bare JID) or by everyone when `None`.
+    pub async fn uploads_since(&self, uploader: Option<&str>, since: SystemTime) -> Result<Vec<(SystemTime, i64)>, DbError> {
+        let client = self.reader.client().await?;
+        let rows = match uploader {
+            Some(u) => client
+                .query(
+                    "SELECT created, size FROM files WHERE uploader = $1 AND created > $2 ORDER BY created",
+                    &[&u, &since],
+                )
+                .await,
+            None => client
+                .query("SELECT created, size FROM files WHERE created > $1 ORDER BY created", &[&since])
+                .await,
+        }
+        .map_err(|e| DbError::query("summing uploads for the quota", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Live files created before `before`, optionally of one chat type.
+    pub async fn purge_candidates(&self, before: SystemTime, chat_type: Option<&str>) -> Result<Vec<FileRow>, DbError> {
+        let client = self.reader.client().await?;
+        let rows = client
+            .query(
+                "SELECT resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
+                 real_filename, created, deleted FROM files \
+                 WHERE deleted IS NULL AND created < $1 AND ($2::text IS NULL OR chat_type = $2) ORDER BY created",
+                &[&before, &chat_type],
+            )
+            .await
+            .map_err(|e| DbError::query("listing files to purge", e))?;
+        Ok(rows.iter().map(file_row).collect())
+    }
+
+    /// Marks a file purged: its GET answers 410 from now on.
+    pub async fn mark_deleted(&self, resource: &str) -> Result<(), DbError> {
+        let client = self.reader.client().await?;
+        client
+            .execute("UPDATE files SET deleted = now() WHERE resource = $1", &[&resource])
+            .await
+            .map_err(|e| DbError::query("marking a file purged", e))?;
+        Ok(())
+    }
+
+    /// A client for ad-hoc read queries (the `mftd log` command).
+    pub async fn read_client(&self) -> Result<Arc<Client>, DbError> {
+        self.reader.client().await
+    }
+}
+
+fn file_row(r: &tokio_postgres::Row) -> FileRow {
+    FileRow {
+        resource: r.get(0),
+        storage_path: r.get(1),
+        size: r.get(2),
+        content_type: r.get(3),
+        sha256: r.get(4),
+        uploader: r.get(5),
+        to_jid: r.get(6),
+        chat_type: r.get(7),
+        real_filename: r.get(8),
+        created: r.get(9),
+        deleted: r.get(10),
+    }
+}
+
+async fn writer(url: String, client: Client, mut rx: mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
+    let mut client = Some(client);
+    let mut backoff = Duration::ZERO;
+    let mut down_until: Option<Instant> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = None;
+            if down_until.is_some_and(|t| t > Instant::now()) {
+                fail(batch, "database unavailable (reconnecting)");
+                continue;
+            }
+            match db::connect(&url, CONNECT_TIMEOUT).await {
+                Ok(c) => {
+                    tracing::info!("transfer log: database reachable again");
+                    client = Some(c);
+                    backoff = Duration::ZERO;
+                    down_until = None;
+                    healthy.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(500), BACKOFF_MAX);
+                    down_until = Some(Instant::now() + backoff);
+                    healthy.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "transfer log: database unavailable");
+                    fail(batch, &e.to_string());
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else { continue };
+        match write_batch(c, &batch).await {
+            Ok(ids) => {
+                for (job, id) in batch.into_iter().zip(ids) {
+                    if let Some(done) = job.done {
+                        let _ = done.send(Ok(id));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, rows = batch.len(), "transfer log: batch not committed");
+                if matches!(e, DbError::Unavailable(_)) {
+                    client = None;
+                    healthy.store(false, Ordering::Relaxed);
+                    backoff = Duration::from_millis(500);
+                    down_until = Some(Instant::now() + backoff);
+                }
+                fail(batch, &e.to_string());
+            }
+        }
+    }
+}
+
+fn fail(batch: Vec<Job>, why: &str) {
+    for job in batch {
+        if let Some(done) = job.done {
+            let _ = done.send(Err(DbError::Unavailable(why.to_owned())));
+        }
+    }
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+fn log_params(id: i64, method: &str, r: &TransferRecord, now: SystemTime) -> Vec<Param> {
+    vec![
+        Box::new(id),
+        Box::new(fit(&r.jid, 3071)),
+        Box::new(fit(&r.to_jid, 3071)),
+        Box::new(method.to_owned()),
+        Box::new(fit(&r.resource, 511)),
+        Box::new(fit(&r.real_filename, 511)),
+        Box::new(fit(&r.file_type, 10)),
+        Box::new(fit(&r.chat_type, 10)),
+        Box::new(fit(&r.file_server, 511)),
+        Box::new(fit(&r.file_path, 1023)),
+        Box::new(r.file_size),
+        Box::new(now),
+        Box::new(fit(&r.sha256, 64)),
+        Box::new(fit(&r.content_type, 255)),
+        Box::new(fit(&r.node, 255)),
+        Box::new(fit(&r.client_address, 64)),
+        Box::new(fit(&r.user_agent, 511)),
+        Box::new(r.http_status),
+        Box::new(r.bytes_sent),
+        Box::new(r.duration_ms),
+    ]
+}
+
+const LOG_COLUMNS: &str = "aft_index, jid, to_jid, method, filename, real_filename, file_type, chat_type, \
+     file_server, file_path, file_size, date_time, sha256, content_type, node, client_address, \
+     user_agent, http_status, bytes_sent, duration_ms";
+
+fn file_params(r: &TransferRecord, now: SystemTime) -> Vec<Param> {
+    vec![
+        Box::new(fit(&r.resource, 511)),
+        Box::new(fit(&r.file_path, 1023)),
+        Box::new(fit(&r.file_server, 511)),
+        Box::new(fit(&r.node, 255)),
+        Box::new(r.file_size),
+        Box::new(fit(&r.content_type, 255)),
+        Box::new(fit(&r.sha256, 64)),
+        Box::new(fit(&r.jid, 3071)),
+        Box::new(fit(&r.to_jid, 3071)),
+        Box::new(fit(&r.chat_type, 10)),
+        Box::new(fit(&r.real_filename, 511)),
+        Box::new(now),
+    ]
+}
+
+const FILE_COLUMNS: &str = "resource, storage_path, file_server, node, size, content_type, sha256, uploader, \
+     to_jid, chat_type, real_filename, created";
+
+/// `INSERT INTO table (columns) VALUES ($1,…),(…)` for `rows` rows of `width` parameters.
+fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for col in 0..width {
+            if col > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", row * width + col + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+async fn execute_params(tx: &tokio_postgres::Transaction<'_>, sql: &str, params: &[Param], what: &str) -> Result<(), DbError> {
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+    tx.execute(sql, &refs).await.map_err(|e| DbError::query(what, e))?;
+    Ok(())
+}
+
+/// Writes one batch in one transaction; returns one id per job (0 for updates).
+async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbError> {
+    let tx = client.transaction().await.map_err(|e| DbError::query("starting a log batch", e))?;
+    let inserts = batch.iter().filter(|j| !matches!(j.op, Op::Finish { .. })).count();
+    let mut ids: Vec<i64> = Vec::with_capacity(inserts);
+    if inserts > 0 {
+        let rows = tx
+            .query("SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)", &[&(inserts as i64)])
+            .await
+            .map_err(|e| DbError::query("numbering log rows", e))?;
+        ids = rows.iter().map(|r| r.get(0)).collect();
+    }
+    let now = SystemTime::now();
+    let mut log_rows: Vec<Param> = Vec::new();
+    let mut file_rows: Vec<Param> = Vec::new();
+    let mut result = Vec::with_capacity(batch.len());
+    let mut next_id = ids.into_iter();
+    let mut n_log = 0;
+    let mut n_files = 0;
+    for job in batch {
+        match &job.op {
+            Op::Upload(r) => {
+                let id = next_id.next().unwrap_or_default();
+                log_rows.extend(log_params(id, "POST", r, now));
+                file_rows.extend(file_params(r, now));
+                n_log += 1;
+                n_files += 1;
+                result.push(id);
+            }
+            Op::Download(r) => {
+                let id = next_id.next().unwrap_or_default();
+                log_rows.extend(log_params(id, "GET", r, now));
+                n_log += 1;
+                result.push(id);
+            }
+            Op::Finish { .. } => result.push(0),
+        }
+    }
+    if n_files > 0 {
+        let sql = multi_insert("files", FILE_COLUMNS, 12, n_files);
+        execute_params(&tx, &sql, &file_rows, "recording files").await?;
+    }
+    if n_log > 0 {
+        let sql = multi_insert("aft_log", LOG_COLUMNS, 20, n_log);
+        execute_params(&tx, &sql, &log_rows, "writing log rows").await?;
+    }
+    for job in batch {
+        if let Op::Finish { id, bytes_sent, duration_ms, status } = &job.op {
+            tx.execute(
+                "UPDATE aft_log SET bytes_sent = $1, duration_ms = $2, http_status = $3 WHERE aft_index = $4",
+                &[bytes_sent, duration_ms, status, id],
+            )
+            .await
+            .map_err(|e| DbError::query("finishing a download row", e))?;
+        }
+    }
+    tx.commit().await.map_err(|e| DbError::query("committing a log batch", e))?;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_insert_numbers_parameters_row_by_row() {
+        assert_eq!(multi_insert("t", "a, b", 2, 2), "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)");
+    }
+
+    #[test]
+    fn texts_fit_their_columns() {
+        assert_eq!(fit("abc\0def", 4), "abcd");
+        assert_eq!(fit("ééé", 2), "éé");
+    }
+}
