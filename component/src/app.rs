@@ -4,10 +4,12 @@
 //! closes the XMPP stream and returns.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use mft_storage::local::LocalBackend;
 use mft_storage::sftp::SftpBackend;
+use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
 use tokio::net::TcpListener;
@@ -66,6 +68,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(mft_upload_http::tls::acceptor(cert, key)?),
         _ => None,
     };
+    let log = match &settings.database_url {
+        Some(url) => {
+            tracing::info!("connecting to the transfer log database");
+            let started = tokio::select! {
+                log = TransferLog::start(url.expose(), Duration::MAX) => log,
+                () = stop_signal() => {
+                    tracing::info!("stop signal received before the database was reachable");
+                    return Ok(());
+                }
+            };
+            Some(started.context("while opening the transfer log ([database] url)")?)
+        }
+        None => {
+            tracing::warn!("no [database] configured: transfers are not logged");
+            None
+        }
+    };
     let listener = TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("while binding http.listen = {}", cfg.http.listen))?;
@@ -86,6 +105,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shutdown_grace: cfg.http.shutdown_grace.0,
             ..HttpSettings::default()
         },
+        log: log.clone(),
+        node: cfg.node.name.clone(),
     });
     let space = SpaceGuard::default();
     let service = Arc::new(UploadService {
@@ -96,6 +117,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         slot_ttl: cfg.limits.slot_ttl.0,
         allowed_domains: settings.allowed_domains.clone(),
         space: space.clone(),
+        log,
+        quotas: (
+            cfg.quotas.per_user_daily.map_or(0, |b| b.0),
+            cfg.quotas.global_daily.map_or(0, |b| b.0),
+        ),
+        chat: cfg.chat.clone(),
     });
     let link = LinkSettings {
         router: cfg.xmpp.router.clone(),

@@ -50,6 +50,52 @@ pub struct Config {
     /// `[limits]`: policy.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[database]`: the PostgreSQL transfer log; without it mftd runs
+    /// without a log (files only).
+    pub database: Option<DatabaseConfig>,
+    /// `[quotas]`: rolling 24-hour upload quotas (need the database).
+    #[serde(default)]
+    pub quotas: QuotasConfig,
+    /// `[chat]`: how a destination JID maps to a chat type.
+    #[serde(default)]
+    pub chat: ChatConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgresql://user:password@host:port/dbname` or a key=value string.
+    pub url: Option<Secret>,
+    /// A file holding the URL (it may contain a password).
+    pub url_file: Option<PathBuf>,
+}
+
+/// `[quotas]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Bytes one user may upload in any 24 hours; 0 = no limit.
+    #[serde(default)]
+    pub per_user_daily: Option<ByteSize>,
+    /// Bytes all users together may upload in any 24 hours; 0 = no limit.
+    #[serde(default)]
+    pub global_daily: Option<ByteSize>,
+}
+
+/// `[chat]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Multi-user chat services: destinations there are `groupchat`.
+    #[serde(default)]
+    pub groupchat_services: Vec<String>,
+    /// Persistent chat services: destinations there are `persistent`.
+    #[serde(default)]
+    pub persistent_services: Vec<String>,
+    /// Individual persistent rooms (bare JIDs) on any service.
+    #[serde(default)]
+    pub persistent_rooms: Vec<String>,
 }
 
 /// `[xmpp]`
@@ -296,6 +342,8 @@ pub struct Settings {
     pub allowed_domains: Vec<String>,
     /// The path part of `public_url`.
     pub base_path: String,
+    /// The database URL, when a transfer log is configured.
+    pub database_url: Option<Secret>,
 }
 
 impl Settings {
@@ -434,7 +482,31 @@ impl Settings {
                 .map(|d| d.to_lowercase())
                 .collect()
         };
+        let database_url = match &config.database {
+            Some(db) => Some(load_secret(&db.url, &db.url_file, "database.url")?),
+            None => None,
+        };
+        if let Some(url) = &database_url {
+            url.expose()
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| {
+                    invalid(
+                        "database.url",
+                        format!("not a PostgreSQL connection string: {e}"),
+                    )
+                })?;
+        }
+        let quotas_set = [config.quotas.per_user_daily, config.quotas.global_daily]
+            .iter()
+            .any(|q| q.is_some_and(|b| b.0 > 0));
+        if quotas_set && database_url.is_none() {
+            return Err(invalid(
+                "quotas",
+                "quotas are counted from the transfer log: configure [database]",
+            ));
+        }
         Ok(Settings {
+            database_url,
             config,
             component_secret,
             token_key,

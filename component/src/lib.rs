@@ -14,12 +14,14 @@
 //! It does not speak HTTP itself: that is `mft-upload-http`.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod component;
 pub mod config;
 pub mod fileserver;
 pub mod keys;
 pub mod link;
+pub mod policy;
 pub mod service;
 pub mod slot;
 pub mod space;

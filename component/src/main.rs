@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mft_component::config::Settings;
 use mft_component::keys::{self, KeyType};
-use mft_component::{fileserver, units};
+use mft_component::{admin, fileserver, units};
 
 /// mftd: XEP-0363 HTTP File Upload as an XMPP component, with managed file
 /// transfer storage and logging.
@@ -43,6 +43,72 @@ enum Command {
     Fileserver {
         #[command(subcommand)]
         action: FileserverCommand,
+    },
+    /// The transfer log database's schema.
+    Db {
+        #[command(subcommand)]
+        action: DbCommand,
+    },
+    /// Query the transfer log: who sent and fetched what.
+    Log {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Uploader or downloader (bare or full JID).
+        #[arg(long)]
+        jid: Option<String>,
+        /// Recipient (user, group chat or room).
+        #[arg(long)]
+        to: Option<String>,
+        /// POST (uploads) or GET (downloads).
+        #[arg(long)]
+        method: Option<String>,
+        /// im, groupchat or persistent.
+        #[arg(long)]
+        chat_type: Option<String>,
+        /// From: an RFC 3339 time or a duration ago (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until: same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// Most rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: admin::Format,
+    },
+    /// Remove old files from the store; their log history stays.
+    Purge {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Age, e.g. 30d (files of the current UTC hour are never purged).
+        #[arg(long)]
+        older_than: String,
+        /// Only this chat type.
+        #[arg(long)]
+        chat_type: Option<String>,
+        /// Report what would be removed without removing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations.
+    Migrate {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the schema version and row counts.
+    Status {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
 }
 
@@ -118,6 +184,23 @@ fn sftp_settings(config: &Path) -> anyhow::Result<(Settings, mft_storage::sftp::
         .sftp()
         .ok_or_else(|| anyhow::anyhow!("{}: store.kind is not \"sftp\"", config.display()))?;
     Ok((settings, sftp))
+}
+
+fn database_url(config: &Path) -> anyhow::Result<(Settings, String)> {
+    let settings = load(config)?;
+    let url = settings
+        .database_url
+        .as_ref()
+        .map(|u| u.expose().to_owned())
+        .ok_or_else(|| anyhow::anyhow!("{}: no [database] section", config.display()))?;
+    Ok((settings, url))
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -228,6 +311,74 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("WARNING: below the {min} MB/s the file server link must exceed");
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Db {
+            action: DbCommand::Migrate { config },
+        } => {
+            let (_, url) = database_url(&config)?;
+            println!("{}", block_on(admin::migrate(&url))?);
+        }
+        Command::Db {
+            action: DbCommand::Status { config },
+        } => {
+            let (_, url) = database_url(&config)?;
+            println!("{}", block_on(admin::status(&url))?);
+        }
+        Command::Log {
+            config,
+            jid,
+            to,
+            method,
+            chat_type,
+            since,
+            until,
+            limit,
+            format,
+        } => {
+            let (_, url) = database_url(&config)?;
+            let q = admin::LogQuery {
+                jid,
+                to,
+                method,
+                chat_type,
+                since,
+                until,
+                limit,
+            };
+            print!("{}", block_on(admin::query(&url, &q, format))?);
+        }
+        Command::Purge {
+            config,
+            older_than,
+            chat_type,
+            dry_run,
+        } => {
+            let (settings, url) = database_url(&config)?;
+            let age = units::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
+            if let Some(c) = &chat_type {
+                c.parse::<mft_storage::ChatType>()
+                    .map_err(anyhow::Error::msg)?;
+            }
+            let report = block_on(async {
+                let log = mft_storage::transfer_log::TransferLog::start(
+                    &url,
+                    std::time::Duration::from_secs(10),
+                )
+                .await?;
+                let store = mft_component::app::open_store(&settings)?;
+                admin::purge(&log, &store, age, chat_type.as_deref(), dry_run).await
+            })?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "{verb} {} files, {} bytes{}",
+                report.files,
+                report.bytes,
+                if report.missing > 0 {
+                    format!(" ({} were already gone from the store)", report.missing)
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

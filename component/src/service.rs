@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use mft_storage::{ChatType, Store};
+use mft_storage::transfer_log::TransferLog;
+use mft_storage::Store;
+
+use crate::config::ChatConfig;
+use crate::policy::NS_DESTINATION;
 use mft_upload_http::urls::slot_url;
 use mft_upload_http::{SlotClaims, SlotSigner};
 
@@ -36,6 +40,12 @@ pub struct UploadService {
     pub allowed_domains: Vec<String>,
     /// Set while the file server is nearly full.
     pub space: crate::space::SpaceGuard,
+    /// The transfer log, for quotas.
+    pub log: Option<TransferLog>,
+    /// Rolling 24-hour quotas in bytes (0 = none): per user, global.
+    pub quotas: (u64, u64),
+    /// Destination → chat type rules.
+    pub chat: ChatConfig,
 }
 
 impl UploadService {
@@ -95,6 +105,66 @@ impl UploadService {
         query
     }
 
+    /// Refuses with `wait` + retry stamp when a rolling quota is used up.
+    async fn check_quotas(
+        &self,
+        ns: &'static str,
+        uploader: &str,
+        size: u64,
+    ) -> Result<(), StanzaError> {
+        let Some(log) = &self.log else { return Ok(()) };
+        let now = std::time::SystemTime::now();
+        let since = now - crate::policy::QUOTA_WINDOW;
+        let (per_user, global) = self.quotas;
+        for (quota, who) in [(per_user, Some(uploader)), (global, None)] {
+            if quota == 0 {
+                continue;
+            }
+            let uploads = log.uploads_since(who, since).await.map_err(|e| {
+                tracing::warn!(error = %e, "slot refused: cannot read quotas from the database");
+                let stamp = mft_storage::utc::UtcTime::from_unix(
+                    mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE,
+                );
+                slot::retry_later(
+                    ns,
+                    "The transfer log is unavailable; try again shortly.",
+                    &stamp.xep0082(),
+                )
+            })?;
+            let scope = if who.is_some() {
+                "your"
+            } else {
+                "the server's"
+            };
+            match crate::policy::check_quota(quota, &uploads, size, now) {
+                crate::policy::QuotaAnswer::Fits => {}
+                crate::policy::QuotaAnswer::Never => {
+                    return Err(StanzaError::new(
+                        "modify",
+                        "not-acceptable",
+                        format!(
+                            "The file is larger than {scope} daily upload quota of {quota} bytes."
+                        ),
+                    ))
+                }
+                crate::policy::QuotaAnswer::RetryAt(at) => {
+                    let secs = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let stamp = mft_storage::utc::UtcTime::from_unix(secs).xep0082();
+                    tracing::info!(uploader, size, quota, retry = %stamp, "slot refused: quota");
+                    return Err(slot::retry_later(
+                        ns,
+                        &format!("This upload would exceed {scope} daily quota of {quota} bytes; it fits again at {stamp}."),
+                        &stamp,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn slot(&self, iq: &Element) -> Element {
         match self.grant(iq).await {
             Ok(slot) => iq_result(iq, Some(slot)),
@@ -138,7 +208,23 @@ impl UploadService {
                 &retry_stamp(),
             ));
         }
-        let loc = self.store.allocate(ChatType::Im).await.map_err(|e| {
+        let destination = req
+            .get_child("destination", NS_DESTINATION)
+            .and_then(|d| d.get_attr("jid"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        if destination.len() > 3071 || destination.chars().any(char::is_control) {
+            return Err(StanzaError::new(
+                "modify",
+                "bad-request",
+                "The destination is not a valid JID.",
+            ));
+        }
+        let chat = crate::policy::chat_type(&self.chat, &destination);
+        self.check_quotas(ns, &slot::bare_jid(from), request.size)
+            .await?;
+        let loc = self.store.allocate(chat).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
             slot::retry_later(
                 ns,
@@ -152,7 +238,7 @@ impl UploadService {
             size: request.size,
             content_type: request.content_type.clone(),
             uploader: from.to_owned(),
-            to: String::new(),
+            to: destination,
             expires: mft_storage::utc::unix_now() + self.slot_ttl.as_secs(),
         };
         let token = self.signer.sign(&claims);
@@ -182,6 +268,9 @@ mod tests {
             slot_ttl: Duration::from_secs(300),
             allowed_domains: vec!["example.test".into()],
             space: crate::space::SpaceGuard::default(),
+            log: None,
+            quotas: (0, 0),
+            chat: ChatConfig::default(),
         }
     }
 

@@ -42,12 +42,20 @@ impl DbError {
 }
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "transfer log", include_str!("../migrations/0001_transfer_log.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "transfer log",
+    include_str!("../migrations/0001_transfer_log.sql"),
+)];
 
 /// Connects with a timeout and drives the connection on a task.
 pub async fn connect(url: &str, timeout: Duration) -> Result<Client, DbError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| DbError::Config(format!("{e}")))?;
-    if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e| DbError::Config(format!("{e}")))?;
+    if matches!(
+        config.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Require
+    ) {
         return Err(DbError::Config(
             "sslmode=require is not supported by this build; connect over loopback or a private network".into(),
         ));
@@ -67,7 +75,10 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<Client, DbError> {
 /// The highest applied migration (0 for an empty database).
 pub async fn schema_version(client: &Client) -> Result<i32, DbError> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('mftd_schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('mftd_schema_migrations') IS NOT NULL",
+            &[],
+        )
         .await
         .map_err(|e| DbError::query("reading the schema version", e))?
         .get(0);
@@ -75,7 +86,10 @@ pub async fn schema_version(client: &Client) -> Result<i32, DbError> {
         return Ok(0);
     }
     let row = client
-        .query_one("SELECT coalesce(max(version), 0) FROM mftd_schema_migrations", &[])
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM mftd_schema_migrations",
+            &[],
+        )
         .await
         .map_err(|e| DbError::query("reading the schema version", e))?;
     Ok(row.get(0))
@@ -99,7 +113,10 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
         .await
         .map_err(|e| DbError::query("locking the schema", e))?;
         let done = tx
-            .query_opt("SELECT 1 FROM mftd_schema_migrations WHERE version = $1", &[version])
+            .query_opt(
+                "SELECT 1 FROM mftd_schema_migrations WHERE version = $1",
+                &[version],
+            )
             .await
             .map_err(|e| DbError::query("reading applied migrations", e))?
             .is_some();

@@ -23,6 +23,8 @@ const MAX_BATCH: usize = 1000;
 const QUEUE_DEPTH: usize = 8192;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often an idle writer checks its connection.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// One transfer, as the log records it.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +95,12 @@ pub struct FileRow {
 enum Op {
     Upload(TransferRecord),
     Download(TransferRecord),
-    Finish { id: i64, bytes_sent: i64, duration_ms: i64, status: i32 },
+    Finish {
+        id: i64,
+        bytes_sent: i64,
+        duration_ms: i64,
+        status: i32,
+    },
 }
 
 struct Job {
@@ -174,7 +181,10 @@ impl TransferLog {
     async fn submit(&self, op: Op) -> Result<i64, DbError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { op, done: Some(done) })
+            .send(Job {
+                op,
+                done: Some(done),
+            })
             .await
             .map_err(|_| DbError::Unavailable("transfer log writer stopped".into()))?;
         wait.await
@@ -194,11 +204,20 @@ impl TransferLog {
     /// Records how a download ended (bytes actually sent, duration); best effort.
     pub fn finish_download(&self, id: i64, bytes_sent: i64, duration_ms: i64, status: i32) {
         let job = Job {
-            op: Op::Finish { id, bytes_sent, duration_ms, status },
+            op: Op::Finish {
+                id,
+                bytes_sent,
+                duration_ms,
+                status,
+            },
             done: None,
         };
         if self.tx.try_send(job).is_err() {
-            tracing::warn!(aft_index = id, bytes_sent, "could not queue the end of a download for the log");
+            tracing::warn!(
+                aft_index = id,
+                bytes_sent,
+                "could not queue the end of a download for the log"
+            );
         }
     }
 
@@ -218,7 +237,11 @@ impl TransferLog {
 
     /// Sizes and times of uploads since `since`, oldest first, by `uploader`
     /// (bare JID) or by everyone when `None`.
-    pub async fn uploads_since(&self, uploader: Option<&str>, since: SystemTime) -> Result<Vec<(SystemTime, i64)>, DbError> {
+    pub async fn uploads_since(
+        &self,
+        uploader: Option<&str>,
+        since: SystemTime,
+    ) -> Result<Vec<(SystemTime, i64)>, DbError> {
         let client = self.reader.client().await?;
         let rows = match uploader {
             Some(u) => client
@@ -236,7 +259,11 @@ impl TransferLog {
     }
 
     /// Live files created before `before`, optionally of one chat type.
-    pub async fn purge_candidates(&self, before: SystemTime, chat_type: Option<&str>) -> Result<Vec<FileRow>, DbError> {
+    pub async fn purge_candidates(
+        &self,
+        before: SystemTime,
+        chat_type: Option<&str>,
+    ) -> Result<Vec<FileRow>, DbError> {
         let client = self.reader.client().await?;
         let rows = client
             .query(
@@ -254,7 +281,10 @@ impl TransferLog {
     pub async fn mark_deleted(&self, resource: &str) -> Result<(), DbError> {
         let client = self.reader.client().await?;
         client
-            .execute("UPDATE files SET deleted = now() WHERE resource = $1", &[&resource])
+            .execute(
+                "UPDATE files SET deleted = now() WHERE resource = $1",
+                &[&resource],
+            )
             .await
             .map_err(|e| DbError::query("marking a file purged", e))?;
         Ok(())
@@ -282,11 +312,47 @@ fn file_row(r: &tokio_postgres::Row) -> FileRow {
     }
 }
 
-async fn writer(url: String, client: Client, mut rx: mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
+async fn writer(
+    url: String,
+    client: Client,
+    mut rx: mpsc::Receiver<Job>,
+    healthy: Arc<AtomicBool>,
+) {
     let mut client = Some(client);
     let mut backoff = Duration::ZERO;
     let mut down_until: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
+    loop {
+        // Idle ticks keep the health flag true to the database: a dead
+        // connection is noticed, and a reachable database is reconnected
+        // even while every request is being refused up front.
+        let first = match tokio::time::timeout(PROBE_EVERY, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(_) => {
+                if client.as_ref().is_none_or(Client::is_closed) {
+                    healthy.store(false, Ordering::Relaxed);
+                    if down_until.is_none_or(|t| t <= Instant::now()) {
+                        match db::connect(&url, CONNECT_TIMEOUT).await {
+                            Ok(c) => {
+                                tracing::info!("transfer log: database reachable again");
+                                client = Some(c);
+                                backoff = Duration::ZERO;
+                                down_until = None;
+                                healthy.store(true, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                client = None;
+                                backoff =
+                                    (backoff * 2).clamp(Duration::from_millis(500), BACKOFF_MAX);
+                                down_until = Some(Instant::now() + backoff);
+                                tracing::debug!(error = %e, "transfer log: database still unavailable");
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -376,7 +442,8 @@ fn log_params(id: i64, method: &str, r: &TransferRecord, now: SystemTime) -> Vec
     ]
 }
 
-const LOG_COLUMNS: &str = "aft_index, jid, to_jid, method, filename, real_filename, file_type, chat_type, \
+const LOG_COLUMNS: &str =
+    "aft_index, jid, to_jid, method, filename, real_filename, file_type, chat_type, \
      file_server, file_path, file_size, date_time, sha256, content_type, node, client_address, \
      user_agent, http_status, bytes_sent, duration_ms";
 
@@ -397,7 +464,8 @@ fn file_params(r: &TransferRecord, now: SystemTime) -> Vec<Param> {
     ]
 }
 
-const FILE_COLUMNS: &str = "resource, storage_path, file_server, node, size, content_type, sha256, uploader, \
+const FILE_COLUMNS: &str =
+    "resource, storage_path, file_server, node, size, content_type, sha256, uploader, \
      to_jid, chat_type, real_filename, created";
 
 /// `INSERT INTO table (columns) VALUES ($1,…),(…)` for `rows` rows of `width` parameters.
@@ -419,20 +487,39 @@ fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String
     sql
 }
 
-async fn execute_params(tx: &tokio_postgres::Transaction<'_>, sql: &str, params: &[Param], what: &str) -> Result<(), DbError> {
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-    tx.execute(sql, &refs).await.map_err(|e| DbError::query(what, e))?;
+async fn execute_params(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[Param],
+    what: &str,
+) -> Result<(), DbError> {
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    tx.execute(sql, &refs)
+        .await
+        .map_err(|e| DbError::query(what, e))?;
     Ok(())
 }
 
 /// Writes one batch in one transaction; returns one id per job (0 for updates).
 async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbError> {
-    let tx = client.transaction().await.map_err(|e| DbError::query("starting a log batch", e))?;
-    let inserts = batch.iter().filter(|j| !matches!(j.op, Op::Finish { .. })).count();
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| DbError::query("starting a log batch", e))?;
+    let inserts = batch
+        .iter()
+        .filter(|j| !matches!(j.op, Op::Finish { .. }))
+        .count();
     let mut ids: Vec<i64> = Vec::with_capacity(inserts);
     if inserts > 0 {
         let rows = tx
-            .query("SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)", &[&(inserts as i64)])
+            .query(
+                "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
+                &[&(inserts as i64)],
+            )
             .await
             .map_err(|e| DbError::query("numbering log rows", e))?;
         ids = rows.iter().map(|r| r.get(0)).collect();
@@ -472,7 +559,13 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
         execute_params(&tx, &sql, &log_rows, "writing log rows").await?;
     }
     for job in batch {
-        if let Op::Finish { id, bytes_sent, duration_ms, status } = &job.op {
+        if let Op::Finish {
+            id,
+            bytes_sent,
+            duration_ms,
+            status,
+        } = &job.op
+        {
             tx.execute(
                 "UPDATE aft_log SET bytes_sent = $1, duration_ms = $2, http_status = $3 WHERE aft_index = $4",
                 &[bytes_sent, duration_ms, status, id],
@@ -481,7 +574,9 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
             .map_err(|e| DbError::query("finishing a download row", e))?;
         }
     }
-    tx.commit().await.map_err(|e| DbError::query("committing a log batch", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| DbError::query("committing a log batch", e))?;
     Ok(result)
 }
 
@@ -491,7 +586,10 @@ mod tests {
 
     #[test]
     fn multi_row_insert_numbers_parameters_row_by_row() {
-        assert_eq!(multi_insert("t", "a, b", 2, 2), "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)");
+        assert_eq!(
+            multi_insert("t", "a, b", 2, 2),
+            "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)"
+        );
     }
 
     #[test]

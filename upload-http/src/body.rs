@@ -19,7 +19,22 @@ pub enum ResponseBody {
         rx: mpsc::Receiver<Result<Bytes, StoreError>>,
         /// Bytes still to come.
         left: u64,
+        /// Reports the end of a logged download.
+        report: Option<crate::audit::DownloadReport>,
     },
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let ResponseBody::Stream {
+            left,
+            report: Some(report),
+            ..
+        } = self
+        {
+            report.finish(*left);
+        }
+    }
 }
 
 impl ResponseBody {
@@ -44,7 +59,7 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ResponseBody::Stream { rx, left } => match rx.poll_recv(cx) {
+            ResponseBody::Stream { rx, left, .. } => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(data))) => {
                     *left = left.saturating_sub(data.len() as u64);
                     Poll::Ready(Some(Ok(Frame::data(data))))

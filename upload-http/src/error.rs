@@ -41,6 +41,9 @@ pub enum HttpError {
     /// The client stopped sending.
     #[error("request body timed out")]
     Timeout,
+    /// The file was purged.
+    #[error("this file has been removed")]
+    Gone,
     /// The slot was already used.
     #[error("this slot was already used; request a new one")]
     Conflict,
@@ -71,6 +74,7 @@ impl HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::Conflict => StatusCode::CONFLICT,
+            HttpError::Gone => StatusCode::GONE,
             HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,

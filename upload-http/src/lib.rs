@@ -10,6 +10,7 @@
 //! It knows nothing of XMPP.
 #![deny(missing_docs)]
 
+mod audit;
 mod body;
 pub mod error;
 mod headers;

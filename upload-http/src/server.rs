@@ -16,11 +16,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use mft_storage::transfer_log::TransferLog;
 use mft_storage::{FileMeta, Location, Store};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::audit;
 use crate::body::ResponseBody;
 use crate::error::HttpError;
 use crate::headers::{add_cors, add_download_security};
@@ -60,6 +62,10 @@ pub struct App {
     pub store: Store,
     /// Timeouts and paths.
     pub settings: HttpSettings,
+    /// The transfer log; `None` runs without a database (files only).
+    pub log: Option<TransferLog>,
+    /// This node's name, for the log.
+    pub node: String,
 }
 
 type Resp = Response<ResponseBody>;
@@ -156,8 +162,8 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
         let started = Instant::now();
         let method = req.method().clone();
         let result = match method {
-            Method::PUT => put(&app, req).await,
-            Method::GET | Method::HEAD => get(&app, req).await,
+            Method::PUT => put(&app, peer, req).await,
+            Method::GET | Method::HEAD => get(&app, peer, req).await,
             Method::OPTIONS => Ok(with_status(StatusCode::NO_CONTENT, ResponseBody::empty())),
             _ => Err(HttpError::MethodNotAllowed),
         };
@@ -240,7 +246,8 @@ fn same_media_type(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
-async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
+async fn put(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Result<Resp, HttpError> {
+    let started = Instant::now();
     let (resource, filename) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let token = token_of(&req).ok_or(HttpError::MissingToken)?;
@@ -276,6 +283,13 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
         (Some(declared), _) => Some(declared.clone()),
         (None, sent) => sent.clone(),
     };
+    if app.log.as_ref().is_some_and(|log| !log.is_available()) {
+        // Refuse before the body arrives: it could not be logged.
+        return Err(HttpError::Unavailable);
+    }
+    let user_agent = header_str(&req, header::USER_AGENT)
+        .unwrap_or("")
+        .to_owned();
     let meta = FileMeta {
         real_name: claims.filename.clone(),
         content_type,
@@ -285,7 +299,7 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
         to: claims.to.clone(),
         created: 0,
     };
-    let mut upload = app.store.begin_upload(loc, meta);
+    let mut upload = app.store.begin_upload(loc.clone(), meta);
     let mut body = req.into_body();
     loop {
         let frame = match tokio::time::timeout(app.settings.body_idle_timeout, body.frame()).await {
@@ -301,6 +315,16 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
         }
     }
     let stored = upload.finish().await?;
+    if let Some(log) = &app.log {
+        let record = audit::upload_record(app, &claims, &stored, peer, &user_agent, started);
+        if let Err(e) = log.record_upload(record).await {
+            tracing::error!(error = %e, path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
+            if let Err(e) = app.store.remove(&loc).await {
+                tracing::error!(error = %e, path = %stored.path, "could not remove the unlogged file; remove it by hand");
+            }
+            return Err(HttpError::Unavailable);
+        }
+    }
     tracing::info!(
         path = %stored.path,
         size = stored.meta.size,
@@ -314,10 +338,21 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
     Ok(resp)
 }
 
-async fn get(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
+async fn get(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Result<Resp, HttpError> {
+    let started = Instant::now();
     let (resource, _) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
+    let row = match &app.log {
+        Some(log) => log.file(resource).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot look up the file in the database");
+            HttpError::Unavailable
+        })?,
+        None => None,
+    };
+    if row.as_ref().is_some_and(|r| r.deleted.is_some()) {
+        return Err(HttpError::Gone);
+    }
     let info = app.store.stat(&loc).await?;
     let (status, start, len) = match range::answer(header_str(&req, header::RANGE), info.size) {
         RangeAnswer::Whole => (StatusCode::OK, 0, info.size),
@@ -338,9 +373,37 @@ async fn get(app: &App, req: Request<Incoming>) -> Result<Resp, HttpError> {
     let body = if req.method() == Method::HEAD {
         ResponseBody::empty()
     } else {
+        let report = match &app.log {
+            Some(log) => {
+                let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
+                let record = audit::download_record(
+                    app,
+                    &loc,
+                    &info,
+                    row.as_ref(),
+                    peer,
+                    user_agent,
+                    status,
+                    len,
+                );
+                let id = log.record_download(record).await.map_err(|e| {
+                    tracing::warn!(error = %e, "download refused: its log row could not be committed");
+                    HttpError::Unavailable
+                })?;
+                Some(audit::DownloadReport::new(
+                    log.clone(),
+                    id,
+                    started,
+                    i32::from(status.as_u16()),
+                    len,
+                ))
+            }
+            None => None,
+        };
         ResponseBody::Stream {
             rx: app.store.read(&loc, start, len),
             left: len,
+            report,
         }
     };
     let mut resp = with_status(status, body);

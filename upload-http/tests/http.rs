@@ -38,6 +38,8 @@ async fn server_with(settings: HttpSettings, tls: Option<tokio_rustls::TlsAccept
         signer: signer.clone(),
         store: store.clone(),
         settings,
+        log: None,
+        node: "node_1".into(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, app, tls, async move {

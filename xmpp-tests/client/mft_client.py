@@ -66,10 +66,12 @@ class Client(slixmpp.ClientXMPP):
             reply = e.iq
         return str(reply)
 
-    async def request_slot(self, service, filename, size, content_type):
+    async def request_slot(self, service, filename, size, content_type, destination=None):
         req = ET.Element("{%s}request" % NS_UPLOAD, filename=filename, size=str(size))
         if content_type:
             req.set("content-type", content_type)
+        if destination:
+            ET.SubElement(req, "{urn:mftd:destination:0}destination", jid=destination)
         iq = self.make_iq_get(ito=service)
         iq.append(req)
         reply = await iq.send(timeout=10)
@@ -87,7 +89,7 @@ class Client(slixmpp.ClientXMPP):
         with open(a.file, "rb") as f:
             data = f.read()
         name = a.name or a.file.rsplit("/", 1)[-1]
-        put_url, headers, get_url = await self.request_slot(service, name, len(data), a.content_type)
+        put_url, headers, get_url = await self.request_slot(service, name, len(data), a.content_type, a.destination)
         put_headers = dict(headers)
         if a.content_type:
             put_headers["Content-Type"] = a.content_type
@@ -144,6 +146,7 @@ def main():
     up.add_argument("--file", required=True)
     up.add_argument("--name")
     up.add_argument("--content-type")
+    up.add_argument("--destination", help="intended recipient JID (mftd's destination element)")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     host, port = args.server.rsplit(":", 1)

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod mftd;
+pub mod postgres;
 pub mod process;
 pub mod prosody;
 pub mod sshd;

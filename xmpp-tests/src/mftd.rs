@@ -45,6 +45,8 @@ pub struct MftdOptions {
     pub limits: String,
     /// The `[store]` section's body; `None` for a local node directory.
     pub store: Option<String>,
+    /// Extra sections appended verbatim (`[database]`, `[quotas]`, `[chat]`).
+    pub extra: String,
 }
 
 impl MftdOptions {
@@ -56,6 +58,7 @@ impl MftdOptions {
             secret: p.secret.clone(),
             limits: "max_file_size = \"10 MiB\"\n".into(),
             store: None,
+            extra: String::new(),
         }
     }
 }
@@ -88,6 +91,7 @@ name = "node_1"
 
 [limits]
 {limits}
+{extra}
 "#,
             jid = opts.component_jid,
             secret = opts.secret,
@@ -97,6 +101,7 @@ name = "node_1"
                 .clone()
                 .unwrap_or_else(|| format!("kind = \"local\"\npath = \"{}\"", node.display())),
             limits = opts.limits,
+            extra = opts.extra,
         );
         let config_path = dir.path().join("mftd.toml");
         std::fs::write(&config_path, config).unwrap();

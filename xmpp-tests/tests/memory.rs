@@ -57,6 +57,7 @@ fn one_gib_upload_and_download_keep_memory_flat() {
         secret: "unused".into(),
         limits: String::new(),
         store: None,
+        extra: String::new(),
     };
     let mftd = Mftd::start(&opts);
     let addr = ("127.0.0.1", mftd.http_port);

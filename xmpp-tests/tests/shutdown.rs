@@ -22,6 +22,7 @@ fn sigterm_lets_the_upload_in_flight_finish_and_exits_zero() {
         secret: "unused".into(),
         limits: String::new(),
         store: None,
+        extra: String::new(),
     };
     let mut mftd = Mftd::start(&opts);
     let now = UtcTime::now();

@@ -1,0 +1,131 @@
+//! What the transfer log records for each HTTP transfer: the POST row of an
+//! upload, the GET row of a download, and how a download ended.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::StatusCode;
+use mft_storage::transfer_log::{FileRow, TransferLog, TransferRecord};
+use mft_storage::{FileInfo, Location, StoredFile};
+
+use crate::server::App;
+use crate::token::SlotClaims;
+use crate::urls::file_type;
+
+/// `user@domain/resource` → `user@domain`.
+pub fn bare_jid(jid: &str) -> &str {
+    jid.split('/').next().unwrap_or("")
+}
+
+fn millis(since: Instant) -> i64 {
+    i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The POST row (and `files` row) of a stored upload.
+pub fn upload_record(
+    app: &App,
+    claims: &SlotClaims,
+    stored: &StoredFile,
+    peer: SocketAddr,
+    user_agent: &str,
+    started: Instant,
+) -> TransferRecord {
+    let size = i64::try_from(stored.meta.size).unwrap_or(i64::MAX);
+    TransferRecord {
+        jid: bare_jid(&claims.uploader).to_owned(),
+        to_jid: claims.to.clone(),
+        resource: claims.resource.clone(),
+        real_filename: claims.filename.clone(),
+        file_type: file_type(&claims.filename),
+        chat_type: Location::parse(&claims.resource)
+            .map(|l| l.chat().as_str().to_owned())
+            .unwrap_or_default(),
+        file_server: app.store.file_server(),
+        file_path: stored.path.clone(),
+        file_size: size,
+        sha256: stored.meta.sha256.clone(),
+        content_type: stored.meta.content_type.clone().unwrap_or_default(),
+        node: app.node.clone(),
+        client_address: peer.ip().to_string(),
+        user_agent: user_agent.to_owned(),
+        http_status: 201,
+        bytes_sent: size,
+        duration_ms: millis(started),
+    }
+}
+
+/// The GET row of a download about to start.
+#[allow(clippy::too_many_arguments)]
+pub fn download_record(
+    app: &App,
+    loc: &Location,
+    info: &FileInfo,
+    row: Option<&FileRow>,
+    peer: SocketAddr,
+    user_agent: &str,
+    status: StatusCode,
+    planned: u64,
+) -> TransferRecord {
+    let meta = info.meta.as_ref();
+    let real_filename = row
+        .map(|r| r.real_filename.clone())
+        .or_else(|| meta.map(|m| m.real_name.clone()))
+        .unwrap_or_default();
+    TransferRecord {
+        // Downloads are anonymous over HTTP: the URL is the capability.
+        jid: String::new(),
+        to_jid: row
+            .map(|r| r.to_jid.clone())
+            .or_else(|| meta.map(|m| m.to.clone()))
+            .unwrap_or_default(),
+        resource: loc.resource().to_owned(),
+        file_type: file_type(&real_filename),
+        real_filename,
+        chat_type: loc.chat().as_str().to_owned(),
+        file_server: app.store.file_server(),
+        file_path: loc.path(),
+        file_size: i64::try_from(info.size).unwrap_or(i64::MAX),
+        sha256: row
+            .map(|r| r.sha256.clone())
+            .or_else(|| meta.map(|m| m.sha256.clone()))
+            .unwrap_or_default(),
+        content_type: meta
+            .and_then(|m| m.content_type.clone())
+            .unwrap_or_default(),
+        node: app.node.clone(),
+        client_address: peer.ip().to_string(),
+        user_agent: user_agent.to_owned(),
+        http_status: i32::from(status.as_u16()),
+        bytes_sent: i64::try_from(planned).unwrap_or(i64::MAX),
+        duration_ms: 0,
+    }
+}
+
+/// Updates a GET row with what was really sent once the body is done.
+pub struct DownloadReport {
+    log: TransferLog,
+    id: i64,
+    started: Instant,
+    planned: u64,
+    status: i32,
+}
+
+impl DownloadReport {
+    /// A report for row `id` of a download of `planned` bytes.
+    pub fn new(log: TransferLog, id: i64, started: Instant, status: i32, planned: u64) -> Self {
+        DownloadReport {
+            log,
+            id,
+            started,
+            planned,
+            status,
+        }
+    }
+
+    /// Called when the body is dropped with `left` bytes unsent.
+    pub fn finish(&mut self, left: u64) {
+        let sent = i64::try_from(self.planned.saturating_sub(left)).unwrap_or(i64::MAX);
+        self.log
+            .finish_download(self.id, sent, millis(self.started), self.status);
+    }
+}

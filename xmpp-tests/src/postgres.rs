@@ -1,0 +1,195 @@
+//! A real PostgreSQL (Debian package) for the transfer log: `initdb` as the
+//! postgres user in a temp dir, the server on 127.0.0.1 with a private
+//! socket directory, trust authentication on loopback, database `mftd`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{as_user, chown_to, free_port, wait_for_port, Guard};
+
+/// A running PostgreSQL.
+pub struct Postgres {
+    guard: Guard,
+    dir: tempfile::TempDir,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The directory of the newest installed PostgreSQL's programs.
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run scripts/install-deps.sh")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+impl Postgres {
+    /// initdb, start, create the `mftd` database.
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(dir.path(), perms).unwrap();
+        let mut pg = Postgres {
+            guard: Guard(None),
+            dir,
+            port: free_port(),
+        };
+        std::fs::create_dir_all(pg.socket_dir()).unwrap();
+        chown_to(pg.dir.path(), "postgres");
+        let mut initdb = Command::new(bin_dir().join("initdb"));
+        initdb
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(pg.data_dir())
+            .stdout(Stdio::null());
+        as_user(&mut initdb, "postgres");
+        let out = initdb.output().expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.launch();
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                "CREATE DATABASE mftd",
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "create database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .unwrap();
+        let mut cmd = Command::new(bin_dir().join("postgres"));
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-k",
+            ])
+            .arg(self.socket_dir())
+            .args(["-c", "synchronous_commit=on", "-c", "fsync=on"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        as_user(&mut cmd, "postgres");
+        self.guard = Guard(Some(cmd.spawn().expect("postgres")));
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(30)),
+            "PostgreSQL did not start: {}",
+            self.log()
+        );
+        // The port opens slightly before connections are accepted.
+        for _ in 0..50 {
+            let ok = Command::new("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The connection URL for mftd.
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/mftd", self.port)
+    }
+
+    /// Kills the server, as a crash would.
+    pub fn stop(&mut self) {
+        crate::process::kill_tree(self.guard.pid());
+        self.guard = Guard(None);
+        // A killed postmaster leaves its pid file; the next start copes.
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+        self.launch();
+    }
+
+    /// Runs SQL through psql and returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "mftd",
+                "-At",
+                "-F",
+                "|",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        crate::process::kill_tree(self.guard.pid());
+    }
+}
