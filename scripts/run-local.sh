@@ -3,7 +3,8 @@
 # (the router) with two accounts, a local OpenSSH sshd as the external file
 # server (user mftfiles, key-only, pinned host key), and mftd registered as
 # the upload component, storing files over SFTP in the MFT layout under
-# $RUN_DIR/mftFileStore/node_1.
+# $RUN_DIR/mftFileStore/node_1, and a local PostgreSQL holding the transfer
+# log (aft_log) of every upload and download.
 # It checks the whole path once with a real client, prints the accounts and
 # where files land, then runs until Ctrl-C and stops everything it started.
 set -euo pipefail
@@ -14,18 +15,20 @@ C2S_PORT="${MFTD_C2S_PORT:-5222}"
 COMPONENT_PORT="${MFTD_COMPONENT_PORT:-5347}"
 HTTP_PORT="${MFTD_HTTP_PORT:-5443}"
 SSH_PORT="${MFTD_SSH_PORT:-2222}"
+PG_PORT="${MFTD_PG_PORT:-5433}"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 
 bash "$repo/scripts/install-deps.sh"
 (cd "$repo" && cargo build --release --bins)
 
-for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT" "$SSH_PORT"; do
+for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT" "$SSH_PORT" "$PG_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT / MFTD_SSH_PORT" >&2
+    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT / MFTD_SSH_PORT / MFTD_PG_PORT" >&2
     exit 1
   fi
 done
 
-mkdir -p "$RUN_DIR/prosody/data" "$RUN_DIR/sshd" "$RUN_DIR/mftFileStore"
+mkdir -p "$RUN_DIR/prosody/data" "$RUN_DIR/sshd" "$RUN_DIR/mftFileStore" "$RUN_DIR/pg/run"
 chmod 755 "$RUN_DIR"
 secret="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 head -c 32 /dev/urandom | base64 | tr -d '\n' > "$RUN_DIR/token.key"
@@ -80,6 +83,9 @@ private_key = "$RUN_DIR/node_1.key"
 
 [limits]
 max_file_size = "100 MiB"
+
+[database]
+url = "postgresql://postgres@127.0.0.1:$PG_PORT/mftd"
 CFG
 
 prosody_user=()
@@ -113,6 +119,16 @@ CFG
 "$repo/target/release/mftd" keys show --key "$RUN_DIR/node_1.key" > "$RUN_DIR/sshd/authorized_keys"
 if [ "$(id -u)" -eq 0 ]; then chown mftfiles "$RUN_DIR/mftFileStore"; fi
 
+# The transfer log database: a private cluster, trust auth on loopback only.
+pg_user=()
+if [ "$(id -u)" -eq 0 ]; then
+  chown -R postgres:postgres "$RUN_DIR/pg"
+  pg_user=(runuser -u postgres --)
+fi
+if [ ! -f "$RUN_DIR/pg/data/PG_VERSION" ]; then
+  "${pg_user[@]}" "$PG_BIN/initdb" -U postgres --auth=trust -E UTF8 -D "$RUN_DIR/pg/data" >/dev/null
+fi
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -126,6 +142,16 @@ trap "exit 130" INT TERM
 pids+=($!)
 /usr/sbin/sshd -D -e -f "$RUN_DIR/sshd/sshd_config" 2>"$RUN_DIR/sshd/sshd.log" &
 pids+=($!)
+"${pg_user[@]}" "$PG_BIN/postgres" -D "$RUN_DIR/pg/data" -c listen_addresses=127.0.0.1 -p "$PG_PORT" \
+  -k "$RUN_DIR/pg/run" 2>"$RUN_DIR/pg/postgres.log" &
+pids+=($!)
+for _ in $(seq 1 100); do
+  pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
+  sleep 0.1
+done
+psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'mftd'" | grep -q 1 \
+  || psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE mftd"
+
 for _ in $(seq 1 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$SSH_PORT") 2>/dev/null && break
   sleep 0.1
@@ -157,10 +183,15 @@ mftd is running (logs: $RUN_DIR/mftd.log, Prosody: $RUN_DIR/prosody/prosody.log)
   accounts      alice@$DOMAIN / alice-pw     bob@$DOMAIN / bob-pw
   upload        component upload.$DOMAIN, HTTP on http://127.0.0.1:$HTTP_PORT/
   file server   sftp://mftfiles@127.0.0.1:$SSH_PORT (sshd log: $RUN_DIR/sshd/sshd.log)
+  transfer log  postgresql://postgres@127.0.0.1:$PG_PORT/mftd, table aft_log
+                try: $repo/target/release/mftd log --config $RUN_DIR/mftd.toml
   files land in $RUN_DIR/mftFileStore/node_1/files/im/<YYYYMMDD>/<HH>/<resource name>
 Files stored so far:
 $(find "$RUN_DIR/mftFileStore/node_1/files" -type f ! -name '*.meta' 2>/dev/null | sed 's/^/  /')
 
+Transfer log so far:
+$("$repo/target/release/mftd" log --config "$RUN_DIR/mftd.toml" | sed 's/^/  /')
+
 Press Ctrl-C to stop.
 INFO
-wait "${pids[2]}"
+wait "${pids[3]}"
