@@ -15,6 +15,11 @@ pub trait Backend: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// A session for one transfer or one short series of operations.
     fn session(&self) -> Result<Box<dyn Session>, StoreError>;
+    /// Bytes to gather before each write: large for SFTP (libssh2 pipelines
+    /// only within one write call), small where that buys nothing.
+    fn write_size(&self) -> usize {
+        1024 * 1024
+    }
 }
 
 /// One connection's worth of file operations.

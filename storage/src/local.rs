@@ -33,6 +33,11 @@ impl Backend for LocalBackend {
         "localhost".to_owned()
     }
 
+    fn write_size(&self) -> usize {
+        // The page cache gathers writes already; keep per-upload memory small.
+        256 * 1024
+    }
+
     fn session(&self) -> Result<Box<dyn Session>, StoreError> {
         Ok(Box::new(LocalSession {
             root: self.root.clone(),

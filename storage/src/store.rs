@@ -21,14 +21,11 @@ use crate::layout::{is_data_file, parse_hour_dir, ChatType, HourCounters, Locati
 use crate::utc::{unix_now, UtcTime};
 use crate::{FileMeta, StoreError};
 
-/// Bytes handed to the backend per write: libssh2 pipelines SFTP writes only
-/// within one call, so writes are gathered to this size first.
-pub const WRITE_CHUNK: usize = 1024 * 1024;
 /// Bytes read from the backend per piece of a download.
 pub const READ_CHUNK: usize = 256 * 1024;
 /// Pieces in flight between the network and a transfer thread; with the
-/// write buffer this bounds an upload's memory to about 2 MiB.
-const CHANNEL_DEPTH: usize = 8;
+/// backend's write buffer this bounds an upload's memory to a few MiB.
+const CHANNEL_DEPTH: usize = 4;
 /// The largest description file we read back.
 const MAX_META_BYTES: u64 = 64 * 1024;
 
@@ -283,7 +280,7 @@ fn upload_worker(
     let mut session = backend.session()?;
     session.create_dir_all(&loc.dir())?;
     let temp = temp_name(loc, "data");
-    let result = write_and_publish(session.as_mut(), loc, &temp, meta, rx);
+    let result = write_and_publish(session.as_mut(), loc, &temp, meta, rx, backend.write_size());
     if result.is_err() {
         // Best effort: the file server may be the thing that failed.
         let _ = session.remove(&temp);
@@ -297,10 +294,11 @@ fn write_and_publish(
     temp: &str,
     mut meta: FileMeta,
     mut rx: mpsc::Receiver<Piece>,
+    write_size: usize,
 ) -> Result<StoredFile, StoreError> {
     let expected = meta.size;
     let mut file = session.create_new(temp)?;
-    let mut buf = Vec::with_capacity(WRITE_CHUNK);
+    let mut buf = Vec::with_capacity(write_size);
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
     let write_err = |e| StoreError::io(format!("writing {temp}"), e);
@@ -312,10 +310,16 @@ fn write_and_publish(
                     return Err(StoreError::LongBody { expected });
                 }
                 hasher.update(&data);
-                buf.extend_from_slice(&data);
-                if buf.len() >= WRITE_CHUNK {
-                    file.write_all(&buf).map_err(write_err)?;
-                    buf.clear();
+                // Fill the buffer to exactly write_size and flush, so it never grows.
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let take = rest.len().min(write_size - buf.len());
+                    buf.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if buf.len() == write_size {
+                        file.write_all(&buf).map_err(write_err)?;
+                        buf.clear();
+                    }
                 }
             }
             Some(Piece::Finish) => break,

@@ -80,6 +80,25 @@ class Client(slixmpp.ClientXMPP):
         headers = {h.get("name"): h.text for h in put.findall("{%s}header" % NS_UPLOAD)}
         return put.get("url"), headers, slot.find("{%s}get" % NS_UPLOAD).get("url")
 
+    async def slot_round_trips(self, service, count, parallel):
+        """Times `count` slot requests, `parallel` in flight at a time."""
+        import time
+        latencies = []
+
+        async def one(i):
+            started = time.perf_counter()
+            await self.request_slot(service, "f%d.bin" % i, 1000, None)
+            latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        for first in range(0, count, parallel):
+            await asyncio.gather(*(one(i) for i in range(first, min(first + parallel, count))))
+        elapsed = time.perf_counter() - started
+        latencies.sort()
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        return {"count": count, "seconds": elapsed, "per_second": count / elapsed,
+                "p50_ms": pick(0.50), "p99_ms": pick(0.99)}
+
     async def upload(self):
         a = self.args
         found = await self.discover()
@@ -116,6 +135,11 @@ class Client(slixmpp.ClientXMPP):
                 self.result = {"reply": await self.raw_iq(a.to, a.payload, a.type)}
             elif a.command == "upload":
                 self.result = await self.upload()
+            elif a.command == "slot":
+                put_url, headers, get_url = await self.request_slot(a.to, a.filename, a.size, None)
+                self.result = {"put_url": put_url, "headers": headers, "get_url": get_url}
+            elif a.command == "slots":
+                self.result = await self.slot_round_trips(a.to, a.count, a.parallel)
         except (IqError, IqTimeout) as e:
             self.result = {"error": repr(e)}
         finally:
@@ -147,13 +171,21 @@ def main():
     up.add_argument("--name")
     up.add_argument("--content-type")
     up.add_argument("--destination", help="intended recipient JID (mftd's destination element)")
+    sl = sub.add_parser("slot")
+    sl.add_argument("--to", required=True)
+    sl.add_argument("--filename", required=True)
+    sl.add_argument("--size", type=int, required=True)
+    sls = sub.add_parser("slots")
+    sls.add_argument("--to", required=True)
+    sls.add_argument("--count", type=int, default=1000)
+    sls.add_argument("--parallel", type=int, default=10)
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     host, port = args.server.rsplit(":", 1)
     client = Client(args.jid, args.password, args)
     client.connect(address=(host, int(port)), use_ssl=False, force_starttls=False, disable_starttls=True)
     loop = asyncio.get_event_loop()
-    loop.run_until_complete(asyncio.wait_for(client.disconnected, 60))
+    loop.run_until_complete(asyncio.wait_for(client.disconnected, 600))
     if client.result is None:
         print(json.dumps({"error": "no result (connection failed?)"}))
         sys.exit(2)

@@ -14,15 +14,19 @@ pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("MFTD_BIN") {
         return PathBuf::from(p);
     }
+    // Tests run from target/<profile>/deps, binaries from target/<profile>.
     let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap();
-    let bin = target.join("mftd");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --bins` first",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().unwrap();
+    let candidates = [dir.join("mftd"), dir.parent().unwrap().join("mftd")];
+    let found = candidates.iter().find(|c| c.exists());
+    found
+        .unwrap_or_else(|| {
+            panic!(
+                "{} missing: run `cargo build --bins` first",
+                candidates[1].display()
+            )
+        })
+        .clone()
 }
 
 /// A running mftd.
@@ -170,6 +174,11 @@ name = "node_1"
     /// The process guard (signals, exit).
     pub fn process(&mut self) -> &mut Guard {
         &mut self.guard
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
     }
 
     /// Peak resident memory (VmHWM) and current (VmRSS), in KiB.

@@ -31,6 +31,11 @@ pub struct ProsodyOptions {
     pub hosts: Vec<String>,
     /// Users as (localpart@host, password).
     pub users: Vec<(String, String)>,
+    /// Bytes Prosody reads per socket wake-up (its default is 4096).
+    pub read_size: u32,
+    /// Also serve Prosody's own mod_http_file_share (as `share.<domain>`)
+    /// on this HTTP port, for side-by-side benchmarks.
+    pub file_share_port: Option<u16>,
 }
 
 impl Default for ProsodyOptions {
@@ -42,6 +47,8 @@ impl Default for ProsodyOptions {
                 ("bob@example.test".into(), "bob-pw".into()),
                 ("mallory@other.test".into(), "mallory-pw".into()),
             ],
+            read_size: 1 << 20,
+            file_share_port: None,
         }
     }
 }
@@ -64,7 +71,7 @@ impl Prosody {
             component_port,
         };
         std::fs::create_dir_all(p.data_dir()).unwrap();
-        std::fs::write(p.config_path(), p.config(&opts.hosts)).unwrap();
+        std::fs::write(p.config_path(), p.config(&opts)).unwrap();
         chown_to(p.dir.path(), "prosody");
         for (jid, password) in &opts.users {
             p.register(jid, password);
@@ -86,7 +93,8 @@ impl Prosody {
         self.dir.path().join("prosody.log")
     }
 
-    fn config(&self, hosts: &[String]) -> String {
+    fn config(&self, opts: &ProsodyOptions) -> String {
+        let hosts = &opts.hosts;
         let mut cfg = format!(
             r#"
 data_path = "{data}"
@@ -98,7 +106,8 @@ c2s_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {comp} }}
 component_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_port} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ }}
 modules_enabled = {{ "roster", "saslauth", "disco", "ping", "posix" }}
 modules_disabled = {{ "s2s" }}
@@ -106,14 +115,29 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 storage = "internal"
-network_default_read_size = 1048576
+network_default_read_size = {read_size}
+network_settings = {{ tcp_nodelay = true }}
 "#,
             data = self.data_dir().display(),
             log = self.log_path().display(),
             dir = self.dir.path().display(),
             c2s = self.c2s_port,
             comp = self.component_port,
+            read_size = opts.read_size,
+            http_port = opts
+                .file_share_port
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         );
+        if let Some(port) = opts.file_share_port {
+            let _ = writeln!(
+                cfg,
+                "Component \"share.{domain}\" \"http_file_share\"\n    http_external_url = \"http://127.0.0.1:{port}/\"\n    http_host = \"127.0.0.1\"\n    \
+                 http_file_share_size_limit = 8*1024*1024*1024\n    http_file_share_daily_quota = 1024*1024*1024*1024\n    \
+                 http_file_share_global_quota = 1024*1024*1024*1024",
+                domain = self.domain
+            );
+        }
         for host in hosts {
             let _ = writeln!(cfg, "VirtualHost \"{host}\"");
         }
