@@ -8,6 +8,10 @@
 set -euo pipefail
 
 packages=(prosody openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl)
+# The benchmark suite also runs ejabberd's mod_http_upload beside mftd.
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(ejabberd)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -200,6 +200,14 @@ impl UploadService {
             )
             .xep0082()
         };
+        if !self.store.is_available() {
+            tracing::warn!(from, "slot refused: file server unavailable");
+            return Err(slot::retry_later(
+                ns,
+                "The file server is unavailable; try again shortly.",
+                &retry_stamp(),
+            ));
+        }
         if self.space.is_low() {
             tracing::warn!(from, "slot refused: file server nearly full");
             return Err(slot::retry_later(

@@ -20,6 +20,11 @@ pub trait Backend: Send + Sync + 'static {
     fn write_size(&self) -> usize {
         1024 * 1024
     }
+    /// False while the backend knows its server is down (after a failed
+    /// connection, until the next attempt is due).
+    fn is_available(&self) -> bool {
+        true
+    }
 }
 
 /// One connection's worth of file operations.

@@ -246,6 +246,14 @@ impl Backend for SftpBackend {
         self.pool.settings.host.clone()
     }
 
+    fn is_available(&self) -> bool {
+        self.pool
+            .health
+            .lock()
+            .map(|h| h.down_until.is_none_or(|t| t <= Instant::now()))
+            .unwrap_or(true)
+    }
+
     fn session(&self) -> Result<Box<dyn Session>, StoreError> {
         let root = Path::new(&self.pool.settings.directory);
         while let Some(conn) = self.pool.take_idle() {

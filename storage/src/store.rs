@@ -115,6 +115,11 @@ impl Store {
         self
     }
 
+    /// False while the file server is known to be down: new slots should wait.
+    pub fn is_available(&self) -> bool {
+        self.backend.is_available()
+    }
+
     /// The file server's name, for logs.
     pub fn file_server(&self) -> String {
         self.backend.describe()

@@ -21,16 +21,14 @@ fn python() -> &'static str {
 
 /// Runs the client as `jid` with `args` (a subcommand and its options).
 pub fn run(prosody: &Prosody, jid: &str, password: &str, args: &[&str]) -> serde_json::Value {
+    run_at(&prosody.c2s_addr(), jid, password, args)
+}
+
+/// Runs the client against any XMPP server's c2s address.
+pub fn run_at(server: &str, jid: &str, password: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(python())
         .arg(script())
-        .args([
-            "--jid",
-            jid,
-            "--password",
-            password,
-            "--server",
-            &prosody.c2s_addr(),
-        ])
+        .args(["--jid", jid, "--password", password, "--server", server])
         .args(args)
         .output()
         .expect("python3 with slixmpp: run scripts/install-deps.sh");

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod client;
+pub mod ejabberd;
 pub mod mftd;
 pub mod postgres;
 pub mod process;
