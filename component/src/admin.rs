@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use mft_storage::db::DbConfig;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::utc::UtcTime;
 use mft_storage::{db, Location, Store};
@@ -22,8 +23,8 @@ fn stamp(t: SystemTime) -> String {
 }
 
 /// `mftd db migrate`: applies pending migrations, prints what it did.
-pub async fn migrate(url: &str) -> anyhow::Result<String> {
-    let mut client = db::connect(url, Duration::from_secs(10)).await?;
+pub async fn migrate(db: &DbConfig) -> anyhow::Result<String> {
+    let mut client = db::connect(db, Duration::from_secs(10)).await?;
     let applied = db::migrate(&mut client).await?;
     let version = db::schema_version(&client).await?;
     Ok(if applied.is_empty() {
@@ -34,8 +35,8 @@ pub async fn migrate(url: &str) -> anyhow::Result<String> {
 }
 
 /// `mftd db status`: schema version and row counts.
-pub async fn status(url: &str) -> anyhow::Result<String> {
-    let client = db::connect(url, Duration::from_secs(10)).await?;
+pub async fn status(db: &DbConfig) -> anyhow::Result<String> {
+    let client = db::connect(db, Duration::from_secs(10)).await?;
     let version = db::schema_version(&client).await?;
     let latest = db::MIGRATIONS.last().map_or(0, |m| m.0);
     let mut out = format!("schema version {version} (this mftd knows {latest})");
@@ -110,8 +111,8 @@ const COLUMNS: [&str; 13] = [
 ];
 
 /// Runs a log query and renders it.
-pub async fn query(url: &str, q: &LogQuery, format: Format) -> anyhow::Result<String> {
-    let client = db::connect(url, Duration::from_secs(10)).await?;
+pub async fn query(db: &DbConfig, q: &LogQuery, format: Format) -> anyhow::Result<String> {
+    let client = db::connect(db, Duration::from_secs(10)).await?;
     let mut sql = String::from(
         "SELECT aft_index, date_time, method, jid, to_jid, chat_type, real_filename, filename, \
          file_size, http_status, bytes_sent, client_address, sha256 FROM aft_log WHERE true",

@@ -68,11 +68,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(mft_upload_http::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let log = match &settings.database_url {
-        Some(url) => {
+    let log = match settings.database() {
+        Some(db) => {
             tracing::info!("connecting to the transfer log database");
             let started = tokio::select! {
-                log = TransferLog::start(url.expose(), Duration::MAX) => log,
+                log = TransferLog::start(db, Duration::MAX) => log,
                 () = stop_signal() => {
                     tracing::info!("stop signal received before the database was reachable");
                     return Ok(());

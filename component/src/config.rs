@@ -69,6 +69,8 @@ pub struct DatabaseConfig {
     pub url: Option<Secret>,
     /// A file holding the URL (it may contain a password).
     pub url_file: Option<PathBuf>,
+    /// PEM CA certificates for `sslmode=require` in the URL.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[quotas]`
@@ -518,6 +520,19 @@ impl Settings {
 }
 
 impl Settings {
+    /// The transfer log database, when one is configured.
+    pub fn database(&self) -> Option<mft_storage::db::DbConfig> {
+        let url = self.database_url.as_ref()?;
+        Some(mft_storage::db::DbConfig {
+            url: url.expose().to_owned(),
+            ca_file: self
+                .config
+                .database
+                .as_ref()
+                .and_then(|d| d.ca_file.clone()),
+        })
+    }
+
     /// The SFTP settings, when the store is a file server.
     pub fn sftp(&self) -> Option<SftpSettings> {
         let s = self.config.store.sftp.as_ref()?;

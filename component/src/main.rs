@@ -186,14 +186,12 @@ fn sftp_settings(config: &Path) -> anyhow::Result<(Settings, mft_storage::sftp::
     Ok((settings, sftp))
 }
 
-fn database_url(config: &Path) -> anyhow::Result<(Settings, String)> {
+fn database_url(config: &Path) -> anyhow::Result<(Settings, mft_storage::db::DbConfig)> {
     let settings = load(config)?;
-    let url = settings
-        .database_url
-        .as_ref()
-        .map(|u| u.expose().to_owned())
+    let db = settings
+        .database()
         .ok_or_else(|| anyhow::anyhow!("{}: no [database] section", config.display()))?;
-    Ok((settings, url))
+    Ok((settings, db))
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -361,7 +359,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let report = block_on(async {
                 let log = mft_storage::transfer_log::TransferLog::start(
-                    &url,
+                    url.clone(),
                     std::time::Duration::from_secs(10),
                 )
                 .await?;

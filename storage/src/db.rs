@@ -4,9 +4,38 @@
 //! transaction each under an advisory lock (so nodes starting together do
 //! not race), and recorded in `mftd_schema_migrations`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
+
+use crate::db_tls::RustlsConnector;
+
+/// Where the database is: a connection string, and for `sslmode=require`
+/// the CA certificates that sign the server's certificate.
+#[derive(Clone, Default)]
+pub struct DbConfig {
+    /// `postgresql://…` or `host=… user=…`.
+    pub url: String,
+    /// PEM CA file for TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl From<&String> for DbConfig {
+    fn from(url: &String) -> Self {
+        DbConfig::from(url.as_str())
+    }
+}
+
+impl From<&str> for DbConfig {
+    fn from(url: &str) -> Self {
+        DbConfig {
+            url: url.to_owned(),
+            ca_file: None,
+        }
+    }
+}
 
 /// What the database layer can report.
 #[derive(Debug, thiserror::Error)]
@@ -48,27 +77,45 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
     include_str!("../migrations/0001_transfer_log.sql"),
 )];
 
-/// Connects with a timeout and drives the connection on a task.
-pub async fn connect(url: &str, timeout: Duration) -> Result<Client, DbError> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| DbError::Config(format!("{e}")))?;
-    if matches!(
-        config.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Require
-    ) {
-        return Err(DbError::Config(
-            "sslmode=require is not supported by this build; connect over loopback or a private network".into(),
-        ));
-    }
-    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
-        .await
-        .map_err(|_| DbError::Unavailable(format!("connecting timed out after {timeout:?}")))?
-        .map_err(|e| DbError::Unavailable(format!("cannot connect: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
-        }
-    });
+/// Connects with a timeout and drives the connection on a task: over TLS
+/// (rustls) when the connection string says `sslmode=require`, in clear
+/// otherwise.
+pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError> {
+    let mut config: tokio_postgres::Config = db
+        .url
+        .parse()
+        .map_err(|e| DbError::Config(format!("{e}")))?;
+    let timed_out = |_| DbError::Unavailable(format!("connecting timed out after {timeout:?}"));
+    let refused = |e: tokio_postgres::Error| DbError::Unavailable(format!("cannot connect: {e}"));
+    let client = if config.get_ssl_mode() == SslMode::Require {
+        let ca = db.ca_file.as_ref().ok_or_else(|| {
+            DbError::Config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)".into())
+        })?;
+        let tls = RustlsConnector::from_ca_file(ca)?;
+        let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
+            .await
+            .map_err(timed_out)?
+            .map_err(refused)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection closed");
+            }
+        });
+        client
+    } else {
+        // Without TLS asked for, do not try it.
+        config.ssl_mode(SslMode::Disable);
+        let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+            .await
+            .map_err(timed_out)?
+            .map_err(refused)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection closed");
+            }
+        });
+        client
+    };
     Ok(client)
 }
 

@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod db;
+mod db_tls;
 pub mod error;
 pub mod hostkey;
 pub mod layout;

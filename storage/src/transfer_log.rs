@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::db::{self, DbError};
+use crate::db::{self, DbConfig, DbError};
 
 /// Rows committed together at most.
 const MAX_BATCH: usize = 1000;
@@ -117,7 +117,7 @@ pub struct TransferLog {
 }
 
 struct Reader {
-    url: String,
+    db: DbConfig,
     client: Mutex<Option<Arc<Client>>>,
 }
 
@@ -127,7 +127,7 @@ impl Reader {
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(db::connect(&self.url, CONNECT_TIMEOUT).await?);
+        let c = Arc::new(db::connect(&self.db, CONNECT_TIMEOUT).await?);
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -141,11 +141,15 @@ fn fit(s: &str, max_chars: usize) -> String {
 impl TransferLog {
     /// Connects (retrying with backoff until `give_up_after`), applies the
     /// migrations, and starts the writer.
-    pub async fn start(url: &str, give_up_after: Duration) -> Result<TransferLog, DbError> {
+    pub async fn start(
+        db: impl Into<DbConfig>,
+        give_up_after: Duration,
+    ) -> Result<TransferLog, DbError> {
+        let db: DbConfig = db.into();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(500);
         let mut client = loop {
-            match db::connect(url, CONNECT_TIMEOUT).await {
+            match db::connect(&db, CONNECT_TIMEOUT).await {
                 Ok(c) => break c,
                 Err(e) if started.elapsed() < give_up_after => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
@@ -161,12 +165,12 @@ impl TransferLog {
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(writer(url.to_owned(), client, rx, healthy.clone()));
+        tokio::spawn(writer(db.clone(), client, rx, healthy.clone()));
         Ok(TransferLog {
             tx,
             healthy,
             reader: Arc::new(Reader {
-                url: url.to_owned(),
+                db,
                 client: Mutex::new(None),
             }),
         })
@@ -313,7 +317,7 @@ fn file_row(r: &tokio_postgres::Row) -> FileRow {
 }
 
 async fn writer(
-    url: String,
+    db: DbConfig,
     client: Client,
     mut rx: mpsc::Receiver<Job>,
     healthy: Arc<AtomicBool>,
@@ -332,7 +336,7 @@ async fn writer(
                 if client.as_ref().is_none_or(Client::is_closed) {
                     healthy.store(false, Ordering::Relaxed);
                     if down_until.is_none_or(|t| t <= Instant::now()) {
-                        match db::connect(&url, CONNECT_TIMEOUT).await {
+                        match db::connect(&db, CONNECT_TIMEOUT).await {
                             Ok(c) => {
                                 tracing::info!("transfer log: database reachable again");
                                 client = Some(c);
@@ -366,7 +370,7 @@ async fn writer(
                 fail(batch, "database unavailable (reconnecting)");
                 continue;
             }
-            match db::connect(&url, CONNECT_TIMEOUT).await {
+            match db::connect(&db, CONNECT_TIMEOUT).await {
                 Ok(c) => {
                     tracing::info!("transfer log: database reachable again");
                     client = Some(c);

@@ -14,6 +14,7 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// Its port.
     pub port: u16,
+    tls: bool,
 }
 
 /// The directory of the newest installed PostgreSQL's programs.
@@ -33,6 +34,43 @@ fn bin_dir() -> PathBuf {
 impl Postgres {
     /// initdb, start, create the `mftd` database.
     pub fn start() -> Postgres {
+        Self::start_inner(false)
+    }
+
+    /// The same with TLS on, using a certificate for 127.0.0.1 signed by a
+    /// fresh CA ([`ca_file`](Self::ca_file)).
+    pub fn start_with_tls() -> Postgres {
+        Self::start_inner(true)
+    }
+
+    /// The CA certificate that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn make_certs(&self) {
+        let d = self.dir.path();
+        let run = |args: &str| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=mftd-test-ca -keyout ca.key -out ca.pem 2>/dev/null");
+        run("openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null");
+        run("printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && \
+             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem 2>/dev/null");
+        run("chmod 600 server.key");
+    }
+
+    fn start_inner(tls: bool) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
@@ -41,8 +79,12 @@ impl Postgres {
             guard: Guard(None),
             dir,
             port: free_port(),
+            tls,
         };
         std::fs::create_dir_all(pg.socket_dir()).unwrap();
+        if tls {
+            pg.make_certs();
+        }
         chown_to(pg.dir.path(), "postgres");
         let mut initdb = Command::new(bin_dir().join("initdb"));
         initdb
@@ -111,9 +153,15 @@ impl Postgres {
                 "-k",
             ])
             .arg(self.socket_dir())
-            .args(["-c", "synchronous_commit=on", "-c", "fsync=on"])
-            .stdout(Stdio::null())
-            .stderr(log);
+            .args(["-c", "synchronous_commit=on", "-c", "fsync=on"]);
+        if self.tls {
+            let d = self.dir.path();
+            cmd.args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", d.join("server.pem").display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", d.join("server.key").display()));
+        }
+        cmd.stdout(Stdio::null()).stderr(log);
         as_user(&mut cmd, "postgres");
         self.guard = Guard(Some(cmd.spawn().expect("postgres")));
         assert!(

@@ -432,3 +432,65 @@ async fn purge_spares_the_current_hour_and_dry_run_changes_nothing() {
             != "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_when_the_url_asks_for_it() {
+    use mft_storage::db::DbConfig;
+    let pg = Postgres::start_with_tls();
+    let url = format!("{}?sslmode=require", pg.url());
+    let db = DbConfig {
+        url: url.clone(),
+        ca_file: Some(pg.ca_file()),
+    };
+    let log = TransferLog::start(db, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let client = log.read_client().await.unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the connection must be encrypted");
+    // Without the CA, or trusting another CA, mftd refuses to connect.
+    let no_ca = TransferLog::start(url.as_str(), Duration::ZERO)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(no_ca.contains("ca_file"), "{no_ca}");
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("other.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+        ])
+        .arg(other.path().join("k"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let wrong = DbConfig {
+        url,
+        ca_file: Some(other_ca),
+    };
+    let err = TransferLog::start(wrong, Duration::ZERO)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot connect"), "{err}");
+}
