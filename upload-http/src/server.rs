@@ -83,7 +83,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.settings.header_timeout)
-        .max_buf_size(512 * 1024);
+        .max_buf_size(256 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())

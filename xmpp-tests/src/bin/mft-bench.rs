@@ -478,6 +478,7 @@ fn main() {
             }
             t.add("OpenSSH `sftp put`", Series(put));
             t.baseline = Some(0);
+            let mut direct = Vec::new();
             let store = format!(
                 "{}ciphers = \"{cipher}\"\n",
                 sshd.store_toml("node_1", &key)
@@ -490,6 +491,28 @@ fn main() {
                 store: Some(store),
                 extra: String::new(),
             });
+            // libssh2 alone, no HTTP hop: `mftd fileserver transferspeed`.
+            for _ in 0..a.runs {
+                let out = Command::new(xmpp_tests::mftd::binary())
+                    .args([
+                        "fileserver",
+                        "transferspeed",
+                        "--size",
+                        &format!("{}MiB", size / MIB),
+                        "--config",
+                    ])
+                    .arg(mftd.config_path())
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                if let Some(w) = text
+                    .strip_prefix("write ")
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|w| w.parse::<f64>().ok())
+                {
+                    direct.push(w);
+                }
+            }
             let (url, headers) = mint(mftd.http_port, size, ChatType::Im);
             let first = std::panic::catch_unwind(|| curl_put(&url, &file, &headers));
             match first {
@@ -502,6 +525,10 @@ fn main() {
                     t.add(
                         "**mftd** HTTP PUT → SFTP store (fsync, rename before 201)",
                         Series(up),
+                    );
+                    t.add(
+                        "mftd's libssh2 writer alone (`mftd fileserver transferspeed`, no HTTP)",
+                        Series(direct.clone()),
                     );
                     t.add("OpenSSH `sftp get`", Series(get));
                     t.add("**mftd** HTTP GET ← SFTP store", Series(down));
