@@ -149,6 +149,7 @@ fn write_probe(session: &mut dyn Session, size: usize) -> Result<(), mft_storage
 pub fn transfer_speed(settings: &SftpSettings, size: u64) -> anyhow::Result<(f64, f64)> {
     let backend = SftpBackend::new(settings.clone());
     let mut session = backend.session()?;
+    session.create_dir_all("files")?;
     let name = probe_name();
     let chunk = vec![0x5au8; 1 << 20];
     let result = (|| -> anyhow::Result<(f64, f64)> {

@@ -442,7 +442,7 @@ fn main() {
                 let batch = work.path().join("batch");
                 std::fs::write(
                     &batch,
-                    format!("put {} {}\n", file.display(), remote.display()),
+                    format!("put -f {} {}\n", file.display(), remote.display()),
                 )
                 .unwrap();
                 let sftp = |batch: &Path| {
@@ -476,7 +476,10 @@ fn main() {
                 get.push(mb_s(size, sftp(&batch)));
                 let _ = std::fs::remove_file(&remote);
             }
-            t.add("OpenSSH `sftp put`", Series(put));
+            t.add(
+                "OpenSSH `sftp put -f` (fsync@openssh.com, like mftd)",
+                Series(put),
+            );
             t.baseline = Some(0);
             let mut direct = Vec::new();
             let store = format!(
