@@ -96,11 +96,7 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
             .await
             .map_err(timed_out)?
             .map_err(refused)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection closed");
-            }
-        });
+        drive(connection);
         client
     } else {
         // Without TLS asked for, do not try it.
@@ -109,14 +105,21 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
             .await
             .map_err(timed_out)?
             .map_err(refused)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection closed");
-            }
-        });
+        drive(connection);
         client
     };
     Ok(client)
+}
+
+/// Runs a connection's I/O on its own task until it closes.
+fn drive(
+    connection: impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
 }
 
 /// The highest applied migration (0 for an empty database).

@@ -196,6 +196,33 @@ name = "node_1"
     }
 }
 
+/// The slot-token key the harness writes into every test config.
+pub const TOKEN_KEY: &[u8] = b"test-token-key-0123456789abcdef";
+
+/// A slot for `size` bytes named `name` in this hour's `chat` directory,
+/// minted with [`TOKEN_KEY`] as the component would: (URL path, token).
+pub fn mint_slot(size: u64, name: &str, chat: mft_storage::ChatType) -> (String, String) {
+    let now = mft_storage::utc::UtcTime::now();
+    let loc =
+        mft_storage::Location::new_random(chat, &now.compact_date(), &format!("{:02}", now.hour));
+    let claims = mft_upload_http::SlotClaims {
+        resource: loc.resource().to_owned(),
+        filename: name.to_owned(),
+        size,
+        content_type: None,
+        uploader: "alice@example.test".into(),
+        to: String::new(),
+        expires: mft_storage::utc::unix_now() + 3600,
+    };
+    let token = mft_upload_http::SlotSigner::new(TOKEN_KEY).sign(&claims);
+    let path = format!(
+        "/{}/{}",
+        loc.resource(),
+        mft_upload_http::urls::encode_segment(name)
+    );
+    (path, token)
+}
+
 /// Lists every data file under `root/files` (relative paths).
 pub fn stored_files(root: &Path) -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {

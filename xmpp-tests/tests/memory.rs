@@ -6,37 +6,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use mft_storage::utc::{unix_now, UtcTime};
-use mft_storage::{ChatType, Location};
-use mft_upload_http::urls::encode_segment;
-use mft_upload_http::{SlotClaims, SlotSigner};
-use xmpp_tests::mftd::{Mftd, MftdOptions};
+use mft_storage::ChatType;
+use xmpp_tests::mftd::{mint_slot, Mftd, MftdOptions};
 use xmpp_tests::process::free_port;
 
 const GIB: u64 = 1 << 30;
 
 fn slot(size: u64) -> (String, String) {
-    let now = UtcTime::now();
-    let loc = Location::new_random(
-        ChatType::Im,
-        &now.compact_date(),
-        &format!("{:02}", now.hour),
-    );
-    let claims = SlotClaims {
-        resource: loc.resource().to_owned(),
-        filename: "big.bin".into(),
-        size,
-        content_type: None,
-        uploader: "alice@example.test".into(),
-        to: String::new(),
-        expires: unix_now() + 300,
-    };
-    // The key the harness writes into every test config.
-    let token = SlotSigner::new(b"test-token-key-0123456789abcdef").sign(&claims);
-    (
-        format!("/{}/{}", loc.resource(), encode_segment("big.bin")),
-        token,
-    )
+    mint_slot(size, "big.bin", ChatType::Im)
 }
 
 fn status_of(s: &mut TcpStream) -> String {

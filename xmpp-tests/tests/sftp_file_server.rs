@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mft_storage::hostkey::PinnedHostKey;
 use mft_storage::sftp::{SftpBackend, SftpSettings};
-use mft_storage::utc::{unix_now, UtcTime};
-use mft_storage::{ChatType, FileMeta, Location, Store};
-use mft_upload_http::urls::encode_segment;
-use mft_upload_http::{SlotClaims, SlotSigner};
+use mft_storage::utc::UtcTime;
+use mft_storage::{ChatType, FileMeta, Store};
 use xmpp_tests::client;
-use xmpp_tests::mftd::{binary, stored_files, Mftd, MftdOptions};
+use xmpp_tests::mftd::{binary, mint_slot, stored_files, Mftd, MftdOptions};
 use xmpp_tests::process::free_port;
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};
 use xmpp_tests::sshd::{Sshd, USER};
@@ -165,26 +163,7 @@ async fn a_thousand_and_one_files_in_one_hour_go_to_hh_and_hh_1() {
 }
 
 fn mint(size: u64) -> (String, String) {
-    let now = UtcTime::now();
-    let loc = Location::new_random(
-        ChatType::Im,
-        &now.compact_date(),
-        &format!("{:02}", now.hour),
-    );
-    let claims = SlotClaims {
-        resource: loc.resource().to_owned(),
-        filename: "f.bin".into(),
-        size,
-        content_type: None,
-        uploader: "alice@example.test".into(),
-        to: String::new(),
-        expires: unix_now() + 300,
-    };
-    let token = SlotSigner::new(b"test-token-key-0123456789abcdef").sign(&claims);
-    (
-        format!("/{}/{}", loc.resource(), encode_segment("f.bin")),
-        token,
-    )
+    mint_slot(size, "f.bin", ChatType::Im)
 }
 
 /// PUTs `size` bytes; `on_half` runs when half has been sent. Returns the status line.

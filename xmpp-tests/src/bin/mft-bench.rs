@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use mft_storage::transfer_log::{TransferLog, TransferRecord};
 use mft_storage::utc::{unix_now, UtcTime};
-use mft_storage::{ChatType, Location};
-use mft_upload_http::urls::encode_segment;
-use mft_upload_http::{SlotClaims, SlotSigner};
+use mft_storage::ChatType;
+use mft_upload_http::SlotSigner;
 use xmpp_tests::client;
 use xmpp_tests::mftd::{Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
@@ -192,24 +191,9 @@ fn curl_get(url: &str) -> f64 {
 }
 
 fn mint(port: u16, size: u64, chat: ChatType) -> (String, Vec<(String, String)>) {
-    let now = UtcTime::now();
-    let loc = Location::new_random(chat, &now.compact_date(), &format!("{:02}", now.hour));
-    let claims = SlotClaims {
-        resource: loc.resource().to_owned(),
-        filename: "bench.bin".into(),
-        size,
-        content_type: None,
-        uploader: "alice@example.test".into(),
-        to: String::new(),
-        expires: unix_now() + 3600,
-    };
-    let token = SlotSigner::new(TOKEN_KEY).sign(&claims);
+    let (path, token) = xmpp_tests::mftd::mint_slot(size, "bench.bin", chat);
     (
-        format!(
-            "http://127.0.0.1:{port}/{}/{}",
-            loc.resource(),
-            encode_segment("bench.bin")
-        ),
+        format!("http://127.0.0.1:{port}{path}"),
         vec![("Authorization".into(), format!("Bearer {token}"))],
     )
 }
