@@ -50,6 +50,7 @@ modules_disabled = { "s2s" }
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
+network_settings = { nagle = false }
 VirtualHost "$DOMAIN"
     disco_items = { { "upload.$DOMAIN", "HTTP File Upload" } }
 Component "upload.$DOMAIN"

@@ -116,7 +116,7 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 storage = "internal"
 network_default_read_size = {read_size}
-network_settings = {{ tcp_nodelay = true }}
+network_settings = {{ nagle = false }}
 "#,
             data = self.data_dir().display(),
             log = self.log_path().display(),
