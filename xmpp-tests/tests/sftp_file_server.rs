@@ -36,6 +36,17 @@ fn settings(sshd: &Sshd, key: std::path::PathBuf) -> SftpSettings {
     }
 }
 
+/// Sends one slot request as alice through the router; returns the reply XML.
+fn slot_reply(prosody: &Prosody, request: &str) -> String {
+    let out = client::run(
+        prosody,
+        "alice@example.test",
+        "alice-pw",
+        &["iq", "--to", &prosody.component_jid, request],
+    );
+    out["reply"].as_str().unwrap().to_owned()
+}
+
 fn meta(size: u64) -> FileMeta {
     FileMeta {
         real_name: "x".into(),
@@ -276,13 +287,7 @@ fn slots_wait_while_the_file_server_is_down_and_resume_after() {
     // A slot for an hour directory not opened yet needs the server: use a
     // fresh chat-type-less request; the first allocation of the hour lists the server.
     let req = "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='10'/>";
-    let out = client::run(
-        &prosody,
-        "alice@example.test",
-        "alice-pw",
-        &["iq", "--to", &prosody.component_jid, req],
-    );
-    let reply = out["reply"].as_str().unwrap();
+    let reply = slot_reply(&prosody, req);
     assert!(
         reply.contains("type=\"wait\"") && reply.contains("resource-constraint"),
         "{reply}"
@@ -294,13 +299,7 @@ fn slots_wait_while_the_file_server_is_down_and_resume_after() {
     sshd.restart();
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
-        let out = client::run(
-            &prosody,
-            "alice@example.test",
-            "alice-pw",
-            &["iq", "--to", &prosody.component_jid, req],
-        );
-        if out["reply"].as_str().unwrap().contains("type=\"result\"") {
+        if slot_reply(&prosody, req).contains("type=\"result\"") {
             break;
         }
         assert!(
@@ -452,13 +451,7 @@ fn slots_are_refused_while_the_file_server_is_nearly_full() {
         mftd.log()
     );
     let req = "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='10'/>";
-    let out = client::run(
-        &prosody,
-        "alice@example.test",
-        "alice-pw",
-        &["iq", "--to", &prosody.component_jid, req],
-    );
-    let reply = out["reply"].as_str().unwrap();
+    let reply = slot_reply(&prosody, req);
     assert!(
         reply.contains("type=\"wait\"")
             && reply.contains("resource-constraint")
