@@ -15,16 +15,20 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
-/// Parses `100 MiB`, `1.5GB`, `4096`, `0`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
+/// Splits `1.5 GiB` into (1.5, " GiB"); `None` when it does not start with a number.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (write e.g. 100 MiB, 4 GB or 1048576)"))?;
+    Some((num.parse().ok()?, unit))
+}
+
+/// Parses `100 MiB`, `1.5GB`, `4096`, `0`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("{s:?} is not a size (write e.g. 100 MiB, 4 GB or 1048576)"))?;
     let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -47,13 +51,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses `300s`, `5m`, `1h`, `250ms`, `2d`, `30`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (write e.g. 300s, 5m, 1h)"))?;
+    let (num, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (write e.g. 300s, 5m, 1h)"))?;
     let secs = match unit.trim() {
         "" | "s" => num,
         "ms" => num / 1000.0,
