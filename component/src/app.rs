@@ -17,8 +17,10 @@ use tokio::sync::watch;
 
 use crate::component::{self, LinkSettings};
 use crate::config::{Settings, StoreKind};
+use crate::rate::SlotRateLimiter;
 use crate::service::UploadService;
 use crate::space::SpaceGuard;
+use mft_storage::quota::Quotas;
 
 /// Opens the configured store.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -42,6 +44,37 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     }
 }
 
+/// How many days back start-up recovery looks for leftovers of a crash.
+const RECOVERY_DAYS: u64 = 2;
+
+/// Descriptors kept for everything that is not an HTTP connection: the
+/// router link, file server sessions, database connections, files.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// Raises the open-file limit to what the system allows and returns how
+/// many HTTP connections fit under it, at most `configured`.
+fn connection_budget(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return configured;
+        }
+    };
+    let fits =
+        usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX);
+    if fits < configured {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = fits,
+            configured,
+            "http.max_connections lowered to fit the open-file limit (raise LimitNOFILE to allow more)"
+        );
+        return fits;
+    }
+    configured
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -62,7 +95,7 @@ pub async fn stop_signal() {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let cfg = &settings.config;
     let store = open_store(&settings)?;
-    let store = store.with_send_timeout(cfg.http.body_idle_timeout.0);
+    let max_connections = connection_budget(cfg.http.max_connections);
     let signer = SlotSigner::new(settings.token_key.expose().as_bytes());
     let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
         (Some(cert), Some(key)) => Some(mft_upload_http::tls::acceptor(cert, key)?),
@@ -85,6 +118,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
+    // Before any upload can start: clean what a crash left behind.
+    match mft_storage::reconcile::recover(
+        &store,
+        log.as_ref(),
+        Some(mft_storage::reconcile::date_days_ago(RECOVERY_DAYS)),
+    )
+    .await
+    {
+        Ok(done) if done != Default::default() => {
+            tracing::warn!(?done, "recovered from an interrupted run")
+        }
+        Ok(_) => tracing::debug!("start-up recovery: nothing to clean"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
+        ),
+    }
     let listener = TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("while binding http.listen = {}", cfg.http.listen))?;
@@ -96,18 +146,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         node = %cfg.node.name,
         "HTTP: listening"
     );
-    let http_app = Arc::new(App {
-        signer: signer.clone(),
-        store: store.clone(),
-        settings: HttpSettings {
+    let quotas = Quotas {
+        per_user: cfg.quotas.per_user_daily.map_or(0, |b| b.0),
+        global: cfg.quotas.global_daily.map_or(0, |b| b.0),
+    };
+    let http_app = Arc::new(App::new(
+        signer.clone(),
+        store.clone(),
+        HttpSettings {
             base_path: settings.base_path.clone(),
             body_idle_timeout: cfg.http.body_idle_timeout.0,
+            header_timeout: cfg.http.header_timeout.0,
+            first_byte_timeout: cfg.http.first_byte_timeout.0,
             shutdown_grace: cfg.http.shutdown_grace.0,
-            ..HttpSettings::default()
+            max_connections,
+            max_transfers: cfg.http.max_transfers,
+            min_rate: cfg.http.min_rate.0,
+            rate_grace: cfg.http.rate_grace.0,
+            quotas,
         },
-        log: log.clone(),
-        node: cfg.node.name.clone(),
-    });
+        log.clone(),
+        cfg.node.name.clone(),
+    ));
     let space = SpaceGuard::default();
     let service = Arc::new(UploadService {
         signer,
@@ -118,10 +178,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         allowed_domains: settings.allowed_domains.clone(),
         space: space.clone(),
         log,
-        quotas: (
-            cfg.quotas.per_user_daily.map_or(0, |b| b.0),
-            cfg.quotas.global_daily.map_or(0, |b| b.0),
-        ),
+        quotas,
+        slot_rate: SlotRateLimiter::new(cfg.limits.slots_per_minute, cfg.limits.slot_burst),
         chat: cfg.chat.clone(),
     });
     let link = LinkSettings {

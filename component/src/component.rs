@@ -102,7 +102,8 @@ async fn serve_once(
                 Ok(Inbound::Stanza(stanza)) => {
                     last_heard = Instant::now();
                     if stanza.name == "error" {
-                        break Err(LinkError::Refused(link::stream_error_text(&stanza)));
+                        // The router's own words: what it objected to.
+                        break Err(LinkError::StreamError(link::stream_error_text(&stanza)));
                     }
                     let service = service.clone();
                     let tx = tx.clone();

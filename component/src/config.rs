@@ -130,13 +130,34 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
-    /// The key that signs slot tokens (at least 16 bytes).
+    /// The key that signs slot tokens (at least 16 characters).
     pub token_key: Option<Secret>,
     /// A file holding the token key.
     pub token_key_file: Option<PathBuf>,
-    /// How long a client may stay silent in the middle of a body.
+    /// How long a connection may make no progress at all: a client silent
+    /// in the middle of a body, or one that stopped reading a download.
     #[serde(default = "default_body_idle")]
     pub body_idle_timeout: HumanDuration,
+    /// How long a new connection may take to send its first byte.
+    #[serde(default = "default_first_byte")]
+    pub first_byte_timeout: HumanDuration,
+    /// How long a client may take to send a request's headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// Connections open at once; more wait in the listen backlog. Capped by
+    /// the process's open-file limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Uploads and downloads in flight at once; more are answered `503`.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
+    /// The slowest a body or a download may move, per second, once
+    /// `rate_grace` has passed (`0` turns the floor off).
+    #[serde(default = "default_min_rate")]
+    pub min_rate: ByteSize,
+    /// How long a transfer runs before `min_rate` applies.
+    #[serde(default = "default_rate_grace")]
+    pub rate_grace: HumanDuration,
     /// How long transfers in flight may continue after a stop signal.
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
@@ -223,6 +244,12 @@ pub struct LimitsConfig {
     /// parent domain only.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// Slot requests one user may make per minute on average (`0`: no limit).
+    #[serde(default = "default_slots_per_minute")]
+    pub slots_per_minute: u32,
+    /// Slot requests one user may make at once.
+    #[serde(default = "default_slot_burst")]
+    pub slot_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -231,10 +258,36 @@ impl Default for LimitsConfig {
             max_file_size: default_max_file_size(),
             slot_ttl: default_slot_ttl(),
             allowed_domains: Vec::new(),
+            slots_per_minute: default_slots_per_minute(),
+            slot_burst: default_slot_burst(),
         }
     }
 }
 
+fn default_first_byte() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_transfers() -> usize {
+    512
+}
+fn default_min_rate() -> ByteSize {
+    ByteSize(1024)
+}
+fn default_rate_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
+}
+fn default_slots_per_minute() -> u32 {
+    60
+}
+fn default_slot_burst() -> u32 {
+    30
+}
 fn default_ssh_port() -> u16 {
     22
 }
@@ -384,7 +437,7 @@ impl Settings {
             &config.http.token_key_file,
             "http.token_key",
         )?;
-        if token_key.expose().len() < 16 {
+        if token_key.expose().chars().count() < 16 {
             return Err(invalid(
                 "http.token_key",
                 "must be at least 16 characters; generate one with `openssl rand -hex 32`",

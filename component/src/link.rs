@@ -42,6 +42,9 @@ pub enum LinkError {
     /// The peer closed the stream or the socket.
     #[error("router closed the stream")]
     Closed,
+    /// The router ended an established stream with a `<stream:error/>`.
+    #[error("router closed the stream with a stream error: {0}")]
+    StreamError(String),
     /// Nothing came back for a ping within the deadline.
     #[error("router stopped answering (no traffic for {0:?})")]
     Silent(Duration),
@@ -55,7 +58,14 @@ pub struct StanzaReader<R> {
     reader: NsReader<BufReader<R>>,
     buf: Vec<u8>,
     stack: Vec<Element>,
+    /// Depth of the subtree being skipped below [`MAX_DEPTH`].
+    skipping: usize,
 }
+
+/// Elements nested deeper than this (the stream counts as one) are dropped
+/// from the stanza: nothing we answer needs them, and a bounded tree keeps
+/// every recursive walk (serialising, dropping) far from the stack's limit.
+pub const MAX_DEPTH: usize = 32;
 
 /// What the router sent next.
 #[derive(Debug)]
@@ -74,6 +84,7 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
             reader,
             buf: Vec::new(),
             stack: Vec::new(),
+            skipping: 0,
         }
     }
 
@@ -87,13 +98,28 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
                 .await
                 .map_err(|e| LinkError::Stream(e.to_string()))?;
             let ns = match ns {
-                ResolveResult::Bound(ns) => Ok(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+                ResolveResult::Bound(ns) => Ok(namespace_uri(ns.as_ref())),
                 ResolveResult::Unbound => Ok(String::new()),
                 ResolveResult::Unknown(p) => Err(LinkError::Stream(format!(
                     "unknown namespace prefix {}",
                     String::from_utf8_lossy(&p)
                 ))),
             };
+            if self.skipping > 0 {
+                match event {
+                    Event::Start(_) => self.skipping += 1,
+                    Event::End(_) => self.skipping -= 1,
+                    Event::Eof => return Err(LinkError::Closed),
+                    _ => {}
+                }
+                continue;
+            }
+            if self.stack.len() >= MAX_DEPTH && matches!(event, Event::Start(_) | Event::Empty(_)) {
+                if matches!(event, Event::Start(_)) {
+                    self.skipping = 1;
+                }
+                continue;
+            }
             match event {
                 Event::Start(start)
                     if start.local_name().as_ref() == b"stream" && self.stack.is_empty() =>
@@ -107,11 +133,11 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
                     return Ok(Inbound::Header(id));
                 }
                 Event::Start(start) => {
-                    let el = build_element(ns?, &start)?;
+                    let el = build_element(&self.reader, ns?, &start)?;
                     self.stack.push(el);
                 }
                 Event::Empty(start) => {
-                    let el = build_element(ns?, &start)?;
+                    let el = build_element(&self.reader, ns?, &start)?;
                     if let Some(done) = self.attach(el) {
                         return Ok(Inbound::Stanza(done));
                     }
@@ -127,10 +153,10 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
                 }
                 Event::Text(t) => {
                     if self.stack.len() > 1 {
-                        let text = t
-                            .unescape()
-                            .map_err(|e| LinkError::Stream(e.to_string()))?
-                            .into_owned();
+                        let text = match t.unescape() {
+                            Ok(text) => text.into_owned(),
+                            Err(_) => String::from_utf8_lossy(&t).into_owned(),
+                        };
                         self.push_text(text);
                     }
                 }
@@ -162,18 +188,55 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
     }
 }
 
-fn build_element(ns: String, start: &BytesStart<'_>) -> Result<Element, LinkError> {
+/// A namespace URI as declared: quick-xml hands it over still escaped.
+fn namespace_uri(raw: &[u8]) -> String {
+    let raw = String::from_utf8_lossy(raw);
+    match quick_xml::escape::unescape(&raw) {
+        Ok(uri) => uri.into_owned(),
+        Err(_) => raw.into_owned(),
+    }
+}
+
+/// An element from a start tag, with the namespaces of its attributes
+/// resolved; namespace declarations themselves are not kept as attributes,
+/// and a repeated attribute (two prefixes for one namespace) is kept once.
+fn build_element<R>(
+    reader: &NsReader<R>,
+    ns: String,
+    start: &BytesStart<'_>,
+) -> Result<Element, LinkError> {
     let mut el = Element::new(&String::from_utf8_lossy(start.local_name().as_ref()), &ns);
     for attr in start.attributes() {
         let attr = attr.map_err(|e| LinkError::Stream(e.to_string()))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        if key == "xmlns" || key.starts_with("xmlns:") {
+        let (resolved, local) = reader.resolve_attribute(attr.key);
+        let attr_ns = match resolved {
+            ResolveResult::Bound(n) if n.as_ref() == b"http://www.w3.org/2000/xmlns/" => continue,
+            ResolveResult::Bound(n) => namespace_uri(n.as_ref()),
+            ResolveResult::Unbound => String::new(),
+            ResolveResult::Unknown(p) if p.as_slice() == b"xmlns" => continue,
+            ResolveResult::Unknown(p) => {
+                return Err(LinkError::Stream(format!(
+                    "unknown namespace prefix {}",
+                    String::from_utf8_lossy(&p)
+                )))
+            }
+        };
+        let key = attr.key.as_ref();
+        if key == b"xmlns" || key.starts_with(b"xmlns:") {
+            continue;
+        }
+        let name = String::from_utf8_lossy(local.as_ref()).into_owned();
+        if el.attrs.iter().any(|a| a.ns == attr_ns && a.name == name) {
             continue;
         }
         let value = attr
             .unescape_value()
             .map_err(|e| LinkError::Stream(e.to_string()))?;
-        el.attrs.push((key, value.into_owned()));
+        el.attrs.push(crate::xml::Attr {
+            ns: attr_ns,
+            name,
+            value: value.into_owned(),
+        });
     }
     Ok(el)
 }

@@ -79,6 +79,27 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: admin::Format,
     },
+    /// Check that the store and the transfer log agree (exit 1 if not).
+    Verify {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Re-hash this many files against their logged SHA-256.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+        /// Re-hash every file (overrides --sample).
+        #[arg(long)]
+        all: bool,
+        /// Read at most this many MB/s while re-hashing.
+        #[arg(long, default_value_t = 50)]
+        max_rate_mb: u64,
+        /// Move stored files that have no log row to quarantine/.
+        #[arg(long)]
+        quarantine: bool,
+        /// Also write the findings as Prometheus metrics to this file.
+        #[arg(long)]
+        textfile: Option<PathBuf>,
+    },
     /// Remove old files from the store; their log history stays.
     Purge {
         /// The configuration file.
@@ -344,6 +365,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 limit,
             };
             print!("{}", block_on(admin::query(&url, &q, format))?);
+        }
+        Command::Verify {
+            config,
+            sample,
+            all,
+            max_rate_mb,
+            quarantine,
+            textfile,
+        } => {
+            let (settings, url) = database_url(&config)?;
+            let opts = mft_component::verify::VerifyOptions {
+                sample: if all { usize::MAX } else { sample },
+                max_rate: max_rate_mb * 1_000_000,
+                quarantine,
+            };
+            let node = settings.config.node.name.clone();
+            let report = block_on(async {
+                let log = mft_storage::transfer_log::TransferLog::start(
+                    url.clone(),
+                    std::time::Duration::from_secs(10),
+                )
+                .await?;
+                let store = mft_component::app::open_store(&settings)?;
+                mft_component::verify::verify(&store, &log, &node, &opts).await
+            })?;
+            print!("{}", report.render());
+            if let Some(path) = textfile {
+                mft_component::verify::write_textfile(&path, &report.metrics(&node))?;
+            }
+            if !report.is_clean() {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::Purge {
             config,

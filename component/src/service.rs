@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use mft_storage::quota::{QuotaAnswer, QuotaScope, QuotaVerdict, Quotas};
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 
 use crate::config::ChatConfig;
 use crate::policy::NS_DESTINATION;
+use crate::rate::SlotRateLimiter;
 use mft_upload_http::urls::slot_url;
 use mft_upload_http::{SlotClaims, SlotSigner};
 
@@ -23,6 +25,11 @@ const NS_DATA: &str = "jabber:x:data";
 
 /// How long a client is asked to wait when the file server is down.
 const RETRY_AFTER_UNAVAILABLE: u64 = 30;
+
+/// An XEP-0082 stamp `secs` seconds from now.
+fn stamp_in(secs: u64) -> String {
+    mft_storage::utc::UtcTime::from_unix(mft_storage::utc::unix_now() + secs).xep0082()
+}
 
 /// The upload service behind the component JID.
 pub struct UploadService {
@@ -42,13 +49,38 @@ pub struct UploadService {
     pub space: crate::space::SpaceGuard,
     /// The transfer log, for quotas.
     pub log: Option<TransferLog>,
-    /// Rolling 24-hour quotas in bytes (0 = none): per user, global.
-    pub quotas: (u64, u64),
+    /// Rolling 24-hour quotas.
+    pub quotas: Quotas,
+    /// Slot requests per user.
+    pub slot_rate: SlotRateLimiter,
     /// Destination → chat type rules.
     pub chat: ChatConfig,
 }
 
 impl UploadService {
+    /// A service with the defaults of an empty `[limits]`, no transfer log,
+    /// no quotas and no chat rules; callers adjust the public fields.
+    pub fn new(
+        signer: SlotSigner,
+        store: Store,
+        public_url: &str,
+        allowed_domains: Vec<String>,
+    ) -> UploadService {
+        UploadService {
+            signer,
+            store,
+            public_url: public_url.to_owned(),
+            max_file_size: crate::config::MAX_FILE_SIZE_CAP,
+            slot_ttl: Duration::from_secs(300),
+            allowed_domains,
+            space: crate::space::SpaceGuard::default(),
+            log: None,
+            quotas: Quotas::default(),
+            slot_rate: SlotRateLimiter::new(0, 1),
+            chat: ChatConfig::default(),
+        }
+    }
+
     /// The reply to one inbound stanza, if it needs one.
     pub async fn handle(&self, stanza: &Element) -> Option<Element> {
         if stanza.name != "iq" {
@@ -105,70 +137,73 @@ impl UploadService {
         query
     }
 
-    /// Refuses with `wait` + retry stamp when a rolling quota is used up.
-    async fn check_quotas(
+    /// Counts the slot against the rolling quotas (reserving it until it
+    /// expires); refuses with `wait` + retry stamp, or `not-acceptable` when
+    /// the file could never fit.
+    async fn reserve_quota(
         &self,
         ns: &'static str,
+        resource: &str,
         uploader: &str,
         size: u64,
+        expires: u64,
     ) -> Result<(), StanzaError> {
-        let Some(log) = &self.log else { return Ok(()) };
-        let now = std::time::SystemTime::now();
-        let since = now - crate::policy::QUOTA_WINDOW;
-        let (per_user, global) = self.quotas;
-        for (quota, who) in [(per_user, Some(uploader)), (global, None)] {
-            if quota == 0 {
-                continue;
-            }
-            let uploads = log.uploads_since(who, since).await.map_err(|e| {
+        let Some(log) = self.log.as_ref().filter(|_| !self.quotas.is_unlimited()) else {
+            return Ok(());
+        };
+        let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(expires);
+        let verdict = log
+            .reserve(resource, uploader, size, expires_at, self.quotas)
+            .await
+            .map_err(|e| {
                 tracing::warn!(error = %e, "slot refused: cannot read quotas from the database");
-                let stamp = mft_storage::utc::UtcTime::from_unix(
-                    mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE,
-                );
                 slot::retry_later(
                     ns,
                     "The transfer log is unavailable; try again shortly.",
-                    &stamp.xep0082(),
+                    &stamp_in(RETRY_AFTER_UNAVAILABLE),
                 )
             })?;
-            let scope = if who.is_some() {
-                "your"
-            } else {
-                "the server's"
-            };
-            match crate::policy::check_quota(quota, &uploads, size, now) {
-                crate::policy::QuotaAnswer::Fits => {}
-                crate::policy::QuotaAnswer::Never => {
-                    return Err(StanzaError::new(
-                        "modify",
-                        "not-acceptable",
-                        format!(
-                            "The file is larger than {scope} daily upload quota of {quota} bytes."
-                        ),
-                    ))
-                }
-                crate::policy::QuotaAnswer::RetryAt(at) => {
-                    let secs = at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    let stamp = mft_storage::utc::UtcTime::from_unix(secs).xep0082();
-                    tracing::info!(uploader, size, quota, retry = %stamp, "slot refused: quota");
-                    return Err(slot::retry_later(
-                        ns,
-                        &format!("This upload would exceed {scope} daily quota of {quota} bytes; it fits again at {stamp}."),
-                        &stamp,
-                    ));
-                }
+        let QuotaVerdict::Refused {
+            scope,
+            quota,
+            answer,
+        } = verdict
+        else {
+            return Ok(());
+        };
+        let scope = match scope {
+            QuotaScope::User => "your",
+            QuotaScope::Global => "the server's",
+        };
+        match answer {
+            QuotaAnswer::RetryAt(at) => {
+                let secs = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let stamp = mft_storage::utc::UtcTime::from_unix(secs).xep0082();
+                tracing::info!(uploader, size, quota, retry = %stamp, "slot refused: quota");
+                Err(slot::retry_later(
+                    ns,
+                    &format!("This upload would exceed {scope} daily quota of {quota} bytes; it fits again at {stamp}."),
+                    &stamp,
+                ))
             }
+            _ => Err(StanzaError::new(
+                "modify",
+                "not-acceptable",
+                format!("The file is larger than {scope} daily upload quota of {quota} bytes."),
+            )),
         }
-        Ok(())
     }
 
     async fn slot(&self, iq: &Element) -> Element {
         match self.grant(iq).await {
             Ok(slot) => iq_result(iq, Some(slot)),
-            Err(e) => e.reply_to(iq),
+            Err(e) => match find_request(iq) {
+                Some((_, request)) => e.reply_echoing(iq, request),
+                None => e.reply_to(iq),
+            },
         }
     }
 
@@ -184,6 +219,14 @@ impl UploadService {
                 "Users of your server may not upload files here.",
             ));
         }
+        if let Err(wait) = self.slot_rate.take(&slot::bare_jid(from)) {
+            tracing::info!(from, "slot refused: too many slot requests");
+            return Err(slot::retry_later(
+                ns,
+                "Too many upload requests; slow down.",
+                &stamp_in(wait.as_secs().max(1)),
+            ));
+        }
         let request = parse_request(ns, req)?;
         if request.size > self.max_file_size {
             tracing::info!(
@@ -194,12 +237,7 @@ impl UploadService {
             );
             return Err(slot::too_large(ns, self.max_file_size));
         }
-        let retry_stamp = || {
-            mft_storage::utc::UtcTime::from_unix(
-                mft_storage::utc::unix_now() + RETRY_AFTER_UNAVAILABLE,
-            )
-            .xep0082()
-        };
+        let retry_stamp = || stamp_in(RETRY_AFTER_UNAVAILABLE);
         if !self.store.is_available() {
             tracing::warn!(from, "slot refused: file server unavailable");
             return Err(slot::retry_later(
@@ -230,8 +268,6 @@ impl UploadService {
             ));
         }
         let chat = crate::policy::chat_type(&self.chat, &destination);
-        self.check_quotas(ns, &slot::bare_jid(from), request.size)
-            .await?;
         let loc = self.store.allocate(chat).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
             slot::retry_later(
@@ -240,6 +276,15 @@ impl UploadService {
                 &retry_stamp(),
             )
         })?;
+        let expires = mft_storage::utc::unix_now() + self.slot_ttl.as_secs();
+        self.reserve_quota(
+            ns,
+            loc.resource(),
+            &slot::bare_jid(from),
+            request.size,
+            expires,
+        )
+        .await?;
         let claims = SlotClaims {
             resource: loc.resource().to_owned(),
             filename: request.filename.clone(),
@@ -247,7 +292,7 @@ impl UploadService {
             content_type: request.content_type.clone(),
             uploader: from.to_owned(),
             to: destination,
-            expires: mft_storage::utc::unix_now() + self.slot_ttl.as_secs(),
+            expires,
         };
         let token = self.signer.sign(&claims);
         let url = slot_url(&self.public_url, loc.resource(), &request.filename);
@@ -277,7 +322,8 @@ mod tests {
             allowed_domains: vec!["example.test".into()],
             space: crate::space::SpaceGuard::default(),
             log: None,
-            quotas: (0, 0),
+            quotas: Quotas::default(),
+            slot_rate: SlotRateLimiter::new(0, 1),
             chat: ChatConfig::default(),
         }
     }

@@ -2,6 +2,7 @@
 //! checking them against policy, and building slot results or the exact
 //! errors the XEP prescribes.
 
+use mft_upload_http::media_type;
 use mft_upload_http::urls::sanitize_filename;
 
 use crate::stanza::StanzaError;
@@ -41,21 +42,6 @@ fn bad_request(text: &str) -> StanzaError {
     StanzaError::new("modify", "bad-request", text)
 }
 
-/// A plausible media type: `type/subtype` of token characters, parameters allowed.
-fn valid_content_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-    };
-    ct.len() <= 255
-        && !ct.chars().any(|c| c.is_control())
-        && essence
-            .split_once('/')
-            .is_some_and(|(t, s)| token(t) && token(s))
-}
-
 /// Reads a `<request/>` in namespace `ns`.
 pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, StanzaError> {
     let field = |name: &str| -> Option<String> {
@@ -69,14 +55,15 @@ pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, Sta
     let filename = sanitize_filename(&raw_name)
         .ok_or_else(|| bad_request("The filename is missing or empty."))?;
     let size = field("size")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|n| *n > 0)
+        .as_deref()
+        .and_then(parse_size)
         .ok_or_else(|| bad_request("The size must be a positive number of bytes."))?;
     let content_type = match field("content-type").map(|c| c.trim().to_owned()) {
         None => None,
         Some(c) if c.is_empty() => None,
-        Some(c) if valid_content_type(&c) => Some(c),
-        Some(_) => return Err(bad_request("The content-type is not a valid media type.")),
+        Some(c) => Some(media_type::canonical(&c).ok_or_else(|| {
+            bad_request("The content-type must be one media type, such as image/jpeg.")
+        })?),
     };
     Ok(SlotRequest {
         ns,
@@ -86,13 +73,22 @@ pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, Sta
     })
 }
 
-/// The `file-too-large` error carrying the limit.
+/// A positive size in bytes. A number too large for 64 bits is still a
+/// size (`u64::MAX`), so it is refused as too large, not as malformed.
+fn parse_size(raw: &str) -> Option<u64> {
+    let digits = raw.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let size = digits.parse::<u64>().unwrap_or(u64::MAX);
+    (size > 0).then_some(size)
+}
+
+/// The `file-too-large` error carrying the limit. Every namespace gets
+/// `<max-file-size>`: it is what v0.2 and later clients read (only v0.1,
+/// which no client speaks any more, said `<max-size>`).
 pub fn too_large(ns: &'static str, max: u64) -> StanzaError {
-    let limit_name = if ns == NS_UPLOAD {
-        "max-file-size"
-    } else {
-        "max-size"
-    };
+    let limit_name = "max-file-size";
     StanzaError {
         kind: "modify",
         condition: "not-acceptable",
@@ -208,6 +204,10 @@ mod tests {
             "filename='' size='5'",
             "filename='&#0;' size='5'".replace("&#0;", "\u{1}").as_str(),
             "filename='a' size='5' content-type='not a type'",
+            "filename='a' size='5' content-type='text/plain;,text/html'",
+            "filename='a' size='5' content-type='text/plain, text/html'",
+            "filename='a' size='+5'",
+            "filename='a' size='5.0'",
         ] {
             let iq = stanza(&format!(
                 "<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' {attrs}/></iq>"
@@ -223,6 +223,39 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn sizes_beyond_64_bits_are_too_large_not_malformed() {
+        for size in ["18446744073709551616", "99999999999999999999999999"] {
+            let iq = stanza(&format!(
+                "<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' filename='a' size='{size}'/></iq>"
+            ))
+            .await;
+            let (ns, req) = find_request(&iq).expect("request");
+            assert_eq!(parse_request(ns, req).expect("a size").size, u64::MAX);
+        }
+        let legacy = too_large(NS_UPLOAD_LEGACY, 10)
+            .extra
+            .expect("file-too-large")
+            .to_xml("");
+        assert!(
+            legacy.contains("<max-file-size>10</max-file-size>"),
+            "{legacy}"
+        );
+    }
+
+    #[tokio::test]
+    async fn content_types_are_made_canonical() {
+        let iq = stanza("<iq type='get' id='1'><request xmlns='urn:xmpp:http:upload:0' filename='a' size='5' content-type='Text/Plain; Charset=UTF-8'/></iq>").await;
+        let (ns, req) = find_request(&iq).expect("request");
+        assert_eq!(
+            parse_request(ns, req)
+                .expect("valid")
+                .content_type
+                .as_deref(),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+
     #[test]
     fn error_and_slot_shapes_follow_the_xep() {
         let request = Element::new("iq", "jabber:component:accept")
@@ -235,8 +268,9 @@ mod tests {
                     .attr("filename", "a")
                     .attr("size", "9"),
             );
+        let payload = request.elements().next().expect("request").clone();
         let xml = too_large(NS_UPLOAD, 20000)
-            .reply_to(&request)
+            .reply_echoing(&request, &payload)
             .to_xml("jabber:component:accept");
         assert_eq!(
             xml,

@@ -4,6 +4,9 @@
 use crate::link::NS_COMPONENT;
 use crate::xml::Element;
 
+/// The largest payload an error reply repeats back.
+const MAX_ECHO_BYTES: usize = 4096;
+
 /// The namespace of stanza error conditions and texts.
 pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
@@ -55,11 +58,24 @@ impl StanzaError {
         }
     }
 
-    /// The error reply to `request`, echoing its payload.
+    /// The error reply to `request`, without echoing its payload (RFC 6120
+    /// §8.3.1 makes the echo optional, and an arbitrary payload is not ours
+    /// to repeat).
     pub fn reply_to(&self, request: &Element) -> Element {
+        self.reply(request, None)
+    }
+
+    /// The error reply to `request`, echoing `payload` (a request we
+    /// understood, as XEP-0363's examples do) when it is small.
+    pub fn reply_echoing(&self, request: &Element, payload: &Element) -> Element {
+        let small = payload.to_xml("").len() <= MAX_ECHO_BYTES;
+        self.reply(request, small.then_some(payload))
+    }
+
+    fn reply(&self, request: &Element, echo: Option<&Element>) -> Element {
         let mut iq = reply_shell(request, "error");
-        for child in request.elements() {
-            iq = iq.child(child.clone());
+        if let Some(payload) = echo {
+            iq = iq.child(payload.clone());
         }
         let mut error = Element::new("error", NS_COMPONENT)
             .attr("type", self.kind)

@@ -71,11 +71,18 @@ impl DbError {
 }
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "transfer log",
-    include_str!("../migrations/0001_transfer_log.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "transfer log",
+        include_str!("../migrations/0001_transfer_log.sql"),
+    ),
+    (
+        2,
+        "slot reservations",
+        include_str!("../migrations/0002_slot_reservations.sql"),
+    ),
+];
 
 /// Connects with a timeout and drives the connection on a task: over TLS
 /// (rustls) when the connection string says `sslmode=require`, in clear

@@ -7,6 +7,8 @@
 //! - [`store`]: the async [`Store`] that streams uploads and downloads through a
 //!   backend on blocking threads with bounded channels, so memory stays flat;
 //! - [`meta`]: the small description stored beside each file;
+//! - [`reconcile`]: the store and the log agree: start-up recovery and inventory;
+//! - [`quota`]: rolling upload quotas counting granted slots too;
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
 //!   `files` table and their migrations.
 //!
@@ -21,6 +23,8 @@ pub mod hostkey;
 pub mod layout;
 pub mod local;
 pub mod meta;
+pub mod quota;
+pub mod reconcile;
 pub mod sftp;
 pub mod store;
 pub mod transfer_log;
@@ -29,4 +33,4 @@ pub mod utc;
 pub use error::StoreError;
 pub use layout::{ChatType, Location};
 pub use meta::FileMeta;
-pub use store::{FileInfo, Store, StoredFile, Upload};
+pub use store::{Download, FileInfo, Store, StoredFile, Upload};

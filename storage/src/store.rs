@@ -1,5 +1,13 @@
 //! The async face of a file server: streaming uploads and downloads through
-//! a blocking [`Backend`] on blocking threads, fed by bounded channels.
+//! a blocking [`Backend`].
+//!
+//! A transfer borrows a blocking thread only while a piece of it is being
+//! written or read, never while it waits for the network: the bytes of an
+//! upload gather in an async buffer and go to the backend one write at a
+//! time (the next piece is received while the previous one is written), and
+//! a download reads one piece ahead and then waits, holding no thread, for
+//! the client to take it. A thousand slow clients therefore cost memory
+//! (bounded per transfer) but never the blocking pool.
 //!
 //! An upload is written to a hidden temporary name in its target directory,
 //! hashed (SHA-256) on the way, fsynced, then published under its final name
@@ -9,23 +17,19 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::backend::{Backend, Session};
+use crate::backend::{Backend, ReadFile, Session, WriteFile};
 use crate::layout::{is_data_file, parse_hour_dir, ChatType, HourCounters, Location};
 use crate::utc::{unix_now, UtcTime};
 use crate::{FileMeta, StoreError};
 
 /// Bytes read from the backend per piece of a download.
 pub const READ_CHUNK: usize = 256 * 1024;
-/// Pieces in flight between the network and a transfer thread; with the
-/// backend's write buffer this bounds an upload's memory to a few MiB.
-const CHANNEL_DEPTH: usize = 4;
 /// The largest description file we read back.
 const MAX_META_BYTES: u64 = 64 * 1024;
 
@@ -34,7 +38,6 @@ const MAX_META_BYTES: u64 = 64 * 1024;
 pub struct Store {
     backend: Arc<dyn Backend>,
     counters: Arc<Mutex<HourCounters>>,
-    send_timeout: Duration,
 }
 
 /// What [`Store::stat`] knows about a stored file.
@@ -55,48 +58,246 @@ pub struct StoredFile {
     pub meta: FileMeta,
 }
 
-enum Piece {
-    Data(Bytes),
-    Finish,
+/// The open temporary file of an upload and what has been hashed so far.
+struct Writer {
+    session: Box<dyn Session>,
+    file: Box<dyn WriteFile>,
+    hasher: Sha256,
 }
+
+type WriteResult = (Writer, Vec<u8>, Result<(), StoreError>);
 
 /// An upload in progress; dropping it without [`finish`](Upload::finish)
 /// abandons it and removes the partial file.
 pub struct Upload {
-    tx: mpsc::Sender<Piece>,
-    worker: JoinHandle<Result<StoredFile, StoreError>>,
+    backend: Arc<dyn Backend>,
+    loc: Location,
+    temp: String,
+    meta: FileMeta,
+    got: u64,
+    write_size: usize,
+    /// Bytes gathered for the next write.
+    buf: Vec<u8>,
+    /// The writer, when no write is in flight.
+    writer: Option<Writer>,
+    /// The write in flight, which hands the writer back.
+    pending: Option<JoinHandle<WriteResult>>,
+    done: bool,
 }
 
 impl Upload {
-    /// Hands the next piece of the body to the store; waits when the file
-    /// server is slower than the client (backpressure).
+    /// Hands the next piece of the body to the store; waits while the file
+    /// server is slower than the client (backpressure), never longer.
     pub async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
-        if self.tx.send(Piece::Data(data)).await.is_err() {
-            // The worker stopped early; its result says why.
-            return Err(self.worker_error().await);
+        self.got += data.len() as u64;
+        if self.got > self.meta.size {
+            return Err(StoreError::LongBody {
+                expected: self.meta.size,
+            });
+        }
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let take = rest.len().min(self.write_size - self.buf.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() == self.write_size {
+                self.flush().await?;
+            }
         }
         Ok(())
     }
 
-    async fn worker_error(&mut self) -> StoreError {
-        match (&mut self.worker).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(_)) => StoreError::Aborted,
-            Err(join) => StoreError::io("upload worker", std::io::Error::other(join)),
+    /// Waits for the write in flight and takes the writer back.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        if let Some(pending) = self.pending.take() {
+            let (writer, spare, result) = pending.await.map_err(join_error)?;
+            self.writer = Some(writer);
+            if self.buf.capacity() == 0 {
+                self.buf = spare;
+            }
+            result?;
         }
+        Ok(())
+    }
+
+    /// Starts writing the gathered bytes on a blocking thread; the next piece
+    /// is gathered while this one is written.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.settle().await?;
+        let Some(mut writer) = self.writer.take() else {
+            return Err(StoreError::Aborted);
+        };
+        let mut chunk = std::mem::take(&mut self.buf);
+        let temp = self.temp.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            writer.hasher.update(&chunk);
+            let result = writer
+                .file
+                .write_all(&chunk)
+                .map_err(|e| StoreError::io(format!("writing {temp}"), e));
+            chunk.clear();
+            (writer, chunk, result)
+        }));
+        Ok(())
     }
 
     /// Declares the body complete: checks the length, makes the file durable
     /// and publishes it. Returns only once the file is under its final name.
     pub async fn finish(mut self) -> Result<StoredFile, StoreError> {
-        if self.tx.send(Piece::Finish).await.is_err() {
-            return Err(self.worker_error().await);
+        self.settle().await?;
+        if self.got < self.meta.size {
+            return Err(StoreError::ShortBody {
+                expected: self.meta.size,
+                got: self.got,
+            });
         }
-        match self.worker.await {
-            Ok(result) => result,
-            Err(join) => Err(StoreError::io("upload worker", std::io::Error::other(join))),
+        let Some(writer) = self.writer.take() else {
+            return Err(StoreError::Aborted);
+        };
+        let rest = std::mem::take(&mut self.buf);
+        let (loc, temp, meta) = (self.loc.clone(), self.temp.clone(), self.meta.clone());
+        let result =
+            tokio::task::spawn_blocking(move || finish_upload(writer, rest, &loc, &temp, meta))
+                .await
+                .map_err(join_error)?;
+        // Success or not, the temporary name is gone (published or removed).
+        self.done = true;
+        result
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Abandoned: remove the temporary file once any write in flight ends.
+        let (backend, temp) = (self.backend.clone(), self.temp.clone());
+        let writer = self.writer.take();
+        let pending = self.pending.take();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            let writer = match pending {
+                Some(p) => p.await.ok().map(|(w, _, _)| w),
+                None => writer,
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut session = match writer {
+                    Some(w) => {
+                        drop(w.file);
+                        w.session
+                    }
+                    None => match backend.session() {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                };
+                let _ = session.remove(&temp);
+            })
+            .await;
+        });
+    }
+}
+
+fn join_error(join: tokio::task::JoinError) -> StoreError {
+    StoreError::io("storage worker", std::io::Error::other(join))
+}
+
+/// A download in progress: one piece read ahead on a blocking thread, then
+/// nothing held but the open file until the client takes that piece.
+pub struct Download {
+    reader: Option<(Box<dyn Session>, Box<dyn ReadFile>)>,
+    pending: Option<JoinHandle<ReadResult>>,
+    path: String,
+    left: u64,
+}
+
+type ReadResult = (
+    Box<dyn Session>,
+    Box<dyn ReadFile>,
+    Result<Bytes, StoreError>,
+);
+
+impl Download {
+    /// Bytes not yet handed out.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    fn read_ahead(&mut self) {
+        if self.left == 0 || self.pending.is_some() {
+            return;
+        }
+        let Some((session, mut file)) = self.reader.take() else {
+            return;
+        };
+        let want = usize::try_from(self.left.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+        let path = self.path.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let result = read_exact(file.as_mut(), want, &path);
+            (session, file, result)
+        }));
+    }
+
+    /// The next piece of the file; `None` after the last.
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, StoreError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.read_ahead();
+        let Some(pending) = self.pending.as_mut() else {
+            return Poll::Ready(Some(Err(StoreError::Aborted)));
+        };
+        match std::pin::Pin::new(pending).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(join)) => {
+                self.pending = None;
+                self.left = 0;
+                Poll::Ready(Some(Err(join_error(join))))
+            }
+            Poll::Ready(Ok((session, file, result))) => {
+                self.pending = None;
+                match result {
+                    Ok(bytes) => {
+                        self.left -= bytes.len() as u64;
+                        self.reader = Some((session, file));
+                        // Start the next read while this piece goes out.
+                        self.read_ahead();
+                        Poll::Ready(Some(Ok(bytes)))
+                    }
+                    Err(e) => {
+                        self.left = 0;
+                        Poll::Ready(Some(Err(e)))
+                    }
+                }
+            }
         }
     }
+}
+
+fn read_exact(file: &mut dyn ReadFile, want: usize, path: &str) -> Result<Bytes, StoreError> {
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let n = file
+            .read(&mut buf[filled..])
+            .map_err(|e| StoreError::io(format!("reading {path}"), e))?;
+        if n == 0 {
+            return Err(StoreError::io(
+                format!("reading {path}"),
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
+        }
+        filled += n;
+    }
+    Ok(Bytes::from(buf))
 }
 
 impl Store {
@@ -105,14 +306,7 @@ impl Store {
         Store {
             backend: Arc::new(backend),
             counters: Arc::new(Mutex::new(HourCounters::default())),
-            send_timeout: Duration::from_secs(60),
         }
-    }
-
-    /// How long a download may wait for a client that stopped reading.
-    pub fn with_send_timeout(mut self, timeout: Duration) -> Store {
-        self.send_timeout = timeout;
-        self
     }
 
     /// False while the file server is known to be down: new slots should wait.
@@ -146,13 +340,36 @@ impl Store {
             .ok_or_else(|| StoreError::Unavailable("hour counter did not open".into()))
     }
 
-    /// Starts an upload of exactly `meta.size` bytes to `loc`.
-    pub fn begin_upload(&self, loc: Location, meta: FileMeta) -> Upload {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    /// Starts an upload of exactly `meta.size` bytes to `loc`: opens a
+    /// hidden temporary file in the target directory.
+    pub async fn begin_upload(&self, loc: Location, meta: FileMeta) -> Result<Upload, StoreError> {
         let backend = self.backend.clone();
-        let worker =
-            tokio::task::spawn_blocking(move || upload_worker(backend.as_ref(), &loc, meta, rx));
-        Upload { tx, worker }
+        let temp = temp_name(&loc, "data");
+        let (dir, path) = (loc.dir(), temp.clone());
+        let writer = blocking(move || {
+            let mut session = backend.session()?;
+            session.create_dir_all(&dir)?;
+            let file = session.create_new(&path)?;
+            Ok(Writer {
+                session,
+                file,
+                hasher: Sha256::new(),
+            })
+        })
+        .await?;
+        let write_size = self.backend.write_size();
+        Ok(Upload {
+            backend: self.backend.clone(),
+            loc,
+            temp,
+            meta,
+            got: 0,
+            write_size,
+            buf: Vec::with_capacity(write_size),
+            writer: Some(writer),
+            pending: None,
+            done: false,
+        })
     }
 
     /// Size and description of a stored file.
@@ -168,31 +385,28 @@ impl Store {
         .await
     }
 
-    /// Streams `len` bytes of the file from offset `start`, read ahead in
-    /// [`READ_CHUNK`] pieces on a blocking thread.
-    pub fn read(
-        &self,
-        loc: &Location,
-        start: u64,
-        len: u64,
-    ) -> mpsc::Receiver<Result<Bytes, StoreError>> {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    /// Opens `len` bytes of the file from offset `start` for streaming in
+    /// [`READ_CHUNK`] pieces.
+    pub async fn read(&self, loc: &Location, start: u64, len: u64) -> Result<Download, StoreError> {
         let backend = self.backend.clone();
         let path = loc.path();
-        let handle = tokio::runtime::Handle::current();
-        let send_timeout = self.send_timeout;
-        tokio::task::spawn_blocking(move || {
-            let send = |item| {
-                handle
-                    .block_on(tokio::time::timeout(send_timeout, tx.send(item)))
-                    .map(|sent| sent.is_ok())
-                    .unwrap_or(false)
-            };
-            if let Err(e) = read_worker(backend.as_ref(), &path, start, len, &send) {
-                send(Err(e));
+        let opened = path.clone();
+        let (session, file) = blocking(move || {
+            let mut session = backend.session()?;
+            let (mut file, _) = session.open(&opened)?;
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|e| StoreError::io(format!("seeking in {opened}"), e))?;
             }
-        });
-        rx
+            Ok((session, file))
+        })
+        .await?;
+        Ok(Download {
+            reader: Some((session, file)),
+            pending: None,
+            path,
+            left: len,
+        })
     }
 
     /// Removes a stored file and its description.
@@ -203,6 +417,26 @@ impl Store {
             let mut session = backend.session()?;
             let _ = session.remove(&loc.meta_path());
             session.remove(&loc.path())
+        })
+        .await
+    }
+
+    /// Removes one path below the node directory (a leftover temporary file).
+    pub async fn remove_path(&self, path: &str) -> Result<(), StoreError> {
+        let path = path.to_owned();
+        self.with_session(move |session| session.remove(&path))
+            .await
+    }
+
+    /// Runs `f` with one session on a blocking thread.
+    pub async fn with_session<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Session) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || {
+            let mut session = backend.session()?;
+            f(session.as_mut())
         })
         .await
     }
@@ -276,84 +510,48 @@ fn temp_name(loc: &Location, what: &str) -> String {
     format!("{}/.{}.{what}.{salt}.part", loc.dir(), loc.resource())
 }
 
-fn upload_worker(
-    backend: &dyn Backend,
-    loc: &Location,
-    meta: FileMeta,
-    rx: mpsc::Receiver<Piece>,
-) -> Result<StoredFile, StoreError> {
-    let mut session = backend.session()?;
-    session.create_dir_all(&loc.dir())?;
-    let temp = temp_name(loc, "data");
-    let result = write_and_publish(session.as_mut(), loc, &temp, meta, rx, backend.write_size());
-    if result.is_err() {
-        // Best effort: the file server may be the thing that failed.
-        let _ = session.remove(&temp);
-    }
-    result
-}
-
-fn write_and_publish(
-    session: &mut dyn Session,
+/// Writes what is left, makes the file durable, and publishes it: the
+/// description first, then the data under its final name, so a data file
+/// never stands without its description. Any failure removes what was made.
+fn finish_upload(
+    writer: Writer,
+    rest: Vec<u8>,
     loc: &Location,
     temp: &str,
     mut meta: FileMeta,
-    mut rx: mpsc::Receiver<Piece>,
-    write_size: usize,
 ) -> Result<StoredFile, StoreError> {
-    let expected = meta.size;
-    let mut file = session.create_new(temp)?;
-    let mut buf = Vec::with_capacity(write_size);
-    let mut hasher = Sha256::new();
-    let mut got: u64 = 0;
-    let write_err = |e| StoreError::io(format!("writing {temp}"), e);
-    loop {
-        match rx.blocking_recv() {
-            Some(Piece::Data(data)) => {
-                got += data.len() as u64;
-                if got > expected {
-                    return Err(StoreError::LongBody { expected });
-                }
-                hasher.update(&data);
-                // Fill the buffer to exactly write_size and flush, so it never grows.
-                let mut rest = &data[..];
-                while !rest.is_empty() {
-                    let take = rest.len().min(write_size - buf.len());
-                    buf.extend_from_slice(&rest[..take]);
-                    rest = &rest[take..];
-                    if buf.len() == write_size {
-                        file.write_all(&buf).map_err(write_err)?;
-                        buf.clear();
-                    }
-                }
-            }
-            Some(Piece::Finish) => break,
-            None => return Err(StoreError::Aborted),
+    let Writer {
+        mut session,
+        mut file,
+        mut hasher,
+    } = writer;
+    let result = (|| {
+        hasher.update(&rest);
+        file.write_all(&rest)
+            .map_err(|e| StoreError::io(format!("writing {temp}"), e))?;
+        file.sync()?;
+        drop(file);
+        meta.sha256 = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        meta.created = unix_now();
+        write_meta(session.as_mut(), loc, &meta)?;
+        if let Err(e) = session.publish(temp, &loc.path()) {
+            let _ = session.remove(&loc.meta_path());
+            return Err(e);
         }
+        Ok(StoredFile {
+            path: loc.path(),
+            meta,
+        })
+    })();
+    if result.is_err() {
+        // Best effort: the file server may be the thing that failed.
+        let _ = session.remove(temp);
     }
-    if got < expected {
-        return Err(StoreError::ShortBody { expected, got });
-    }
-    file.write_all(&buf).map_err(write_err)?;
-    file.sync()?;
-    drop(file);
-
-    meta.sha256 = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    meta.created = unix_now();
-    session.publish(temp, &loc.path())?;
-    if let Err(e) = write_meta(session, loc, &meta) {
-        // A file without its description would be served wrongly; undo.
-        let _ = session.remove(&loc.path());
-        return Err(e);
-    }
-    Ok(StoredFile {
-        path: loc.path(),
-        meta,
-    })
+    result
 }
 
 fn write_meta(
@@ -381,42 +579,4 @@ fn read_meta(session: &mut dyn Session, loc: &Location) -> Option<FileMeta> {
     let mut bytes = Vec::new();
     file.take(MAX_META_BYTES).read_to_end(&mut bytes).ok()?;
     FileMeta::from_bytes(&bytes)
-}
-
-fn read_worker(
-    backend: &dyn Backend,
-    path: &str,
-    start: u64,
-    len: u64,
-    send: &dyn Fn(Result<Bytes, StoreError>) -> bool,
-) -> Result<(), StoreError> {
-    let mut session = backend.session()?;
-    let (mut file, _) = session.open(path)?;
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| StoreError::io(format!("seeking in {path}"), e))?;
-    }
-    let mut left = len;
-    while left > 0 {
-        let want = usize::try_from(left.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-        let mut buf = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            let n = file
-                .read(&mut buf[filled..])
-                .map_err(|e| StoreError::io(format!("reading {path}"), e))?;
-            if n == 0 {
-                return Err(StoreError::io(
-                    format!("reading {path}"),
-                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                ));
-            }
-            filled += n;
-        }
-        left -= want as u64;
-        if !send(Ok(Bytes::from(buf))) {
-            return Ok(()); // The client went away.
-        }
-    }
-    Ok(())
 }

@@ -16,6 +16,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::db::{self, DbConfig, DbError};
+use crate::quota::{check_quota, QuotaAnswer, QuotaScope, QuotaVerdict, Quotas, QUOTA_WINDOW};
 
 /// Rows committed together at most.
 const MAX_BATCH: usize = 1000;
@@ -119,6 +120,8 @@ pub struct TransferLog {
 struct Reader {
     db: DbConfig,
     client: Mutex<Option<Arc<Client>>>,
+    /// A connection of its own for quota transactions (they need `&mut`).
+    quota: Mutex<Option<Client>>,
 }
 
 impl Reader {
@@ -172,6 +175,7 @@ impl TransferLog {
             reader: Arc::new(Reader {
                 db,
                 client: Mutex::new(None),
+                quota: Mutex::new(None),
             }),
         })
     }
@@ -239,27 +243,61 @@ impl TransferLog {
         Ok(row.map(|r| file_row(&r)))
     }
 
-    /// Sizes and times of uploads since `since`, oldest first, by `uploader`
-    /// (bare JID) or by everyone when `None`.
-    pub async fn uploads_since(
+    /// Checks `size` more bytes from `uploader` against `quotas` and, when
+    /// they fit, reserves them for `resource` until `expires` — all in one
+    /// transaction under advisory locks (per uploader, and service-wide when a
+    /// global quota is set), so concurrent requests on any node are counted
+    /// one after the other. A resource that already holds a reservation fits.
+    pub async fn reserve(
         &self,
-        uploader: Option<&str>,
-        since: SystemTime,
-    ) -> Result<Vec<(SystemTime, i64)>, DbError> {
-        let client = self.reader.client().await?;
-        let rows = match uploader {
-            Some(u) => client
-                .query(
-                    "SELECT created, size FROM files WHERE uploader = $1 AND created > $2 ORDER BY created",
-                    &[&u, &since],
-                )
-                .await,
-            None => client
-                .query("SELECT created, size FROM files WHERE created > $1 ORDER BY created", &[&since])
-                .await,
+        resource: &str,
+        uploader: &str,
+        size: u64,
+        expires: SystemTime,
+        quotas: Quotas,
+    ) -> Result<QuotaVerdict, DbError> {
+        let mut guard = self.reader.quota.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(db::connect(&self.reader.db, CONNECT_TIMEOUT).await?);
         }
-        .map_err(|e| DbError::query("summing uploads for the quota", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let Some(client) = guard.as_mut() else {
+            return Err(DbError::Unavailable("no quota connection".into()));
+        };
+        let result = reserve_in(client, resource, uploader, size, expires, quotas).await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Which of `resources` have a `files` row (live or purged).
+    pub async fn known_resources(
+        &self,
+        resources: &[String],
+    ) -> Result<std::collections::HashSet<String>, DbError> {
+        let client = self.reader.client().await?;
+        let rows = client
+            .query(
+                "SELECT resource FROM files WHERE resource = ANY($1)",
+                &[&resources],
+            )
+            .await
+            .map_err(|e| DbError::query("looking up files", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The live `files` rows of `node`, oldest first.
+    pub async fn live_files(&self, node: &str) -> Result<Vec<FileRow>, DbError> {
+        let client = self.reader.client().await?;
+        let rows = client
+            .query(
+                "SELECT resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
+                 real_filename, created, deleted FROM files WHERE node = $1 AND deleted IS NULL ORDER BY created",
+                &[&node],
+            )
+            .await
+            .map_err(|e| DbError::query("listing live files", e))?;
+        Ok(rows.iter().map(file_row).collect())
     }
 
     /// Live files created before `before`, optionally of one chat type.
@@ -298,6 +336,88 @@ impl TransferLog {
     pub async fn read_client(&self) -> Result<Arc<Client>, DbError> {
         self.reader.client().await
     }
+}
+
+const QUOTA_LOCK_GLOBAL: i64 = 7_314_602;
+
+async fn reserve_in(
+    client: &mut Client,
+    resource: &str,
+    uploader: &str,
+    size: u64,
+    expires: SystemTime,
+    quotas: Quotas,
+) -> Result<QuotaVerdict, DbError> {
+    let q = |what: &'static str| move |e| DbError::query(what, e);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(q("starting a quota check"))?;
+    if quotas.global > 0 {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUOTA_LOCK_GLOBAL])
+            .await
+            .map_err(q("locking the global quota"))?;
+    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(7314603, hashtext($1))",
+        &[&uploader],
+    )
+    .await
+    .map_err(q("locking the user's quota"))?;
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM slot_reservations WHERE resource = $1",
+            &[&resource],
+        )
+        .await
+        .map_err(q("reading a reservation"))?
+        .is_some();
+    if held {
+        return Ok(QuotaVerdict::Fits);
+    }
+    let now = SystemTime::now();
+    let since = now - QUOTA_WINDOW;
+    // Logged uploads in the window, then live reservations as if used now.
+    let usage_sql = "SELECT created, size FROM files WHERE ($1::text IS NULL OR uploader = $1) AND created > $2 \
+         UNION ALL SELECT now(), size FROM slot_reservations \
+         WHERE ($1::text IS NULL OR uploader = $1) AND expires > now() \
+         AND resource NOT IN (SELECT resource FROM files) ORDER BY 1";
+    for (quota, scope, who) in [
+        (quotas.per_user, QuotaScope::User, Some(uploader)),
+        (quotas.global, QuotaScope::Global, None),
+    ] {
+        if quota == 0 {
+            continue;
+        }
+        let rows = tx
+            .query(usage_sql, &[&who, &since])
+            .await
+            .map_err(q("summing uploads for the quota"))?;
+        let usage: Vec<(SystemTime, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let answer = check_quota(quota, &usage, size, now);
+        if answer != QuotaAnswer::Fits {
+            return Ok(QuotaVerdict::Refused {
+                scope,
+                quota,
+                answer,
+            });
+        }
+    }
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM slot_reservations WHERE expires < now() - interval '1 hour'",
+        &[],
+    )
+    .await
+    .map_err(q("sweeping expired reservations"))?;
+    tx.execute(
+        "INSERT INTO slot_reservations (resource, uploader, size, expires) VALUES ($1, $2, $3, $4)",
+        &[&fit(resource, 511), &fit(uploader, 3071), &size, &expires],
+    )
+    .await
+    .map_err(q("reserving quota for a slot"))?;
+    tx.commit().await.map_err(q("committing a reservation"))?;
+    Ok(QuotaVerdict::Fits)
 }
 
 fn file_row(r: &tokio_postgres::Row) -> FileRow {
@@ -557,6 +677,20 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
     if n_files > 0 {
         let sql = multi_insert("files", FILE_COLUMNS, 12, n_files);
         execute_params(&tx, &sql, &file_rows, "recording files").await?;
+        // A used slot no longer needs its reservation: the file counts now.
+        let used: Vec<String> = batch
+            .iter()
+            .filter_map(|j| match &j.op {
+                Op::Upload(r) => Some(fit(&r.resource, 511)),
+                _ => None,
+            })
+            .collect();
+        tx.execute(
+            "DELETE FROM slot_reservations WHERE resource = ANY($1)",
+            &[&used],
+        )
+        .await
+        .map_err(|e| DbError::query("releasing slot reservations", e))?;
     }
     if n_log > 0 {
         let sql = multi_insert("aft_log", LOG_COLUMNS, 20, n_log);

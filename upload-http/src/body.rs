@@ -1,13 +1,16 @@
-//! Response bodies: empty, a short text, or a stream of pieces arriving from
-//! a storage thread over a bounded channel.
+//! Response bodies: empty, a short text, or a file streamed from the store
+//! one piece at a time, under the rate floor, holding its transfer permit
+//! until it ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use mft_storage::StoreError;
-use tokio::sync::mpsc;
+use mft_storage::Download;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::conn::RateFloor;
 
 /// The body type of every response.
 pub enum ResponseBody {
@@ -15,24 +18,28 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// File content streamed from storage.
     Stream {
-        /// Pieces from the storage thread.
-        rx: mpsc::Receiver<Result<Bytes, StoreError>>,
-        /// Bytes still to come.
-        left: u64,
+        /// The file being read.
+        download: Download,
         /// Reports the end of a logged download.
         report: Option<crate::audit::DownloadReport>,
+        /// The slowest the client may take the file.
+        floor: RateFloor,
+        /// Bytes handed to hyper so far.
+        sent: u64,
+        /// The transfer's admission, released when the body ends.
+        _permit: OwnedSemaphorePermit,
     },
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let ResponseBody::Stream {
-            left,
+            download,
             report: Some(report),
             ..
         } = self
         {
-            report.finish(*left);
+            report.finish(download.left());
         }
     }
 }
@@ -59,25 +66,36 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ResponseBody::Stream { rx, left, .. } => match rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    *left = left.saturating_sub(data.len() as u64);
-                    Poll::Ready(Some(Ok(Frame::data(data))))
+            ResponseBody::Stream {
+                download,
+                floor,
+                sent,
+                ..
+            } => {
+                if floor.is_below(*sent) {
+                    tracing::info!(sent = *sent, "download stopped: client below http.min_rate");
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client reads below http.min_rate",
+                    ))));
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
-                Poll::Ready(None) if *left > 0 => Poll::Ready(Some(Err(std::io::Error::other(
-                    "storage stopped before the end of the file",
-                )))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+                match download.poll_next(cx) {
+                    Poll::Ready(Some(Ok(data))) => {
+                        *sent += data.len() as u64;
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(data) => data.is_none(),
-            ResponseBody::Stream { left, .. } => *left == 0,
+            ResponseBody::Stream { download, .. } => download.left() == 0,
         }
     }
 
@@ -86,7 +104,7 @@ impl http_body::Body for ResponseBody {
             ResponseBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ResponseBody::Stream { left, .. } => SizeHint::with_exact(*left),
+            ResponseBody::Stream { download, .. } => SizeHint::with_exact(download.left()),
         }
     }
 }

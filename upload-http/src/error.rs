@@ -56,6 +56,15 @@ pub enum HttpError {
     /// The file server or another dependency is down.
     #[error("storage temporarily unavailable, retry later")]
     Unavailable,
+    /// `max_transfers` are in flight: retry shortly.
+    #[error("too many transfers in flight, retry shortly")]
+    Busy,
+    /// The uploader's quota has no room left for this file.
+    #[error("upload quota exceeded: {0}")]
+    Quota(String),
+    /// The transfer fell below the minimum rate (`http.min_rate`).
+    #[error("transfer too slow (below http.min_rate)")]
+    TooSlow,
     /// Anything else on our side.
     #[error("internal error")]
     Internal,
@@ -76,7 +85,9 @@ impl HttpError {
             HttpError::Conflict => StatusCode::CONFLICT,
             HttpError::Gone => StatusCode::GONE,
             HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Unavailable | HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Quota(_) => StatusCode::FORBIDDEN,
+            HttpError::TooSlow => StatusCode::REQUEST_TIMEOUT,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

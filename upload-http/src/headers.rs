@@ -29,43 +29,20 @@ pub fn add_cors(h: &mut HeaderMap) {
     );
 }
 
-/// Media types a browser may show inline; everything else is an attachment.
-fn is_safe_inline(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "image/png"
-            | "image/jpeg"
-            | "image/gif"
-            | "image/webp"
-            | "image/avif"
-            | "video/mp4"
-            | "video/webm"
-            | "audio/mpeg"
-            | "audio/ogg"
-            | "audio/mp4"
-            | "audio/webm"
-            | "audio/aac"
-            | "text/plain"
-    )
-}
-
-/// Headers that keep an uploaded file from running as a page.
+/// Headers that keep an uploaded file from running as a page; `content_type`
+/// is canonical ([`crate::media_type::canonical`]).
 pub fn add_download_security(h: &mut HeaderMap, content_type: &str, filename: &str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; form-action 'none'; sandbox",
+        ),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    let disposition = if is_safe_inline(content_type) {
+    let disposition = if crate::media_type::is_safe_inline(content_type) {
         "inline"
     } else {
         "attachment"
@@ -96,7 +73,7 @@ mod tests {
             .to_str()
             .expect("ascii")
             .starts_with("attachment"));
-        add_download_security(&mut h, "IMAGE/PNG; q=1", "ä b.png");
+        add_download_security(&mut h, "image/png", "ä b.png");
         assert_eq!(
             h[header::CONTENT_DISPOSITION],
             "inline; filename*=UTF-8''%C3%A4%20b.png"

@@ -5,6 +5,8 @@
 //!   sanitising and percent-encoding;
 //! - [`server`]: PUT/GET/HEAD/OPTIONS on hyper 1 (HTTP/1.1 and HTTP/2, TLS via
 //!   rustls), streaming into and out of a [`mft_storage::Store`];
+//! - [`media_type`]: the one canonical media type per file and the inline list;
+//! - [`conn`]: per-connection deadlines and the transfer rate floor;
 //! - [`error`]: the single mapping from failures to HTTP statuses.
 //!
 //! It knows nothing of XMPP.
@@ -12,8 +14,12 @@
 
 mod audit;
 mod body;
+pub mod conn;
 pub mod error;
+mod get;
 mod headers;
+pub mod media_type;
+mod put;
 mod range;
 pub mod server;
 pub mod tls;

@@ -19,7 +19,12 @@ pub enum RangeAnswer {
 
 /// Decides how to answer `range` (the header value) for a file of `size` bytes.
 pub fn answer(range: Option<&str>, size: u64) -> RangeAnswer {
-    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
+    // The range unit is case-insensitive (RFC 9110 §14.1).
+    let Some(spec) = range
+        .map(str::trim)
+        .filter(|r| r.len() >= 6 && r.is_char_boundary(6) && r[..6].eq_ignore_ascii_case("bytes="))
+        .map(|r| &r[6..])
+    else {
         return RangeAnswer::Whole;
     };
     if spec.contains(',') {
@@ -89,6 +94,15 @@ mod tests {
         assert_eq!(answer(Some("bytes=10-"), 10), RangeAnswer::Unsatisfiable);
         assert_eq!(answer(Some("bytes=0-1,3-4"), 10), RangeAnswer::Whole);
         assert_eq!(answer(Some("items=0-1"), 10), RangeAnswer::Whole);
+        assert_eq!(
+            answer(Some("Bytes=0-1"), 10),
+            RangeAnswer::Partial { start: 0, len: 2 }
+        );
+        assert_eq!(
+            answer(Some("BYTES=-2"), 10),
+            RangeAnswer::Partial { start: 8, len: 2 }
+        );
+        assert_eq!(answer(Some("bytés=0-1"), 10), RangeAnswer::Whole);
         assert_eq!(answer(Some("bytes=x-y"), 10), RangeAnswer::Whole);
         assert_eq!(answer(Some("bytes=5-2"), 10), RangeAnswer::Whole);
     }

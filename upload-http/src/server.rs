@@ -1,7 +1,8 @@
-//! The HTTP(S) endpoint: accepts connections, speaks HTTP/1.1 and HTTP/2
-//! (ALPN over TLS, prior knowledge in clear), routes PUT/GET/HEAD/OPTIONS,
-//! and shuts down gracefully: stop accepting, let transfers in flight finish
-//! until a deadline, then drop the rest.
+//! The HTTP(S) endpoint: accepts connections (at most `max_connections` at
+//! once, each under [`crate::conn::Deadlines`]), speaks HTTP/1.1 and HTTP/2
+//! (ALPN over TLS, prior knowledge in clear), routes PUT ([`crate::put`]) and
+//! GET/HEAD ([`crate::get`]) and OPTIONS, and shuts down gracefully: stop
+//! accepting, let transfers in flight finish until a deadline, then drop the rest.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,37 +11,50 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use mft_storage::transfer_log::TransferLog;
-use mft_storage::{FileMeta, Location, Store};
+use mft_storage::Store;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::audit;
 use crate::body::ResponseBody;
+use crate::conn::Deadlines;
 use crate::error::HttpError;
-use crate::headers::{add_cors, add_download_security};
-use crate::range::{self, RangeAnswer};
+use crate::headers::add_cors;
 use crate::token::SlotSigner;
-use crate::urls::parse_path;
+use crate::{get, put};
 
 /// Knobs of the HTTP side.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// The path part of the public URL (`/` or e.g. `/upload`).
     pub base_path: String,
-    /// How long a client may send nothing in the middle of a body.
+    /// How long a connection may make no progress in either direction
+    /// (a client silent in the middle of a body, or not reading a download).
     pub body_idle_timeout: Duration,
     /// How long a client may take to send its request headers.
     pub header_timeout: Duration,
+    /// How long a new connection may take to send its first byte.
+    pub first_byte_timeout: Duration,
     /// How long transfers in flight may run on after shutdown was asked.
     pub shutdown_grace: Duration,
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Uploads and downloads in flight at once; more get `503`.
+    pub max_transfers: usize,
+    /// The slowest a body or download may move after `rate_grace`, in
+    /// bytes per second (0: no floor).
+    pub min_rate: u64,
+    /// How long a transfer may run before the rate floor applies.
+    pub rate_grace: Duration,
+    /// The rolling upload quotas a PUT re-checks (needs the transfer log).
+    pub quotas: mft_storage::quota::Quotas,
 }
 
 impl Default for HttpSettings {
@@ -49,7 +63,13 @@ impl Default for HttpSettings {
             base_path: "/".into(),
             body_idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_transfers: 512,
+            min_rate: 1024,
+            rate_grace: Duration::from_secs(20),
+            quotas: mft_storage::quota::Quotas::default(),
         }
     }
 }
@@ -66,9 +86,43 @@ pub struct App {
     pub log: Option<TransferLog>,
     /// This node's name, for the log.
     pub node: String,
+    /// Admission for transfers in flight (`max_transfers` permits).
+    pub transfers: Arc<Semaphore>,
 }
 
-type Resp = Response<ResponseBody>;
+impl App {
+    /// An app with admission sized from `settings`.
+    pub fn new(
+        signer: SlotSigner,
+        store: Store,
+        settings: HttpSettings,
+        log: Option<TransferLog>,
+        node: String,
+    ) -> App {
+        let transfers = Arc::new(Semaphore::new(settings.max_transfers.max(1)));
+        App {
+            signer,
+            store,
+            settings,
+            log,
+            node,
+            transfers,
+        }
+    }
+
+    /// A permit for one more transfer, or `503` when `max_transfers` are in flight.
+    pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, HttpError> {
+        self.transfers.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!(
+                max_transfers = self.settings.max_transfers,
+                "transfer refused: http.max_transfers are in flight"
+            );
+            HttpError::Busy
+        })
+    }
+}
+
+pub(crate) type Resp = Response<ResponseBody>;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then lets requests
 /// in flight finish for up to `shutdown_grace`.
@@ -92,8 +146,34 @@ pub async fn serve(
         .initial_connection_window_size(4 * 1024 * 1024)
         .max_frame_size(256 * 1024);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(app.settings.max_connections.max(1)));
+    let mut at_limit_logged = false;
     tokio::pin!(shutdown);
     loop {
+        // Past the cap, new connections wait in the kernel's backlog rather
+        // than take the descriptors every other part of mftd needs.
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit_logged = false;
+                p
+            }
+            Err(_) => {
+                if !at_limit_logged {
+                    tracing::warn!(
+                        max_connections = app.settings.max_connections,
+                        "HTTP: connection limit reached (http.max_connections); new connections wait until one closes"
+                    );
+                    at_limit_logged = true;
+                }
+                tokio::select! {
+                    p = connections.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -107,6 +187,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = Deadlines::new(
+            tcp,
+            app.settings.first_byte_timeout,
+            app.settings.body_idle_timeout,
+        );
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
@@ -117,7 +202,11 @@ pub async fn serve(
                 let conn = builder
                     .serve_connection(TokioIo::new(tcp), service)
                     .into_owned();
-                tokio::spawn(graceful.watch(conn));
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                    drop(permit);
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -136,6 +225,7 @@ pub async fn serve(
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
+                    drop(permit);
                 });
             }
         }
@@ -162,8 +252,8 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
         let started = Instant::now();
         let method = req.method().clone();
         let result = match method {
-            Method::PUT => put(&app, peer, req).await,
-            Method::GET | Method::HEAD => get(&app, peer, req).await,
+            Method::PUT => put::put(&app, peer, req).await,
+            Method::GET | Method::HEAD => get::get(&app, peer, req).await,
             Method::OPTIONS => Ok(with_status(StatusCode::NO_CONTENT, ResponseBody::empty())),
             _ => Err(HttpError::MethodNotAllowed),
         };
@@ -185,7 +275,7 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
     .await
 }
 
-fn with_status(status: StatusCode, body: ResponseBody) -> Resp {
+pub(crate) fn with_status(status: StatusCode, body: ResponseBody) -> Resp {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp
@@ -202,7 +292,7 @@ fn error_response(e: &HttpError) -> Resp {
         HttpError::MissingToken => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        HttpError::Unavailable => {
+        HttpError::Unavailable | HttpError::Busy => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         }
         HttpError::MethodNotAllowed => {
@@ -221,214 +311,7 @@ fn error_response(e: &HttpError) -> Resp {
     resp
 }
 
-/// The token from `Authorization: Bearer …`, or from `?token=` for old
-/// clients (XEP-0363 v0.2) that cannot send headers.
-fn token_of<B>(req: &Request<B>) -> Option<String> {
-    if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
-        let auth = auth.to_str().ok()?;
-        let (scheme, token) = auth.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
-    }
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_owned)
-}
-
-fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
+/// A header's value as text, if it is text.
+pub(crate) fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-fn same_media_type(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
-}
-
-async fn put(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Result<Resp, HttpError> {
-    let started = Instant::now();
-    let (resource, filename) =
-        parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
-    let token = token_of(&req).ok_or(HttpError::MissingToken)?;
-    let claims = app.signer.verify(&token, mft_storage::utc::unix_now())?;
-    if claims.resource != resource || claims.filename != filename {
-        return Err(HttpError::WrongSlot);
-    }
-    let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
-    let length: u64 = header_str(&req, header::CONTENT_LENGTH)
-        .ok_or(HttpError::LengthRequired)?
-        .trim()
-        .parse()
-        .map_err(|_| HttpError::BadRequest("Content-Length is not a number".into()))?;
-    if length > claims.size {
-        return Err(HttpError::TooLarge {
-            got: length,
-            slot: claims.size,
-        });
-    }
-    if length < claims.size {
-        return Err(HttpError::BadRequest(format!(
-            "Content-Length {length} differs from the slot size {}",
-            claims.size
-        )));
-    }
-    let sent_type = header_str(&req, header::CONTENT_TYPE).map(str::to_owned);
-    let content_type = match (&claims.content_type, &sent_type) {
-        (Some(declared), Some(sent)) if !same_media_type(declared, sent) => {
-            return Err(HttpError::BadRequest(format!(
-                "Content-Type {sent} differs from the declared {declared}"
-            )))
-        }
-        (Some(declared), _) => Some(declared.clone()),
-        (None, sent) => sent.clone(),
-    };
-    if app.log.as_ref().is_some_and(|log| !log.is_available()) {
-        // Refuse before the body arrives: it could not be logged.
-        return Err(HttpError::Unavailable);
-    }
-    let user_agent = header_str(&req, header::USER_AGENT)
-        .unwrap_or("")
-        .to_owned();
-    let meta = FileMeta {
-        real_name: claims.filename.clone(),
-        content_type,
-        size: claims.size,
-        sha256: String::new(),
-        uploader: claims.uploader.clone(),
-        to: claims.to.clone(),
-        created: 0,
-    };
-    let mut upload = app.store.begin_upload(loc.clone(), meta);
-    let mut body = req.into_body();
-    loop {
-        let frame = match tokio::time::timeout(app.settings.body_idle_timeout, body.frame()).await {
-            Err(_) => return Err(HttpError::Timeout),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(HttpError::BadRequest(format!("request body broken: {e}")))
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            upload.write(data).await?;
-        }
-    }
-    let stored = upload.finish().await?;
-    if let Some(log) = &app.log {
-        let record = audit::upload_record(app, &claims, &stored, peer, &user_agent, started);
-        if let Err(e) = log.record_upload(record).await {
-            tracing::error!(error = %e, path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
-            if let Err(e) = app.store.remove(&loc).await {
-                tracing::error!(error = %e, path = %stored.path, "could not remove the unlogged file; remove it by hand");
-            }
-            return Err(HttpError::Unavailable);
-        }
-    }
-    tracing::info!(
-        path = %stored.path,
-        size = stored.meta.size,
-        sha256 = %stored.meta.sha256,
-        uploader = %stored.meta.uploader,
-        "stored upload"
-    );
-    let mut resp = with_status(StatusCode::CREATED, ResponseBody::empty());
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    Ok(resp)
-}
-
-async fn get(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Result<Resp, HttpError> {
-    let started = Instant::now();
-    let (resource, _) =
-        parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
-    let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
-    let row = match &app.log {
-        Some(log) => log.file(resource).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot look up the file in the database");
-            HttpError::Unavailable
-        })?,
-        None => None,
-    };
-    if row.as_ref().is_some_and(|r| r.deleted.is_some()) {
-        return Err(HttpError::Gone);
-    }
-    let info = app.store.stat(&loc).await?;
-    let (status, start, len) = match range::answer(header_str(&req, header::RANGE), info.size) {
-        RangeAnswer::Whole => (StatusCode::OK, 0, info.size),
-        RangeAnswer::Partial { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
-        RangeAnswer::Unsatisfiable => {
-            return Err(HttpError::RangeNotSatisfiable { size: info.size })
-        }
-    };
-    let content_type = info
-        .meta
-        .as_ref()
-        .and_then(|m| m.content_type.clone())
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let filename = info
-        .meta
-        .as_ref()
-        .map_or(resource, |m| m.real_name.as_str());
-    let body = if req.method() == Method::HEAD {
-        ResponseBody::empty()
-    } else {
-        let report = match &app.log {
-            Some(log) => {
-                let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
-                let record = audit::download_record(
-                    app,
-                    &loc,
-                    &info,
-                    row.as_ref(),
-                    peer,
-                    user_agent,
-                    status,
-                    len,
-                );
-                let id = log.record_download(record).await.map_err(|e| {
-                    tracing::warn!(error = %e, "download refused: its log row could not be committed");
-                    HttpError::Unavailable
-                })?;
-                Some(audit::DownloadReport::new(
-                    log.clone(),
-                    id,
-                    started,
-                    i32::from(status.as_u16()),
-                    len,
-                ))
-            }
-            None => None,
-        };
-        ResponseBody::Stream {
-            rx: app.store.read(&loc, start, len),
-            left: len,
-            report,
-        }
-    };
-    let mut resp = with_status(status, body);
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    if status == StatusCode::PARTIAL_CONTENT {
-        let range = format!("bytes {start}-{}/{}", start + len - 1, info.size);
-        if let Ok(v) = HeaderValue::from_str(&range) {
-            h.insert(header::CONTENT_RANGE, v);
-        }
-    }
-    if let Some(sha) = info
-        .meta
-        .as_ref()
-        .map(|m| &m.sha256)
-        .filter(|s| !s.is_empty())
-    {
-        if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
-            h.insert(header::ETAG, v);
-        }
-    }
-    add_download_security(h, &content_type, filename);
-    Ok(resp)
 }

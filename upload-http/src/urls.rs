@@ -15,15 +15,30 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// The longest file name kept, in bytes (typical file-system limit).
 pub const MAX_FILENAME_BYTES: usize = 255;
 
+/// Characters that change how a name is shown without being seen: bidi
+/// embeddings, overrides and isolates (`invoice\u{202E}fdp.exe` shows as
+/// `invoiceexe.pdf`), zero-width and other format characters (Unicode
+/// category Cf), line and paragraph separators, and the interlinear and tag
+/// characters.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}' | '\u{890}'..='\u{891}'
+        | '\u{8E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
 /// Makes a user's file name safe to store in a URL, a log and a
 /// Content-Disposition header: path separators become `_`, control
-/// characters (NUL included) go, names made only of dots become `file`, and
+/// characters (NUL included) and invisible ones ([`is_invisible`]: bidi
+/// overrides, zero-width) go, names made only of dots become `file`, and
 /// over-long names are shortened keeping the extension. `None` when nothing
 /// usable is left.
 pub fn sanitize_filename(raw: &str) -> Option<String> {
     let cleaned: String = raw
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !is_invisible(*c))
         .map(|c| if c == '/' || c == '\\' { '_' } else { c })
         .collect();
     let trimmed = cleaned.trim();
@@ -133,6 +148,16 @@ mod tests {
             Some("abc.txt")
         );
         assert_eq!(sanitize_filename(" \t\0 "), None);
+        // What is shown is what is stored: no bidi override, no zero-width.
+        assert_eq!(
+            sanitize_filename("invoice\u{202E}fdp.exe").as_deref(),
+            Some("invoicefdp.exe")
+        );
+        assert_eq!(
+            sanitize_filename("a\u{200B}\u{2066}b\u{FEFF}.\u{E0041}txt").as_deref(),
+            Some("ab.txt")
+        );
+        assert_eq!(sanitize_filename("\u{202E}\u{200F}"), None);
         assert_eq!(sanitize_filename(""), None);
         let url = slot_url(
             "https://h",

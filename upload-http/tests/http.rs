@@ -34,13 +34,13 @@ async fn server_with(settings: HttpSettings, tls: Option<tokio_rustls::TlsAccept
     let signer = SlotSigner::new(KEY);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Arc::new(App {
-        signer: signer.clone(),
-        store: store.clone(),
+    let app = Arc::new(App::new(
+        signer.clone(),
+        store.clone(),
         settings,
-        log: None,
-        node: "node_1".into(),
-    });
+        None,
+        "node_1".into(),
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, app, tls, async move {
         let _ = stopped.await;
@@ -187,7 +187,7 @@ async fn put_then_get_head_and_ranges() {
     assert_eq!(r.header("content-length"), Some(data.len().to_string()));
     assert_eq!(
         r.header("content-security-policy").as_deref(),
-        Some("default-src 'none'; frame-ancestors 'none'")
+        Some("default-src 'none'; frame-ancestors 'none'; form-action 'none'; sandbox")
     );
     assert_eq!(
         r.header("x-content-type-options").as_deref(),
@@ -536,4 +536,207 @@ async fn https_with_http2_through_curl() {
     .unwrap();
     assert_eq!(got, "200 2");
     assert_eq!(std::fs::read(back).unwrap(), data);
+}
+
+/// A normal upload and download, each within `limit`.
+async fn normal_transfer_works(srv: &Server, limit: Duration) {
+    let slot = srv.slot("ok.bin", 5000, None).await;
+    let body = pattern(5000);
+    let done = tokio::time::timeout(limit, async {
+        let r = put(srv, &slot, &body, "").await;
+        assert_eq!(r.status, 201, "{}", r.head);
+        let r = get(srv, &slot.path, "").await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        r.body
+    })
+    .await
+    .expect("a normal upload and download did not get through");
+    assert_eq!(done, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_and_capped() {
+    let srv = server_with(
+        HttpSettings {
+            first_byte_timeout: Duration::from_millis(800),
+            max_connections: 100,
+            ..HttpSettings::default()
+        },
+        None,
+    )
+    .await;
+    // More silent sockets than the cap: they hold their places only until
+    // the first-byte deadline, then normal clients get in.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(srv.addr).await.unwrap());
+    }
+    normal_transfer_works(&srv, Duration::from_secs(15)).await;
+    // The first ones were closed by the server (EOF), not left open.
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent[0].read(&mut buf))
+        .await
+        .expect("the server never closed a silent socket");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let srv = server_with(
+        HttpSettings {
+            body_idle_timeout: Duration::from_millis(700),
+            ..HttpSettings::default()
+        },
+        None,
+    )
+    .await;
+    let slot = srv.slot("k.bin", 10, None).await;
+    assert_eq!(put(&srv, &slot, &pattern(10), "").await.status, 201);
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", slot.path).as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "keep-alive connection left open");
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_upload_falls_below_the_rate_floor() {
+    let srv = server_with(
+        HttpSettings {
+            min_rate: 1000,
+            rate_grace: Duration::from_secs(1),
+            ..HttpSettings::default()
+        },
+        None,
+    )
+    .await;
+    let slot = srv.slot("slow.bin", 10_000, None).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 10000\r\n\r\n",
+        slot.path, slot.token
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        // One byte every 300 ms keeps the connection "active" forever.
+        for _ in 0..100 {
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(4), trickle).await;
+    let r = read_reply(&mut s).await;
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(all_files(srv.node.path())
+        .iter()
+        .all(|f| Path::new(f).is_dir()));
+}
+
+#[test]
+fn stalled_transfers_do_not_use_up_the_blocking_pool() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let srv = server().await;
+        let big = srv.slot("big.bin", 4 << 20, None).await;
+        assert_eq!(put(&srv, &big, &pattern(4 << 20), "").await.status, 201);
+        let mut held = Vec::new();
+        // Uploads that sent a little and went quiet.
+        for i in 0..20 {
+            let slot = srv.slot(&format!("t{i}.bin"), 1000, None).await;
+            let mut s = TcpStream::connect(srv.addr).await.unwrap();
+            let head = format!(
+                "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\nabc",
+                slot.path, slot.token
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            held.push(s);
+        }
+        // Downloads that never read.
+        for _ in 0..20 {
+            let mut s = TcpStream::connect(srv.addr).await.unwrap();
+            s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", big.path).as_bytes())
+                .await
+                .unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        normal_transfer_works(&srv, Duration::from_secs(15)).await;
+        drop(held);
+    });
+}
+
+#[tokio::test]
+async fn html_in_disguise_is_an_attachment_in_a_sandbox() {
+    let srv = server().await;
+    for (declared, sent) in [
+        (None, "text/plain;,text/html"),
+        (None, "text/html"),
+        (None, "image/svg+xml"),
+    ] {
+        let slot = srv.slot("page.txt", 20, declared).await;
+        let r = put(
+            &srv,
+            &slot,
+            b"<form>phish</form>..",
+            &format!("\r\nContent-Type: {sent}"),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.head);
+        let r = get(&srv, &slot.path, "").await;
+        let disposition = r.header("content-disposition").unwrap();
+        assert!(
+            disposition.starts_with("attachment"),
+            "{sent}: {disposition}"
+        );
+        let ct = r.header("content-type").unwrap();
+        assert!(!ct.contains(','), "{ct}");
+        let csp = r.header("content-security-policy").unwrap();
+        assert!(
+            csp.contains("sandbox") && csp.contains("form-action 'none'"),
+            "{csp}"
+        );
+    }
+    // A plain image stays inline.
+    let slot = srv.slot("p.png", 4, Some("image/png")).await;
+    assert_eq!(
+        put(&srv, &slot, b"\x89PNG", "\r\nContent-Type: image/png")
+            .await
+            .status,
+        201
+    );
+    let r = get(&srv, &slot.path, "").await;
+    assert!(r
+        .header("content-disposition")
+        .unwrap()
+        .starts_with("inline"));
+}
+
+#[tokio::test]
+async fn conditional_and_case_insensitive_range_requests() {
+    let srv = server().await;
+    let slot = srv.slot("c.bin", 100, None).await;
+    assert_eq!(put(&srv, &slot, &pattern(100), "").await.status, 201);
+    let r = get(&srv, &slot.path, "").await;
+    let etag = r.header("etag").expect("etag");
+    let r = get(&srv, &slot.path, &format!("\r\nIf-None-Match: {etag}")).await;
+    assert_eq!(r.status, 304, "{}", r.head);
+    assert!(r.body.is_empty());
+    let r = get(&srv, &slot.path, "\r\nIf-None-Match: \"other\"").await;
+    assert_eq!(r.status, 200);
+    let r = get(&srv, &slot.path, "\r\nRange: Bytes=10-19").await;
+    assert_eq!(r.status, 206, "{}", r.head);
+    assert_eq!(r.body, &pattern(100)[10..20]);
 }

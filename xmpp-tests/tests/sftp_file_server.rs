@@ -158,7 +158,7 @@ async fn a_thousand_and_one_files_in_one_hour_go_to_hh_and_hh_1() {
     let mut dirs = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..1001 {
         let loc = store.allocate_at(ChatType::Im, now).await.unwrap();
-        let mut up = store.begin_upload(loc.clone(), meta(2));
+        let mut up = store.begin_upload(loc.clone(), meta(2)).await.unwrap();
         up.write(Bytes::from_static(b"hi")).await.unwrap();
         up.finish().await.unwrap();
         *dirs.entry(loc.dir()).or_default() += 1;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mft_storage::backend::Backend;
 use mft_storage::local::LocalBackend;
 use mft_storage::sftp::{SftpBackend, SftpSettings};
-use mft_storage::{ChatType, FileMeta, Location, Store, StoreError};
+use mft_storage::{reconcile, ChatType, FileMeta, Location, Store, StoreError};
 use xmpp_tests::sshd::{Sshd, USER};
 
 fn meta(size: u64) -> FileMeta {
@@ -34,7 +34,7 @@ async fn upload(
     body: &[u8],
     size: u64,
 ) -> Result<mft_storage::StoredFile, StoreError> {
-    let mut up = store.begin_upload(loc.clone(), meta(size));
+    let mut up = store.begin_upload(loc.clone(), meta(size)).await?;
     for piece in body.chunks(100_000) {
         up.write(Bytes::copy_from_slice(piece)).await?;
     }
@@ -42,9 +42,9 @@ async fn upload(
 }
 
 async fn read_all(store: &Store, loc: &Location, start: u64, len: u64) -> Vec<u8> {
-    let mut rx = store.read(loc, start, len);
+    let mut download = store.read(loc, start, len).await.unwrap();
     let mut out = Vec::new();
-    while let Some(piece) = rx.recv().await {
+    while let Some(piece) = std::future::poll_fn(|cx| download.poll_next(cx)).await {
         out.extend_from_slice(&piece.unwrap());
     }
     out
@@ -109,7 +109,10 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
         "{err}"
     );
     let dropped = store.allocate(ChatType::Im).await.unwrap();
-    let mut up = store.begin_upload(dropped.clone(), meta(100));
+    let mut up = store
+        .begin_upload(dropped.clone(), meta(100))
+        .await
+        .unwrap();
     up.write(Bytes::from(data(50))).await.unwrap();
     drop(up);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -139,6 +142,61 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
         assert_eq!(store.stat(&loc).await.unwrap().size, 1000);
     }
 
+    // Uploads and downloads waiting on their clients hold no blocking
+    // thread: with more of them open than the runtime has blocking threads
+    // (the tests run with MAX_BLOCKING), a new upload and a read still go through.
+    let mut waiting = Vec::new();
+    for _ in 0..(MAX_BLOCKING * 3) {
+        let l = store.allocate(ChatType::Im).await.unwrap();
+        let mut up = store.begin_upload(l, meta(1000)).await.unwrap();
+        up.write(Bytes::from(data(10))).await.unwrap();
+        waiting.push(up);
+    }
+    let mut readers = Vec::new();
+    for _ in 0..(MAX_BLOCKING * 3) {
+        let mut d = store.read(&loc, 0, body.len() as u64).await.unwrap();
+        // Take one piece, then stop reading, as a client that went quiet.
+        let first = std::future::poll_fn(|cx| d.poll_next(cx)).await;
+        assert!(first.unwrap().is_ok());
+        readers.push(d);
+    }
+    let fresh = store.allocate(ChatType::Im).await.unwrap();
+    let unblocked = tokio::time::timeout(Duration::from_secs(30), async {
+        upload(&store, &fresh, &data(2000), 2000).await.unwrap();
+        read_all(&store, &fresh, 0, 2000).await
+    })
+    .await
+    .expect("a new transfer waited for stalled ones: blocking threads are pinned");
+    assert_eq!(unblocked, data(2000));
+    drop(waiting);
+    drop(readers);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Start-up recovery removes what a crash leaves: a temporary file and a
+    // description without its file; published files stay.
+    {
+        let mut s = view.session().unwrap();
+        let part = format!("{}/.{}.data.0123.part", loc.dir(), fresh.resource());
+        drop(s.create_new(&part).unwrap());
+        let orphan = Location::new_random(ChatType::Im, "20200101", "00");
+        s.create_dir_all(&orphan.dir()).unwrap();
+        drop(s.create_new(&orphan.meta_path()).unwrap());
+    }
+    let inv = reconcile::inventory(&store, None).await.unwrap();
+    assert_eq!(inv.temporaries.len(), 1, "{inv:?}");
+    assert_eq!(inv.orphan_metas.len(), 1, "{inv:?}");
+    let done = reconcile::recover(&store, None, None).await.unwrap();
+    assert_eq!(
+        (done.temporaries_removed, done.orphan_metas_removed),
+        (1, 1)
+    );
+    let inv = reconcile::inventory(&store, None).await.unwrap();
+    assert!(
+        inv.temporaries.is_empty() && inv.orphan_metas.is_empty(),
+        "{inv:?}"
+    );
+    assert!(inv.files.iter().any(|l| l == &fresh), "{inv:?}");
+
     // Removal.
     store.remove(&loc).await.unwrap();
     assert!(store.stat(&loc).await.unwrap_err().is_not_found());
@@ -146,11 +204,26 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
     assert!(store.stat(&unknown).await.unwrap_err().is_not_found());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_store_conforms() {
+/// Blocking threads of the test runtimes: fewer than the stalled transfers
+/// the suite opens.
+const MAX_BLOCKING: usize = 4;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(MAX_BLOCKING)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(LocalBackend::new(dir.path()).unwrap());
-    suite(store, Box::new(LocalBackend::new(dir.path()).unwrap())).await;
+    runtime().block_on(async {
+        let store = Store::new(LocalBackend::new(dir.path()).unwrap());
+        suite(store, Box::new(LocalBackend::new(dir.path()).unwrap())).await;
+    });
 }
 
 /// SFTP settings for a node directory on `sshd` with an authorised key.
@@ -175,13 +248,15 @@ pub fn sftp_settings(sshd: &Sshd, keys: &std::path::Path) -> SftpSettings {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sftp_store_conforms() {
+#[test]
+fn sftp_store_conforms() {
     let sshd = Sshd::start();
     let keys = tempfile::tempdir().unwrap();
     let settings = sftp_settings(&sshd, keys.path());
-    let store = Store::new(SftpBackend::new(settings.clone()));
-    suite(store, Box::new(SftpBackend::new(settings))).await;
+    runtime().block_on(async {
+        let store = Store::new(SftpBackend::new(settings.clone()));
+        suite(store, Box::new(SftpBackend::new(settings))).await;
+    });
     // The files really are on the server, in the layout, owned by the file server user.
     let on_disk = xmpp_tests::mftd::stored_files(&sshd.node_root().join("node_1"));
     assert!(

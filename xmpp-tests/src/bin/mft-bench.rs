@@ -691,18 +691,13 @@ fn in_process_slots(n: usize, runs: usize) -> Table {
     use mft_component::link::{Inbound, StanzaReader, NS_COMPONENT};
     use mft_component::service::UploadService;
     let dir = tempfile::tempdir().unwrap();
-    let service = UploadService {
-        signer: SlotSigner::new(TOKEN_KEY),
-        store: mft_storage::Store::new(mft_storage::local::LocalBackend::new(dir.path()).unwrap()),
-        public_url: "https://upload.example.test/".into(),
-        max_file_size: 1 << 30,
-        slot_ttl: Duration::from_secs(300),
-        allowed_domains: vec!["example.test".into()],
-        space: mft_component::space::SpaceGuard::default(),
-        log: None,
-        quotas: (0, 0),
-        chat: Default::default(),
-    };
+    let mut service = UploadService::new(
+        SlotSigner::new(TOKEN_KEY),
+        mft_storage::Store::new(mft_storage::local::LocalBackend::new(dir.path()).unwrap()),
+        "https://upload.example.test/",
+        vec!["example.test".into()],
+    );
+    service.max_file_size = 1 << 30;
     let mut input = String::from(
         "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='x'>",
     );

@@ -1,0 +1,176 @@
+//! `GET` and `HEAD`: serve a stored file (whole, one range, or `304` when
+//! the client holds the same content), with the security headers and the
+//! canonical media type. With a transfer log, only files that have a live
+//! `files` row are served (`404` without one, `410` once purged), and each
+//! GET is logged before its first byte.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use mft_storage::Location;
+
+use crate::audit;
+use crate::body::ResponseBody;
+use crate::conn::RateFloor;
+use crate::error::HttpError;
+use crate::headers::add_download_security;
+use crate::media_type;
+use crate::range::{self, RangeAnswer};
+use crate::server::{header_str, with_status, App, Resp};
+use crate::urls::parse_path;
+
+/// Whether an `If-None-Match` value names `etag` (or is `*`).
+fn none_match(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+/// Handles one GET or HEAD.
+pub async fn get(
+    app: &Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Resp, HttpError> {
+    let started = Instant::now();
+    let (resource, _) =
+        parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
+    let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
+    let row = match &app.log {
+        Some(log) => {
+            let row = log.file(resource).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot look up the file in the database");
+                HttpError::Unavailable
+            })?;
+            // A file the log does not know was never logged as uploaded
+            // (a crash between publishing and committing): not served.
+            let row = row.ok_or(HttpError::NotFound)?;
+            if row.deleted.is_some() {
+                return Err(HttpError::Gone);
+            }
+            Some(row)
+        }
+        None => None,
+    };
+    let info = app.store.stat(&loc).await?;
+    let content_type = info
+        .meta
+        .as_ref()
+        .and_then(|m| m.content_type.as_deref())
+        .or(row.as_ref().map(|r| r.content_type.as_str()))
+        .and_then(media_type::canonical)
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let filename = info
+        .meta
+        .as_ref()
+        .map_or(resource, |m| m.real_name.as_str())
+        .to_owned();
+    let etag = info
+        .meta
+        .as_ref()
+        .map(|m| m.sha256.as_str())
+        .filter(|s| !s.is_empty())
+        .map(|sha| format!("\"{sha}\""));
+    let not_modified = etag.as_deref().is_some_and(|etag| {
+        header_str(&req, header::IF_NONE_MATCH).is_some_and(|inm| none_match(inm, etag))
+    });
+    let (status, start, len) = if not_modified {
+        (StatusCode::NOT_MODIFIED, 0, 0)
+    } else {
+        match range::answer(header_str(&req, header::RANGE), info.size) {
+            RangeAnswer::Whole => (StatusCode::OK, 0, info.size),
+            RangeAnswer::Partial { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
+            RangeAnswer::Unsatisfiable => {
+                return Err(HttpError::RangeNotSatisfiable { size: info.size })
+            }
+        }
+    };
+    let body = if req.method() == Method::HEAD {
+        ResponseBody::empty()
+    } else {
+        let report = match &app.log {
+            Some(log) => {
+                let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
+                let record = audit::download_record(
+                    app,
+                    &loc,
+                    &info,
+                    row.as_ref(),
+                    peer,
+                    user_agent,
+                    status,
+                    len,
+                );
+                let id = log.record_download(record).await.map_err(|e| {
+                    tracing::warn!(error = %e, "download refused: its log row could not be committed");
+                    HttpError::Unavailable
+                })?;
+                Some(audit::DownloadReport::new(
+                    log.clone(),
+                    id,
+                    started,
+                    i32::from(status.as_u16()),
+                    len,
+                ))
+            }
+            None => None,
+        };
+        if status == StatusCode::NOT_MODIFIED {
+            drop(report);
+            ResponseBody::empty()
+        } else {
+            let permit = app.admit()?;
+            let download = app.store.read(&loc, start, len).await?;
+            ResponseBody::Stream {
+                download,
+                report,
+                floor: RateFloor::new(app.settings.rate_grace, app.settings.min_rate),
+                sent: 0,
+                _permit: permit,
+            }
+        }
+    };
+    let mut resp = with_status(status, body);
+    let h = resp.headers_mut();
+    if status != StatusCode::NOT_MODIFIED {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Ok(v) = HeaderValue::from_str(&content_type) {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        let range = format!("bytes {start}-{}/{}", start + len - 1, info.size);
+        if let Ok(v) = HeaderValue::from_str(&range) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, v);
+    }
+    // Content never changes under a URL; only removal does (410).
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
+    add_download_security(h, &content_type, &filename);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_names_the_etag() {
+        assert!(none_match("\"abc\"", "\"abc\""));
+        assert!(none_match("\"x\", W/\"abc\"", "\"abc\""));
+        assert!(none_match("*", "\"abc\""));
+        assert!(!none_match("\"abd\"", "\"abc\""));
+    }
+}
