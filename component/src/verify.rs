@@ -150,14 +150,8 @@ pub async fn verify(
         .filter(|r| !stored.contains(r.resource.as_str()))
         .map(|r| r.storage_path.clone())
         .collect();
-    // A file published a moment ago may be committing its rows right now:
-    // ask again after a pause before calling it unlogged.
-    let mut unlogged = reconcile::unlogged(log, &inv.files).await?;
-    if !unlogged.is_empty() {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        unlogged = reconcile::unlogged(log, &unlogged).await?;
-    }
-    for loc in &unlogged {
+    // A file published a moment ago may be committing its rows right now.
+    for loc in &reconcile::unlogged_settled(log, &inv.files).await? {
         if opts.quarantine {
             reconcile::quarantine(store, loc).await?;
         }

@@ -128,7 +128,7 @@ pub async fn recover(
         done.orphan_metas_removed += 1;
     }
     if let Some(log) = log {
-        for loc in unlogged(log, &inv.files).await? {
+        for loc in unlogged_settled(log, &inv.files).await? {
             quarantine(store, &loc).await?;
             done.quarantined += 1;
         }
@@ -153,6 +153,24 @@ pub async fn unlogged(log: &TransferLog, files: &[Location]) -> Result<Vec<Locat
         );
     }
     Ok(out)
+}
+
+/// How long a commit sent just before a crash may still take to land.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The files among `files` that have no `files` row and still have none a
+/// moment later: a commit sent by a process that just died (or by a running
+/// upload) is still being applied by the database when we first ask.
+pub async fn unlogged_settled(
+    log: &TransferLog,
+    files: &[Location],
+) -> Result<Vec<Location>, StoreError> {
+    let first = unlogged(log, files).await?;
+    if first.is_empty() {
+        return Ok(first);
+    }
+    tokio::time::sleep(SETTLE).await;
+    unlogged(log, &first).await
 }
 
 /// Moves a published file without rows (and its description) out of the

@@ -66,6 +66,16 @@ class Client(slixmpp.ClientXMPP):
             reply = e.iq
         return str(reply)
 
+    async def raw_iqs(self, to, payloads, kind="get"):
+        """Sends each payload in turn; a reply (result or error) or 'timeout' for each."""
+        replies = []
+        for payload in payloads:
+            try:
+                replies.append(await self.raw_iq(to, payload, kind))
+            except IqTimeout:
+                replies.append("timeout")
+        return replies
+
     async def request_slot(self, service, filename, size, content_type, destination=None):
         req = ET.Element("{%s}request" % NS_UPLOAD, filename=filename, size=str(size))
         if content_type:
@@ -133,6 +143,10 @@ class Client(slixmpp.ClientXMPP):
                 self.result = await self.discover()
             elif a.command == "iq":
                 self.result = {"reply": await self.raw_iq(a.to, a.payload, a.type)}
+            elif a.command == "iqs":
+                with open(a.payloads) as f:
+                    payloads = json.load(f)
+                self.result = {"replies": await self.raw_iqs(a.to, payloads, a.type)}
             elif a.command == "upload":
                 self.result = await self.upload()
             elif a.command == "slot":
@@ -166,6 +180,10 @@ def main():
     iq.add_argument("--to", required=True)
     iq.add_argument("--type", default="get")
     iq.add_argument("payload")
+    iqs = sub.add_parser("iqs")
+    iqs.add_argument("--to", required=True)
+    iqs.add_argument("--type", default="get")
+    iqs.add_argument("payloads", help="a JSON file holding a list of payloads")
     up = sub.add_parser("upload")
     up.add_argument("--file", required=True)
     up.add_argument("--name")

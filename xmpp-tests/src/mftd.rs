@@ -109,26 +109,49 @@ name = "node_1"
         );
         let config_path = dir.path().join("mftd.toml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("mftd.log")).unwrap();
+        let mut m = Mftd {
+            guard: Guard(None),
+            dir,
+            http_port,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mftd.log"))
+            .unwrap();
         let child = Command::new(binary())
             .args(["run", "--config"])
-            .arg(&config_path)
+            .arg(self.config_path())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let m = Mftd {
-            guard: Guard(Some(child)),
-            dir,
-            http_port,
-        };
+        self.guard = Guard(Some(child));
         assert!(
-            wait_for_port(http_port, Duration::from_secs(20)),
+            wait_for_port(self.http_port, Duration::from_secs(20)),
             "mftd did not listen; log:\n{}",
-            m.log()
+            self.log()
         );
-        m
+    }
+
+    /// Kills mftd with SIGKILL (a crash: nothing runs on the way out).
+    pub fn kill9(&mut self) {
+        self.guard.signal(9);
+        assert!(
+            self.guard.wait_exit(Duration::from_secs(10)).is_some(),
+            "mftd survived SIGKILL"
+        );
+    }
+
+    /// Starts mftd again with the same configuration, log and directories.
+    pub fn restart(&mut self) {
+        self.spawn();
     }
 
     /// mftd's log so far.

@@ -73,7 +73,7 @@ async fn migrations_apply_from_empty_and_again_and_cisco_queries_work() {
     assert_eq!(
         pg.psql("SELECT max(version) FROM mftd_schema_migrations")
             .trim(),
-        "1"
+        mft_storage::db::MIGRATIONS.len().to_string()
     );
     // Applying again changes nothing.
     let _again = TransferLog::start(&pg.url(), Duration::from_secs(10))
@@ -82,7 +82,7 @@ async fn migrations_apply_from_empty_and_again_and_cisco_queries_work() {
     assert_eq!(
         pg.psql("SELECT count(*) FROM mftd_schema_migrations")
             .trim(),
-        "1"
+        mft_storage::db::MIGRATIONS.len().to_string()
     );
     // A query written for Cisco's AFT_LOG columns (upper case, unquoted) runs unchanged.
     pg.psql(
@@ -120,7 +120,10 @@ async fn migrations_apply_from_empty_and_again_and_cisco_queries_work() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("up to date (version 1)"),
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "up to date (version {})",
+            mft_storage::db::MIGRATIONS.len()
+        )),
         "{out:?}"
     );
     let out = Command::new(binary())
