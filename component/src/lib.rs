@@ -1,27 +1,20 @@
-//! `mft-component` is mftd's XMPP side and its binary. It owns:
+//! `mft-component` is mftd's XMPP side, as a library with no CLI, config
+//! file, database driver or logging set-up of its own. It owns:
 //!
 //! - [`link`]: the XEP-0114 connection to the router (handshake, stanza
 //!   reading, liveness) over a small [`xml`] element tree;
 //! - [`component`]: staying connected (backoff, keepalive, clean close);
 //! - [`service`] and [`slot`]: disco, pings, XEP-0363 slot requests and their
 //!   errors ([`stanza`]);
-//! - [`rate`]: the per-user slot request limit;
-//! - [`config`]: the TOML configuration with human [`units`];
-//! - [`keys`], [`fileserver`], [`space`]: the node's SSH key pair, file server
-//!   checks, and the free-space guard;
-//! - [`verify`]: `mftd verify`, the store checked against the transfer log;
-//! - [`app`]: wiring the component, the HTTP endpoint and the store together
-//!   for `mftd run`, with signal handling.
+//! - [`policy`], [`rate`], [`space`]: chat types of destinations, the
+//!   per-user slot request limit, and the free-space guard.
 //!
-//! It does not speak HTTP itself: that is `mft-upload-http`.
+//! It does not speak HTTP itself (that is `mft-upload-http`), and the
+//! operator program — configuration, wiring, operator commands — is the
+//! `mftd` binary in `component/mftd/`.
 #![deny(missing_docs)]
 
-pub mod admin;
-pub mod app;
 pub mod component;
-pub mod config;
-pub mod fileserver;
-pub mod keys;
 pub mod link;
 pub mod policy;
 pub mod rate;
@@ -29,6 +22,4 @@ pub mod service;
 pub mod slot;
 pub mod space;
 pub mod stanza;
-pub mod units;
-pub mod verify;
 pub mod xml;

@@ -4,14 +4,29 @@
 
 use mft_storage::ChatType;
 
-use crate::config::ChatConfig;
+use serde::Deserialize;
 
 /// Our namespace for naming the intended recipient inside a slot request:
 /// `<request …><destination xmlns='urn:mftd:destination:0' jid='room@conference.example.test'/></request>`.
 pub const NS_DESTINATION: &str = "urn:mftd:destination:0";
 
+/// How destination JIDs map to chat types (the `[chat]` section).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRules {
+    /// Multi-user chat services: destinations there are `groupchat`.
+    #[serde(default)]
+    pub groupchat_services: Vec<String>,
+    /// Persistent chat services: destinations there are `persistent`.
+    #[serde(default)]
+    pub persistent_services: Vec<String>,
+    /// Individual persistent rooms (bare JIDs) on any service.
+    #[serde(default)]
+    pub persistent_rooms: Vec<String>,
+}
+
 /// The chat type of an upload to `destination` (empty: none given → `im`).
-pub fn chat_type(cfg: &ChatConfig, destination: &str) -> ChatType {
+pub fn chat_type(cfg: &ChatRules, destination: &str) -> ChatType {
     let bare = destination.split('/').next().unwrap_or("").to_lowercase();
     if bare.is_empty() {
         return ChatType::Im;
@@ -33,7 +48,7 @@ mod tests {
 
     #[test]
     fn destinations_map_to_chat_types() {
-        let cfg = ChatConfig {
+        let cfg = ChatRules {
             groupchat_services: vec!["conference.example.test".into()],
             persistent_services: vec!["persistent.example.test".into()],
             persistent_rooms: vec!["board@conference.example.test".into()],

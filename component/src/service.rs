@@ -8,7 +8,7 @@ use mft_storage::quota::{QuotaAnswer, QuotaScope, QuotaVerdict, Quotas};
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 
-use crate::config::ChatConfig;
+use crate::policy::ChatRules;
 use crate::policy::NS_DESTINATION;
 use crate::rate::SlotRateLimiter;
 use mft_upload_http::urls::slot_url;
@@ -54,7 +54,7 @@ pub struct UploadService {
     /// Slot requests per user.
     pub slot_rate: SlotRateLimiter,
     /// Destination → chat type rules.
-    pub chat: ChatConfig,
+    pub chat: ChatRules,
 }
 
 impl UploadService {
@@ -70,14 +70,14 @@ impl UploadService {
             signer,
             store,
             public_url: public_url.to_owned(),
-            max_file_size: crate::config::MAX_FILE_SIZE_CAP,
+            max_file_size: slot::MAX_FILE_SIZE_CAP,
             slot_ttl: Duration::from_secs(300),
             allowed_domains,
             space: crate::space::SpaceGuard::default(),
             log: None,
             quotas: Quotas::default(),
             slot_rate: SlotRateLimiter::new(0, 1),
-            chat: ChatConfig::default(),
+            chat: ChatRules::default(),
         }
     }
 
@@ -324,7 +324,7 @@ mod tests {
             log: None,
             quotas: Quotas::default(),
             slot_rate: SlotRateLimiter::new(0, 1),
-            chat: ChatConfig::default(),
+            chat: ChatRules::default(),
         }
     }
 

@@ -8,6 +8,9 @@ use mft_upload_http::urls::sanitize_filename;
 use crate::stanza::StanzaError;
 use crate::xml::Element;
 
+/// The largest file mftd accepts, and what `max_file_size = 0` means: 4 GiB.
+pub const MAX_FILE_SIZE_CAP: u64 = 4 << 30;
+
 /// Current XEP-0363 namespace.
 pub const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
 /// XEP-0363 v0.2 (child elements, no headers).

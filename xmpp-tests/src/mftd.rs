@@ -119,6 +119,7 @@ name = "node_1"
     }
 
     fn spawn(&mut self) {
+        let serving_before = self.log().matches("HTTP: listening").count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -133,9 +134,16 @@ name = "node_1"
             .spawn()
             .unwrap();
         self.guard = Guard(Some(child));
+        // The port opens at bind; the endpoint serves once the transfer log is
+        // open and start-up recovery has run, which the log line marks.
         assert!(
-            wait_for_port(self.http_port, Duration::from_secs(20)),
-            "mftd did not listen; log:\n{}",
+            wait_for_port(self.http_port, Duration::from_secs(20))
+                && self.wait_for_log(
+                    "HTTP: listening",
+                    serving_before + 1,
+                    Duration::from_secs(30)
+                ),
+            "mftd did not start serving; log:\n{}",
             self.log()
         );
     }

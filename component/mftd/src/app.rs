@@ -1,7 +1,6 @@
-//! `mftd run`: builds the store, the HTTP endpoint and the component from
-//! the settings, runs them side by side, and on SIGINT/SIGTERM stops
-//! accepting, lets transfers in flight finish within the grace period,
-//! closes the XMPP stream and returns.
+//! `mftd run`: builds the store, the transfer log, the HTTP endpoint and the
+//! component from the settings and runs them side by side on listeners the
+//! caller bound, until the caller's shutdown future completes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +14,11 @@ use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::component::{self, LinkSettings};
 use crate::config::{Settings, StoreKind};
-use crate::rate::SlotRateLimiter;
-use crate::service::UploadService;
-use crate::space::SpaceGuard;
+use mft_component::component::{self, LinkSettings};
+use mft_component::rate::SlotRateLimiter;
+use mft_component::service::UploadService;
+use mft_component::space::SpaceGuard;
 use mft_storage::quota::Quotas;
 
 /// Opens the configured store.
@@ -91,8 +90,40 @@ pub async fn stop_signal() {
     }
 }
 
-/// Runs mftd until a stop signal.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+/// The sockets mftd serves on, bound by the caller so a test can hand in
+/// `127.0.0.1:0` (mini-redis style).
+pub struct Listeners {
+    /// The public upload/download endpoint.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds what the configuration names.
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
+        let listen = settings.config.http.listen;
+        let http = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("while binding http.listen = {listen}"))?;
+        Ok(Listeners { http })
+    }
+}
+
+/// Runs mftd on `listeners` until `shutdown` completes, then stops
+/// accepting, lets transfers in flight finish within the grace period and
+/// closes the XMPP stream. `ready` is called once the endpoint serves:
+/// after the transfer log is open and start-up recovery has run.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("stop signal received: shutting down");
+        let _ = stop_tx.send(true);
+    });
     let cfg = &settings.config;
     let store = open_store(&settings)?;
     let max_connections = connection_budget(cfg.http.max_connections);
@@ -104,10 +135,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let log = match settings.database() {
         Some(db) => {
             tracing::info!("connecting to the transfer log database");
+            let mut stopping = stop_rx.clone();
             let started = tokio::select! {
                 log = TransferLog::start(db, Duration::MAX) => log,
-                () = stop_signal() => {
-                    tracing::info!("stop signal received before the database was reachable");
+                _ = stopping.wait_for(|stop| *stop) => {
+                    tracing::info!("stopped before the database was reachable");
                     return Ok(());
                 }
             };
@@ -135,11 +167,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
         ),
     }
-    let listener = TcpListener::bind(cfg.http.listen)
-        .await
-        .with_context(|| format!("while binding http.listen = {}", cfg.http.listen))?;
+    let listener = listeners.http;
     tracing::info!(
-        listen = %cfg.http.listen,
+        listen = %listener.local_addr().map_or_else(|_| cfg.http.listen.to_string(), |a| a.to_string()),
         public_url = %cfg.http.public_url,
         tls = tls.is_some(),
         file_server = %store.file_server(),
@@ -189,11 +219,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         keepalive: cfg.xmpp.keepalive.0,
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(serve(listener, http_app, tls, async move {
-        let _ = http_stop.changed().await;
+        let _ = http_stop.wait_for(|stop| *stop).await;
     }));
+    ready();
     if let Some(sftp) = cfg
         .store
         .sftp
@@ -216,12 +246,57 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let xmpp = tokio::spawn(component::run(link, service, stop_rx));
-
-    stop_signal().await;
-    tracing::info!("stop signal received: shutting down");
-    let _ = stop_tx.send(true);
     let (http, _) = tokio::join!(http, xmpp);
     http.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_in_process_on_a_given_listener_and_stops_on_its_signal() {
+        let node = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[xmpp]\ncomponent_jid = \"upload.example.test\"\nsecret = \"s\"\nrouter = \"127.0.0.1:9\"\n\
+             [http]\nlisten = \"127.0.0.1:1\"\npublic_url = \"http://127.0.0.1/\"\ntoken_key = \"0123456789abcdef0123\"\n\
+             [node]\nname = \"node_1\"\n[store]\nkind = \"local\"\npath = \"{}\"\n",
+            node.path().display()
+        );
+        let settings = Settings::from_toml(&text, "test.toml").expect("config");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = http.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(run(
+            settings,
+            Listeners { http },
+            async move {
+                let _ = stopped.await;
+            },
+            move || {
+                let _ = ready_tx.send(());
+            },
+        ));
+        tokio::time::timeout(Duration::from_secs(20), ready_rx)
+            .await
+            .expect("ready in time")
+            .expect("ready signalled");
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.expect("read");
+        assert!(reply.starts_with("HTTP/1.1 204"), "{reply}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), running)
+            .await
+            .expect("stops in time")
+            .expect("task")
+            .expect("clean stop");
+    }
 }

@@ -14,8 +14,8 @@ use mft_storage::sftp::SftpSettings;
 
 use crate::units::{ByteSize, HumanDuration};
 
-/// The largest file mftd accepts, and what `max_file_size = 0` means: 4 GiB.
-pub const MAX_FILE_SIZE_CAP: u64 = 4 << 30;
+use mft_component::policy::ChatRules;
+pub use mft_component::slot::MAX_FILE_SIZE_CAP;
 
 /// A secret string; `Debug` never shows it.
 #[derive(Clone, Deserialize)]
@@ -58,7 +58,7 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// `[chat]`: how a destination JID maps to a chat type.
     #[serde(default)]
-    pub chat: ChatConfig,
+    pub chat: ChatRules,
 }
 
 /// `[database]`
@@ -83,21 +83,6 @@ pub struct QuotasConfig {
     /// Bytes all users together may upload in any 24 hours; 0 = no limit.
     #[serde(default)]
     pub global_daily: Option<ByteSize>,
-}
-
-/// `[chat]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatConfig {
-    /// Multi-user chat services: destinations there are `groupchat`.
-    #[serde(default)]
-    pub groupchat_services: Vec<String>,
-    /// Persistent chat services: destinations there are `persistent`.
-    #[serde(default)]
-    pub persistent_services: Vec<String>,
-    /// Individual persistent rooms (bare JIDs) on any service.
-    #[serde(default)]
-    pub persistent_rooms: Vec<String>,
 }
 
 /// `[xmpp]`
@@ -727,7 +712,7 @@ slot_ttl = "5m"
 
     #[test]
     fn the_documented_example_uses_only_known_keys() {
-        let text = include_str!("../../mftd.example.toml");
+        let text = include_str!("../../../mftd.example.toml");
         let parsed: Result<Config, _> = toml::from_str(text);
         assert!(parsed.is_ok(), "{parsed:?}");
     }

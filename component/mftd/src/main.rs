@@ -5,9 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mft_component::config::Settings;
-use mft_component::keys::{self, KeyType};
-use mft_component::{admin, fileserver, units};
+
+mod admin;
+mod app;
+mod config;
+mod fileserver;
+mod keys;
+mod units;
+mod verify;
+
+use config::Settings;
+use keys::KeyType;
 
 /// mftd: XEP-0363 HTTP File Upload as an XMPP component, with managed file
 /// transfer storage and logging.
@@ -244,7 +252,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(mft_component::app::run(settings))?;
+            runtime.block_on(async {
+                let listeners = app::Listeners::bind(&settings).await?;
+                app::run(settings, listeners, app::stop_signal(), || {}).await
+            })?;
         }
         Command::Keys {
             action:
@@ -375,7 +386,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             textfile,
         } => {
             let (settings, url) = database_url(&config)?;
-            let opts = mft_component::verify::VerifyOptions {
+            let opts = verify::VerifyOptions {
                 sample: if all { usize::MAX } else { sample },
                 max_rate: max_rate_mb * 1_000_000,
                 quarantine,
@@ -387,12 +398,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     std::time::Duration::from_secs(10),
                 )
                 .await?;
-                let store = mft_component::app::open_store(&settings)?;
-                mft_component::verify::verify(&store, &log, &node, &opts).await
+                let store = app::open_store(&settings)?;
+                verify::verify(&store, &log, &node, &opts).await
             })?;
             print!("{}", report.render());
             if let Some(path) = textfile {
-                mft_component::verify::write_textfile(&path, &report.metrics(&node))?;
+                verify::write_textfile(&path, &report.metrics(&node))?;
             }
             if !report.is_clean() {
                 return Ok(ExitCode::from(1));
@@ -416,7 +427,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     std::time::Duration::from_secs(10),
                 )
                 .await?;
-                let store = mft_component::app::open_store(&settings)?;
+                let store = app::open_store(&settings)?;
                 admin::purge(&log, &store, age, chat_type.as_deref(), dry_run).await
             })?;
             let verb = if dry_run { "would remove" } else { "removed" };
