@@ -9,6 +9,8 @@
 //! - [`meta`]: the small description stored beside each file;
 //! - [`reconcile`]: the store and the log agree: start-up recovery and inventory;
 //! - [`quota`]: rolling upload quotas counting granted slots too;
+//! - [`log_schema`] and [`log_query`]: the log's column widths, and the
+//!   operator's queries on it as typed rows;
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
 //!   `files` table and their migrations.
 //!
@@ -22,6 +24,8 @@ pub mod error;
 pub mod hostkey;
 pub mod layout;
 pub mod local;
+pub mod log_query;
+pub mod log_schema;
 pub mod meta;
 pub mod quota;
 pub mod reconcile;

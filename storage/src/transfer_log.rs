@@ -16,6 +16,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::db::{self, DbConfig, DbError};
+use crate::log_schema::{self as w, fit};
 use crate::quota::{check_quota, QuotaAnswer, QuotaScope, QuotaVerdict, Quotas, QUOTA_WINDOW};
 
 /// Rows committed together at most.
@@ -134,11 +135,6 @@ impl Reader {
         *guard = Some(c.clone());
         Ok(c)
     }
-}
-
-/// Cuts a text to a column's length and removes NUL, which PostgreSQL refuses.
-fn fit(s: &str, max_chars: usize) -> String {
-    s.chars().filter(|c| *c != '\0').take(max_chars).collect()
 }
 
 impl TransferLog {
@@ -412,7 +408,12 @@ async fn reserve_in(
     .map_err(q("sweeping expired reservations"))?;
     tx.execute(
         "INSERT INTO slot_reservations (resource, uploader, size, expires) VALUES ($1, $2, $3, $4)",
-        &[&fit(resource, 511), &fit(uploader, 3071), &size, &expires],
+        &[
+            &fit(resource, w::NAME),
+            &fit(uploader, w::JID),
+            &size,
+            &expires,
+        ],
     )
     .await
     .map_err(q("reserving quota for a slot"))?;
@@ -544,22 +545,22 @@ type Param = Box<dyn ToSql + Sync + Send>;
 fn log_params(id: i64, method: &str, r: &TransferRecord, now: SystemTime) -> Vec<Param> {
     vec![
         Box::new(id),
-        Box::new(fit(&r.jid, 3071)),
-        Box::new(fit(&r.to_jid, 3071)),
+        Box::new(fit(&r.jid, w::JID)),
+        Box::new(fit(&r.to_jid, w::JID)),
         Box::new(method.to_owned()),
-        Box::new(fit(&r.resource, 511)),
-        Box::new(fit(&r.real_filename, 511)),
-        Box::new(fit(&r.file_type, 10)),
-        Box::new(fit(&r.chat_type, 10)),
-        Box::new(fit(&r.file_server, 511)),
-        Box::new(fit(&r.file_path, 1023)),
+        Box::new(fit(&r.resource, w::NAME)),
+        Box::new(fit(&r.real_filename, w::NAME)),
+        Box::new(fit(&r.file_type, w::SHORT)),
+        Box::new(fit(&r.chat_type, w::SHORT)),
+        Box::new(fit(&r.file_server, w::FILE_SERVER)),
+        Box::new(fit(&r.file_path, w::PATH)),
         Box::new(r.file_size),
         Box::new(now),
-        Box::new(fit(&r.sha256, 64)),
-        Box::new(fit(&r.content_type, 255)),
-        Box::new(fit(&r.node, 255)),
-        Box::new(fit(&r.client_address, 64)),
-        Box::new(fit(&r.user_agent, 511)),
+        Box::new(fit(&r.sha256, w::SHA256)),
+        Box::new(fit(&r.content_type, w::LABEL)),
+        Box::new(fit(&r.node, w::LABEL)),
+        Box::new(fit(&r.client_address, w::ADDRESS)),
+        Box::new(fit(&r.user_agent, w::USER_AGENT)),
         Box::new(r.http_status),
         Box::new(r.bytes_sent),
         Box::new(r.duration_ms),
@@ -573,17 +574,17 @@ const LOG_COLUMNS: &str =
 
 fn file_params(r: &TransferRecord, now: SystemTime) -> Vec<Param> {
     vec![
-        Box::new(fit(&r.resource, 511)),
-        Box::new(fit(&r.file_path, 1023)),
-        Box::new(fit(&r.file_server, 511)),
-        Box::new(fit(&r.node, 255)),
+        Box::new(fit(&r.resource, w::NAME)),
+        Box::new(fit(&r.file_path, w::PATH)),
+        Box::new(fit(&r.file_server, w::FILE_SERVER)),
+        Box::new(fit(&r.node, w::LABEL)),
         Box::new(r.file_size),
-        Box::new(fit(&r.content_type, 255)),
-        Box::new(fit(&r.sha256, 64)),
-        Box::new(fit(&r.jid, 3071)),
-        Box::new(fit(&r.to_jid, 3071)),
-        Box::new(fit(&r.chat_type, 10)),
-        Box::new(fit(&r.real_filename, 511)),
+        Box::new(fit(&r.content_type, w::LABEL)),
+        Box::new(fit(&r.sha256, w::SHA256)),
+        Box::new(fit(&r.jid, w::JID)),
+        Box::new(fit(&r.to_jid, w::JID)),
+        Box::new(fit(&r.chat_type, w::SHORT)),
+        Box::new(fit(&r.real_filename, w::NAME)),
         Box::new(now),
     ]
 }
@@ -681,7 +682,7 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
         let used: Vec<String> = batch
             .iter()
             .filter_map(|j| match &j.op {
-                Op::Upload(r) => Some(fit(&r.resource, 511)),
+                Op::Upload(r) => Some(fit(&r.resource, w::NAME)),
                 _ => None,
             })
             .collect();
@@ -728,11 +729,5 @@ mod tests {
             multi_insert("t", "a, b", 2, 2),
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)"
         );
-    }
-
-    #[test]
-    fn texts_fit_their_columns() {
-        assert_eq!(fit("abc\0def", 4), "abcd");
-        assert_eq!(fit("ééé", 2), "éé");
     }
 }

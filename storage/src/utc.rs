@@ -1,5 +1,5 @@
-//! UTC calendar arithmetic for the directory layout and XEP-0082 stamps,
-//! without a date library: days-from-civil conversion on Unix seconds.
+//! The one time module: UTC calendar fields for the directory layout,
+//! XEP-0082 stamps, and Unix seconds, on the `time` crate's calendar.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,29 +28,40 @@ impl UtcTime {
         Self::from_unix(unix_now())
     }
 
-    /// Breaks Unix seconds into UTC calendar fields.
+    /// The UTC fields of a `SystemTime` (times before 1970 read as 1970).
+    pub fn from_system(t: SystemTime) -> Self {
+        Self::from_unix(unix_secs(t))
+    }
+
+    /// Breaks Unix seconds into UTC calendar fields (beyond year 9999 reads as the epoch).
     pub fn from_unix(unix: u64) -> Self {
-        let days = (unix / 86_400) as i64;
-        let secs = (unix % 86_400) as u32;
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let t = i64::try_from(unix)
+            .ok()
+            .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         UtcTime {
-            unix,
-            year,
-            month,
-            day,
-            hour: secs / 3600,
-            minute: secs / 60 % 60,
-            second: secs % 60,
+            unix: u64::try_from(t.unix_timestamp()).unwrap_or(0),
+            year: i64::from(t.year()),
+            month: u32::from(u8::from(t.month())),
+            day: u32::from(t.day()),
+            hour: u32::from(t.hour()),
+            minute: u32::from(t.minute()),
+            second: u32::from(t.second()),
         }
+    }
+
+    /// Reads an XEP-0082 / RFC 3339 date-time (`2026-11-26T08:00:00Z`,
+    /// offsets allowed) or a bare date (`2026-11-26`, midnight UTC).
+    pub fn parse_xep0082(s: &str) -> Option<Self> {
+        use time::format_description::well_known::Rfc3339;
+        let s = s.trim();
+        let full = if s.len() == 10 {
+            format!("{s}T00:00:00Z")
+        } else {
+            s.to_owned()
+        };
+        let t = time::OffsetDateTime::parse(&full, &Rfc3339).ok()?;
+        Some(Self::from_unix(u64::try_from(t.unix_timestamp()).ok()?))
     }
 
     /// `YYYYMMDD`, the date directory of the layout.
@@ -69,10 +80,12 @@ impl UtcTime {
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    unix_secs(SystemTime::now())
+}
+
+/// Whole seconds since the Unix epoch of `t` (0 before it).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -90,6 +103,13 @@ mod tests {
         // 2026-11-26T05:07:08Z
         let t = UtcTime::from_unix(1_795_669_628);
         assert_eq!(t.xep0082(), "2026-11-26T05:07:08Z");
+        assert_eq!(UtcTime::parse_xep0082("2026-11-26T05:07:08Z"), Some(t));
+        assert_eq!(UtcTime::parse_xep0082("2026-11-26T06:07:08+01:00"), Some(t));
+        assert_eq!(
+            UtcTime::parse_xep0082("2026-11-26").map(|d| d.hour),
+            Some(0)
+        );
+        assert_eq!(UtcTime::parse_xep0082("yesterday"), None);
         assert_eq!(t.hour, 5);
     }
 }

@@ -75,6 +75,14 @@ async fn migrations_apply_from_empty_and_again_and_cisco_queries_work() {
             .trim(),
         mft_storage::db::MIGRATIONS.len().to_string()
     );
+    // The widths writers cut to are the widths the migrations created.
+    for (table, column, width) in mft_storage::log_schema::TEXT_COLUMNS {
+        let live = pg.psql(&format!(
+            "SELECT character_maximum_length FROM information_schema.columns \
+             WHERE table_name = '{table}' AND column_name = '{column}'"
+        ));
+        assert_eq!(live.trim(), width.to_string(), "{table}.{column}");
+    }
     // Applying again changes nothing.
     let _again = TransferLog::start(&pg.url(), Duration::from_secs(10))
         .await
@@ -212,6 +220,50 @@ fn one_upload_and_two_downloads_give_one_post_and_two_get_rows() {
         ))
         .trim(),
         "1"
+    );
+
+    // `mftd log` shows the same rows, filtered, as JSON, CSV and a table.
+    let log = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(["log", "--config"])
+            .arg(mftd.config_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json = log(&[
+        "--format",
+        "json",
+        "--since",
+        "1h",
+        "--jid",
+        "alice@example.test",
+    ]);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{json}");
+    assert_eq!(rows[0]["method"], "POST");
+    assert_eq!(rows[0]["filename"], resource);
+    assert_eq!(rows[0]["file_size"], 200_000);
+    let gets = log(&["--format", "csv", "--method", "get"]);
+    assert_eq!(gets.lines().count(), 3, "{gets}");
+    assert!(gets.starts_with("aft_index,date_time,method,"), "{gets}");
+    let none = log(&["--until", "2000-01-01"]);
+    assert!(none.ends_with("(0 rows)\n"), "{none}");
+    let bad = Command::new(binary())
+        .args(["log", "--config"])
+        .arg(mftd.config_path())
+        .args(["--since", "last tuesday"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("neither a time"),
+        "{bad:?}"
     );
 }
 

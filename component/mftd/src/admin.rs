@@ -7,20 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use mft_storage::db::DbConfig;
+use mft_storage::log_query::{self, LogFilter, LogRow};
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::utc::UtcTime;
 use mft_storage::{db, Location, Store};
 
 use crate::units::parse_duration;
-
-fn stamp(t: SystemTime) -> String {
-    UtcTime::from_unix(
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    )
-    .xep0082()
-}
 
 /// `mftd db migrate`: applies pending migrations, prints what it did.
 pub async fn migrate(db: &DbConfig) -> anyhow::Result<String> {
@@ -41,39 +33,17 @@ pub async fn status(db: &DbConfig) -> anyhow::Result<String> {
     let latest = db::MIGRATIONS.last().map_or(0, |m| m.0);
     let mut out = format!("schema version {version} (this mftd knows {latest})");
     if version > 0 {
-        let rows: i64 = client
-            .query_one("SELECT count(*) FROM aft_log", &[])
-            .await?
-            .get(0);
-        let files: i64 = client
-            .query_one("SELECT count(*) FROM files WHERE deleted IS NULL", &[])
-            .await?
-            .get(0);
-        let _ = write!(out, "\naft_log rows: {rows}\nlive files: {files}");
+        let counts = log_query::counts(&client).await?;
+        let _ = write!(
+            out,
+            "\naft_log rows: {}\nlive files: {}",
+            counts.rows, counts.live_files
+        );
     }
     if version < latest {
         out.push_str("\npending migrations: run `mftd db migrate` (mftd run applies them too)");
     }
     Ok(out)
-}
-
-/// Filters of `mftd log`.
-#[derive(Debug, Default, Clone)]
-pub struct LogQuery {
-    /// Uploader or downloader.
-    pub jid: Option<String>,
-    /// Recipient.
-    pub to: Option<String>,
-    /// `POST` or `GET`.
-    pub method: Option<String>,
-    /// `im`, `groupchat`, `persistent`.
-    pub chat_type: Option<String>,
-    /// From (RFC 3339 time, or a duration ago such as `24h`).
-    pub since: Option<String>,
-    /// Until (same forms).
-    pub until: Option<String>,
-    /// Most rows printed.
-    pub limit: i64,
 }
 
 /// Output formats of `mftd log`.
@@ -87,11 +57,46 @@ pub enum Format {
     Csv,
 }
 
-fn time_arg(s: &str) -> String {
-    match parse_duration(s) {
-        Ok(ago) => stamp(SystemTime::now() - ago),
-        Err(_) => s.to_owned(),
+/// A time argument: an RFC 3339 / XEP-0082 time, or a duration ago (`24h`, `7d`).
+pub fn time_arg(s: &str) -> anyhow::Result<SystemTime> {
+    if let Ok(ago) = parse_duration(s) {
+        return Ok(SystemTime::now() - ago);
     }
+    UtcTime::parse_xep0082(s)
+        .map(|t| UNIX_EPOCH + Duration::from_secs(t.unix))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{s:?} is neither a time (2026-11-26T08:00:00Z) nor a duration ago (24h, 7d)"
+            )
+        })
+}
+
+/// Runs a log query and renders it.
+pub async fn query(db: &DbConfig, filter: &LogFilter, format: Format) -> anyhow::Result<String> {
+    let client = db::connect(db, Duration::from_secs(10)).await?;
+    let rows = log_query::query(&client, filter)
+        .await
+        .context("while querying the transfer log")?;
+    Ok(render(&rows, format))
+}
+
+/// The columns of `LogRow`, in order, as text.
+fn cells(r: &LogRow) -> [String; 13] {
+    [
+        r.aft_index.to_string(),
+        r.date_time.clone(),
+        r.method.clone(),
+        r.jid.clone(),
+        r.to_jid.clone(),
+        r.chat_type.clone(),
+        r.real_filename.clone(),
+        r.filename.clone(),
+        r.file_size.to_string(),
+        r.http_status.to_string(),
+        r.bytes_sent.to_string(),
+        r.client_address.clone(),
+        r.sha256.clone(),
+    ]
 }
 
 const COLUMNS: [&str; 13] = [
@@ -110,117 +115,37 @@ const COLUMNS: [&str; 13] = [
     "sha256",
 ];
 
-/// Runs a log query and renders it.
-pub async fn query(db: &DbConfig, q: &LogQuery, format: Format) -> anyhow::Result<String> {
-    let client = db::connect(db, Duration::from_secs(10)).await?;
-    let mut sql = String::from(
-        "SELECT aft_index, date_time, method, jid, to_jid, chat_type, real_filename, filename, \
-         file_size, http_status, bytes_sent, client_address, sha256 FROM aft_log WHERE true",
-    );
-    let mut params: Vec<String> = Vec::new();
-    let mut add = |clause: &str, value: String| {
-        params.push(value);
-        let _ = write!(
-            sql,
-            " AND {}",
-            clause.replace('?', &format!("${}", params.len()))
-        );
-    };
-    if let Some(j) = &q.jid {
-        add("(jid = ? OR split_part(jid, '/', 1) = ?)", j.clone());
-    }
-    if let Some(t) = &q.to {
-        add("split_part(to_jid, '/', 1) = ?", t.clone());
-    }
-    if let Some(m) = &q.method {
-        add("method = ?", m.to_uppercase());
-    }
-    if let Some(c) = &q.chat_type {
-        add("chat_type = ?", c.clone());
-    }
-    if let Some(s) = &q.since {
-        add("date_time >= ?::text::timestamptz", time_arg(s));
-    }
-    if let Some(u) = &q.until {
-        add("date_time < ?::text::timestamptz", time_arg(u));
-    }
-    let _ = write!(sql, " ORDER BY aft_index LIMIT {}", q.limit.max(1));
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    let rows = client
-        .query(sql.as_str(), &refs)
-        .await
-        .context("while querying aft_log")?;
-    let records: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.get::<_, i64>(0).to_string(),
-                stamp(r.get(1)),
-                r.get(2),
-                r.get(3),
-                r.get(4),
-                r.get(5),
-                r.get(6),
-                r.get(7),
-                r.get::<_, i64>(8).to_string(),
-                r.get::<_, i32>(9).to_string(),
-                r.get::<_, i64>(10).to_string(),
-                r.get(11),
-                r.get(12),
-            ]
-        })
-        .collect();
-    Ok(render(&records, format))
-}
-
-fn render(records: &[Vec<String>], format: Format) -> String {
+fn render(rows: &[LogRow], format: Format) -> String {
     let mut out = String::new();
     match format {
         Format::Json => {
-            for r in records {
-                let obj: serde_json::Map<String, serde_json::Value> = COLUMNS
-                    .iter()
-                    .zip(r)
-                    .map(|(k, v)| {
-                        let value = match *k {
-                            "aft_index" | "file_size" | "http_status" | "bytes_sent" => v
-                                .parse::<i64>()
-                                .map(serde_json::Value::from)
-                                .unwrap_or_default(),
-                            _ => serde_json::Value::from(v.as_str()),
-                        };
-                        ((*k).to_owned(), value)
-                    })
-                    .collect();
-                let _ = writeln!(out, "{}", serde_json::Value::Object(obj));
+            for r in rows {
+                let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
             }
         }
         Format::Csv => {
             let _ = writeln!(out, "{}", COLUMNS.join(","));
-            for r in records {
-                let cells: Vec<String> = r
+            for r in rows {
+                let line: Vec<String> = cells(r)
                     .iter()
                     .map(|c| {
-                        if c.contains([',', '"', '\n']) {
+                        if c.contains([',', '"', '\n', '\r']) {
                             format!("\"{}\"", c.replace('"', "\"\""))
                         } else {
                             c.clone()
                         }
                     })
                     .collect();
-                let _ = writeln!(out, "{}", cells.join(","));
+                let _ = writeln!(out, "{}", line.join(","));
             }
         }
         Format::Table => {
             let shown = [0usize, 1, 2, 3, 4, 5, 6, 8, 9, 10];
+            let all: Vec<[String; 13]> = rows.iter().map(cells).collect();
             let widths: Vec<usize> = shown
                 .iter()
                 .map(|&i| {
-                    records
-                        .iter()
+                    all.iter()
                         .map(|r| r[i].chars().count())
                         .chain([COLUMNS[i].len()])
                         .max()
@@ -238,14 +163,14 @@ fn render(records: &[Vec<String>], format: Format) -> String {
                     .to_owned()
             };
             let _ = writeln!(out, "{}", line(shown.iter().map(|&i| COLUMNS[i]).collect()));
-            for r in records {
+            for r in &all {
                 let _ = writeln!(
                     out,
                     "{}",
                     line(shown.iter().map(|&i| r[i].as_str()).collect())
                 );
             }
-            let _ = writeln!(out, "({} rows)", records.len());
+            let _ = writeln!(out, "({} rows)", rows.len());
         }
     }
     out
@@ -315,21 +240,21 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_json_types() {
-        let rec = vec![vec![
-            "7".to_owned(),
-            "2026-11-26T00:00:00Z".into(),
-            "POST".into(),
-            "alice@example.test".into(),
-            "".into(),
-            "im".into(),
-            "a, \"b\".txt".into(),
-            "res".into(),
-            "12".into(),
-            "201".into(),
-            "12".into(),
-            "127.0.0.1".into(),
-            "ab".into(),
-        ]];
+        let rec = vec![LogRow {
+            aft_index: 7,
+            date_time: "2026-11-26T00:00:00Z".into(),
+            method: "POST".into(),
+            jid: "alice@example.test".into(),
+            to_jid: String::new(),
+            chat_type: "im".into(),
+            real_filename: "a, \"b\".txt".into(),
+            filename: "res".into(),
+            file_size: 12,
+            http_status: 201,
+            bytes_sent: 12,
+            client_address: "127.0.0.1".into(),
+            sha256: "ab".into(),
+        }];
         let csv = render(&rec, Format::Csv);
         assert!(csv.contains(",\"a, \"\"b\"\".txt\","), "{csv}");
         let json = render(&rec, Format::Json);

@@ -366,16 +366,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let (_, url) = database_url(&config)?;
-            let q = admin::LogQuery {
+            let filter = mft_storage::log_query::LogFilter {
                 jid,
                 to,
                 method,
                 chat_type,
-                since,
-                until,
+                since: since.as_deref().map(admin::time_arg).transpose()?,
+                until: until.as_deref().map(admin::time_arg).transpose()?,
                 limit,
             };
-            print!("{}", block_on(admin::query(&url, &q, format))?);
+            print!("{}", block_on(admin::query(&url, &filter, format))?);
         }
         Command::Verify {
             config,

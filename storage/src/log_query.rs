@@ -1,0 +1,136 @@
+//! The operator's questions to the transfer log — "who sent and fetched
+//! what" (`mftd log`) and "how much is there" (`mftd db status`) — as typed
+//! rows. Every SQL statement on the log's tables lives in this crate; the
+//! command-line program only renders what it gets.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use crate::db::DbError;
+use crate::utc::UtcTime;
+
+/// Which rows of `aft_log` to list.
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    /// Uploader or downloader: a bare JID matches every resource of it.
+    pub jid: Option<String>,
+    /// Recipient (bare JID, or a room).
+    pub to: Option<String>,
+    /// `POST` or `GET`.
+    pub method: Option<String>,
+    /// `im`, `groupchat`, `persistent`.
+    pub chat_type: Option<String>,
+    /// From this time on.
+    pub since: Option<SystemTime>,
+    /// Before this time.
+    pub until: Option<SystemTime>,
+    /// Most rows.
+    pub limit: i64,
+}
+
+/// One row of `aft_log` as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogRow {
+    /// Sequence number.
+    pub aft_index: i64,
+    /// When the row was written (XEP-0082 UTC).
+    pub date_time: String,
+    /// `POST` or `GET`.
+    pub method: String,
+    /// Uploader or downloader.
+    pub jid: String,
+    /// Intended recipient.
+    pub to_jid: String,
+    /// `im`, `groupchat`, `persistent`.
+    pub chat_type: String,
+    /// The name the user uploaded.
+    pub real_filename: String,
+    /// The resource name.
+    pub filename: String,
+    /// Bytes.
+    pub file_size: i64,
+    /// HTTP status answered.
+    pub http_status: i32,
+    /// Bytes sent (downloads) or received (uploads).
+    pub bytes_sent: i64,
+    /// Client address.
+    pub client_address: String,
+    /// SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// How much the log holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Rows of `aft_log`.
+    pub rows: i64,
+    /// Files not purged.
+    pub live_files: i64,
+}
+
+fn stamp(t: SystemTime) -> String {
+    UtcTime::from_system(t).xep0082()
+}
+
+/// Lists `aft_log` rows matching `filter`, oldest first.
+pub async fn query(client: &Client, filter: &LogFilter) -> Result<Vec<LogRow>, DbError> {
+    let rows = client
+        .query(
+            "SELECT aft_index, date_time, method, jid, to_jid, chat_type, real_filename, filename, \
+             file_size, http_status, bytes_sent, client_address, sha256 FROM aft_log \
+             WHERE ($1::text IS NULL OR jid = $1 OR split_part(jid, '/', 1) = $1) \
+             AND ($2::text IS NULL OR split_part(to_jid, '/', 1) = $2) \
+             AND ($3::text IS NULL OR method = upper($3)) \
+             AND ($4::text IS NULL OR chat_type = $4) \
+             AND ($5::timestamptz IS NULL OR date_time >= $5) \
+             AND ($6::timestamptz IS NULL OR date_time < $6) \
+             ORDER BY aft_index LIMIT $7",
+            &[
+                &filter.jid as &(dyn ToSql + Sync),
+                &filter.to,
+                &filter.method,
+                &filter.chat_type,
+                &filter.since,
+                &filter.until,
+                &filter.limit.max(1),
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query("querying aft_log", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| LogRow {
+            aft_index: r.get(0),
+            date_time: stamp(r.get(1)),
+            method: r.get(2),
+            jid: r.get(3),
+            to_jid: r.get(4),
+            chat_type: r.get(5),
+            real_filename: r.get(6),
+            filename: r.get(7),
+            file_size: r.get(8),
+            http_status: r.get(9),
+            bytes_sent: r.get(10),
+            client_address: r.get(11),
+            sha256: r.get(12),
+        })
+        .collect())
+}
+
+/// Rows and live files.
+pub async fn counts(client: &Client) -> Result<LogCounts, DbError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM aft_log), (SELECT count(*) FROM files WHERE deleted IS NULL)",
+            &[],
+        )
+        .await
+        .map_err(|e| DbError::query("counting log rows", e))?;
+    Ok(LogCounts {
+        rows: row.get(0),
+        live_files: row.get(1),
+    })
+}
