@@ -14,7 +14,7 @@ use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Settings, StoreKind};
+use crate::config::{Settings, StoreSettings};
 use mft_component::component::{self, LinkSettings};
 use mft_component::rate::SlotRateLimiter;
 use mft_component::service::UploadService;
@@ -23,23 +23,17 @@ use mft_storage::quota::Quotas;
 
 /// Opens the configured store.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store_cfg = &settings.config.store;
-    match store_cfg.kind {
-        StoreKind::Local => {
-            let path = store_cfg
-                .path
-                .as_ref()
-                .context("store.path is required for kind = \"local\"")?;
-            let backend = LocalBackend::new(path)
-                .with_context(|| format!("while opening the node directory {}", path.display()))?;
+    match &settings.store {
+        StoreSettings::Local { path } => {
+            let backend = LocalBackend::new(path).with_context(|| {
+                format!(
+                    "while opening the node directory {} (store.path)",
+                    path.display()
+                )
+            })?;
             Ok(Store::new(backend))
         }
-        StoreKind::Sftp => {
-            let sftp = settings
-                .sftp()
-                .context("[store.sftp] is required for kind = \"sftp\"")?;
-            Ok(Store::new(SftpBackend::new(sftp)))
-        }
+        StoreSettings::Sftp { sftp, .. } => Ok(Store::new(SftpBackend::new((**sftp).clone()))),
     }
 }
 
@@ -224,16 +218,16 @@ pub async fn run(
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
     ready();
-    if let Some(sftp) = cfg
-        .store
-        .sftp
-        .as_ref()
-        .filter(|_| cfg.store.kind == StoreKind::Sftp)
+    if let StoreSettings::Sftp {
+        sftp,
+        alarm_free_percent,
+        min_free_bytes,
+    } = &settings.store
     {
         tokio::spawn(space.watch(
             store.clone(),
-            sftp.alarm_free_percent,
-            sftp.min_free_bytes.0,
+            *alarm_free_percent,
+            *min_free_bytes,
             stop_rx.clone(),
         ));
         match store.health_check().await {

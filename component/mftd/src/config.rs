@@ -156,16 +156,58 @@ pub struct NodeConfig {
     pub name: String,
 }
 
-/// `[store]`
+/// `[store]`: `kind = "local"` with `path`, or `kind = "sftp"` with a
+/// `[store.sftp]` section. Each kind carries only its own keys.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `local` (a directory) or `sftp` (an external file server).
-    pub kind: StoreKind,
-    /// For `local`: the node directory.
-    pub path: Option<PathBuf>,
-    /// For `sftp`: the file server.
-    pub sftp: Option<SftpConfig>,
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A directory on this host: the node directory.
+    Local {
+        /// The node directory.
+        path: PathBuf,
+    },
+    /// An SSH/SFTP file server.
+    Sftp {
+        /// `[store.sftp]`.
+        sftp: SftpConfig,
+    },
+}
+
+/// The store as the runtime uses it, validated once.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// A local node directory.
+    Local {
+        /// The node directory.
+        path: PathBuf,
+    },
+    /// An SFTP file server.
+    Sftp {
+        /// Connection, pinned host key, node key.
+        sftp: Box<SftpSettings>,
+        /// Warn below this free percentage.
+        alarm_free_percent: f64,
+        /// Refuse slots below this many free bytes.
+        min_free_bytes: u64,
+    },
+}
+
+impl StoreSettings {
+    /// The SFTP settings, when the store is a file server.
+    pub fn sftp(&self) -> Option<&SftpSettings> {
+        match self {
+            StoreSettings::Sftp { sftp, .. } => Some(sftp),
+            StoreSettings::Local { .. } => None,
+        }
+    }
+
+    /// `local` or `sftp`, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreSettings::Local { .. } => "local",
+            StoreSettings::Sftp { .. } => "sftp",
+        }
+    }
 }
 
 /// `[store.sftp]`: the external file server.
@@ -203,16 +245,6 @@ pub struct SftpConfig {
     /// Refuse new slots (`wait`) while less than this is free.
     #[serde(default = "default_min_free")]
     pub min_free_bytes: ByteSize,
-}
-
-/// Which backend holds the files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// A local directory.
-    Local,
-    /// An SSH/SFTP file server.
-    Sftp,
 }
 
 /// `[limits]`
@@ -384,6 +416,8 @@ pub struct Settings {
     pub base_path: String,
     /// The database URL, when a transfer log is configured.
     pub database_url: Option<Secret>,
+    /// The store, validated.
+    pub store: StoreSettings,
 }
 
 impl Settings {
@@ -460,23 +494,10 @@ impl Settings {
         if config.node.name.is_empty() || config.node.name.contains(['/', '\\', ' ']) {
             return Err(invalid("node.name", "use a short name such as node_1"));
         }
-        match config.store.kind {
-            StoreKind::Local => {
-                if config.store.path.is_none() {
-                    return Err(invalid(
-                        "store.path",
-                        "missing: the node directory for kind = \"local\"",
-                    ));
-                }
-            }
-            StoreKind::Sftp => {
-                let sftp = config.store.sftp.as_ref().ok_or_else(|| {
-                    invalid(
-                        "store.sftp",
-                        "missing: the [store.sftp] section for kind = \"sftp\"",
-                    )
-                })?;
-                PinnedHostKey::parse(&sftp.host_key, &sftp.host, sftp.port)
+        let store = match &config.store {
+            StoreConfig::Local { path } => StoreSettings::Local { path: path.clone() },
+            StoreConfig::Sftp { sftp } => {
+                let host_key = PinnedHostKey::parse(&sftp.host_key, &sftp.host, sftp.port)
                     .map_err(|e| invalid("store.sftp.host_key", e.to_string()))?;
                 if !sftp.directory.starts_with('/') {
                     return Err(invalid(
@@ -493,8 +514,24 @@ impl Settings {
                         "a percentage from 0 to 100",
                     ));
                 }
+                StoreSettings::Sftp {
+                    sftp: Box::new(SftpSettings {
+                        host: sftp.host.clone(),
+                        port: sftp.port,
+                        user: sftp.user.clone(),
+                        directory: sftp.directory.trim_end_matches('/').to_owned(),
+                        host_key,
+                        private_key: sftp.private_key.clone(),
+                        pool_size: sftp.pool_size,
+                        connect_timeout: sftp.connect_timeout.0,
+                        io_timeout: sftp.io_timeout.0,
+                        ciphers: sftp.ciphers.clone(),
+                    }),
+                    alarm_free_percent: sftp.alarm_free_percent,
+                    min_free_bytes: sftp.min_free_bytes.0,
+                }
             }
-        }
+        };
         let max_file_size = match config.limits.max_file_size.0 {
             0 => MAX_FILE_SIZE_CAP,
             n if n > MAX_FILE_SIZE_CAP => {
@@ -547,6 +584,7 @@ impl Settings {
         }
         Ok(Settings {
             database_url,
+            store,
             config,
             component_secret,
             token_key,
@@ -571,35 +609,9 @@ impl Settings {
         })
     }
 
-    /// The SFTP settings, when the store is a file server.
-    pub fn sftp(&self) -> Option<SftpSettings> {
-        let s = self.config.store.sftp.as_ref()?;
-        if self.config.store.kind != StoreKind::Sftp {
-            return None;
-        }
-        Some(SftpSettings {
-            host: s.host.clone(),
-            port: s.port,
-            user: s.user.clone(),
-            directory: s.directory.trim_end_matches('/').to_owned(),
-            host_key: PinnedHostKey::parse(&s.host_key, &s.host, s.port).ok()?,
-            private_key: s.private_key.clone(),
-            pool_size: s.pool_size,
-            connect_timeout: s.connect_timeout.0,
-            io_timeout: s.io_timeout.0,
-            ciphers: s.ciphers.clone(),
-        })
-    }
-
     /// Files that must exist before `run`: today only the node's SSH key.
     pub fn check_files(&self, config_path: &Path) -> Result<(), ConfigError> {
-        if let Some(s) = self
-            .config
-            .store
-            .sftp
-            .as_ref()
-            .filter(|_| self.config.store.kind == StoreKind::Sftp)
-        {
+        if let Some(s) = self.store.sftp() {
             if !s.private_key.exists() {
                 return Err(invalid(
                     "store.sftp.private_key",
@@ -679,6 +691,27 @@ slot_ttl = "5m"
             "secret = \"a\"\nsecret_file = \"/x\"",
         );
         assert!(err(&both).contains("not both"));
+        // Each store kind takes only its own keys.
+        let local_without_path = GOOD.replace("path = \"/tmp/x\"", "");
+        assert!(
+            err(&local_without_path).contains("path"),
+            "{}",
+            err(&local_without_path)
+        );
+        let sftp_without_section =
+            GOOD.replace("kind = \"local\"\npath = \"/tmp/x\"", "kind = \"sftp\"");
+        assert!(
+            err(&sftp_without_section).contains("sftp"),
+            "{}",
+            err(&sftp_without_section)
+        );
+        let local_with_sftp_key =
+            GOOD.replace("path = \"/tmp/x\"", "path = \"/tmp/x\"\nhost = \"fs\"");
+        assert!(
+            err(&local_with_sftp_key).contains("host"),
+            "{}",
+            err(&local_with_sftp_key)
+        );
         let no_secret = GOOD.replace("secret = \"s3cret\"", "");
         assert!(err(&no_secret).contains("xmpp.secret"));
         let huge = GOOD.replace("max_file_size = \"0\"", "max_file_size = \"5 GiB\"");
@@ -701,7 +734,7 @@ slot_ttl = "5m"
         );
         let good = sftp.replace("evil.example.test", "files.example.test");
         let s = Settings::from_toml(&good, "t").expect("valid");
-        assert_eq!(s.sftp().expect("sftp").port, 22);
+        assert_eq!(s.store.sftp().expect("sftp").port, 22);
         let missing_key = s
             .check_files(Path::new("/etc/mftd/mftd.toml"))
             .expect_err("no key file");

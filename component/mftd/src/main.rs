@@ -210,7 +210,9 @@ fn sftp_settings(config: &Path) -> anyhow::Result<(Settings, mft_storage::sftp::
     let settings = load(config)?;
     settings.check_files(config)?;
     let sftp = settings
+        .store
         .sftp()
+        .cloned()
         .ok_or_else(|| anyhow::anyhow!("{}: store.kind is not \"sftp\"", config.display()))?;
     Ok((settings, sftp))
 }
@@ -241,7 +243,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.config.xmpp.component_jid,
                 s.config.http.listen,
                 s.config.http.public_url,
-                s.config.store.kind,
+                s.store.kind(),
                 s.max_file_size
             );
         }
@@ -271,7 +273,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (Some(out), Some(node)) => (out, node),
                 (out, node) => {
                     let s = load(&config)?;
-                    let key = s.config.store.sftp.as_ref().map(|x| x.private_key.clone());
+                    let key = s.store.sftp().map(|x| x.private_key.clone());
                     let path = out.or(key).ok_or_else(|| {
                         anyhow::anyhow!(
                             "no key path: set store.sftp.private_key in {} or pass --out",
@@ -291,10 +293,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let path = match key {
                 Some(k) => k,
                 None => load(&config)?
-                    .config
                     .store
-                    .sftp
-                    .map(|s| s.private_key)
+                    .sftp()
+                    .map(|s| s.private_key.clone())
                     .ok_or_else(|| {
                         anyhow::anyhow!("store.sftp.private_key is not set in {}", config.display())
                     })?,
@@ -305,12 +306,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             action: FileserverCommand::Status { config },
         } => {
             let (settings, sftp) = sftp_settings(&config)?;
-            let alarm = settings
-                .config
-                .store
-                .sftp
-                .as_ref()
-                .map_or(10.0, |s| s.alarm_free_percent);
+            let alarm = match settings.store {
+                config::StoreSettings::Sftp {
+                    alarm_free_percent, ..
+                } => alarm_free_percent,
+                config::StoreSettings::Local { .. } => 10.0,
+            };
             let checks = fileserver::status(&sftp, alarm);
             let mut failed = false;
             for c in &checks {
