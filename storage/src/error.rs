@@ -29,6 +29,15 @@ pub enum StoreError {
     /// The file server cannot be reached or refused us; retry later.
     #[error("file server unavailable: {0}")]
     Unavailable(String),
+    /// Connecting to the SFTP file server failed at a known step.
+    #[error("file server {host}: {source}")]
+    Connect {
+        /// The file server.
+        host: String,
+        /// Which step failed, and why.
+        #[source]
+        source: ConnectError,
+    },
     /// The upload was abandoned by its sender.
     #[error("upload aborted")]
     Aborted,
@@ -40,6 +49,83 @@ pub enum StoreError {
         /// The underlying error.
         source: io::Error,
     },
+}
+
+/// Why a connection to the SFTP file server failed, step by step, with the
+/// underlying error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The host name does not resolve.
+    #[error("cannot resolve the host name (store.sftp.host)")]
+    Resolve(#[source] io::Error),
+    /// No TCP connection.
+    #[error("cannot connect to {addr}")]
+    Tcp {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting up the SSH session or the handshake failed.
+    #[error("SSH handshake failed")]
+    Handshake(#[source] ssh2::Error),
+    /// A cipher in `store.sftp.ciphers` is not known.
+    #[error("store.sftp.ciphers is not usable")]
+    Ciphers(#[source] ssh2::Error),
+    /// The server presented no host key.
+    #[error("the server presented no host key")]
+    NoHostKey,
+    /// The server's host key is not the pinned one.
+    #[error("host key mismatch: pinned {expected}, server presented {presented}; refusing to connect (check store.sftp.host_key; a changed key can mean a man-in-the-middle)")]
+    HostKeyMismatch {
+        /// SHA256 fingerprint of the pinned key.
+        expected: String,
+        /// SHA256 fingerprint of the presented key.
+        presented: String,
+    },
+    /// The node's key was refused.
+    #[error("public key authentication as {user} with {key} was refused; is the node's public key (`mftd keys show`) in the user's authorized_keys?")]
+    AuthRefused {
+        /// The file server user.
+        user: String,
+        /// The node's private key file.
+        key: String,
+        /// libssh2's reason, when it gave one.
+        #[source]
+        source: Option<ssh2::Error>,
+    },
+    /// The SFTP subsystem is not offered.
+    #[error("SFTP subsystem unavailable (is `Subsystem sftp` enabled in sshd_config?)")]
+    Subsystem(#[source] ssh2::Error),
+}
+
+impl ConnectError {
+    /// The server is the wrong one, or speaks no SSH we accept: not a
+    /// matter of credentials.
+    pub fn is_host_key_problem(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::HostKeyMismatch { .. }
+                | ConnectError::NoHostKey
+                | ConnectError::Handshake(_)
+        )
+    }
+}
+
+/// The whole chain of an error, `outer: inner: …`, for logs.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl StoreError {
@@ -70,7 +156,18 @@ impl StoreError {
 
     /// The file server is down or unreachable: a temporary condition.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Connect { .. }
+        )
+    }
+
+    /// The step at which connecting to the file server failed, if that is what happened.
+    pub fn connect_error(&self) -> Option<&ConnectError> {
+        match self {
+            StoreError::Connect { source, .. } => Some(source),
+            _ => None,
+        }
     }
 
     /// The client sent the wrong number of bytes.

@@ -34,7 +34,7 @@ pub mod store;
 pub mod transfer_log;
 pub mod utc;
 
-pub use error::StoreError;
+pub use error::{ConnectError, StoreError};
 pub use layout::{ChatType, Location};
 pub use meta::FileMeta;
 pub use store::{Download, FileInfo, Store, StoredFile, Upload};

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use ssh2::{ErrorCode, MethodType, OpenFlags, OpenType, Sftp};
 
 use crate::backend::{check_relative, Backend, FreeSpace, ReadFile, Session, WriteFile};
+use crate::error::ConnectError;
 use crate::hostkey::{fingerprint, PinnedHostKey};
 use crate::StoreError;
 
@@ -115,33 +116,40 @@ impl SftpBackend {
 }
 
 fn connect(s: &SftpSettings) -> Result<Conn, StoreError> {
+    connect_steps(s).map_err(|source| StoreError::Connect {
+        host: s.host.clone(),
+        source,
+    })
+}
+
+fn connect_steps(s: &SftpSettings) -> Result<Conn, ConnectError> {
     let addr = (s.host.as_str(), s.port)
         .to_socket_addrs()
-        .map_err(|e| unavailable(&s.host, format!("cannot resolve: {e}")))?
+        .map_err(ConnectError::Resolve)?
         .next()
-        .ok_or_else(|| unavailable(&s.host, "no address"))?;
-    let tcp = TcpStream::connect_timeout(&addr, s.connect_timeout)
-        .map_err(|e| unavailable(&s.host, format!("cannot connect to {addr}: {e}")))?;
+        .ok_or_else(|| ConnectError::Resolve(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    let tcp = TcpStream::connect_timeout(&addr, s.connect_timeout).map_err(|source| {
+        ConnectError::Tcp {
+            addr: addr.to_string(),
+            source,
+        }
+    })?;
     let _ = tcp.set_nodelay(true);
-    let mut session = ssh2::Session::new().map_err(|e| unavailable(&s.host, e))?;
+    let mut session = ssh2::Session::new().map_err(ConnectError::Handshake)?;
     session.set_tcp_stream(tcp);
     session.set_timeout(u32::try_from(s.connect_timeout.as_millis()).unwrap_or(u32::MAX));
     session
         .method_pref(MethodType::HostKey, s.host_key.method_pref())
-        .map_err(|e| unavailable(&s.host, e))?;
+        .map_err(ConnectError::Handshake)?;
     if !s.ciphers.is_empty() {
         for dir in [MethodType::CryptCs, MethodType::CryptSc] {
             session
                 .method_pref(dir, &s.ciphers)
-                .map_err(|e| unavailable(&s.host, format!("store.sftp.ciphers: {e}")))?;
+                .map_err(ConnectError::Ciphers)?;
         }
     }
-    session
-        .handshake()
-        .map_err(|e| unavailable(&s.host, format!("SSH handshake failed: {e}")))?;
-    let (presented, _) = session
-        .host_key()
-        .ok_or_else(|| unavailable(&s.host, "server presented no host key"))?;
+    session.handshake().map_err(ConnectError::Handshake)?;
+    let (presented, _) = session.host_key().ok_or(ConnectError::NoHostKey)?;
     if presented != s.host_key.blob.as_slice() {
         let (expected, got) = (fingerprint(&s.host_key.blob), fingerprint(presented));
         tracing::error!(
@@ -150,35 +158,24 @@ fn connect(s: &SftpSettings) -> Result<Conn, StoreError> {
             presented = %got,
             "file server host key does not match the pinned key: refusing to connect (possible man-in-the-middle)"
         );
-        return Err(unavailable(
-            &s.host,
-            format!(
-                "host key mismatch: pinned {expected}, server presented {got}; refusing to connect"
-            ),
-        ));
+        return Err(ConnectError::HostKeyMismatch {
+            expected,
+            presented: got,
+        });
     }
+    let refused = |source| ConnectError::AuthRefused {
+        user: s.user.clone(),
+        key: s.private_key.display().to_string(),
+        source,
+    };
     session
         .userauth_pubkey_file(&s.user, None, &s.private_key, None)
-        .map_err(|e| {
-            unavailable(
-                &s.host,
-                format!(
-                    "public key authentication as {} with {} failed ({e}); is the node's public key (`mftd keys show`) in the user's authorized_keys?",
-                    s.user,
-                    s.private_key.display()
-                ),
-            )
-        })?;
+        .map_err(|e| refused(Some(e)))?;
     if !session.authenticated() {
-        return Err(unavailable(
-            &s.host,
-            format!("not authenticated as {}", s.user),
-        ));
+        return Err(refused(None));
     }
     session.set_timeout(u32::try_from(s.io_timeout.as_millis()).unwrap_or(u32::MAX));
-    let sftp = session
-        .sftp()
-        .map_err(|e| unavailable(&s.host, format!("SFTP subsystem unavailable: {e}")))?;
+    let sftp = session.sftp().map_err(ConnectError::Subsystem)?;
     Ok(Conn {
         _session: session,
         sftp,
@@ -225,8 +222,8 @@ impl Pool {
                 if let Ok(mut h) = self.health.lock() {
                     h.backoff = (h.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
                     h.down_until = Some(Instant::now() + h.backoff);
-                    h.last_error = e.to_string();
-                    tracing::warn!(host = %host, error = %e, retry_in_s = h.backoff.as_secs(), "file server unavailable");
+                    h.last_error = crate::error::chain(&e);
+                    tracing::warn!(host = %host, error = %h.last_error, retry_in_s = h.backoff.as_secs(), "file server unavailable");
                 }
                 self.drop_idle();
                 Err(e)

@@ -2,6 +2,7 @@
 //! plain-text explanation in one place.
 
 use http::StatusCode;
+use mft_storage::db::DbError;
 use mft_storage::StoreError;
 
 use crate::token::TokenError;
@@ -53,9 +54,16 @@ pub enum HttpError {
         /// The file size, for Content-Range.
         size: u64,
     },
-    /// The file server or another dependency is down.
+    /// A dependency is known to be down (checked before any work).
     #[error("storage temporarily unavailable, retry later")]
     Unavailable,
+    /// The file store failed; the cause is kept for the log, the client
+    /// sees only the status.
+    #[error("file storage failed")]
+    Store(#[source] StoreError),
+    /// The transfer log could not read or commit; the transfer is refused.
+    #[error("the transfer log is unavailable, retry later")]
+    Log(#[source] DbError),
     /// `max_transfers` are in flight: retry shortly.
     #[error("too many transfers in flight, retry shortly")]
     Busy,
@@ -71,6 +79,11 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// Whether the client should retry shortly (`Retry-After`).
+    pub fn is_temporary(&self) -> bool {
+        self.status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
     /// The status code to answer with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -85,7 +98,11 @@ impl HttpError {
             HttpError::Conflict => StatusCode::CONFLICT,
             HttpError::Gone => StatusCode::GONE,
             HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            HttpError::Unavailable | HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Unavailable | HttpError::Busy | HttpError::Log(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            HttpError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Quota(_) => StatusCode::FORBIDDEN,
             HttpError::TooSlow => StatusCode::REQUEST_TIMEOUT,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,9 +122,10 @@ impl From<StoreError> for HttpError {
                 got: expected + 1,
                 slot: expected,
             },
-            StoreError::Unavailable(_) => HttpError::Unavailable,
             StoreError::Aborted => HttpError::BadRequest("upload aborted".into()),
-            StoreError::Io { .. } => HttpError::Internal,
+            e @ (StoreError::Unavailable(_)
+            | StoreError::Connect { .. }
+            | StoreError::Io { .. }) => HttpError::Store(e),
         }
     }
 }

@@ -43,10 +43,7 @@ pub async fn get(
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
     let row = match &app.log {
         Some(log) => {
-            let row = log.file(resource).await.map_err(|e| {
-                tracing::warn!(error = %e, "cannot look up the file in the database");
-                HttpError::Unavailable
-            })?;
+            let row = log.file(resource).await.map_err(HttpError::Log)?;
             // A file the log does not know was never logged as uploaded
             // (a crash between publishing and committing): not served.
             let row = row.ok_or(HttpError::NotFound)?;
@@ -106,10 +103,7 @@ pub async fn get(
                     status,
                     len,
                 );
-                let id = log.record_download(record).await.map_err(|e| {
-                    tracing::warn!(error = %e, "download refused: its log row could not be committed");
-                    HttpError::Unavailable
-                })?;
+                let id = log.record_download(record).await.map_err(HttpError::Log)?;
                 Some(audit::DownloadReport::new(
                     log.clone(),
                     id,

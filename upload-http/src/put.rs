@@ -20,6 +20,8 @@ use hyper::body::Incoming;
 use mft_storage::quota::{QuotaAnswer, QuotaScope, QuotaVerdict};
 use mft_storage::{FileMeta, Location, Upload};
 
+use mft_storage::error::chain;
+
 use crate::audit;
 use crate::body::ResponseBody;
 use crate::conn::RateFloor;
@@ -204,11 +206,11 @@ async fn publish_and_log(
     if let Some(log) = &app.log {
         let record = audit::upload_record(app, claims, &stored, peer, user_agent, started);
         if let Err(e) = log.record_upload(record).await {
-            tracing::error!(error = %e, path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
+            tracing::error!(path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
             if let Err(e) = app.store.remove(loc).await {
-                tracing::error!(error = %e, path = %stored.path, "could not remove the unlogged file; `mftd verify` will report it");
+                tracing::error!(error = %chain(&e), path = %stored.path, "could not remove the unlogged file; `mftd verify` will report it");
             }
-            return Err(HttpError::Unavailable);
+            return Err(HttpError::Log(e));
         }
     }
     tracing::info!(
@@ -240,10 +242,7 @@ async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> 
             quotas,
         )
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "upload refused: cannot check the quota");
-            HttpError::Unavailable
-        })?;
+        .map_err(HttpError::Log)?;
     match verdict {
         QuotaVerdict::Fits => Ok(()),
         QuotaVerdict::Refused {

@@ -23,6 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use mft_storage::error::chain;
+
 use crate::body::ResponseBody;
 use crate::conn::Deadlines;
 use crate::error::HttpError;
@@ -257,16 +259,19 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
             Method::OPTIONS => Ok(with_status(StatusCode::NO_CONTENT, ResponseBody::empty())),
             _ => Err(HttpError::MethodNotAllowed),
         };
-        let mut resp = result.unwrap_or_else(|e| error_response(&e));
+        // The one place a failure becomes a status: log it here, with its cause.
+        let mut resp = result.unwrap_or_else(|e| {
+            let status = e.status().as_u16();
+            if status >= 500 {
+                tracing::warn!(status, error = %chain(&e), "request failed");
+            } else {
+                tracing::info!(status, reason = %e, "request refused");
+            }
+            error_response(&e)
+        });
         add_cors(resp.headers_mut());
         let status = resp.status().as_u16();
-        if status >= 500 {
-            tracing::warn!(
-                status,
-                ms = started.elapsed().as_millis() as u64,
-                "request failed"
-            );
-        } else {
+        if status < 400 {
             tracing::info!(status, ms = started.elapsed().as_millis() as u64, "request");
         }
         resp
@@ -292,7 +297,7 @@ fn error_response(e: &HttpError) -> Resp {
         HttpError::MissingToken => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        HttpError::Unavailable | HttpError::Busy => {
+        e if e.is_temporary() => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         }
         HttpError::MethodNotAllowed => {

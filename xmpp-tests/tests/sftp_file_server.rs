@@ -72,10 +72,15 @@ async fn a_wrong_host_key_or_an_unknown_node_key_is_refused() {
         .replace(&format!(":{}", other.port), &format!(":{}", sshd.port));
     let mut wrong = settings(&sshd, key.clone());
     wrong.host_key = PinnedHostKey::parse(&stranger_line, "127.0.0.1", sshd.port).unwrap();
-    let err = SftpBackend::new(wrong.clone())
-        .connect_now()
-        .unwrap_err()
-        .to_string();
+    let refused = SftpBackend::new(wrong.clone()).connect_now().unwrap_err();
+    assert!(
+        matches!(
+            refused.connect_error(),
+            Some(mft_storage::ConnectError::HostKeyMismatch { .. })
+        ),
+        "{refused:?}"
+    );
+    let err = refused.to_string();
     assert!(err.contains("host key mismatch"), "{err}");
     let pinned = mft_storage::hostkey::fingerprint(&wrong.host_key.blob);
     assert!(
@@ -95,10 +100,17 @@ async fn a_wrong_host_key_or_an_unknown_node_key_is_refused() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let err = SftpBackend::new(settings(&sshd, unknown_key))
+    let refused = SftpBackend::new(settings(&sshd, unknown_key))
         .connect_now()
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.connect_error(),
+            Some(mft_storage::ConnectError::AuthRefused { .. })
+        ),
+        "{refused:?}"
+    );
+    let err = refused.to_string();
     assert!(
         err.contains("authentication") && err.contains("authorized_keys"),
         "{err}"

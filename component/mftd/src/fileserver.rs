@@ -5,8 +5,10 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use mft_storage::backend::{Backend, Session};
+use mft_storage::error::chain;
 use mft_storage::hostkey::fingerprint;
 use mft_storage::sftp::{SftpBackend, SftpSettings};
+use mft_storage::StoreError;
 
 /// The reference's minimum link speed to the file server, MB/s.
 pub const MIN_SPEED_MB_S: f64 = 60.0;
@@ -50,32 +52,32 @@ pub fn status(settings: &SftpSettings, alarm_free_percent: f64) -> Vec<Check> {
     }
     let backend = SftpBackend::new(settings.clone());
     let connected = backend.connect_now();
-    let text = connected
-        .as_ref()
-        .err()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let key_ok = !text.contains("host key") && !text.contains("handshake");
+    let failure = connected.as_ref().err();
+    let key_problem = failure
+        .and_then(StoreError::connect_error)
+        .is_some_and(|c| c.is_host_key_problem());
+    let why = |e: &StoreError| chain(e);
     checks.push(Check {
         name: "host key matches",
-        result: if key_ok {
+        result: if key_problem {
+            Err(failure.map(why).unwrap_or_default())
+        } else {
             Ok(format!(
                 "{} {}",
                 settings.host_key.key_type,
                 fingerprint(&settings.host_key.blob)
             ))
-        } else {
-            Err(text.clone())
         },
     });
-    if !key_ok {
+    if key_problem {
         return checks;
     }
     checks.push(Check {
         name: "authenticated",
-        result: connected
-            .map(|()| format!("as {}", settings.user))
-            .map_err(|_| text),
+        result: match failure {
+            None => Ok(format!("as {}", settings.user)),
+            Some(e) => Err(why(e)),
+        },
     });
     if checks.last().is_some_and(|c| c.result.is_err()) {
         return checks;
