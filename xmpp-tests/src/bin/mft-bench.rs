@@ -596,7 +596,8 @@ fn main() {
     // 6: slot round trips through Prosody.
     let prosody = Prosody::start(ProsodyOptions::default());
     let mut opts = MftdOptions::for_prosody(&prosody);
-    opts.limits = "max_file_size = \"0\"\n".into();
+    // One benchmark client asks for thousands of slots: lift the per-user limit.
+    opts.limits = "max_file_size = \"0\"\nslots_per_minute = 0\n".into();
     let mftd = Mftd::start(&opts);
     mftd.wait_connected(1);
     let count = if a.smoke { 50 } else { 2000 };
