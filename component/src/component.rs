@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use mft_storage::backoff::Backoff;
+
 use crate::link::{self, Inbound, LinkError, NS_COMPONENT};
 use crate::service::UploadService;
 use crate::xml::Element;
@@ -28,21 +30,13 @@ pub struct LinkSettings {
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-fn jittered(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = getrandom::getrandom(&mut b);
-    // ±25 %.
-    let factor = 0.75 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.5;
-    d.mul_f64(factor)
-}
-
 /// Runs the component until `shutdown` turns true.
 pub async fn run(
     settings: LinkSettings,
     service: Arc<UploadService>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         if *shutdown.borrow() {
             return;
@@ -56,9 +50,9 @@ pub async fn run(
             }
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
-                    backoff = BACKOFF_MIN;
+                    backoff.succeeded();
                 }
-                let wait = jittered(backoff);
+                let wait = backoff.failed();
                 match &e {
                     LinkError::Refused(_) => {
                         tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
@@ -67,7 +61,6 @@ pub async fn run(
                         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
                     }
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
@@ -77,8 +70,9 @@ pub async fn run(
     }
 }
 
-fn parent_domain(jid: &str) -> &str {
-    jid.split_once('.').map_or(jid, |(_, p)| p)
+fn parent_domain(jid: &str) -> String {
+    mft_storage::jid::Jid::parse(jid)
+        .map_or_else(|| jid.to_owned(), |j| j.parent_domain().to_owned())
 }
 
 async fn serve_once(

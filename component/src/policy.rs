@@ -2,6 +2,7 @@
 //! destination belongs to. (Quotas live with the transfer log, in
 //! `mft_storage::quota`, because their numbers are the log's rows.)
 
+use mft_storage::jid::Jid;
 use mft_storage::ChatType;
 
 use serde::Deserialize;
@@ -25,13 +26,13 @@ pub struct ChatRules {
     pub persistent_rooms: Vec<String>,
 }
 
-/// The chat type of an upload to `destination` (empty: none given → `im`).
-pub fn chat_type(cfg: &ChatRules, destination: &str) -> ChatType {
-    let bare = destination.split('/').next().unwrap_or("").to_lowercase();
-    if bare.is_empty() {
+/// The chat type of an upload to `destination` (none given → `im`).
+pub fn chat_type(cfg: &ChatRules, destination: Option<&Jid>) -> ChatType {
+    let Some(destination) = destination else {
         return ChatType::Im;
-    }
-    let domain = bare.rsplit('@').next().unwrap_or("");
+    };
+    let bare = destination.bare();
+    let domain = destination.domain();
     let listed = |list: &[String], value: &str| list.iter().any(|x| x.eq_ignore_ascii_case(value));
     if listed(&cfg.persistent_rooms, &bare) || listed(&cfg.persistent_services, domain) {
         ChatType::Persistent
@@ -53,18 +54,24 @@ mod tests {
             persistent_services: vec!["persistent.example.test".into()],
             persistent_rooms: vec!["board@conference.example.test".into()],
         };
-        assert_eq!(chat_type(&cfg, ""), ChatType::Im);
-        assert_eq!(chat_type(&cfg, "bob@example.test/phone"), ChatType::Im);
+        assert_eq!(chat_type(&cfg, None), ChatType::Im);
         assert_eq!(
-            chat_type(&cfg, "lunch@Conference.example.test"),
+            chat_type(&cfg, Jid::parse("bob@example.test/phone").as_ref()),
+            ChatType::Im
+        );
+        assert_eq!(
+            chat_type(&cfg, Jid::parse("lunch@Conference.example.test").as_ref()),
             ChatType::Groupchat
         );
         assert_eq!(
-            chat_type(&cfg, "team@persistent.example.test"),
+            chat_type(&cfg, Jid::parse("team@persistent.example.test").as_ref()),
             ChatType::Persistent
         );
         assert_eq!(
-            chat_type(&cfg, "board@conference.example.test/nick"),
+            chat_type(
+                &cfg,
+                Jid::parse("board@conference.example.test/nick").as_ref()
+            ),
             ChatType::Persistent
         );
     }

@@ -14,9 +14,11 @@ use crate::rate::SlotRateLimiter;
 use mft_upload_http::urls::slot_url;
 use mft_upload_http::{SlotClaims, SlotSigner};
 
-use crate::slot::{self, find_request, jid_domain, parse_request, UPLOAD_NAMESPACES};
+use crate::slot::{self, find_request, parse_request, UPLOAD_NAMESPACES};
 use crate::stanza::{iq_result, StanzaError};
 use crate::xml::Element;
+use mft_storage::jid::Jid;
+use mft_storage::utc::{stamp, stamp_in};
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -25,11 +27,6 @@ const NS_DATA: &str = "jabber:x:data";
 
 /// How long a client is asked to wait when the file server is down.
 const RETRY_AFTER_UNAVAILABLE: u64 = 30;
-
-/// An XEP-0082 stamp `secs` seconds from now.
-fn stamp_in(secs: u64) -> String {
-    mft_storage::utc::UtcTime::from_unix(mft_storage::utc::unix_now() + secs).xep0082()
-}
 
 /// The upload service behind the component JID.
 pub struct UploadService {
@@ -177,11 +174,7 @@ impl UploadService {
         };
         match answer {
             QuotaAnswer::RetryAt(at) => {
-                let secs = at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let stamp = mft_storage::utc::UtcTime::from_unix(secs).xep0082();
+                let stamp = stamp(at);
                 tracing::info!(uploader, size, quota, retry = %stamp, "slot refused: quota");
                 Err(slot::retry_later(
                     ns,
@@ -211,15 +204,20 @@ impl UploadService {
         let (ns, req) =
             find_request(iq).ok_or_else(|| StanzaError::new("modify", "bad-request", ""))?;
         let from = iq.get_attr("from").unwrap_or("");
-        if !self.allowed_domains.contains(&jid_domain(from)) {
+        let requester = Jid::parse(from);
+        let allowed = requester
+            .as_ref()
+            .is_some_and(|j| self.allowed_domains.iter().any(|d| d == j.domain()));
+        let (Some(requester), true) = (requester, allowed) else {
             tracing::info!(from, "slot refused: domain not allowed");
             return Err(StanzaError::new(
                 "auth",
                 "forbidden",
                 "Users of your server may not upload files here.",
             ));
-        }
-        if let Err(wait) = self.slot_rate.take(&slot::bare_jid(from)) {
+        };
+        let uploader = requester.bare();
+        if let Err(wait) = self.slot_rate.take(&uploader) {
             tracing::info!(from, "slot refused: too many slot requests");
             return Err(slot::retry_later(
                 ns,
@@ -254,20 +252,21 @@ impl UploadService {
                 &retry_stamp(),
             ));
         }
-        let destination = req
+        let destination = match req
             .get_child("destination", NS_DESTINATION)
             .and_then(|d| d.get_attr("jid"))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        if destination.len() > 3071 || destination.chars().any(char::is_control) {
-            return Err(StanzaError::new(
-                "modify",
-                "bad-request",
-                "The destination is not a valid JID.",
-            ));
-        }
-        let chat = crate::policy::chat_type(&self.chat, &destination);
+            .filter(|d| !d.trim().is_empty())
+        {
+            None => None,
+            Some(d) => Some(Jid::parse(d).ok_or_else(|| {
+                StanzaError::new(
+                    "modify",
+                    "bad-request",
+                    "The destination is not a valid JID.",
+                )
+            })?),
+        };
+        let chat = crate::policy::chat_type(&self.chat, destination.as_ref());
         let loc = self.store.allocate(chat).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
             slot::retry_later(
@@ -277,21 +276,15 @@ impl UploadService {
             )
         })?;
         let expires = mft_storage::utc::unix_now() + self.slot_ttl.as_secs();
-        self.reserve_quota(
-            ns,
-            loc.resource(),
-            &slot::bare_jid(from),
-            request.size,
-            expires,
-        )
-        .await?;
+        self.reserve_quota(ns, loc.resource(), &uploader, request.size, expires)
+            .await?;
         let claims = SlotClaims {
             resource: loc.resource().to_owned(),
             filename: request.filename.clone(),
             size: request.size,
             content_type: request.content_type.clone(),
             uploader: from.to_owned(),
-            to: destination,
+            to: destination.map(|d| d.to_string()).unwrap_or_default(),
             expires,
         };
         let token = self.signer.sign(&claims);

@@ -133,17 +133,6 @@ pub fn slot_element(ns: &'static str, put_url: &str, get_url: &str, token: &str)
     }
 }
 
-/// The domain part of a JID (`user@domain/resource` → `domain`), lower case.
-pub fn jid_domain(jid: &str) -> String {
-    let bare = jid.split('/').next().unwrap_or("");
-    bare.rsplit('@').next().unwrap_or("").to_lowercase()
-}
-
-/// The bare JID (`user@domain`), lower case domain.
-pub fn bare_jid(jid: &str) -> String {
-    jid.split('/').next().unwrap_or("").to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +277,5 @@ mod tests {
             slot,
             "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://u/p'><header name='Authorization'>Bearer T</header></put><get url='https://u/p'/></slot>"
         );
-        assert_eq!(jid_domain("Romeo@Montague.TLD/garden"), "montague.tld");
-        assert_eq!(jid_domain("montague.tld"), "montague.tld");
     }
 }

@@ -8,20 +8,25 @@
 //!   backend on blocking threads with bounded channels, so memory stays flat;
 //! - [`meta`]: the small description stored beside each file;
 //! - [`reconcile`]: the store and the log agree: start-up recovery and inventory;
+//! - [`jid`]: the one normalised JID type the log, quotas and policy share;
 //! - [`quota`]: rolling upload quotas counting granted slots too;
 //! - [`log_schema`] and [`log_query`]: the log's column widths, and the
 //!   operator's queries on it as typed rows;
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
 //!   `files` table and their migrations.
 //!
+//! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
+//!
 //! It knows nothing of HTTP or XMPP.
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod backoff;
 pub mod db;
 mod db_tls;
 pub mod error;
 pub mod hostkey;
+pub mod jid;
 pub mod layout;
 pub mod local;
 pub mod log_query;

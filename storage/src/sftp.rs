@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use ssh2::{ErrorCode, MethodType, OpenFlags, OpenType, Sftp};
 
 use crate::backend::{check_relative, Backend, FreeSpace, ReadFile, Session, WriteFile};
+use crate::backoff::Backoff;
 use crate::error::ConnectError;
 use crate::hostkey::{fingerprint, PinnedHostKey};
 use crate::StoreError;
@@ -73,10 +74,8 @@ struct Pool {
     health: Mutex<Health>,
 }
 
-#[derive(Default)]
 struct Health {
-    down_until: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     last_error: String,
 }
 
@@ -98,7 +97,10 @@ impl SftpBackend {
             pool: Arc::new(Pool {
                 settings,
                 idle: Mutex::new(Vec::new()),
-                health: Mutex::new(Health::default()),
+                health: Mutex::new(Health {
+                    backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+                    last_error: String::new(),
+                }),
             }),
         }
     }
@@ -200,30 +202,30 @@ impl Pool {
     fn connect_with_backoff(&self) -> Result<Conn, StoreError> {
         let host = &self.settings.host;
         if let Ok(h) = self.health.lock() {
-            if let Some(until) = h.down_until.filter(|u| *u > Instant::now()) {
-                let wait = until.saturating_duration_since(Instant::now()).as_secs() + 1;
+            if let Some(wait) = h.backoff.waiting() {
                 return Err(StoreError::Unavailable(format!(
-                    "{} (next attempt in {wait}s)",
-                    h.last_error
+                    "{} (next attempt in {}s)",
+                    h.last_error,
+                    wait.as_secs() + 1
                 )));
             }
         }
         match connect(&self.settings) {
             Ok(conn) => {
                 if let Ok(mut h) = self.health.lock() {
-                    if h.down_until.take().is_some() {
+                    if !h.last_error.is_empty() {
                         tracing::info!(host = %host, "file server reachable again");
+                        h.last_error.clear();
                     }
-                    h.backoff = Duration::ZERO;
+                    h.backoff.succeeded();
                 }
                 Ok(conn)
             }
             Err(e) => {
                 if let Ok(mut h) = self.health.lock() {
-                    h.backoff = (h.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    h.down_until = Some(Instant::now() + h.backoff);
+                    let wait = h.backoff.failed();
                     h.last_error = crate::error::chain(&e);
-                    tracing::warn!(host = %host, error = %h.last_error, retry_in_s = h.backoff.as_secs(), "file server unavailable");
+                    tracing::warn!(host = %host, error = %h.last_error, retry_in_s = wait.as_secs(), "file server unavailable");
                 }
                 self.drop_idle();
                 Err(e)
@@ -247,7 +249,7 @@ impl Backend for SftpBackend {
         self.pool
             .health
             .lock()
-            .map(|h| h.down_until.is_none_or(|t| t <= Instant::now()))
+            .map(|h| h.backoff.waiting().is_none())
             .unwrap_or(true)
     }
 

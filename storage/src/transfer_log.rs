@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
+use crate::backoff::Backoff;
 use crate::db::{self, DbConfig, DbError};
 use crate::log_schema::{self as w, fit};
 use crate::quota::{check_quota, QuotaAnswer, QuotaScope, QuotaVerdict, Quotas, QUOTA_WINDOW};
@@ -24,6 +25,7 @@ const MAX_BATCH: usize = 1000;
 /// Jobs waiting for the writer at most (backpressure beyond).
 const QUEUE_DEPTH: usize = 8192;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How often an idle writer checks its connection.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -146,14 +148,14 @@ impl TransferLog {
     ) -> Result<TransferLog, DbError> {
         let db: DbConfig = db.into();
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut client = loop {
             match db::connect(&db, CONNECT_TIMEOUT).await {
                 Ok(c) => break c,
                 Err(e) if started.elapsed() < give_up_after => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    let wait = backoff.failed();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database not reachable yet");
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -437,6 +439,39 @@ fn file_row(r: &tokio_postgres::Row) -> FileRow {
     }
 }
 
+/// Makes sure the writer has a live connection, reconnecting on the shared
+/// schedule; `Err` says why there is none (while a retry is not yet due, or
+/// when it failed).
+async fn ensure_connected(
+    db: &DbConfig,
+    client: &mut Option<Client>,
+    backoff: &mut Backoff,
+    healthy: &AtomicBool,
+) -> Result<(), String> {
+    if client.as_ref().is_some_and(|c| !c.is_closed()) {
+        return Ok(());
+    }
+    *client = None;
+    healthy.store(false, Ordering::Relaxed);
+    if backoff.waiting().is_some() {
+        return Err("database unavailable (reconnecting)".into());
+    }
+    match db::connect(db, CONNECT_TIMEOUT).await {
+        Ok(c) => {
+            tracing::info!("transfer log: database reachable again");
+            *client = Some(c);
+            backoff.succeeded();
+            healthy.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            let wait = backoff.failed();
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "transfer log: database unavailable");
+            Err(e.to_string())
+        }
+    }
+}
+
 async fn writer(
     db: DbConfig,
     client: Client,
@@ -444,8 +479,7 @@ async fn writer(
     healthy: Arc<AtomicBool>,
 ) {
     let mut client = Some(client);
-    let mut backoff = Duration::ZERO;
-    let mut down_until: Option<Instant> = None;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         // Idle ticks keep the health flag true to the database: a dead
         // connection is noticed, and a reachable database is reconnected
@@ -454,27 +488,7 @@ async fn writer(
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(_) => {
-                if client.as_ref().is_none_or(Client::is_closed) {
-                    healthy.store(false, Ordering::Relaxed);
-                    if down_until.is_none_or(|t| t <= Instant::now()) {
-                        match db::connect(&db, CONNECT_TIMEOUT).await {
-                            Ok(c) => {
-                                tracing::info!("transfer log: database reachable again");
-                                client = Some(c);
-                                backoff = Duration::ZERO;
-                                down_until = None;
-                                healthy.store(true, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                client = None;
-                                backoff =
-                                    (backoff * 2).clamp(Duration::from_millis(500), BACKOFF_MAX);
-                                down_until = Some(Instant::now() + backoff);
-                                tracing::debug!(error = %e, "transfer log: database still unavailable");
-                            }
-                        }
-                    }
-                }
+                let _ = ensure_connected(&db, &mut client, &mut backoff, &healthy).await;
                 continue;
             }
         };
@@ -485,29 +499,9 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = None;
-            if down_until.is_some_and(|t| t > Instant::now()) {
-                fail(batch, "database unavailable (reconnecting)");
-                continue;
-            }
-            match db::connect(&db, CONNECT_TIMEOUT).await {
-                Ok(c) => {
-                    tracing::info!("transfer log: database reachable again");
-                    client = Some(c);
-                    backoff = Duration::ZERO;
-                    down_until = None;
-                    healthy.store(true, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(500), BACKOFF_MAX);
-                    down_until = Some(Instant::now() + backoff);
-                    healthy.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "transfer log: database unavailable");
-                    fail(batch, &e.to_string());
-                    continue;
-                }
-            }
+        if let Err(why) = ensure_connected(&db, &mut client, &mut backoff, &healthy).await {
+            fail(batch, &why);
+            continue;
         }
         let Some(c) = client.as_mut() else { continue };
         match write_batch(c, &batch).await {
@@ -523,8 +517,7 @@ async fn writer(
                 if matches!(e, DbError::Unavailable(_)) {
                     client = None;
                     healthy.store(false, Ordering::Relaxed);
-                    backoff = Duration::from_millis(500);
-                    down_until = Some(Instant::now() + backoff);
+                    backoff.failed();
                 }
                 fail(batch, &e.to_string());
             }

@@ -78,6 +78,16 @@ impl UtcTime {
     }
 }
 
+/// The XEP-0082 stamp of `t` (retry stamps, expiry).
+pub fn stamp(t: SystemTime) -> String {
+    UtcTime::from_system(t).xep0082()
+}
+
+/// The XEP-0082 stamp `secs` seconds from now.
+pub fn stamp_in(secs: u64) -> String {
+    UtcTime::from_unix(unix_now() + secs).xep0082()
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
     unix_secs(SystemTime::now())

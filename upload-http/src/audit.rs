@@ -8,14 +8,11 @@ use http::StatusCode;
 use mft_storage::transfer_log::{FileRow, TransferLog, TransferRecord};
 use mft_storage::{FileInfo, Location, StoredFile};
 
+use mft_storage::jid::bare_or_raw;
+
 use crate::server::App;
 use crate::token::SlotClaims;
 use crate::urls::file_type;
-
-/// `user@domain/resource` → `user@domain`.
-pub fn bare_jid(jid: &str) -> &str {
-    jid.split('/').next().unwrap_or("")
-}
 
 fn millis(since: Instant) -> i64 {
     i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
@@ -32,7 +29,7 @@ pub fn upload_record(
 ) -> TransferRecord {
     let size = i64::try_from(stored.meta.size).unwrap_or(i64::MAX);
     TransferRecord {
-        jid: bare_jid(&claims.uploader).to_owned(),
+        jid: bare_or_raw(&claims.uploader),
         to_jid: claims.to.clone(),
         resource: claims.resource.clone(),
         real_filename: claims.filename.clone(),

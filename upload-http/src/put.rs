@@ -232,11 +232,11 @@ async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> 
         return Ok(());
     };
     let expires = UNIX_EPOCH + std::time::Duration::from_secs(claims.expires);
-    let uploader = audit::bare_jid(&claims.uploader);
+    let uploader = mft_storage::jid::bare_or_raw(&claims.uploader);
     let verdict = log
         .reserve(
             &claims.resource,
-            uploader,
+            &uploader,
             claims.size,
             expires.max(SystemTime::now()),
             quotas,
@@ -255,18 +255,12 @@ async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> 
                 QuotaScope::Global => "the server's",
             };
             let when = match answer {
-                QuotaAnswer::RetryAt(at) => format!(
-                    "; it fits again at {}",
-                    mft_storage::utc::UtcTime::from_unix(
-                        at.duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0)
-                    )
-                    .xep0082()
-                ),
+                QuotaAnswer::RetryAt(at) => {
+                    format!("; it fits again at {}", mft_storage::utc::stamp(at))
+                }
                 _ => String::new(),
             };
-            tracing::info!(uploader, size = claims.size, quota, "upload refused: quota");
+            tracing::info!(%uploader, size = claims.size, quota, "upload refused: quota");
             Err(HttpError::Quota(format!(
                 "this upload would exceed {whose} daily quota of {quota} bytes{when}"
             )))

@@ -189,10 +189,7 @@ pub struct PurgeReport {
 
 /// The start of the current UTC hour: nothing at or after it is purged.
 pub fn current_hour_start(now: SystemTime) -> SystemTime {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = mft_storage::utc::unix_secs(now);
     UNIX_EPOCH + Duration::from_secs(secs - secs % 3600)
 }
 

@@ -1,0 +1,77 @@
+//! The one JID type: who uploaded, who a file is for, who fetched it. Every
+//! JID that reaches the log, a quota or a policy decision goes through
+//! [`Jid::parse`], which applies RFC 7622's normalisation (the `jid` crate
+//! from xmpp-rs: case-folded local part and domain, stringprep), so the same
+//! person is always the same string — quotas and compliance queries depend
+//! on it.
+
+use std::fmt;
+
+/// A normalised JID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Jid(jid::Jid);
+
+impl Jid {
+    /// Parses and normalises; `None` for anything that is not a JID.
+    pub fn parse(s: &str) -> Option<Jid> {
+        jid::Jid::new(s.trim()).ok().map(Jid)
+    }
+
+    /// `local@domain` (or `domain`), without the resource.
+    pub fn bare(&self) -> String {
+        self.0.to_bare().to_string()
+    }
+
+    /// The domain part.
+    pub fn domain(&self) -> &str {
+        self.0.domain().as_str()
+    }
+
+    /// The local part, if any.
+    pub fn local(&self) -> Option<&str> {
+        self.0.node().map(|n| n.as_str())
+    }
+
+    /// The domain a component domain is under: `upload.example.test` →
+    /// `example.test` (itself when it has no dot).
+    pub fn parent_domain(&self) -> &str {
+        let d = self.domain();
+        d.split_once('.').map_or(d, |(_, p)| p)
+    }
+}
+
+impl fmt::Display for Jid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The normalised bare JID of `s`, or `s` itself when it is no JID (the
+/// log then shows exactly what was given).
+pub fn bare_or_raw(s: &str) -> String {
+    Jid::parse(s).map_or_else(|| s.to_owned(), |j| j.bare())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_person_one_string() {
+        let a = Jid::parse("Romeo@Montague.TLD/Garden").expect("jid");
+        assert_eq!(a.bare(), "romeo@montague.tld");
+        assert_eq!(a.domain(), "montague.tld");
+        assert_eq!(a.local(), Some("romeo"));
+        assert_eq!(a.to_string(), "romeo@montague.tld/Garden");
+        assert_eq!(
+            Jid::parse("romeo@montague.tld").expect("jid").bare(),
+            a.bare()
+        );
+        let d = Jid::parse("upload.example.test").expect("domain");
+        assert_eq!(d.local(), None);
+        assert_eq!(d.parent_domain(), "example.test");
+        assert!(Jid::parse("").is_none());
+        assert!(Jid::parse("a@b@c").is_none());
+        assert_eq!(bare_or_raw("not a jid@"), "not a jid@");
+    }
+}
