@@ -251,8 +251,7 @@ pub struct Link {
 
 /// The handshake value for stream `id` and `secret`.
 pub fn handshake_digest(id: &str, secret: &str) -> String {
-    let digest = Sha1::digest(format!("{id}{secret}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha1::digest(format!("{id}{secret}").as_bytes()))
 }
 
 /// Connects to `router` and authenticates as `jid` with `secret`.

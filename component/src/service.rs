@@ -101,7 +101,7 @@ impl UploadService {
             ("get", Some(("request", _))) if find_request(stanza).is_some() => {
                 self.slot(stanza).await
             }
-            _ => StanzaError::new("cancel", "service-unavailable", "").reply_to(stanza),
+            _ => StanzaError::service_unavailable().reply_to(stanza),
         };
         Some(reply)
     }
@@ -182,11 +182,9 @@ impl UploadService {
                     &stamp,
                 ))
             }
-            _ => Err(StanzaError::new(
-                "modify",
-                "not-acceptable",
-                format!("The file is larger than {scope} daily upload quota of {quota} bytes."),
-            )),
+            _ => Err(StanzaError::not_acceptable(format!(
+                "The file is larger than {scope} daily upload quota of {quota} bytes."
+            ))),
         }
     }
 
@@ -201,8 +199,7 @@ impl UploadService {
     }
 
     async fn grant(&self, iq: &Element) -> Result<Element, StanzaError> {
-        let (ns, req) =
-            find_request(iq).ok_or_else(|| StanzaError::new("modify", "bad-request", ""))?;
+        let (ns, req) = find_request(iq).ok_or_else(|| StanzaError::bad_request(""))?;
         let from = iq.get_attr("from").unwrap_or("");
         let requester = Jid::parse(from);
         let allowed = requester
@@ -210,9 +207,7 @@ impl UploadService {
             .is_some_and(|j| self.allowed_domains.iter().any(|d| d == j.domain()));
         let (Some(requester), true) = (requester, allowed) else {
             tracing::info!(from, "slot refused: domain not allowed");
-            return Err(StanzaError::new(
-                "auth",
-                "forbidden",
+            return Err(StanzaError::forbidden(
                 "Users of your server may not upload files here.",
             ));
         };
@@ -252,20 +247,17 @@ impl UploadService {
                 &retry_stamp(),
             ));
         }
-        let destination = match req
-            .get_child("destination", NS_DESTINATION)
-            .and_then(|d| d.get_attr("jid"))
-            .filter(|d| !d.trim().is_empty())
-        {
-            None => None,
-            Some(d) => Some(Jid::parse(d).ok_or_else(|| {
-                StanzaError::new(
-                    "modify",
-                    "bad-request",
-                    "The destination is not a valid JID.",
-                )
-            })?),
-        };
+        let destination =
+            match req
+                .get_child("destination", NS_DESTINATION)
+                .and_then(|d| d.get_attr("jid"))
+                .filter(|d| !d.trim().is_empty())
+            {
+                None => None,
+                Some(d) => Some(Jid::parse(d).ok_or_else(|| {
+                    StanzaError::bad_request("The destination is not a valid JID.")
+                })?),
+            };
         let chat = crate::policy::chat_type(&self.chat, destination.as_ref());
         let loc = self.store.allocate(chat).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");

@@ -6,6 +6,8 @@ use mft_upload_http::media_type;
 use mft_upload_http::urls::sanitize_filename;
 
 use crate::stanza::StanzaError;
+#[cfg(test)]
+use crate::stanza::{Condition, ErrorType};
 use crate::xml::Element;
 
 /// The largest file mftd accepts, and what `max_file_size = 0` means: 4 GiB.
@@ -42,7 +44,7 @@ pub fn find_request(iq: &Element) -> Option<(&'static str, &Element)> {
 }
 
 fn bad_request(text: &str) -> StanzaError {
-    StanzaError::new("modify", "bad-request", text)
+    StanzaError::bad_request(text)
 }
 
 /// Reads a `<request/>` in namespace `ns`.
@@ -93,23 +95,21 @@ fn parse_size(raw: &str) -> Option<u64> {
 pub fn too_large(ns: &'static str, max: u64) -> StanzaError {
     let limit_name = "max-file-size";
     StanzaError {
-        kind: "modify",
-        condition: "not-acceptable",
-        text: format!("File too large. The maximum file size is {max} bytes."),
         extra: Some(Box::new(
             Element::new("file-too-large", ns)
                 .child(Element::new(limit_name, ns).text(max.to_string())),
         )),
+        ..StanzaError::not_acceptable(format!(
+            "File too large. The maximum file size is {max} bytes."
+        ))
     }
 }
 
 /// A temporary refusal with the time to retry (XEP-0082 stamp).
 pub fn retry_later(ns: &'static str, text: &str, stamp: &str) -> StanzaError {
     StanzaError {
-        kind: "wait",
-        condition: "resource-constraint",
-        text: text.to_owned(),
         extra: Some(Box::new(Element::new("retry", ns).attr("stamp", stamp))),
+        ..StanzaError::resource_constraint(text)
     }
 }
 
@@ -209,7 +209,7 @@ mod tests {
             let err = parse_request(ns, req).expect_err(attrs);
             assert_eq!(
                 (err.kind, err.condition),
-                ("modify", "bad-request"),
+                (ErrorType::Modify, Condition::BadRequest),
                 "{attrs}"
             );
         }

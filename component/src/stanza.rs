@@ -33,14 +33,67 @@ fn reply_shell(request: &Element, kind: &str) -> Element {
     iq
 }
 
-/// A stanza error: type (`modify`, `cancel`, `auth`, `wait`), condition,
-/// human text, and optional application-specific element.
+/// The type of a stanza error (RFC 6120 §8.3.2): what the sender should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// Retry after providing credentials.
+    Auth,
+    /// Do not retry: the error cannot be remedied.
+    Cancel,
+    /// Retry after changing the data sent.
+    Modify,
+    /// Retry after waiting: a temporary error.
+    Wait,
+}
+
+impl ErrorType {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Auth => "auth",
+            ErrorType::Cancel => "cancel",
+            ErrorType::Modify => "modify",
+            ErrorType::Wait => "wait",
+        }
+    }
+}
+
+/// The defined conditions mftd answers with (RFC 6120 §8.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// The request is malformed.
+    BadRequest,
+    /// The requester may not do this.
+    Forbidden,
+    /// The request violates a limit (too large).
+    NotAcceptable,
+    /// A resource is exhausted for now (quota, file server, rate).
+    ResourceConstraint,
+    /// Nothing here answers this request.
+    ServiceUnavailable,
+}
+
+impl Condition {
+    /// The element name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::BadRequest => "bad-request",
+            Condition::Forbidden => "forbidden",
+            Condition::NotAcceptable => "not-acceptable",
+            Condition::ResourceConstraint => "resource-constraint",
+            Condition::ServiceUnavailable => "service-unavailable",
+        }
+    }
+}
+
+/// A stanza error: type, condition, human text, and optional
+/// application-specific element.
 #[derive(Debug, Clone)]
 pub struct StanzaError {
-    /// `modify`, `cancel`, `auth` or `wait`.
-    pub kind: &'static str,
-    /// The RFC 6120 defined condition, e.g. `bad-request`.
-    pub condition: &'static str,
+    /// What the sender should do.
+    pub kind: ErrorType,
+    /// The RFC 6120 defined condition.
+    pub condition: Condition,
     /// Explanation for the user.
     pub text: String,
     /// An extra element such as `<file-too-large/>` or `<retry/>`.
@@ -49,13 +102,38 @@ pub struct StanzaError {
 
 impl StanzaError {
     /// A stanza error without an application element.
-    pub fn new(kind: &'static str, condition: &'static str, text: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorType, condition: Condition, text: impl Into<String>) -> Self {
         StanzaError {
             kind,
             condition,
             text: text.into(),
             extra: None,
         }
+    }
+
+    /// `modify/bad-request`.
+    pub fn bad_request(text: impl Into<String>) -> Self {
+        Self::new(ErrorType::Modify, Condition::BadRequest, text)
+    }
+
+    /// `auth/forbidden`.
+    pub fn forbidden(text: impl Into<String>) -> Self {
+        Self::new(ErrorType::Auth, Condition::Forbidden, text)
+    }
+
+    /// `modify/not-acceptable`.
+    pub fn not_acceptable(text: impl Into<String>) -> Self {
+        Self::new(ErrorType::Modify, Condition::NotAcceptable, text)
+    }
+
+    /// `cancel/service-unavailable`.
+    pub fn service_unavailable() -> Self {
+        Self::new(ErrorType::Cancel, Condition::ServiceUnavailable, "")
+    }
+
+    /// `wait/resource-constraint`.
+    pub fn resource_constraint(text: impl Into<String>) -> Self {
+        Self::new(ErrorType::Wait, Condition::ResourceConstraint, text)
     }
 
     /// The error reply to `request`, without echoing its payload (RFC 6120
@@ -78,8 +156,8 @@ impl StanzaError {
             iq = iq.child(payload.clone());
         }
         let mut error = Element::new("error", NS_COMPONENT)
-            .attr("type", self.kind)
-            .child(Element::new(self.condition, NS_STANZAS));
+            .attr("type", self.kind.as_str())
+            .child(Element::new(self.condition.as_str(), NS_STANZAS));
         if !self.text.is_empty() {
             error = error.child(
                 Element::new("text", NS_STANZAS)

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
-use crate::db::DbError;
+use crate::error::DbError;
 
 /// Makes rustls client connections for tokio-postgres.
 #[derive(Clone)]

@@ -178,3 +178,36 @@ impl StoreError {
         )
     }
 }
+
+/// What the database layer can report.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Cannot connect, or the connection broke: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed for another reason.
+    #[error("database error while {context}: {source}")]
+    Query {
+        /// What mftd was doing.
+        context: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The URL is not usable.
+    #[error("database.url: {0}")]
+    Config(String),
+}
+
+impl DbError {
+    /// Wraps a driver error; connection-level failures become `Unavailable`.
+    pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> DbError {
+        if source.is_closed() || source.code().is_none() {
+            DbError::Unavailable(format!("{}: {source}", context.into()))
+        } else {
+            DbError::Query {
+                context: context.into(),
+                source,
+            }
+        }
+    }
+}

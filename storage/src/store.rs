@@ -504,10 +504,10 @@ fn recover_hour(
 }
 
 fn temp_name(loc: &Location, what: &str) -> String {
-    let mut salt = [0u8; 6];
+    let mut salt = [0u8; 8];
     let _ = getrandom::getrandom(&mut salt);
-    let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}/.{}.{what}.{salt}.part", loc.dir(), loc.resource())
+    let salt = u64::from_le_bytes(salt) >> 16;
+    format!("{}/.{}.{what}.{salt:012x}.part", loc.dir(), loc.resource())
 }
 
 /// Writes what is left, makes the file durable, and publishes it: the
@@ -531,11 +531,7 @@ fn finish_upload(
             .map_err(|e| StoreError::io(format!("writing {temp}"), e))?;
         file.sync()?;
         drop(file);
-        meta.sha256 = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        meta.sha256 = format!("{:x}", hasher.finalize());
         meta.created = unix_now();
         write_meta(session.as_mut(), loc, &meta)?;
         if let Err(e) = session.publish(temp, &loc.path()) {

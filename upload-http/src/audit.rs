@@ -10,7 +10,6 @@ use mft_storage::{FileInfo, Location, StoredFile};
 
 use mft_storage::jid::bare_or_raw;
 
-use crate::server::App;
 use crate::token::SlotClaims;
 use crate::urls::file_type;
 
@@ -18,9 +17,17 @@ fn millis(since: Instant) -> i64 {
     i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Where a transfer happened: this node and its file server.
+pub struct Place {
+    /// The node's name.
+    pub node: String,
+    /// The file server's host.
+    pub file_server: String,
+}
+
 /// The POST row (and `files` row) of a stored upload.
 pub fn upload_record(
-    app: &App,
+    place: &Place,
     claims: &SlotClaims,
     stored: &StoredFile,
     peer: SocketAddr,
@@ -37,12 +44,12 @@ pub fn upload_record(
         chat_type: Location::parse(&claims.resource)
             .map(|l| l.chat().as_str().to_owned())
             .unwrap_or_default(),
-        file_server: app.store.file_server(),
+        file_server: place.file_server.clone(),
         file_path: stored.path.clone(),
         file_size: size,
         sha256: stored.meta.sha256.clone(),
         content_type: stored.meta.content_type.clone().unwrap_or_default(),
-        node: app.node.clone(),
+        node: place.node.clone(),
         client_address: peer.ip().to_string(),
         user_agent: user_agent.to_owned(),
         http_status: 201,
@@ -54,7 +61,7 @@ pub fn upload_record(
 /// The GET row of a download about to start.
 #[allow(clippy::too_many_arguments)]
 pub fn download_record(
-    app: &App,
+    place: &Place,
     loc: &Location,
     info: &FileInfo,
     row: Option<&FileRow>,
@@ -79,7 +86,7 @@ pub fn download_record(
         file_type: file_type(&real_filename),
         real_filename,
         chat_type: loc.chat().as_str().to_owned(),
-        file_server: app.store.file_server(),
+        file_server: place.file_server.clone(),
         file_path: loc.path(),
         file_size: i64::try_from(info.size).unwrap_or(i64::MAX),
         sha256: row
@@ -89,7 +96,7 @@ pub fn download_record(
         content_type: meta
             .and_then(|m| m.content_type.clone())
             .unwrap_or_default(),
-        node: app.node.clone(),
+        node: place.node.clone(),
         client_address: peer.ip().to_string(),
         user_agent: user_agent.to_owned(),
         http_status: i32::from(status.as_u16()),

@@ -94,7 +94,7 @@ pub async fn get(
             Some(log) => {
                 let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
                 let record = audit::download_record(
-                    app,
+                    &app.place(),
                     &loc,
                     &info,
                     row.as_ref(),

@@ -204,7 +204,7 @@ async fn publish_and_log(
 ) -> Result<(), HttpError> {
     let stored = upload.finish().await?;
     if let Some(log) = &app.log {
-        let record = audit::upload_record(app, claims, &stored, peer, user_agent, started);
+        let record = audit::upload_record(&app.place(), claims, &stored, peer, user_agent, started);
         if let Err(e) = log.record_upload(record).await {
             tracing::error!(path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
             if let Err(e) = app.store.remove(loc).await {

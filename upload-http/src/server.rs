@@ -112,6 +112,14 @@ impl App {
         }
     }
 
+    /// This node and its file server, for log rows.
+    pub(crate) fn place(&self) -> crate::audit::Place {
+        crate::audit::Place {
+            node: self.node.clone(),
+            file_server: self.store.file_server(),
+        }
+    }
+
     /// A permit for one more transfer, or `503` when `max_transfers` are in flight.
     pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, HttpError> {
         self.transfers.clone().try_acquire_owned().map_err(|_| {

@@ -199,11 +199,7 @@ async fn hash_file(
             }
         }
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Writes `text` to `path` atomically (temporary name, then rename), as the
