@@ -15,57 +15,24 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
-/// Splits `1.5 GiB` into (1.5, " GiB"); `None` when it does not start with a number.
-fn number_and_unit(s: &str) -> Option<(f64, &str)> {
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    Some((num.parse().ok()?, unit))
-}
-
-/// Parses `100 MiB`, `1.5GB`, `4096`, `0`.
+/// Parses `100 MiB`, `1.5GB`, `4096`, `0` (the `bytesize` crate's grammar:
+/// SI and IEC units, case-insensitive).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let (num, unit) = number_and_unit(s)
-        .ok_or_else(|| format!("{s:?} is not a size (write e.g. 100 MiB, 4 GB or 1048576)"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
-            ))
-        }
-    };
-    Ok((num * factor).round() as u64)
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{s:?} is not a size ({e}); write e.g. 100 MiB, 4 GB or 1048576"))
 }
 
-/// Parses `300s`, `5m`, `1h`, `250ms`, `2d`, `30`.
+/// Parses `300s`, `5m`, `1h 30m`, `250ms`, `2d` (the `humantime` crate's
+/// grammar), or plain seconds (`30`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = number_and_unit(s)
-        .ok_or_else(|| format!("{s:?} is not a duration (write e.g. 300s, 5m, 1h)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => num,
-        "ms" => num / 1000.0,
-        "m" | "min" => num * 60.0,
-        "h" => num * 3600.0,
-        "d" => num * 86_400.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h, d)"
-            ))
-        }
-    };
-    Ok(Duration::from_secs_f64(secs))
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 300s, 5m, 1h"))
 }
 
 struct NumberOrText<T>(fn(&str) -> Result<T, String>, fn(u64) -> T, &'static str);
@@ -118,9 +85,7 @@ mod tests {
         assert_eq!(parse_size("100 MiB"), Ok(100 << 20));
         assert_eq!(parse_size("4GiB"), Ok(4 << 30));
         assert_eq!(parse_size("1.5 kb"), Ok(1500));
-        assert!(parse_size("12 XB")
-            .unwrap_err()
-            .contains("unknown size unit"));
+        assert!(parse_size("12 XB").unwrap_err().contains("not a size"));
         assert!(parse_size("lots").is_err());
     }
 
@@ -130,6 +95,8 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("5 fortnights").is_err());
     }
 }
