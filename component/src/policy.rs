@@ -26,6 +26,16 @@ pub struct ChatRules {
     pub persistent_rooms: Vec<String>,
 }
 
+impl ChatRules {
+    /// Whether `domain` is one of the configured chat services.
+    pub fn is_chat_service(&self, domain: &str) -> bool {
+        self.groupchat_services
+            .iter()
+            .chain(&self.persistent_services)
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
 /// The chat type of an upload to `destination` (none given → `im`).
 pub fn chat_type(cfg: &ChatRules, destination: Option<&Jid>) -> ChatType {
     let Some(destination) = destination else {

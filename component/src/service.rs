@@ -28,6 +28,24 @@ const NS_DATA: &str = "jabber:x:data";
 /// How long a client is asked to wait when the file server is down.
 const RETRY_AFTER_UNAVAILABLE: u64 = 30;
 
+/// Reports from the router module that a file's URL was sent to someone.
+pub const NS_SHARE: &str = "urn:mftd:share:0";
+
+/// The share a router module reported, checked.
+fn parse_share(el: &Element, reported_by: &str) -> Option<mft_storage::transfer_log::Share> {
+    let resource = mft_storage::Location::parse(el.get_attr("resource")?)?;
+    let sender = Jid::parse(el.get_attr("sender")?)?;
+    let recipient = Jid::parse(el.get_attr("recipient")?)?;
+    let chat_type: mft_storage::ChatType = el.get_attr("chat-type")?.parse().ok()?;
+    Some(mft_storage::transfer_log::Share {
+        resource: resource.resource().to_owned(),
+        sender: sender.to_string(),
+        recipient: recipient.bare(),
+        chat_type: chat_type.as_str().to_owned(),
+        reported_by: reported_by.to_owned(),
+    })
+}
+
 /// The upload service behind the component JID.
 pub struct UploadService {
     /// Slot tokens.
@@ -101,9 +119,53 @@ impl UploadService {
             ("get", Some(("request", _))) if find_request(stanza).is_some() => {
                 self.slot(stanza).await
             }
+            ("set", Some(("share", NS_SHARE))) => match self.share(stanza).await {
+                Ok(()) => iq_result(stanza, None),
+                Err(e) => e.reply_to(stanza),
+            },
             _ => StanzaError::service_unavailable().reply_to(stanza),
         };
         Some(reply)
+    }
+
+    /// Records a share reported by a trusted router module: a message
+    /// carrying one of our URLs went from `sender` to `recipient`. Only a
+    /// server we serve (or one of its chat services) may report; a user who
+    /// sends the same IQ gets `forbidden` and nothing is written.
+    async fn share(&self, iq: &Element) -> Result<(), StanzaError> {
+        let from = iq.get_attr("from").unwrap_or("");
+        let trusted = Jid::parse(from).is_some_and(|j| {
+            j.is_domain()
+                && (self.allowed_domains.iter().any(|d| d == j.domain())
+                    || self.chat.is_chat_service(j.domain()))
+        });
+        if !trusted {
+            tracing::warn!(from, "share report refused: not from a router we serve");
+            return Err(StanzaError::forbidden(
+                "Only the server's own module may report shares.",
+            ));
+        }
+        let Some(log) = &self.log else {
+            return Err(StanzaError::service_unavailable());
+        };
+        let share = iq
+            .get_child("share", NS_SHARE)
+            .and_then(|s| parse_share(s, from))
+            .ok_or_else(|| {
+                StanzaError::bad_request("A share needs resource, sender, recipient and chat-type.")
+            })?;
+        match log.record_share(&share).await {
+            Ok(known) => {
+                tracing::info!(resource = %share.resource, sender = %share.sender, recipient = %share.recipient, chat_type = %share.chat_type, known, "share recorded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "share not recorded: transfer log unavailable");
+                Err(StanzaError::resource_constraint(
+                    "The transfer log is unavailable.",
+                ))
+            }
+        }
     }
 
     fn disco_info(&self) -> Element {
@@ -340,6 +402,34 @@ mod tests {
         assert_eq!(pong.get_attr("to"), Some("alice@example.test/phone"));
         assert_eq!(pong.get_attr("from"), Some("upload.example.test"));
         assert_eq!(pong.get_attr("id"), Some("x1"));
+    }
+
+    #[tokio::test]
+    async fn a_user_cannot_report_a_share() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        let share = Element::new("share", NS_SHARE)
+            .attr("resource", "20261126-08-im-AAAAAAAAAAAAAAAAAAAAAA")
+            .attr("sender", "alice@example.test/phone")
+            .attr("recipient", "bob@example.test")
+            .attr("chat-type", "im");
+        // From a user (the default `from` of these tests): forbidden.
+        let reply = svc.handle(&iq("set", share.clone())).await.expect("answer");
+        assert!(
+            reply.to_xml(NS_COMPONENT).contains("<forbidden"),
+            "{}",
+            reply.to_xml(NS_COMPONENT)
+        );
+        // From another server: forbidden too.
+        let mut other = iq("set", share.clone());
+        other.set_attr("from", "other.test");
+        let reply = svc.handle(&other).await.expect("answer");
+        assert!(reply.to_xml(NS_COMPONENT).contains("<forbidden"));
+        // From our server but without a transfer log: nothing to record into.
+        let mut ours = iq("set", share);
+        ours.set_attr("from", "example.test");
+        let reply = svc.handle(&ours).await.expect("answer");
+        assert!(reply.to_xml(NS_COMPONENT).contains("<service-unavailable"));
     }
 
     #[tokio::test]

@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "slot reservations",
         include_str!("../migrations/0002_slot_reservations.sql"),
     ),
+    (3, "shares", include_str!("../migrations/0003_shares.sql")),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS

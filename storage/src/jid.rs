@@ -32,6 +32,12 @@ impl Jid {
         self.0.node().map(|n| n.as_str())
     }
 
+    /// True for a bare domain (no local part, no resource): what a
+    /// server or a component sends from.
+    pub fn is_domain(&self) -> bool {
+        self.0.node().is_none() && self.0.resource().is_none()
+    }
+
     /// The domain a component domain is under: `upload.example.test` →
     /// `example.test` (itself when it has no dot).
     pub fn parent_domain(&self) -> &str {

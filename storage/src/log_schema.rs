@@ -51,6 +51,11 @@ pub const TEXT_COLUMNS: &[(&str, &str, usize)] = &[
     ("files", "real_filename", NAME),
     ("slot_reservations", "resource", NAME),
     ("slot_reservations", "uploader", JID),
+    ("shares", "resource", NAME),
+    ("shares", "sender", JID),
+    ("shares", "recipient", JID),
+    ("shares", "chat_type", SHORT),
+    ("shares", "reported_by", JID),
 ];
 
 /// Cuts a text to a column's width (in characters) and removes NUL, which

@@ -268,6 +268,25 @@ impl TransferLog {
         result
     }
 
+    /// Records that a message carrying `share.resource`'s URL went from
+    /// `sender` to `recipient`: a `shares` row, and — if the upload's rows
+    /// name no recipient yet — its POST row's TO_JID and CHAT_TYPE and the
+    /// `files` row. One transaction; returns whether the upload was known.
+    pub async fn record_share(&self, share: &Share) -> Result<bool, DbError> {
+        let mut guard = self.reader.quota.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(db::connect(&self.reader.db, CONNECT_TIMEOUT).await?);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(DbError::Unavailable("no connection for shares".into()));
+        };
+        let result = record_share_in(client, share).await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
     /// Which of `resources` have a `files` row (live or purged).
     pub async fn known_resources(
         &self,
@@ -334,6 +353,51 @@ impl TransferLog {
     pub async fn read_client(&self) -> Result<Arc<Client>, DbError> {
         self.reader.client().await
     }
+}
+
+/// A file's URL seen in a message by the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The file's resource name.
+    pub resource: String,
+    /// Who sent the message (full or bare JID).
+    pub sender: String,
+    /// Who it went to: a user, or a room's bare JID.
+    pub recipient: String,
+    /// `im`, `groupchat` or `persistent`.
+    pub chat_type: String,
+    /// The router domain that reported it.
+    pub reported_by: String,
+}
+
+async fn record_share_in(client: &mut Client, s: &Share) -> Result<bool, DbError> {
+    let q = |what: &'static str| move |e| DbError::query(what, e);
+    let tx = client.transaction().await.map_err(q("starting a share"))?;
+    let resource = fit(&s.resource, w::NAME);
+    let (recipient, chat_type) = (fit(&s.recipient, w::JID), fit(&s.chat_type, w::SHORT));
+    tx.execute(
+        "INSERT INTO shares (resource, sender, recipient, chat_type, reported_by) VALUES ($1, $2, $3, $4, $5)",
+        &[&resource, &fit(&s.sender, w::JID), &recipient, &chat_type, &fit(&s.reported_by, w::JID)],
+    )
+    .await
+    .map_err(q("recording a share"))?;
+    tx.execute(
+        "UPDATE aft_log SET to_jid = $2, chat_type = $3 WHERE method = 'POST' AND filename = $1 AND to_jid = ''",
+        &[&resource, &recipient, &chat_type],
+    )
+    .await
+    .map_err(q("naming the recipient of an upload"))?;
+    let known = tx
+        .execute(
+            "UPDATE files SET to_jid = CASE WHEN to_jid = '' THEN $2 ELSE to_jid END, \
+             chat_type = CASE WHEN to_jid = '' THEN $3 ELSE chat_type END WHERE resource = $1",
+            &[&resource, &recipient, &chat_type],
+        )
+        .await
+        .map_err(q("naming the recipient of a file"))?
+        > 0;
+    tx.commit().await.map_err(q("committing a share"))?;
+    Ok(known)
 }
 
 const QUOTA_LOCK_GLOBAL: i64 = 7_314_602;

@@ -22,6 +22,12 @@ pub enum HttpError {
     /// PUT with a bad or expired token, or one for another URL.
     #[error("{0}")]
     Token(#[from] TokenError),
+    /// A recipient claim that is malformed, altered or for another file.
+    #[error("{0}")]
+    Claim(#[from] crate::claim::ClaimError),
+    /// This service requires a recipient claim on downloads.
+    #[error("this download link must come from a chat message (recipient claim required)")]
+    ClaimRequired,
     /// The token is genuine but was issued for a different URL.
     #[error("upload token was issued for another file")]
     WrongSlot,
@@ -90,7 +96,10 @@ impl HttpError {
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::MissingToken => StatusCode::UNAUTHORIZED,
-            HttpError::Token(_) | HttpError::WrongSlot => StatusCode::FORBIDDEN,
+            HttpError::Token(_)
+            | HttpError::WrongSlot
+            | HttpError::Claim(_)
+            | HttpError::ClaimRequired => StatusCode::FORBIDDEN,
             HttpError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -15,6 +15,7 @@ use mft_storage::Location;
 
 use crate::audit;
 use crate::body::ResponseBody;
+use crate::claim::claim_in_query;
 use crate::conn::RateFloor;
 use crate::error::HttpError;
 use crate::headers::add_download_security;
@@ -31,6 +32,17 @@ fn none_match(if_none_match: &str, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
+/// Who is downloading, when the URL carries a recipient claim from the
+/// router module: a genuine claim names them, an altered one is refused,
+/// and none is anonymous unless the service requires one.
+fn downloader(app: &App, resource: &str, query: Option<&str>) -> Result<Option<String>, HttpError> {
+    match (claim_in_query(query), &app.recipients) {
+        (Some(claim), Some(signer)) => Ok(Some(signer.verify(resource, claim)?)),
+        (None, Some(_)) if app.require_recipient => Err(HttpError::ClaimRequired),
+        _ => Ok(None),
+    }
+}
+
 /// Handles one GET or HEAD.
 pub async fn get(
     app: &Arc<App>,
@@ -41,6 +53,7 @@ pub async fn get(
     let (resource, _) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
+    let downloader = downloader(app, resource, req.uri().query())?;
     let row = match &app.log {
         Some(log) => {
             let row = log.file(resource).await.map_err(HttpError::Log)?;
@@ -93,7 +106,7 @@ pub async fn get(
         let report = match &app.log {
             Some(log) => {
                 let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
-                let record = audit::download_record(
+                let mut record = audit::download_record(
                     &app.place(),
                     &loc,
                     &info,
@@ -103,6 +116,7 @@ pub async fn get(
                     status,
                     len,
                 );
+                record.jid = downloader.clone().unwrap_or_default();
                 let id = log.record_download(record).await.map_err(HttpError::Log)?;
                 Some(audit::DownloadReport::new(
                     log.clone(),

@@ -7,6 +7,7 @@
 //!   rustls), streaming into and out of a [`mft_storage::Store`];
 //! - [`media_type`]: the one canonical media type per file and the inline list;
 //! - [`conn`]: per-connection deadlines and the transfer rate floor;
+//! - [`claim`]: per-recipient download claims signed with the router module's key;
 //! - [`error`]: the single mapping from failures to HTTP statuses.
 //!
 //! It knows nothing of XMPP.
@@ -14,6 +15,7 @@
 
 mod audit;
 mod body;
+pub mod claim;
 pub mod conn;
 pub mod error;
 mod get;

@@ -90,6 +90,10 @@ pub struct App {
     pub node: String,
     /// Admission for transfers in flight (`max_transfers` permits).
     pub transfers: Arc<Semaphore>,
+    /// Checks per-recipient claims from the router module, when configured.
+    pub recipients: Option<crate::claim::RecipientSigner>,
+    /// Refuse downloads without a recipient claim.
+    pub require_recipient: bool,
 }
 
 impl App {
@@ -109,7 +113,17 @@ impl App {
             log,
             node,
             transfers,
+            recipients: None,
+            require_recipient: false,
         }
+    }
+
+    /// Attributes downloads to the recipients the router module names,
+    /// optionally refusing downloads that name none.
+    pub fn with_recipients(mut self, signer: crate::claim::RecipientSigner, require: bool) -> App {
+        self.recipients = Some(signer);
+        self.require_recipient = require;
+        self
     }
 
     /// This node and its file server, for log rows.

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 import logging
 import sys
 import urllib.error
@@ -29,6 +30,10 @@ class Client(slixmpp.ClientXMPP):
         self.result = None
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
+        self.register_plugin("xep_0045")
+        self.register_plugin("xep_0066")
+        self.received = []
+        self.got_enough = asyncio.Event()
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("failed_auth", self.failed)
 
@@ -136,6 +141,55 @@ class Client(slixmpp.ClientXMPP):
             "sha256_got": hashlib.sha256(body).hexdigest(),
         }
 
+    async def send_message(self):
+        """Sends one message with a body and, optionally, an XEP-0066 URL."""
+        a = self.args
+        mtype = "chat"
+        if a.nick:
+            await self.plugin["xep_0045"].join_muc_wait(a.to, a.nick, maxstanzas=0, timeout=10)
+            mtype = "groupchat"
+        msg = self.make_message(mto=a.to, mbody=a.body, mtype=mtype)
+        if a.oob:
+            msg["oob"]["url"] = a.oob
+        msg.send()
+        await asyncio.sleep(0.5)
+        return {"sent": True}
+
+    def on_message(self, msg):
+        if msg["type"] in ("error", "headline") or not msg["body"]:
+            return
+        if msg["type"] == "groupchat" and msg["mucnick"] == self.args.nick:
+            return
+        urls = [u for u in re.findall(r"https?://\S+", msg["body"])]
+        oob = msg["oob"]["url"] or None
+        fetched = []
+        if self.args.fetch:
+            # Only loopback URLs are fetched: the tests never leave this machine.
+            for url in sorted(set(u for u in urls + ([oob] if oob else []) if u.startswith("http://127.0.0.1"))):
+                status, body, _ = http("GET", url)
+                fetched.append({"url": url, "status": status, "sha256": hashlib.sha256(body).hexdigest()})
+        self.received.append({"from": str(msg["from"]), "type": msg["type"], "body": msg["body"],
+                              "oob": oob, "fetched": fetched})
+        if len(self.received) >= self.args.count:
+            self.got_enough.set()
+
+    async def receive(self):
+        """Waits for messages (joining a room first if asked), fetching the URLs in them."""
+        a = self.args
+        self.add_event_handler("message", self.on_message)
+        # Available, so messages to the bare JID reach this session.
+        self.send_presence()
+        await asyncio.sleep(0.2)
+        if a.nick:
+            await self.plugin["xep_0045"].join_muc_wait(a.join, a.nick, maxstanzas=0, timeout=10)
+        if a.ready:
+            open(a.ready, "w").close()
+        try:
+            await asyncio.wait_for(self.got_enough.wait(), a.timeout)
+        except asyncio.TimeoutError:
+            pass
+        return {"messages": self.received}
+
     async def start(self, _event):
         a = self.args
         try:
@@ -149,6 +203,10 @@ class Client(slixmpp.ClientXMPP):
                 self.result = {"replies": await self.raw_iqs(a.to, payloads, a.type)}
             elif a.command == "upload":
                 self.result = await self.upload()
+            elif a.command == "send":
+                self.result = await self.send_message()
+            elif a.command == "receive":
+                self.result = await self.receive()
             elif a.command == "slot":
                 put_url, headers, get_url = await self.request_slot(a.to, a.filename, a.size, None)
                 self.result = {"put_url": put_url, "headers": headers, "get_url": get_url}
@@ -184,6 +242,18 @@ def main():
     iqs.add_argument("--to", required=True)
     iqs.add_argument("--type", default="get")
     iqs.add_argument("payloads", help="a JSON file holding a list of payloads")
+    se = sub.add_parser("send")
+    se.add_argument("--to", required=True, help="a user, or a room with --nick")
+    se.add_argument("--body", required=True)
+    se.add_argument("--oob", help="XEP-0066 URL")
+    se.add_argument("--nick", help="join --to as a room with this nick and send a groupchat message")
+    rc = sub.add_parser("receive")
+    rc.add_argument("--count", type=int, default=1)
+    rc.add_argument("--timeout", type=float, default=30)
+    rc.add_argument("--join", help="a room to join first")
+    rc.add_argument("--nick", help="the nick in --join")
+    rc.add_argument("--fetch", action="store_true", help="GET every URL received")
+    rc.add_argument("--ready", help="a file to create once listening")
     up = sub.add_parser("upload")
     up.add_argument("--file", required=True)
     up.add_argument("--name")

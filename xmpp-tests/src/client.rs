@@ -41,3 +41,36 @@ pub fn run_at(server: &str, jid: &str, password: &str, args: &[&str]) -> serde_j
     serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {stdout}"))
 }
+
+/// Starts the client in the background (a receiver that must be listening
+/// while another client sends); collect its answer with [`wait`].
+pub fn spawn(prosody: &Prosody, jid: &str, password: &str, args: &[&str]) -> std::process::Child {
+    Command::new(python())
+        .arg(script())
+        .args([
+            "--jid",
+            jid,
+            "--password",
+            password,
+            "--server",
+            &prosody.c2s_addr(),
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with slixmpp: run scripts/install-deps.sh")
+}
+
+/// The JSON answer of a client started with [`spawn`].
+pub fn wait(child: std::process::Child) -> serde_json::Value {
+    let out = child.wait_with_output().expect("client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {stdout}"))
+}

@@ -51,6 +51,9 @@ pub struct MftdOptions {
     pub store: Option<String>,
     /// Extra sections appended verbatim (`[database]`, `[quotas]`, `[chat]`).
     pub extra: String,
+    /// The HTTP port, when it must be known before mftd starts (the router
+    /// module is told the public URL); a free one otherwise.
+    pub http_port: Option<u16>,
 }
 
 impl MftdOptions {
@@ -63,6 +66,7 @@ impl MftdOptions {
             limits: "max_file_size = \"10 MiB\"\n".into(),
             store: None,
             extra: String::new(),
+            http_port: None,
         }
     }
 }
@@ -71,7 +75,7 @@ impl Mftd {
     /// Writes a config and starts mftd; waits for the HTTP port.
     pub fn start(opts: &MftdOptions) -> Mftd {
         let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
+        let http_port = opts.http_port.unwrap_or_else(free_port);
         let node = dir.path().join("node_1");
         let config = format!(
             r#"

@@ -36,6 +36,12 @@ pub struct ProsodyOptions {
     /// Also serve Prosody's own mod_http_file_share (as `share.<domain>`)
     /// on this HTTP port, for side-by-side benchmarks.
     pub file_share_port: Option<u16>,
+    /// Load mftd's router module (`router/prosody/mod_mftd.lua`) on every
+    /// VirtualHost: (mftd's public URL, the shared key).
+    pub mftd_module: Option<(String, String)>,
+    /// Serve group chat: `conference.<domain>` (rooms not persistent unless
+    /// configured so) and `rooms.<domain>` (rooms persistent by default).
+    pub muc: bool,
 }
 
 impl Default for ProsodyOptions {
@@ -49,6 +55,8 @@ impl Default for ProsodyOptions {
             ],
             read_size: 1 << 20,
             file_share_port: None,
+            mftd_module: None,
+            muc: false,
         }
     }
 }
@@ -138,8 +146,26 @@ network_settings = {{ nagle = false }}
                 domain = self.domain
             );
         }
+        if let Some((url, key)) = &opts.mftd_module {
+            let modules =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../router/prosody");
+            let _ = writeln!(
+                cfg,
+                "plugin_paths = {{ \"{}\" }}\nmftd_component = \"{}\"\nmftd_url_prefix = \"{url}\"\nmftd_share_key = \"{key}\"",
+                modules.display(),
+                self.component_jid
+            );
+            cfg = cfg.replace("\"posix\" }", "\"posix\", \"mftd\" }");
+        }
         for host in hosts {
             let _ = writeln!(cfg, "VirtualHost \"{host}\"");
+        }
+        if opts.muc {
+            let _ = writeln!(
+                cfg,
+                "Component \"conference.{d}\" \"muc\"\n    muc_room_locking = false\nComponent \"rooms.{d}\" \"muc\"\n    muc_room_locking = false\n    muc_room_default_persistent = true",
+                d = self.domain
+            );
         }
         let _ = writeln!(
             cfg,

@@ -219,6 +219,7 @@ fn http_only(pg: &Postgres, store: Option<String>) -> MftdOptions {
         limits: "max_file_size = \"10 MiB\"\n".into(),
         store,
         extra: format!("[database]\nurl = \"{}\"\n", pg.url()),
+        http_port: None,
     }
 }
 

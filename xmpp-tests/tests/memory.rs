@@ -35,6 +35,7 @@ fn one_gib_upload_and_download_keep_memory_flat() {
         limits: String::new(),
         store: None,
         extra: String::new(),
+        http_port: None,
     };
     let mftd = Mftd::start(&opts);
     let addr = ("127.0.0.1", mftd.http_port);

@@ -226,6 +226,7 @@ fn sftp_mftd(prosody_router: String, sshd: &Sshd, keys: &std::path::Path) -> Mft
         limits: "max_file_size = \"10 MiB\"\n".into(),
         store: Some(sshd.store_toml("node_1", &key)),
         extra: String::new(),
+        http_port: None,
     })
 }
 

@@ -23,6 +23,7 @@ fn sigterm_lets_the_upload_in_flight_finish_and_exits_zero() {
         limits: String::new(),
         store: None,
         extra: String::new(),
+        http_port: None,
     };
     let mut mftd = Mftd::start(&opts);
     let now = UtcTime::now();

@@ -174,7 +174,7 @@ pub async fn run(
         per_user: cfg.quotas.per_user_daily.map_or(0, |b| b.0),
         global: cfg.quotas.global_daily.map_or(0, |b| b.0),
     };
-    let http_app = Arc::new(App::new(
+    let http_app = App::new(
         signer.clone(),
         store.clone(),
         HttpSettings {
@@ -191,7 +191,14 @@ pub async fn run(
         },
         log.clone(),
         cfg.node.name.clone(),
-    ));
+    );
+    let http_app = Arc::new(match &settings.share_key {
+        Some(key) => http_app.with_recipients(
+            mft_upload_http::claim::RecipientSigner::new(key.expose().as_bytes()),
+            cfg.recipients.require_claim,
+        ),
+        None => http_app,
+    });
     let space = SpaceGuard::default();
     let service = Arc::new(UploadService {
         signer,

@@ -59,6 +59,22 @@ pub struct Config {
     /// `[chat]`: how a destination JID maps to a chat type.
     #[serde(default)]
     pub chat: ChatRules,
+    /// `[recipients]`: the router module's per-recipient download claims.
+    #[serde(default)]
+    pub recipients: RecipientsConfig,
+}
+
+/// `[recipients]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsConfig {
+    /// The key shared with the router module (`mftd_share_key`).
+    pub share_key: Option<Secret>,
+    /// A file holding the shared key.
+    pub share_key_file: Option<PathBuf>,
+    /// Refuse downloads whose URL carries no recipient claim.
+    #[serde(default)]
+    pub require_claim: bool,
 }
 
 /// `[database]`
@@ -418,6 +434,8 @@ pub struct Settings {
     pub database_url: Option<Secret>,
     /// The store, validated.
     pub store: StoreSettings,
+    /// The key shared with the router module, when downloads are attributed.
+    pub share_key: Option<Secret>,
 }
 
 impl Settings {
@@ -582,8 +600,31 @@ impl Settings {
                 "quotas are counted from the transfer log: configure [database]",
             ));
         }
+        let share_key = match (
+            &config.recipients.share_key,
+            &config.recipients.share_key_file,
+        ) {
+            (None, None) => None,
+            (inline, file) => Some(load_secret(inline, file, "recipients.share_key")?),
+        };
+        if share_key
+            .as_ref()
+            .is_some_and(|k| k.expose().chars().count() < 16)
+        {
+            return Err(invalid(
+                "recipients.share_key",
+                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
+        if config.recipients.require_claim && share_key.is_none() {
+            return Err(invalid(
+                "recipients.require_claim",
+                "needs recipients.share_key (the key the router module signs with)",
+            ));
+        }
         Ok(Settings {
             database_url,
+            share_key,
             store,
             config,
             component_secret,

@@ -33,6 +33,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
             limits: "max_file_size = \"0\"\n".into(),
             store,
             extra: String::new(),
+            http_port: None,
         });
         let pid = mftd_pid(&mftd);
         let idle = hwm_mib(pid);

@@ -93,6 +93,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                 limits: "max_file_size = \"0\"\n".into(),
                 store: Some(store),
                 extra: String::new(),
+                http_port: None,
             });
             // libssh2 alone, no HTTP hop: `mftd fileserver transferspeed`.
             for _ in 0..a.runs {

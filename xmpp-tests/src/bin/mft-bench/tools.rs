@@ -100,6 +100,7 @@ pub fn mftd_local(extra: &str) -> Mftd {
         limits: "max_file_size = \"0\"\n".into(),
         store: None,
         extra: extra.into(),
+        http_port: None,
     })
 }
 

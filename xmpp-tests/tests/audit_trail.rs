@@ -1,0 +1,355 @@
+//! The audit trail names people, with the router module
+//! (`router/prosody/mod_mftd.lua`) in a real Prosody, real slixmpp clients
+//! and a real PostgreSQL: who a file was sent to (1:1, a group chat, a
+//! persistent room), every forward as its own share, and who fetched it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use xmpp_tests::client;
+use xmpp_tests::mftd::{Mftd, MftdOptions};
+use xmpp_tests::postgres::Postgres;
+use xmpp_tests::process::free_port;
+use xmpp_tests::prosody::{Prosody, ProsodyOptions};
+
+const KEY: &str = "router-share-key-0123456789abcdef";
+const ALICE: (&str, &str) = ("alice@example.test", "alice-pw");
+const BOB: (&str, &str) = ("bob@example.test", "bob-pw");
+const CAROL: (&str, &str) = ("carol@example.test", "carol-pw");
+
+struct World {
+    prosody: Prosody,
+    pg: Postgres,
+    mftd: Mftd,
+    dir: tempfile::TempDir,
+}
+
+fn world(module: bool) -> World {
+    let port = free_port();
+    let mut opts = ProsodyOptions::default();
+    opts.users
+        .push(("carol@example.test".into(), "carol-pw".into()));
+    opts.muc = true;
+    if module {
+        opts.mftd_module = Some((format!("http://127.0.0.1:{port}/"), KEY.into()));
+    }
+    let prosody = Prosody::start(opts);
+    let pg = Postgres::start();
+    let mut m = MftdOptions::for_prosody(&prosody);
+    m.http_port = Some(port);
+    m.extra = format!(
+        "[database]\nurl = \"{}\"\n[chat]\ngroupchat_services = [\"conference.example.test\"]\npersistent_services = [\"rooms.example.test\"]\n",
+        pg.url()
+    );
+    if module {
+        m.extra
+            .push_str(&format!("[recipients]\nshare_key = \"{KEY}\"\n"));
+    }
+    let mftd = Mftd::start(&m);
+    mftd.wait_connected(1);
+    World {
+        prosody,
+        pg,
+        mftd,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl World {
+    fn upload(&self, name: &str) -> String {
+        let file = self.dir.path().join(name);
+        std::fs::write(&file, name.repeat(1000)).unwrap();
+        let out = client::run(
+            &self.prosody,
+            ALICE.0,
+            ALICE.1,
+            &["upload", "--file", file.to_str().unwrap()],
+        );
+        assert_eq!(out["put_status"], 201, "{out}\n{}", self.mftd.log());
+        out["get_url"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts `who` listening (in `room` as `nick` if given) for `count` messages.
+    fn listen(
+        &self,
+        who: (&str, &str),
+        room: Option<(&str, &str)>,
+        count: usize,
+    ) -> std::process::Child {
+        let ready = self.dir.path().join(format!("{}.ready", who.0));
+        let _ = std::fs::remove_file(&ready);
+        let count = count.to_string();
+        let mut args = vec![
+            "receive",
+            "--fetch",
+            "--count",
+            &count,
+            "--ready",
+            ready.to_str().unwrap(),
+        ];
+        if let Some((room, nick)) = room {
+            args.extend(["--join", room, "--nick", nick]);
+        }
+        let child = client::spawn(&self.prosody, who.0, who.1, &args);
+        wait_for_file(&ready);
+        child
+    }
+
+    fn send(&self, to: &str, body: &str, oob: Option<&str>, nick: Option<&str>) {
+        let mut args = vec!["send", "--to", to, "--body", body];
+        if let Some(url) = oob {
+            args.extend(["--oob", url]);
+        }
+        if let Some(n) = nick {
+            args.extend(["--nick", n]);
+        }
+        client::run(&self.prosody, ALICE.0, ALICE.1, &args);
+    }
+
+    /// Polls a query until it returns `want` (rows are committed after the
+    /// messages and fetches that cause them).
+    fn psql_eventually(&self, sql: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.pg.psql(sql).trim().to_owned();
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "client never got ready: {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn resource_of(url: &str) -> String {
+    url.split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+fn http_status(url: &str) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_to_one_shares_forwards_and_downloads_name_people() {
+    let w = world(true);
+    let url = w.upload("minutes.txt");
+    let resource = resource_of(&url);
+
+    // alice sends the URL to bob (body + XEP-0066, as Conversations does).
+    let bob = w.listen(BOB, None, 1);
+    w.send(BOB.0, &url, Some(&url), None);
+    let got = client::wait(bob);
+    let msg = &got["messages"][0];
+    let delivered = msg["oob"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{got}\n{}", w.prosody.log()));
+    assert!(delivered.starts_with(&format!("{url}?for=")), "{got}");
+    assert!(
+        msg["body"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{url}?for=")),
+        "{got}"
+    );
+    assert!(
+        msg["fetched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["status"] == 200),
+        "{got}"
+    );
+
+    // The POST row names bob and the chat type; the share is its own row.
+    let post = w.psql_eventually(
+        &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
+        "bob@example.test|im",
+    );
+    assert_eq!(post, "bob@example.test|im", "{}", w.mftd.log());
+    let share = w.pg.psql(&format!(
+        "SELECT split_part(sender, '/', 1), recipient, chat_type, reported_by FROM shares WHERE resource = '{resource}'"
+    ));
+    assert_eq!(
+        share.trim(),
+        "alice@example.test|bob@example.test|im|example.test"
+    );
+    // bob's fetch is logged as bob's.
+    let gets = w.psql_eventually(
+        &format!("SELECT DISTINCT jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
+        "bob@example.test",
+    );
+    assert_eq!(gets, "bob@example.test");
+
+    // alice forwards the same URL to carol: a second share; the POST row keeps bob.
+    let carol = w.listen(CAROL, None, 1);
+    w.send(CAROL.0, &format!("see {url}"), None, None);
+    let got = client::wait(carol);
+    assert_eq!(got["messages"][0]["fetched"][0]["status"], 200, "{got}");
+    assert_eq!(
+        w.psql_eventually(
+            &format!("SELECT count(*) FROM shares WHERE resource = '{resource}'"),
+            "2"
+        ),
+        "2"
+    );
+    assert_eq!(
+        w.pg.psql(&format!(
+            "SELECT to_jid FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"
+        ))
+        .trim(),
+        "bob@example.test"
+    );
+    assert_eq!(
+        w.psql_eventually(
+            &format!("SELECT count(DISTINCT jid) FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
+            "2"
+        ),
+        "2"
+    );
+
+    // A claim altered to name someone else is refused; no claim is anonymous.
+    let carols_url = got["messages"][0]["fetched"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (base, claim) = carols_url.split_once("?for=").unwrap();
+    let (_, mac) = claim.split_once('.').unwrap();
+    let forged = format!("{base}?for=Ym9iQGV4YW1wbGUudGVzdA.{mac}");
+    assert_eq!(http_status(&forged), 403);
+    assert_eq!(http_status(base), 200);
+
+    // A message without mftd URLs arrives exactly as sent.
+    let bob = w.listen(BOB, None, 1);
+    let plain = "see the minutes & <tags> ?for=x in the usual place";
+    w.send(BOB.0, plain, None, None);
+    let got = client::wait(bob);
+    assert_eq!(got["messages"][0]["body"], plain, "{got}");
+
+    // A user cannot report a share: forbidden, nothing written.
+    let before = w.pg.psql("SELECT count(*) FROM shares");
+    let forged_share = format!(
+        "<share xmlns='urn:mftd:share:0' resource='{resource}' sender='mallory@example.test' recipient='eve@example.test' chat-type='im'/>"
+    );
+    let out = client::run(
+        &w.prosody,
+        ALICE.0,
+        ALICE.1,
+        &[
+            "iq",
+            "--to",
+            &w.prosody.component_jid,
+            "--type",
+            "set",
+            &forged_share,
+        ],
+    );
+    assert!(
+        out["reply"].as_str().unwrap().contains("forbidden"),
+        "{out}"
+    );
+    assert_eq!(w.pg.psql("SELECT count(*) FROM shares"), before);
+}
+
+#[test]
+fn rooms_give_group_chat_or_persistent_and_each_occupant_their_own_url() {
+    let w = world(true);
+    for (room, kind) in [
+        ("lunch@conference.example.test", "groupchat"),
+        ("board@rooms.example.test", "persistent"),
+    ] {
+        let url = w.upload(&format!("{kind}.txt"));
+        let resource = resource_of(&url);
+        // The room exists once someone is in it: bob first, then carol.
+        let bob = w.listen(BOB, Some((room, "bob")), 1);
+        let carol = w.listen(CAROL, Some((room, "carol")), 1);
+        w.send(room, &url, Some(&url), Some("alice"));
+        let (b, c) = (client::wait(bob), client::wait(carol));
+        for (got, who) in [(&b, "bob"), (&c, "carol")] {
+            let oob = got["messages"][0]["oob"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(oob.contains("?for="), "{who}: {got}");
+            assert!(
+                got["messages"][0]["fetched"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|f| f["status"] == 200),
+                "{got}"
+            );
+        }
+        assert_ne!(
+            b["messages"][0]["oob"], c["messages"][0]["oob"],
+            "each occupant has their own URL"
+        );
+        assert_eq!(
+            w.psql_eventually(
+                &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
+                &format!("{room}|{kind}")
+            ),
+            format!("{room}|{kind}"),
+            "{}",
+            w.mftd.log()
+        );
+        assert_eq!(
+            w.psql_eventually(
+                &format!("SELECT string_agg(DISTINCT jid, ',' ORDER BY jid) FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
+                "bob@example.test,carol@example.test"
+            ),
+            "bob@example.test,carol@example.test"
+        );
+    }
+}
+
+#[test]
+fn without_the_module_everything_works_as_before() {
+    let w = world(false);
+    let url = w.upload("plain.txt");
+    let resource = resource_of(&url);
+    let bob = w.listen(BOB, None, 1);
+    w.send(BOB.0, &url, Some(&url), None);
+    let got = client::wait(bob);
+    assert_eq!(got["messages"][0]["oob"], url.as_str(), "{got}");
+    assert_eq!(got["messages"][0]["fetched"][0]["status"], 200);
+    assert_eq!(
+        w.pg.psql(&format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'")).trim(),
+        "|im"
+    );
+    assert_eq!(w.pg.psql("SELECT count(*) FROM shares").trim(), "0");
+}
