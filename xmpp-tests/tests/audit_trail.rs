@@ -242,6 +242,19 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
         "2"
     );
 
+    // The compliance queries of docs/operations.md answer as documented.
+    let sent = w.pg.psql(
+        "SELECT f.real_filename FROM shares s JOIN files f USING (resource) \
+         WHERE split_part(s.sender, '/', 1) = 'alice@example.test' AND s.recipient = 'carol@example.test' \
+         AND s.date_time > now() - interval '7 days'",
+    );
+    assert_eq!(sent.trim(), "minutes.txt");
+    let fetched = w.pg.psql(
+        "SELECT string_agg(DISTINCT g.jid, ',' ORDER BY g.jid) FROM aft_log g WHERE g.method = 'GET' AND g.jid <> '' \
+         AND g.filename IN (SELECT filename FROM aft_log WHERE method = 'POST' AND real_filename = 'minutes.txt')",
+    );
+    assert_eq!(fetched.trim(), "bob@example.test,carol@example.test");
+
     // A claim altered to name someone else is refused; no claim is anonymous.
     let carols_url = got["messages"][0]["fetched"][0]["url"]
         .as_str()
