@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages mftd's tests and local demo need: a real Prosody
-# (router), OpenSSH server (file server), PostgreSQL (transfer log) and
-# slixmpp (a real XMPP client). Package installs must not start system daemons
+# Installs the Debian packages mftd's tests and local demo need: real routers
+# (Prosody, ejabberd), OpenSSH server (file server), PostgreSQL (transfer log)
+# and slixmpp (a real XMPP client). Package installs must not start system daemons
 # bound to all interfaces, so a policy-rc.d refusing service starts is kept in
 # place while apt runs; every server is started later by our own scripts on
 # 127.0.0.1 only.
 set -euo pipefail
 
-packages=(prosody openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl)
-# The benchmark suite also runs ejabberd's mod_http_upload beside mftd.
-if [ "${1:-}" = "--bench" ]; then
-  packages+=(ejabberd)
-fi
+# ejabberd is a second router: the audit-trail tests run mftd's Erlang module
+# in it (compiled with erlc, which ejabberd's dependencies bring), and the
+# benchmark suite runs its mod_http_upload beside mftd.
+packages=(prosody ejabberd openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -52,7 +51,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian may have started nothing thanks to policy-rc.d, but stop anything a
 # maintainer script launched anyway so no daemon listens on a public address.
-for svc in prosody ssh postgresql; do
+for svc in prosody ejabberd ssh postgresql; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 ensure_file_server_user

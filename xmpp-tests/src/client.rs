@@ -45,16 +45,14 @@ pub fn run_at(server: &str, jid: &str, password: &str, args: &[&str]) -> serde_j
 /// Starts the client in the background (a receiver that must be listening
 /// while another client sends); collect its answer with [`wait`].
 pub fn spawn(prosody: &Prosody, jid: &str, password: &str, args: &[&str]) -> std::process::Child {
+    spawn_at(&prosody.c2s_addr(), jid, password, args)
+}
+
+/// [`spawn`] against any XMPP server's c2s address.
+pub fn spawn_at(server: &str, jid: &str, password: &str, args: &[&str]) -> std::process::Child {
     Command::new(python())
         .arg(script())
-        .args([
-            "--jid",
-            jid,
-            "--password",
-            password,
-            "--server",
-            &prosody.c2s_addr(),
-        ])
+        .args(["--jid", jid, "--password", password, "--server", server])
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -16,24 +16,28 @@ pub struct Ejabberd {
     pub c2s_port: u16,
     /// HTTP port of mod_http_upload.
     pub http_port: u16,
+    /// Component port (when started as mftd's router).
+    pub component_port: u16,
     dist_port: u16,
+}
+
+/// ejabberd as mftd's router: a component port for `upload.example.test`,
+/// group chat on `conference.example.test`, users, and optionally mftd's
+/// router module (`router/ejabberd/mod_mftd.erl`, compiled here).
+pub struct RouterOptions {
+    /// The component secret.
+    pub secret: String,
+    /// Users as (local part, password) on example.test.
+    pub users: Vec<(String, String)>,
+    /// Load mod_mftd: (mftd's public URL, the shared key).
+    pub mftd_module: Option<(String, String)>,
 }
 
 impl Ejabberd {
     /// Starts ejabberd for `example.test` and registers `alice`.
     pub fn start() -> Ejabberd {
-        let dir = tempfile::tempdir().unwrap();
-        let mut e = Ejabberd {
-            guard: Guard(None),
-            dir,
-            c2s_port: free_port(),
-            http_port: free_port(),
-            dist_port: free_port(),
-        };
+        let mut e = Self::prepare();
         let d = e.dir.path().to_path_buf();
-        for sub in ["spool", "logs", "upload"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
         let yml = format!(
             "hosts:\n  - example.test\nloglevel: warning\nlisten:\n  - port: {c2s}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
              \x20 - port: {http}\n    ip: \"127.0.0.1\"\n    module: ejabberd_http\n    request_handlers:\n      /upload: mod_http_upload\n\
@@ -44,10 +48,107 @@ impl Ejabberd {
             http = e.http_port,
             upload = d.join("upload").display(),
         );
+        e.launch(&yml, "");
+        e.register("alice", "alice-pw");
+        e
+    }
+
+    fn prepare() -> Ejabberd {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Ejabberd {
+            guard: Guard(None),
+            dir,
+            c2s_port: free_port(),
+            http_port: free_port(),
+            component_port: free_port(),
+            dist_port: free_port(),
+        };
+        for sub in ["spool", "logs", "upload", "ebin"] {
+            std::fs::create_dir_all(e.dir.path().join(sub)).unwrap();
+        }
+        e
+    }
+
+    /// Starts ejabberd as the router of `example.test` for mftd.
+    pub fn start_router(opts: &RouterOptions) -> Ejabberd {
+        let mut e = Self::prepare();
+        let d = e.dir.path().to_path_buf();
+        let mut modules = String::from(
+            "  mod_disco: {}\n  mod_ping: {}\n  mod_roster: {}\n  mod_muc:\n    host: \"conference.example.test\"\n    access_create: all\n    access_persistent: all\n",
+        );
+        let mut erl_options = String::new();
+        if let Some((url, key)) = &opts.mftd_module {
+            let source =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../router/ejabberd/mod_mftd.erl");
+            let lib = find_dir(
+                &[
+                    "/usr/lib/x86_64-linux-gnu",
+                    "/usr/lib/aarch64-linux-gnu",
+                    "/usr/lib",
+                ],
+                "ejabberd-",
+            )
+            .expect("ejabberd's library directory (Debian package ejabberd)");
+            let xmpp = find_dir(&["/usr/lib/erlang/lib"], "p1_xmpp-")
+                .expect("p1_xmpp's include directory (Debian package erlang-p1-xmpp)");
+            let out = Command::new("erlc")
+                .arg("-I")
+                .arg(lib.join("include"))
+                .arg("-I")
+                .arg(xmpp.join("include"))
+                .arg("-pa")
+                .arg(lib.join("ebin"))
+                .arg("-o")
+                .arg(d.join("ebin"))
+                .arg(&source)
+                .output()
+                .expect("erlc");
+            assert!(
+                out.status.success(),
+                "erlc mod_mftd: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            modules.push_str(&format!(
+                "  mod_mftd:\n    component: \"upload.example.test\"\n    url_prefix: \"{url}\"\n    share_key: \"{key}\"\n"
+            ));
+            erl_options = format!("ERL_OPTIONS=\"-pa {}\"\n", d.join("ebin").display());
+        }
+        let yml = format!(
+            "hosts:\n  - example.test\nloglevel: info\nlisten:\n  - port: {c2s}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
+             \x20 - port: {comp}\n    ip: \"127.0.0.1\"\n    module: ejabberd_service\n    hosts:\n      upload.example.test:\n        password: \"{secret}\"\n\
+             auth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\n\
+             shaper_rules:\n  c2s_shaper: none\nmodules:\n{modules}",
+            c2s = e.c2s_port,
+            comp = e.component_port,
+            secret = opts.secret,
+        );
+        e.launch(&yml, &erl_options);
+        for (user, pw) in &opts.users {
+            e.register(user, pw);
+        }
+        e
+    }
+
+    fn register(&self, user: &str, password: &str) {
+        let out = self
+            .ctl()
+            .args(["register", user, "example.test", password])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ejabberd register: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    fn launch(&mut self, yml: &str, extra_cfg: &str) {
+        let e = self;
+        let d = e.dir.path().to_path_buf();
         std::fs::write(d.join("ejabberd.yml"), yml).unwrap();
         std::fs::write(
             d.join("ejabberdctl.cfg"),
-            format!("ERL_DIST_PORT={}\nINET_DIST_INTERFACE=127.0.0.1\nERLANG_NODE=ejbench{}@localhost\n", e.dist_port, e.dist_port),
+            format!("ERL_DIST_PORT={}\nINET_DIST_INTERFACE=127.0.0.1\nERLANG_NODE=ejbench{}@localhost\n{extra_cfg}", e.dist_port, e.dist_port),
         )
         .unwrap();
         let _ = std::fs::copy("/etc/ejabberd/inetrc", d.join("inetrc"));
@@ -67,17 +168,16 @@ impl Ejabberd {
             wait_for_port(e.c2s_port, Duration::from_secs(60)),
             "ejabberd did not start"
         );
-        let out = e
-            .ctl()
-            .args(["register", "alice", "example.test", "alice-pw"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ejabberd register: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        e
+    }
+
+    /// ejabberd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/ejabberd.log")).unwrap_or_default()
+    }
+
+    /// `host:port` of the component listener.
+    pub fn component_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.component_port)
     }
 
     fn ctl(&self) -> Command {
@@ -102,6 +202,22 @@ impl Ejabberd {
     pub fn docroot(&self) -> PathBuf {
         self.dir.path().join("upload")
     }
+}
+
+/// The first directory in `parents` whose name starts with `prefix`.
+fn find_dir(parents: &[&str], prefix: &str) -> Option<PathBuf> {
+    parents.iter().find_map(|parent| {
+        std::fs::read_dir(parent)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+                    && p.is_dir()
+            })
+    })
 }
 
 impl Drop for Ejabberd {

@@ -366,3 +366,156 @@ fn without_the_module_everything_works_as_before() {
     );
     assert_eq!(w.pg.psql("SELECT count(*) FROM shares").trim(), "0");
 }
+
+#[test]
+fn ejabberd_with_its_module_names_recipients_and_downloaders() {
+    use xmpp_tests::ejabberd::{Ejabberd, RouterOptions};
+    let port = free_port();
+    let ejabberd = Ejabberd::start_router(&RouterOptions {
+        secret: "ejabberd-component-secret".into(),
+        users: vec![
+            ("alice".into(), "alice-pw".into()),
+            ("bob".into(), "bob-pw".into()),
+        ],
+        mftd_module: Some((format!("http://127.0.0.1:{port}/"), KEY.into())),
+    });
+    let pg = Postgres::start();
+    let mftd = Mftd::start(&MftdOptions {
+        router: ejabberd.component_addr(),
+        component_jid: "upload.example.test".into(),
+        secret: "ejabberd-component-secret".into(),
+        limits: "max_file_size = \"10 MiB\"\n".into(),
+        store: None,
+        extra: format!(
+            "[database]\nurl = \"{}\"\n[recipients]\nshare_key = \"{KEY}\"\n[chat]\ngroupchat_services = [\"conference.example.test\"]\n",
+            pg.url()
+        ),
+        http_port: Some(port),
+    });
+    mftd.wait_connected(1);
+    let c2s = ejabberd.c2s_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.txt");
+    std::fs::write(&file, "quarterly ".repeat(500)).unwrap();
+    let out = client::run_at(
+        &c2s,
+        ALICE.0,
+        ALICE.1,
+        &["upload", "--file", file.to_str().unwrap()],
+    );
+    assert_eq!(out["put_status"], 201, "{out}\n{}", mftd.log());
+    let url = out["get_url"].as_str().unwrap().to_owned();
+    let resource = resource_of(&url);
+
+    let ready = dir.path().join("bob.ready");
+    let bob = client::spawn_at(
+        &c2s,
+        BOB.0,
+        BOB.1,
+        &[
+            "receive",
+            "--fetch",
+            "--count",
+            "1",
+            "--ready",
+            ready.to_str().unwrap(),
+        ],
+    );
+    wait_for_file(&ready);
+    client::run_at(
+        &c2s,
+        ALICE.0,
+        ALICE.1,
+        &["send", "--to", BOB.0, "--body", &url, "--oob", &url],
+    );
+    let got = client::wait(bob);
+    let oob = got["messages"][0]["oob"].as_str().unwrap_or_default();
+    assert!(
+        oob.starts_with(&format!("{url}?for=")),
+        "{got}\n{}",
+        ejabberd.log()
+    );
+    assert_eq!(got["messages"][0]["fetched"][0]["status"], 200, "{got}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (post, gets) = loop {
+        let post = pg.psql(&format!(
+            "SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"
+        ));
+        let gets = pg.psql(&format!(
+            "SELECT DISTINCT jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"
+        ));
+        if (post.trim() == "bob@example.test|im" && gets.trim() == "bob@example.test")
+            || Instant::now() > deadline
+        {
+            break (post, gets);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(post.trim(), "bob@example.test|im", "{}", mftd.log());
+    assert_eq!(gets.trim(), "bob@example.test");
+    assert_eq!(
+        pg.psql(&format!("SELECT split_part(sender, '/', 1), reported_by FROM shares WHERE resource = '{resource}'")).trim(),
+        "alice@example.test|example.test"
+    );
+
+    // A group chat on ejabberd's MUC: the room is the recipient, bob's copy is his.
+    let room = "lunch@conference.example.test";
+    let ready = dir.path().join("bob-room.ready");
+    let bob = client::spawn_at(
+        &c2s,
+        BOB.0,
+        BOB.1,
+        &[
+            "receive",
+            "--fetch",
+            "--count",
+            "1",
+            "--join",
+            room,
+            "--nick",
+            "bob",
+            "--ready",
+            ready.to_str().unwrap(),
+        ],
+    );
+    wait_for_file(&ready);
+    let file = dir.path().join("menu.txt");
+    std::fs::write(&file, "soup ".repeat(500)).unwrap();
+    let out = client::run_at(
+        &c2s,
+        ALICE.0,
+        ALICE.1,
+        &["upload", "--file", file.to_str().unwrap()],
+    );
+    let url = out["get_url"].as_str().unwrap().to_owned();
+    let resource = resource_of(&url);
+    client::run_at(
+        &c2s,
+        ALICE.0,
+        ALICE.1,
+        &[
+            "send", "--to", room, "--nick", "alice", "--body", &url, "--oob", &url,
+        ],
+    );
+    let got = client::wait(bob);
+    assert!(
+        got["messages"][0]["oob"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("?for="),
+        "{got}\n{}",
+        ejabberd.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let post = loop {
+        let post = pg.psql(&format!(
+            "SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"
+        ));
+        if post.trim() == format!("{room}|groupchat") || Instant::now() > deadline {
+            break post;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(post.trim(), format!("{room}|groupchat"), "{}", mftd.log());
+}
