@@ -62,6 +62,63 @@ pub struct LogRow {
     pub sha256: String,
 }
 
+/// One row of `shares`: a message that carried a file's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShareRow {
+    /// Sequence number.
+    pub share_id: i64,
+    /// When the router reported it (XEP-0082 UTC).
+    pub date_time: String,
+    /// Who sent the message (full JID).
+    pub sender: String,
+    /// A user or a room.
+    pub recipient: String,
+    /// `im`, `groupchat`, `persistent`.
+    pub chat_type: String,
+    /// The file's resource name.
+    pub filename: String,
+    /// The name the user uploaded ('' when the upload is not in the log).
+    pub real_filename: String,
+}
+
+/// Lists shares matching `filter` (`jid` is the sender, `to` the
+/// recipient; `method` does not apply), oldest first.
+pub async fn shares(client: &Client, filter: &LogFilter) -> Result<Vec<ShareRow>, DbError> {
+    let rows = client
+        .query(
+            "SELECT s.share_id, s.date_time, s.sender, s.recipient, s.chat_type, s.resource, \
+             coalesce(f.real_filename, '') FROM shares s LEFT JOIN files f USING (resource) \
+             WHERE ($1::text IS NULL OR s.sender = $1 OR split_part(s.sender, '/', 1) = $1) \
+             AND ($2::text IS NULL OR s.recipient = $2) \
+             AND ($3::text IS NULL OR s.chat_type = $3) \
+             AND ($4::timestamptz IS NULL OR s.date_time >= $4) \
+             AND ($5::timestamptz IS NULL OR s.date_time < $5) \
+             ORDER BY s.share_id LIMIT $6",
+            &[
+                &filter.jid as &(dyn ToSql + Sync),
+                &filter.to,
+                &filter.chat_type,
+                &filter.since,
+                &filter.until,
+                &filter.limit.max(1),
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query("querying shares", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| ShareRow {
+            share_id: r.get(0),
+            date_time: stamp(r.get(1)),
+            sender: r.get(2),
+            recipient: r.get(3),
+            chat_type: r.get(4),
+            filename: r.get(5),
+            real_filename: r.get(6),
+        })
+        .collect())
+}
+
 /// How much the log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogCounts {

@@ -242,6 +242,28 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
         "2"
     );
 
+    // `mftd log` shows the recipient; `--shares` every share.
+    let log = |args: &[&str]| {
+        let out = std::process::Command::new(xmpp_tests::mftd::binary())
+            .args(["log", "--config"])
+            .arg(w.mftd.config_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let posts = log(&["--method", "post", "--format", "json"]);
+    assert!(posts.contains("\"to_jid\":\"bob@example.test\""), "{posts}");
+    let shares = log(&["--shares", "--jid", "alice@example.test", "--format", "csv"]);
+    assert_eq!(shares.lines().count(), 3, "{shares}");
+    assert!(
+        shares.contains(",carol@example.test,im,") && shares.contains("minutes.txt"),
+        "{shares}"
+    );
+    let table = log(&["--shares", "--to", "bob@example.test"]);
+    assert!(table.ends_with("(1 rows)\n"), "{table}");
+
     // The compliance queries of docs/operations.md answer as documented.
     let sent = w.pg.psql(
         "SELECT f.real_filename FROM shares s JOIN files f USING (resource) \

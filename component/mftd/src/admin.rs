@@ -80,6 +80,49 @@ pub async fn query(db: &DbConfig, filter: &LogFilter, format: Format) -> anyhow:
     Ok(render(&rows, format))
 }
 
+/// Lists shares (who each file was sent to) and renders them.
+pub async fn query_shares(
+    db: &DbConfig,
+    filter: &LogFilter,
+    format: Format,
+) -> anyhow::Result<String> {
+    let client = db::connect(db, Duration::from_secs(10)).await?;
+    let rows = log_query::shares(&client, filter)
+        .await
+        .context("while querying the shares")?;
+    let header = [
+        "share_id",
+        "date_time",
+        "sender",
+        "recipient",
+        "chat_type",
+        "filename",
+        "real_filename",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.share_id.to_string(),
+                r.date_time.clone(),
+                r.sender.clone(),
+                r.recipient.clone(),
+                r.chat_type.clone(),
+                r.filename.clone(),
+                r.real_filename.clone(),
+            ]
+        })
+        .collect();
+    Ok(match format {
+        Format::Json => rows
+            .iter()
+            .map(|r| format!("{}\n", serde_json::to_string(r).unwrap_or_default()))
+            .collect(),
+        Format::Csv => render_csv(&header, &cells),
+        Format::Table => render_table(&header, &cells, &[0, 1, 2, 3, 4, 6]),
+    })
+}
+
 /// The columns of `LogRow`, in order, as text.
 fn cells(r: &LogRow) -> [String; 13] {
     [
@@ -116,63 +159,67 @@ const COLUMNS: [&str; 13] = [
 ];
 
 fn render(rows: &[LogRow], format: Format) -> String {
-    let mut out = String::new();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cells(r).to_vec()).collect();
     match format {
-        Format::Json => {
-            for r in rows {
-                let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
-            }
-        }
-        Format::Csv => {
-            let _ = writeln!(out, "{}", COLUMNS.join(","));
-            for r in rows {
-                let line: Vec<String> = cells(r)
-                    .iter()
-                    .map(|c| {
-                        if c.contains([',', '"', '\n', '\r']) {
-                            format!("\"{}\"", c.replace('"', "\"\""))
-                        } else {
-                            c.clone()
-                        }
-                    })
-                    .collect();
-                let _ = writeln!(out, "{}", line.join(","));
-            }
-        }
-        Format::Table => {
-            let shown = [0usize, 1, 2, 3, 4, 5, 6, 8, 9, 10];
-            let all: Vec<[String; 13]> = rows.iter().map(cells).collect();
-            let widths: Vec<usize> = shown
-                .iter()
-                .map(|&i| {
-                    all.iter()
-                        .map(|r| r[i].chars().count())
-                        .chain([COLUMNS[i].len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |cells: Vec<&str>| -> String {
-                cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-            };
-            let _ = writeln!(out, "{}", line(shown.iter().map(|&i| COLUMNS[i]).collect()));
-            for r in &all {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    line(shown.iter().map(|&i| r[i].as_str()).collect())
-                );
-            }
-            let _ = writeln!(out, "({} rows)", rows.len());
-        }
+        Format::Json => rows
+            .iter()
+            .map(|r| format!("{}\n", serde_json::to_string(r).unwrap_or_default()))
+            .collect(),
+        Format::Csv => render_csv(&COLUMNS, &cells),
+        Format::Table => render_table(&COLUMNS, &cells, &[0, 1, 2, 3, 4, 5, 6, 8, 9, 10]),
     }
+}
+
+fn render_csv(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", header.join(","));
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .map(|c| {
+                if c.contains([',', '"', '\n', '\r']) {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join(","));
+    }
+    out
+}
+
+fn render_table(header: &[&str], rows: &[Vec<String>], shown: &[usize]) -> String {
+    let mut out = String::new();
+    let widths: Vec<usize> = shown
+        .iter()
+        .map(|&i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let _ = writeln!(out, "{}", line(shown.iter().map(|&i| header[i]).collect()));
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{}",
+            line(shown.iter().map(|&i| r[i].as_str()).collect())
+        );
+    }
+    let _ = writeln!(out, "({} rows)", rows.len());
     out
 }
 

@@ -86,6 +86,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: admin::Format,
+        /// List shares instead (who each file was sent to, as the router
+        /// module reported): --jid is the sender, --to the recipient.
+        #[arg(long)]
+        shares: bool,
     },
     /// Check that the store and the transfer log agree (exit 1 if not).
     Verify {
@@ -365,6 +369,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             until,
             limit,
             format,
+            shares,
         } => {
             let (_, url) = database_url(&config)?;
             let filter = mft_storage::log_query::LogFilter {
@@ -376,7 +381,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 until: until.as_deref().map(admin::time_arg).transpose()?,
                 limit,
             };
-            print!("{}", block_on(admin::query(&url, &filter, format))?);
+            if shares {
+                print!("{}", block_on(admin::query_shares(&url, &filter, format))?);
+            } else {
+                print!("{}", block_on(admin::query(&url, &filter, format))?);
+            }
         }
         Command::Verify {
             config,
