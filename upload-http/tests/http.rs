@@ -12,6 +12,7 @@ use std::time::Duration;
 use mft_storage::local::LocalBackend;
 use mft_storage::utc::unix_now;
 use mft_storage::{ChatType, Location, Store};
+use mft_upload_http::claim::RecipientSigner;
 use mft_upload_http::urls::encode_segment;
 use mft_upload_http::{serve, App, HttpSettings, SlotClaims, SlotSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,18 +30,30 @@ struct Server {
 }
 
 async fn server_with(settings: HttpSettings, tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
+    server_full(settings, tls, None).await
+}
+
+async fn server_full(
+    settings: HttpSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    recipients: Option<(RecipientSigner, bool)>,
+) -> Server {
     let node = tempfile::tempdir().unwrap();
     let store = Store::new(LocalBackend::new(node.path()).unwrap());
     let signer = SlotSigner::new(KEY);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Arc::new(App::new(
+    let app = App::new(
         signer.clone(),
         store.clone(),
         settings,
         None,
         "node_1".into(),
-    ));
+    );
+    let app = Arc::new(match recipients {
+        Some((r, require)) => app.with_recipients(r, require),
+        None => app,
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, app, tls, async move {
         let _ = stopped.await;
@@ -739,4 +752,34 @@ async fn conditional_and_case_insensitive_range_requests() {
     let r = get(&srv, &slot.path, "\r\nRange: Bytes=10-19").await;
     assert_eq!(r.status, 206, "{}", r.head);
     assert_eq!(r.body, &pattern(100)[10..20]);
+}
+
+#[tokio::test]
+async fn recipient_claims_are_checked_and_can_be_required() {
+    let key = RecipientSigner::new(b"share-key-0123456789");
+    let srv = server_full(HttpSettings::default(), None, Some((key.clone(), true))).await;
+    let slot = srv.slot("r.bin", 10, None).await;
+    assert_eq!(put(&srv, &slot, &pattern(10), "").await.status, 201);
+    // Required: a URL naming nobody is refused.
+    assert_eq!(get(&srv, &slot.path, "").await.status, 403);
+    let claim = key.claim(&slot.claims.resource, "bob@example.test");
+    let r = get(&srv, &format!("{}?for={claim}", slot.path), "").await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.body, pattern(10));
+    // Someone else's key, or a claim for another file: refused.
+    let other = RecipientSigner::new(b"another-key-0123456789")
+        .claim(&slot.claims.resource, "bob@example.test");
+    assert_eq!(
+        get(&srv, &format!("{}?for={other}", slot.path), "")
+            .await
+            .status,
+        403
+    );
+    let elsewhere = key.claim("20200101-00-im-AAAAAAAAAAAAAAAAAAAAAA", "bob@example.test");
+    assert_eq!(
+        get(&srv, &format!("{}?for={elsewhere}", slot.path), "")
+            .await
+            .status,
+        403
+    );
 }
