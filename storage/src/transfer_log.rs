@@ -123,11 +123,20 @@ pub struct TransferLog {
 struct Reader {
     db: DbConfig,
     client: Mutex<Option<Arc<Client>>>,
-    /// A connection of its own for quota transactions (they need `&mut`).
+    /// A connection of its own for transactions (they need `&mut`).
     quota: Mutex<Option<Client>>,
 }
 
 impl Reader {
+    /// The connection for transactions (quotas, shares), connected.
+    async fn own(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, DbError> {
+        let mut guard = self.quota.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(db::connect(&self.db, CONNECT_TIMEOUT).await?);
+        }
+        Ok(guard)
+    }
+
     async fn client(&self) -> Result<Arc<Client>, DbError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
@@ -254,16 +263,13 @@ impl TransferLog {
         expires: SystemTime,
         quotas: Quotas,
     ) -> Result<QuotaVerdict, DbError> {
-        let mut guard = self.reader.quota.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(db::connect(&self.reader.db, CONNECT_TIMEOUT).await?);
-        }
-        let Some(client) = guard.as_mut() else {
-            return Err(DbError::Unavailable("no quota connection".into()));
+        let mut own = self.reader.own().await?;
+        let Some(client) = own.as_mut() else {
+            return Err(DbError::Unavailable("no connection for quotas".into()));
         };
         let result = reserve_in(client, resource, uploader, size, expires, quotas).await;
         if result.is_err() {
-            *guard = None;
+            *own = None; // Reconnect next time.
         }
         result
     }
@@ -273,16 +279,13 @@ impl TransferLog {
     /// name no recipient yet — its POST row's TO_JID and CHAT_TYPE and the
     /// `files` row. One transaction; returns whether the upload was known.
     pub async fn record_share(&self, share: &Share) -> Result<bool, DbError> {
-        let mut guard = self.reader.quota.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(db::connect(&self.reader.db, CONNECT_TIMEOUT).await?);
-        }
-        let Some(client) = guard.as_mut() else {
+        let mut own = self.reader.own().await?;
+        let Some(client) = own.as_mut() else {
             return Err(DbError::Unavailable("no connection for shares".into()));
         };
         let result = record_share_in(client, share).await;
         if result.is_err() {
-            *guard = None;
+            *own = None; // Reconnect next time.
         }
         result
     }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod ejabberd;
+pub mod http;
 pub mod mftd;
 pub mod postgres;
 pub mod process;

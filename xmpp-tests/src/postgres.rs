@@ -202,6 +202,19 @@ impl Postgres {
         self.launch();
     }
 
+    /// Polls `sql` until its trimmed output is `want` (rows committed after
+    /// the events that cause them) or 10 s pass; returns the last output.
+    pub fn psql_eventually(&self, sql: &str, want: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = self.psql(sql).trim().to_owned();
+            if got == want || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Runs SQL through psql and returns its unaligned output.
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -109,19 +107,6 @@ impl World {
         }
         client::run(&self.prosody, ALICE.0, ALICE.1, &args);
     }
-
-    /// Polls a query until it returns `want` (rows are committed after the
-    /// messages and fetches that cause them).
-    fn psql_eventually(&self, sql: &str, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.pg.psql(sql).trim().to_owned();
-            if got == want || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 fn wait_for_file(path: &Path) {
@@ -144,24 +129,6 @@ fn resource_of(url: &str) -> String {
         .nth(1)
         .unwrap()
         .to_owned()
-}
-
-fn http_status(url: &str) -> u16 {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -196,7 +163,7 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
     );
 
     // The POST row names bob and the chat type; the share is its own row.
-    let post = w.psql_eventually(
+    let post = w.pg.psql_eventually(
         &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
         "bob@example.test|im",
     );
@@ -209,7 +176,7 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
         "alice@example.test|bob@example.test|im|example.test"
     );
     // bob's fetch is logged as bob's.
-    let gets = w.psql_eventually(
+    let gets = w.pg.psql_eventually(
         &format!("SELECT DISTINCT jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
         "bob@example.test",
     );
@@ -221,7 +188,7 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
     let got = client::wait(carol);
     assert_eq!(got["messages"][0]["fetched"][0]["status"], 200, "{got}");
     assert_eq!(
-        w.psql_eventually(
+        w.pg.psql_eventually(
             &format!("SELECT count(*) FROM shares WHERE resource = '{resource}'"),
             "2"
         ),
@@ -235,7 +202,7 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
         "bob@example.test"
     );
     assert_eq!(
-        w.psql_eventually(
+        w.pg.psql_eventually(
             &format!("SELECT count(DISTINCT jid) FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
             "2"
         ),
@@ -285,8 +252,8 @@ fn one_to_one_shares_forwards_and_downloads_name_people() {
     let (base, claim) = carols_url.split_once("?for=").unwrap();
     let (_, mac) = claim.split_once('.').unwrap();
     let forged = format!("{base}?for=Ym9iQGV4YW1wbGUudGVzdA.{mac}");
-    assert_eq!(http_status(&forged), 403);
-    assert_eq!(http_status(base), 200);
+    assert_eq!(xmpp_tests::http::status(&forged), 403);
+    assert_eq!(xmpp_tests::http::status(base), 200);
 
     // A message without mftd URLs arrives exactly as sent.
     let bob = w.listen(BOB, None, 1);
@@ -354,7 +321,7 @@ fn rooms_give_group_chat_or_persistent_and_each_occupant_their_own_url() {
             "each occupant has their own URL"
         );
         assert_eq!(
-            w.psql_eventually(
+            w.pg.psql_eventually(
                 &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
                 &format!("{room}|{kind}")
             ),
@@ -363,7 +330,7 @@ fn rooms_give_group_chat_or_persistent_and_each_occupant_their_own_url() {
             w.mftd.log()
         );
         assert_eq!(
-            w.psql_eventually(
+            w.pg.psql_eventually(
                 &format!("SELECT string_agg(DISTINCT jid, ',' ORDER BY jid) FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
                 "bob@example.test,carol@example.test"
             ),
@@ -459,21 +426,14 @@ fn ejabberd_with_its_module_names_recipients_and_downloaders() {
     );
     assert_eq!(got["messages"][0]["fetched"][0]["status"], 200, "{got}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (post, gets) = loop {
-        let post = pg.psql(&format!(
-            "SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"
-        ));
-        let gets = pg.psql(&format!(
-            "SELECT DISTINCT jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"
-        ));
-        if (post.trim() == "bob@example.test|im" && gets.trim() == "bob@example.test")
-            || Instant::now() > deadline
-        {
-            break (post, gets);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let post = pg.psql_eventually(
+        &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
+        "bob@example.test|im",
+    );
+    let gets = pg.psql_eventually(
+        &format!("SELECT DISTINCT jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
+        "bob@example.test",
+    );
     assert_eq!(post.trim(), "bob@example.test|im", "{}", mftd.log());
     assert_eq!(gets.trim(), "bob@example.test");
     assert_eq!(
@@ -529,15 +489,9 @@ fn ejabberd_with_its_module_names_recipients_and_downloaders() {
         "{got}\n{}",
         ejabberd.log()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let post = loop {
-        let post = pg.psql(&format!(
-            "SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"
-        ));
-        if post.trim() == format!("{room}|groupchat") || Instant::now() > deadline {
-            break post;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let post = pg.psql_eventually(
+        &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
+        &format!("{room}|groupchat"),
+    );
     assert_eq!(post.trim(), format!("{room}|groupchat"), "{}", mftd.log());
 }

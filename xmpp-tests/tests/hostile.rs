@@ -309,29 +309,17 @@ fn verify_finds_unlogged_missing_and_altered_files() {
         "{prom}"
     );
     // The unlogged file is not served.
-    let status = http_status(mftd.http_port, &format!("/{}/x", unlogged.resource()));
+    let status = xmpp_tests::http::status(&format!(
+        "http://127.0.0.1:{}/{}/x",
+        mftd.http_port,
+        unlogged.resource()
+    ));
     assert_eq!(status, 404);
     // Quarantine moves it out of the served layout.
     let (_, report) = verify(&mftd, &["--quarantine"]);
     assert!(report.contains("not in the transfer log"), "{report}");
     assert!(node.join("quarantine").join(unlogged.path()).exists());
     assert!(!node.join(unlogged.path()).exists());
-}
-
-fn http_status(port: u16, path: &str) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Kill mftd with SIGKILL at a random moment while uploads run, restart it,

@@ -229,6 +229,19 @@ fn database_url(config: &Path) -> anyhow::Result<(Settings, mft_storage::db::DbC
     Ok((settings, db))
 }
 
+/// The transfer log and the store, for operator commands that use both.
+async fn log_and_store(
+    settings: &Settings,
+    url: &mft_storage::db::DbConfig,
+) -> anyhow::Result<(mft_storage::transfer_log::TransferLog, mft_storage::Store)> {
+    let log = mft_storage::transfer_log::TransferLog::start(
+        url.clone(),
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    Ok((log, app::open_store(settings)?))
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -403,12 +416,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let node = settings.config.node.name.clone();
             let report = block_on(async {
-                let log = mft_storage::transfer_log::TransferLog::start(
-                    url.clone(),
-                    std::time::Duration::from_secs(10),
-                )
-                .await?;
-                let store = app::open_store(&settings)?;
+                let (log, store) = log_and_store(&settings, &url).await?;
                 verify::verify(&store, &log, &node, &opts).await
             })?;
             print!("{}", report.render());
@@ -432,12 +440,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .map_err(anyhow::Error::msg)?;
             }
             let report = block_on(async {
-                let log = mft_storage::transfer_log::TransferLog::start(
-                    url.clone(),
-                    std::time::Duration::from_secs(10),
-                )
-                .await?;
-                let store = app::open_store(&settings)?;
+                let (log, store) = log_and_store(&settings, &url).await?;
                 admin::purge(&log, &store, age, chat_type.as_deref(), dry_run).await
             })?;
             let verb = if dry_run { "would remove" } else { "removed" };

@@ -1,0 +1,25 @@
+//! A plain HTTP/1.1 GET for tests, so a status can be checked without a client library.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// GETs `url` (`http://host:port/path?query`) and returns the status (0 when
+/// no answer came).
+pub fn status(url: &str) -> u16 {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Ok(mut s) = TcpStream::connect(host) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
