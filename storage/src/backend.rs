@@ -20,6 +20,12 @@ pub trait Backend: Send + Sync + 'static {
     fn write_size(&self) -> usize {
         1024 * 1024
     }
+    /// Bytes to read per piece of a download: large for SFTP (libssh2
+    /// pipelines read requests only within one call), small where that buys
+    /// nothing.
+    fn read_size(&self) -> usize {
+        256 * 1024
+    }
     /// False while the backend knows its server is down (after a failed
     /// connection, until the next attempt is due).
     fn is_available(&self) -> bool {

@@ -245,6 +245,10 @@ impl Backend for SftpBackend {
         self.pool.settings.host.clone()
     }
 
+    fn read_size(&self) -> usize {
+        1024 * 1024
+    }
+
     fn is_available(&self) -> bool {
         self.pool
             .health

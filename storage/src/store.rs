@@ -28,8 +28,6 @@ use crate::layout::{is_data_file, parse_hour_dir, ChatType, HourCounters, Locati
 use crate::utc::{unix_now, UtcTime};
 use crate::{FileMeta, StoreError};
 
-/// Bytes read from the backend per piece of a download.
-pub const READ_CHUNK: usize = 256 * 1024;
 /// The largest description file we read back.
 const MAX_META_BYTES: u64 = 64 * 1024;
 
@@ -205,13 +203,22 @@ fn join_error(join: tokio::task::JoinError) -> StoreError {
     StoreError::io("storage worker", std::io::Error::other(join))
 }
 
-/// A download in progress: one piece read ahead on a blocking thread, then
-/// nothing held but the open file until the client takes that piece.
+/// Pieces a download reads ahead of its client at most.
+const READ_AHEAD: usize = 3;
+
+/// A download in progress: a few pieces read ahead on blocking threads,
+/// then nothing held but the open file until the client takes them.
 pub struct Download {
     reader: Option<(Box<dyn Session>, Box<dyn ReadFile>)>,
     pending: Option<JoinHandle<ReadResult>>,
+    ready: std::collections::VecDeque<Bytes>,
+    failed: Option<StoreError>,
     path: String,
+    /// Bytes not yet handed to the caller.
     left: u64,
+    /// Bytes not yet asked of the backend.
+    unread: u64,
+    chunk: usize,
 }
 
 type ReadResult = (
@@ -226,19 +233,36 @@ impl Download {
         self.left
     }
 
+    /// Starts the next read when there is room ahead of the client.
     fn read_ahead(&mut self) {
-        if self.left == 0 || self.pending.is_some() {
+        if self.unread == 0
+            || self.pending.is_some()
+            || self.failed.is_some()
+            || self.ready.len() >= READ_AHEAD
+        {
             return;
         }
         let Some((session, mut file)) = self.reader.take() else {
             return;
         };
-        let want = usize::try_from(self.left.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+        let want = usize::try_from(self.unread.min(self.chunk as u64)).unwrap_or(self.chunk);
+        self.unread -= want as u64;
         let path = self.path.clone();
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let result = read_exact(file.as_mut(), want, &path);
             (session, file, result)
         }));
+    }
+
+    fn absorb(&mut self, done: Result<ReadResult, tokio::task::JoinError>) {
+        match done {
+            Err(join) => self.failed = Some(join_error(join)),
+            Ok((session, file, Ok(bytes))) => {
+                self.reader = Some((session, file));
+                self.ready.push_back(bytes);
+            }
+            Ok((_, _, Err(e))) => self.failed = Some(e),
+        }
     }
 
     /// The next piece of the file; `None` after the last.
@@ -248,36 +272,37 @@ impl Download {
     ) -> std::task::Poll<Option<Result<Bytes, StoreError>>> {
         use std::future::Future;
         use std::task::Poll;
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        self.read_ahead();
-        let Some(pending) = self.pending.as_mut() else {
-            return Poll::Ready(Some(Err(StoreError::Aborted)));
-        };
-        match std::pin::Pin::new(pending).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(join)) => {
-                self.pending = None;
-                self.left = 0;
-                Poll::Ready(Some(Err(join_error(join))))
+        loop {
+            if self.left == 0 {
+                return Poll::Ready(None);
             }
-            Poll::Ready(Ok((session, file, result))) => {
-                self.pending = None;
-                match result {
-                    Ok(bytes) => {
-                        self.left -= bytes.len() as u64;
-                        self.reader = Some((session, file));
-                        // Start the next read while this piece goes out.
-                        self.read_ahead();
-                        Poll::Ready(Some(Ok(bytes)))
+            let mut waiting = false;
+            if let Some(pending) = self.pending.as_mut() {
+                match std::pin::Pin::new(pending).poll(cx) {
+                    Poll::Ready(done) => {
+                        self.pending = None;
+                        self.absorb(done);
                     }
-                    Err(e) => {
-                        self.left = 0;
-                        Poll::Ready(Some(Err(e)))
-                    }
+                    Poll::Pending => waiting = true,
                 }
             }
+            self.read_ahead();
+            if let Some(bytes) = self.ready.pop_front() {
+                self.left = self.left.saturating_sub(bytes.len() as u64);
+                self.read_ahead();
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if let Some(e) = self.failed.take() {
+                self.left = 0;
+                return Poll::Ready(Some(Err(e)));
+            }
+            if self.pending.is_none() {
+                return Poll::Ready(Some(Err(StoreError::Aborted)));
+            }
+            if waiting {
+                return Poll::Pending;
+            }
+            // A read was just started: poll it once so it can wake us.
         }
     }
 }
@@ -386,7 +411,7 @@ impl Store {
     }
 
     /// Opens `len` bytes of the file from offset `start` for streaming in
-    /// [`READ_CHUNK`] pieces.
+    /// pieces of the backend's read size.
     pub async fn read(&self, loc: &Location, start: u64, len: u64) -> Result<Download, StoreError> {
         let backend = self.backend.clone();
         let path = loc.path();
@@ -404,8 +429,12 @@ impl Store {
         Ok(Download {
             reader: Some((session, file)),
             pending: None,
+            ready: std::collections::VecDeque::new(),
+            failed: None,
             path,
             left: len,
+            unread: len,
+            chunk: self.backend.read_size(),
         })
     }
 

@@ -738,20 +738,9 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
     if n_files > 0 {
         let sql = multi_insert("files", FILE_COLUMNS, 12, n_files);
         execute_params(&tx, &sql, &file_rows, "recording files").await?;
-        // A used slot no longer needs its reservation: the file counts now.
-        let used: Vec<String> = batch
-            .iter()
-            .filter_map(|j| match &j.op {
-                Op::Upload(r) => Some(fit(&r.resource, w::NAME)),
-                _ => None,
-            })
-            .collect();
-        tx.execute(
-            "DELETE FROM slot_reservations WHERE resource = ANY($1)",
-            &[&used],
-        )
-        .await
-        .map_err(|e| DbError::query("releasing slot reservations", e))?;
+        // A used slot's reservation needs no delete here (it would cost every
+        // batch a statement): the quota query skips reservations whose file
+        // is logged, and expired ones are swept when reservations are made.
     }
     if n_log > 0 {
         let sql = multi_insert("aft_log", LOG_COLUMNS, 20, n_log);

@@ -19,7 +19,7 @@ pub enum ResponseBody {
     /// File content streamed from storage.
     Stream {
         /// The file being read.
-        download: Download,
+        download: Box<Download>,
         /// Reports the end of a logged download.
         report: Option<crate::audit::DownloadReport>,
         /// The slowest the client may take the file.

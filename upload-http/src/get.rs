@@ -135,7 +135,7 @@ pub async fn get(
             let permit = app.admit()?;
             let download = app.store.read(&loc, start, len).await?;
             ResponseBody::Stream {
-                download,
+                download: Box::new(download),
                 report,
                 floor: RateFloor::new(app.settings.rate_grace, app.settings.min_rate),
                 sent: 0,
