@@ -58,8 +58,9 @@ fn is_token(s: &str) -> bool {
 
 /// Types a browser may show inline from mftd's origin: images it cannot run
 /// (no SVG), audio, video and plain text. Everything else is an attachment —
-/// PDF too: browsers refuse to run their PDF viewer under the `sandbox`
-/// policy every download carries, so inline PDF would show nothing.
+/// PDF too: a browser's built-in PDF viewer is not expected to run under the
+/// `sandbox` policy every download carries, so inline PDF would likely show
+/// nothing (not yet checked in a real browser).
 pub fn is_safe_inline(canonical: &str) -> bool {
     let essence = essence(canonical);
     matches!(
