@@ -17,7 +17,12 @@ pub fn status(url: &str) -> u16 {
     );
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw)
+    status_of(&raw)
+}
+
+/// The status code of a raw HTTP response (0 when there is none).
+pub fn status_of(raw: &[u8]) -> u16 {
+    String::from_utf8_lossy(raw)
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())

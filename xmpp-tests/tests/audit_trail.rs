@@ -78,23 +78,7 @@ impl World {
         room: Option<(&str, &str)>,
         count: usize,
     ) -> std::process::Child {
-        let ready = self.dir.path().join(format!("{}.ready", who.0));
-        let _ = std::fs::remove_file(&ready);
-        let count = count.to_string();
-        let mut args = vec![
-            "receive",
-            "--fetch",
-            "--count",
-            &count,
-            "--ready",
-            ready.to_str().unwrap(),
-        ];
-        if let Some((room, nick)) = room {
-            args.extend(["--join", room, "--nick", nick]);
-        }
-        let child = client::spawn(&self.prosody, who.0, who.1, &args);
-        wait_for_file(&ready);
-        child
+        listen_at(&self.prosody.c2s_addr(), self.dir.path(), who, room, count)
     }
 
     fn send(&self, to: &str, body: &str, oob: Option<&str>, nick: Option<&str>) {
@@ -107,6 +91,34 @@ impl World {
         }
         client::run(&self.prosody, ALICE.0, ALICE.1, &args);
     }
+}
+
+/// Starts `who` listening on the server at `c2s` (in `room` as `nick` if
+/// given) for `count` messages, fetching every URL, once they are ready.
+fn listen_at(
+    c2s: &str,
+    dir: &Path,
+    who: (&str, &str),
+    room: Option<(&str, &str)>,
+    count: usize,
+) -> std::process::Child {
+    let ready = dir.join(format!("{}.ready", who.0));
+    let _ = std::fs::remove_file(&ready);
+    let count = count.to_string();
+    let mut args = vec![
+        "receive",
+        "--fetch",
+        "--count",
+        &count,
+        "--ready",
+        ready.to_str().unwrap(),
+    ];
+    if let Some((room, nick)) = room {
+        args.extend(["--join", room, "--nick", nick]);
+    }
+    let child = client::spawn_at(c2s, who.0, who.1, &args);
+    wait_for_file(&ready);
+    child
 }
 
 fn wait_for_file(path: &Path) {
@@ -396,21 +408,7 @@ fn ejabberd_with_its_module_names_recipients_and_downloaders() {
     let url = out["get_url"].as_str().unwrap().to_owned();
     let resource = resource_of(&url);
 
-    let ready = dir.path().join("bob.ready");
-    let bob = client::spawn_at(
-        &c2s,
-        BOB.0,
-        BOB.1,
-        &[
-            "receive",
-            "--fetch",
-            "--count",
-            "1",
-            "--ready",
-            ready.to_str().unwrap(),
-        ],
-    );
-    wait_for_file(&ready);
+    let bob = listen_at(&c2s, dir.path(), BOB, None, 1);
     client::run_at(
         &c2s,
         ALICE.0,
@@ -443,25 +441,7 @@ fn ejabberd_with_its_module_names_recipients_and_downloaders() {
 
     // A group chat on ejabberd's MUC: the room is the recipient, bob's copy is his.
     let room = "lunch@conference.example.test";
-    let ready = dir.path().join("bob-room.ready");
-    let bob = client::spawn_at(
-        &c2s,
-        BOB.0,
-        BOB.1,
-        &[
-            "receive",
-            "--fetch",
-            "--count",
-            "1",
-            "--join",
-            room,
-            "--nick",
-            "bob",
-            "--ready",
-            ready.to_str().unwrap(),
-        ],
-    );
-    wait_for_file(&ready);
+    let bob = listen_at(&c2s, dir.path(), BOB, Some((room, "bob")), 1);
     let file = dir.path().join("menu.txt");
     std::fs::write(&file, "soup ".repeat(500)).unwrap();
     let out = client::run_at(

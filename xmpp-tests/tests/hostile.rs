@@ -174,11 +174,7 @@ fn put_raw(port: u16, path: &str, token: &str, body: &[u8], close_early: bool) -
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    xmpp_tests::http::status_of(&raw)
 }
 
 fn data_files(root: &std::path::Path) -> Vec<String> {
