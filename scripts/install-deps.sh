@@ -10,7 +10,7 @@ set -euo pipefail
 # ejabberd is a second router: the audit-trail tests run mftd's Erlang module
 # in it (compiled with erlc, which ejabberd's dependencies bring), and the
 # benchmark suite runs its mod_http_upload beside mftd.
-packages=(prosody ejabberd openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl)
+packages=(prosody ejabberd openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use mft_metrics::metrics;
 use mft_storage::backoff::Backoff;
 
 use crate::link::{self, Inbound, LinkError, NS_COMPONENT};
@@ -37,13 +38,20 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut attempts: u64 = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
         tracing::info!(router = %settings.router, jid = %settings.jid, "XMPP: connecting");
         let started = Instant::now();
-        match serve_once(&settings, &service, &mut shutdown).await {
+        if attempts > 0 {
+            metrics().link_reconnects.inc();
+        }
+        attempts += 1;
+        let served = serve_once(&settings, &service, &mut shutdown).await;
+        metrics().link_up.set(0);
+        match served {
             Ok(()) => {
                 tracing::info!("XMPP: stream closed for shutdown");
                 return;
@@ -82,6 +90,7 @@ async fn serve_once(
 ) -> Result<(), LinkError> {
     let link = link::connect(&settings.router, &settings.jid, &settings.secret).await?;
     tracing::info!(jid = %settings.jid, "XMPP: connected and authenticated");
+    metrics().link_up.set(1);
     let (tx, rx) = mpsc::channel::<String>(256);
     let writer = tokio::spawn(link::write_loop(link.writer, rx));
     let mut reader = link.reader;

@@ -17,6 +17,7 @@ use mft_upload_http::{SlotClaims, SlotSigner};
 use crate::slot::{self, find_request, parse_request, UPLOAD_NAMESPACES};
 use crate::stanza::{iq_result, StanzaError};
 use crate::xml::Element;
+use mft_metrics::{metrics, SlotOutcome};
 use mft_storage::jid::Jid;
 use mft_storage::utc::{stamp, stamp_in};
 
@@ -24,6 +25,18 @@ const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PING: &str = "urn:xmpp:ping";
 const NS_DATA: &str = "jabber:x:data";
+
+/// A refused slot request: the error the client gets and the reason it is
+/// counted under.
+struct Refusal {
+    outcome: SlotOutcome,
+    error: StanzaError,
+}
+
+/// Tags a stanza error with the outcome it is counted under.
+fn refused(outcome: SlotOutcome) -> impl FnOnce(StanzaError) -> Refusal {
+    move |error| Refusal { outcome, error }
+}
 
 /// How long a client is asked to wait when the file server is down.
 const RETRY_AFTER_UNAVAILABLE: u64 = 30;
@@ -206,7 +219,7 @@ impl UploadService {
         uploader: &str,
         size: u64,
         expires: u64,
-    ) -> Result<(), StanzaError> {
+    ) -> Result<(), Refusal> {
         let Some(log) = self.log.as_ref().filter(|_| !self.quotas.is_unlimited()) else {
             return Ok(());
         };
@@ -216,11 +229,11 @@ impl UploadService {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "slot refused: cannot read quotas from the database");
-                slot::retry_later(
+                refused(SlotOutcome::LogDown)(slot::retry_later(
                     ns,
                     "The transfer log is unavailable; try again shortly.",
                     &stamp_in(RETRY_AFTER_UNAVAILABLE),
-                )
+                ))
             })?;
         let QuotaVerdict::Refused {
             scope,
@@ -234,34 +247,42 @@ impl UploadService {
             QuotaScope::User => "your",
             QuotaScope::Global => "the server's",
         };
-        match answer {
+        let error = match answer {
             QuotaAnswer::RetryAt(at) => {
                 let stamp = stamp(at);
                 tracing::info!(uploader, size, quota, retry = %stamp, "slot refused: quota");
-                Err(slot::retry_later(
+                slot::retry_later(
                     ns,
                     &format!("This upload would exceed {scope} daily quota of {quota} bytes; it fits again at {stamp}."),
                     &stamp,
-                ))
+                )
             }
-            _ => Err(StanzaError::not_acceptable(format!(
+            _ => StanzaError::not_acceptable(format!(
                 "The file is larger than {scope} daily upload quota of {quota} bytes."
-            ))),
-        }
+            )),
+        };
+        Err(refused(SlotOutcome::Quota)(error))
     }
 
     async fn slot(&self, iq: &Element) -> Element {
-        match self.grant(iq).await {
-            Ok(slot) => iq_result(iq, Some(slot)),
-            Err(e) => match find_request(iq) {
-                Some((_, request)) => e.reply_echoing(iq, request),
-                None => e.reply_to(iq),
-            },
-        }
+        let started = std::time::Instant::now();
+        let (outcome, reply) = match self.grant(iq).await {
+            Ok(slot) => (SlotOutcome::Granted, iq_result(iq, Some(slot))),
+            Err(Refusal { outcome, error }) => (
+                outcome,
+                match find_request(iq) {
+                    Some((_, request)) => error.reply_echoing(iq, request),
+                    None => error.reply_to(iq),
+                },
+            ),
+        };
+        metrics().slot_answered(outcome, started.elapsed());
+        reply
     }
 
-    async fn grant(&self, iq: &Element) -> Result<Element, StanzaError> {
-        let (ns, req) = find_request(iq).ok_or_else(|| StanzaError::bad_request(""))?;
+    async fn grant(&self, iq: &Element) -> Result<Element, Refusal> {
+        let (ns, req) = find_request(iq)
+            .ok_or_else(|| refused(SlotOutcome::BadRequest)(StanzaError::bad_request("")))?;
         let from = iq.get_attr("from").unwrap_or("");
         let requester = Jid::parse(from);
         let allowed = requester
@@ -269,20 +290,20 @@ impl UploadService {
             .is_some_and(|j| self.allowed_domains.iter().any(|d| d == j.domain()));
         let (Some(requester), true) = (requester, allowed) else {
             tracing::info!(from, "slot refused: domain not allowed");
-            return Err(StanzaError::forbidden(
+            return Err(refused(SlotOutcome::Forbidden)(StanzaError::forbidden(
                 "Users of your server may not upload files here.",
-            ));
+            )));
         };
         let uploader = requester.bare();
         if let Err(wait) = self.slot_rate.take(&uploader) {
             tracing::info!(from, "slot refused: too many slot requests");
-            return Err(slot::retry_later(
+            return Err(refused(SlotOutcome::RateLimited)(slot::retry_later(
                 ns,
                 "Too many upload requests; slow down.",
                 &stamp_in(wait.as_secs().max(1)),
-            ));
+            )));
         }
-        let request = parse_request(ns, req)?;
+        let request = parse_request(ns, req).map_err(refused(SlotOutcome::BadRequest))?;
         if request.size > self.max_file_size {
             tracing::info!(
                 from,
@@ -290,44 +311,48 @@ impl UploadService {
                 max = self.max_file_size,
                 "slot refused: too large"
             );
-            return Err(slot::too_large(ns, self.max_file_size));
+            return Err(refused(SlotOutcome::TooLarge)(slot::too_large(
+                ns,
+                self.max_file_size,
+            )));
         }
         let retry_stamp = || stamp_in(RETRY_AFTER_UNAVAILABLE);
         if !self.store.is_available() {
             tracing::warn!(from, "slot refused: file server unavailable");
-            return Err(slot::retry_later(
+            return Err(refused(SlotOutcome::StoreDown)(slot::retry_later(
                 ns,
                 "The file server is unavailable; try again shortly.",
                 &retry_stamp(),
-            ));
+            )));
         }
         if self.space.is_low() {
             tracing::warn!(from, "slot refused: file server nearly full");
-            return Err(slot::retry_later(
+            return Err(refused(SlotOutcome::StoreFull)(slot::retry_later(
                 ns,
                 "The file server is full; try again later.",
                 &retry_stamp(),
-            ));
+            )));
         }
-        let destination =
-            match req
-                .get_child("destination", NS_DESTINATION)
-                .and_then(|d| d.get_attr("jid"))
-                .filter(|d| !d.trim().is_empty())
-            {
-                None => None,
-                Some(d) => Some(Jid::parse(d).ok_or_else(|| {
-                    StanzaError::bad_request("The destination is not a valid JID.")
-                })?),
-            };
+        let destination = match req
+            .get_child("destination", NS_DESTINATION)
+            .and_then(|d| d.get_attr("jid"))
+            .filter(|d| !d.trim().is_empty())
+        {
+            None => None,
+            Some(d) => Some(Jid::parse(d).ok_or_else(|| {
+                refused(SlotOutcome::BadRequest)(StanzaError::bad_request(
+                    "The destination is not a valid JID.",
+                ))
+            })?),
+        };
         let chat = crate::policy::chat_type(&self.chat, destination.as_ref());
         let loc = self.store.allocate(chat).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
-            slot::retry_later(
+            refused(SlotOutcome::StoreDown)(slot::retry_later(
                 ns,
                 "The file server is unavailable; try again shortly.",
                 &retry_stamp(),
-            )
+            ))
         })?;
         let expires = mft_storage::utc::unix_now() + self.slot_ttl.as_secs();
         self.reserve_quota(ns, loc.resource(), &uploader, request.size, expires)

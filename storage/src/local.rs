@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::backend::{check_relative, Backend, ReadFile, Session, WriteFile};
+use crate::backend::{check_relative, Backend, FreeSpace, ReadFile, Session, WriteFile};
 use crate::StoreError;
 
 /// Files in a local directory (the node directory).
@@ -145,5 +145,18 @@ impl Session for LocalSession {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
         Ok(names)
+    }
+
+    fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| {
+            StoreError::io(
+                format!("free space of {}", self.root.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        Ok(Some(FreeSpace {
+            available: st.f_bavail.saturating_mul(st.f_frsize),
+            total: st.f_blocks.saturating_mul(st.f_frsize),
+        }))
     }
 }

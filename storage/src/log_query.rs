@@ -136,15 +136,16 @@ fn stamp(t: SystemTime) -> String {
 pub async fn query(client: &Client, filter: &LogFilter) -> Result<Vec<LogRow>, DbError> {
     let rows = client
         .query(
-            "SELECT aft_index, date_time, method, jid, to_jid, chat_type, real_filename, filename, \
-             file_size, http_status, bytes_sent, client_address, sha256 FROM aft_log \
+            &format!(
+                "SELECT {LOG_ROW_COLUMNS} FROM aft_log \
              WHERE ($1::text IS NULL OR jid = $1 OR split_part(jid, '/', 1) = $1) \
              AND ($2::text IS NULL OR split_part(to_jid, '/', 1) = $2) \
              AND ($3::text IS NULL OR method = upper($3)) \
              AND ($4::text IS NULL OR chat_type = $4) \
              AND ($5::timestamptz IS NULL OR date_time >= $5) \
              AND ($6::timestamptz IS NULL OR date_time < $6) \
-             ORDER BY aft_index LIMIT $7",
+             ORDER BY aft_index LIMIT $7"
+            ),
             &[
                 &filter.jid as &(dyn ToSql + Sync),
                 &filter.to,
@@ -157,22 +158,83 @@ pub async fn query(client: &Client, filter: &LogFilter) -> Result<Vec<LogRow>, D
         )
         .await
         .map_err(|e| DbError::query("querying aft_log", e))?;
+    Ok(rows.iter().map(log_row).collect())
+}
+
+/// The columns [`log_row`] reads, in its order.
+const LOG_ROW_COLUMNS: &str = "aft_index, date_time, method, jid, to_jid, chat_type, \
+     real_filename, filename, file_size, http_status, bytes_sent, client_address, sha256";
+
+fn log_row(r: &tokio_postgres::Row) -> LogRow {
+    LogRow {
+        aft_index: r.get(0),
+        date_time: stamp(r.get(1)),
+        method: r.get(2),
+        jid: r.get(3),
+        to_jid: r.get(4),
+        chat_type: r.get(5),
+        real_filename: r.get(6),
+        filename: r.get(7),
+        file_size: r.get(8),
+        http_status: r.get(9),
+        bytes_sent: r.get(10),
+        client_address: r.get(11),
+        sha256: r.get(12),
+    }
+}
+
+/// The `limit` newest rows of `aft_log`, newest first.
+pub async fn latest(client: &Client, limit: i64) -> Result<Vec<LogRow>, DbError> {
+    let sql = format!("SELECT {LOG_ROW_COLUMNS} FROM aft_log ORDER BY aft_index DESC LIMIT $1");
+    let rows = client
+        .query(&sql, &[&limit.max(1)])
+        .await
+        .map_err(|e| DbError::query("reading the latest aft_log rows", e))?;
+    Ok(rows.iter().map(log_row).collect())
+}
+
+/// Completed transfers of one chat type since a moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatTypeTotals {
+    /// `im`, `groupchat`, `persistent`.
+    pub chat_type: String,
+    /// Uploads stored (`201`).
+    pub uploads: i64,
+    /// Bytes of those uploads.
+    pub upload_bytes: i64,
+    /// Downloads served (`200`/`206`).
+    pub downloads: i64,
+    /// Bytes those downloads sent.
+    pub download_bytes: i64,
+}
+
+/// Successful uploads and downloads per chat type since `since`, for every
+/// node writing to this log.
+pub async fn totals_since(
+    client: &Client,
+    since: SystemTime,
+) -> Result<Vec<ChatTypeTotals>, DbError> {
+    let rows = client
+        .query(
+            "SELECT chat_type, \
+             count(*) FILTER (WHERE method = 'POST'), \
+             coalesce(sum(file_size) FILTER (WHERE method = 'POST'), 0)::bigint, \
+             count(*) FILTER (WHERE method = 'GET'), \
+             coalesce(sum(bytes_sent) FILTER (WHERE method = 'GET'), 0)::bigint \
+             FROM aft_log WHERE date_time >= $1 AND http_status IN (200, 201, 206) \
+             GROUP BY chat_type ORDER BY chat_type",
+            &[&since],
+        )
+        .await
+        .map_err(|e| DbError::query("totalling aft_log by chat type", e))?;
     Ok(rows
         .iter()
-        .map(|r| LogRow {
-            aft_index: r.get(0),
-            date_time: stamp(r.get(1)),
-            method: r.get(2),
-            jid: r.get(3),
-            to_jid: r.get(4),
-            chat_type: r.get(5),
-            real_filename: r.get(6),
-            filename: r.get(7),
-            file_size: r.get(8),
-            http_status: r.get(9),
-            bytes_sent: r.get(10),
-            client_address: r.get(11),
-            sha256: r.get(12),
+        .map(|r| ChatTypeTotals {
+            chat_type: r.get(0),
+            uploads: r.get(1),
+            upload_bytes: r.get(2),
+            downloads: r.get(3),
+            download_bytes: r.get(4),
         })
         .collect())
 }

@@ -193,6 +193,11 @@ impl TransferLog {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Rows queued for the writer and not yet taken into a batch.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     async fn submit(&self, op: Op) -> Result<i64, DbError> {
         let (done, wait) = oneshot::channel();
         self.tx
@@ -350,6 +355,16 @@ impl TransferLog {
             .await
             .map_err(|e| DbError::query("marking a file purged", e))?;
         Ok(())
+    }
+
+    /// Checks the database answers a query (health checks).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let client = self.reader.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| DbError::query("checking the database answers", e))
     }
 
     /// A client for ad-hoc read queries (the `mftd log` command).
@@ -571,8 +586,10 @@ async fn writer(
             continue;
         }
         let Some(c) = client.as_mut() else { continue };
+        let started = Instant::now();
         match write_batch(c, &batch).await {
             Ok(ids) => {
+                mft_metrics::metrics().log_committed(batch.len(), started.elapsed());
                 for (job, id) in batch.into_iter().zip(ids) {
                     if let Some(done) = job.done {
                         let _ = done.send(Ok(id));
@@ -593,6 +610,9 @@ async fn writer(
 }
 
 fn fail(batch: Vec<Job>, why: &str) {
+    mft_metrics::metrics()
+        .log_failed_rows
+        .inc_by(batch.len() as u64);
     for job in batch {
         if let Some(done) = job.done {
             let _ = done.send(Err(DbError::Unavailable(why.to_owned())));

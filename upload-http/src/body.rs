@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use mft_storage::Download;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::conn::RateFloor;
 
@@ -27,7 +26,7 @@ pub enum ResponseBody {
         /// Bytes handed to hyper so far.
         sent: u64,
         /// The transfer's admission, released when the body ends.
-        _permit: OwnedSemaphorePermit,
+        _permit: crate::server::Admitted,
     },
 }
 
@@ -82,6 +81,7 @@ impl http_body::Body for ResponseBody {
                 match download.poll_next(cx) {
                     Poll::Ready(Some(Ok(data))) => {
                         *sent += data.len() as u64;
+                        mft_metrics::metrics().add_sent(data.len() as u64);
                         Poll::Ready(Some(Ok(Frame::data(data))))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),

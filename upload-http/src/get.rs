@@ -132,7 +132,7 @@ pub async fn get(
             drop(report);
             ResponseBody::empty()
         } else {
-            let permit = app.admit()?;
+            let permit = app.admit(mft_metrics::Direction::Download)?;
             let download = app.store.read(&loc, start, len).await?;
             ResponseBody::Stream {
                 download: Box::new(download),

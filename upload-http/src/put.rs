@@ -108,7 +108,7 @@ pub async fn put(
         // Refuse before the body arrives: it could not be logged.
         return Err(HttpError::Unavailable);
     }
-    let permit = app.admit()?;
+    let permit = app.admit(mft_metrics::Direction::Upload)?;
     recheck_quota(app, &claims).await?;
     let user_agent = header_str(&req, header::USER_AGENT)
         .unwrap_or("")
@@ -170,6 +170,7 @@ async fn receive_body(
         };
         if let Ok(data) = frame.into_data() {
             got += data.len() as u64;
+            mft_metrics::metrics().add_received(data.len() as u64);
             upload.write(data).await?;
         }
     }

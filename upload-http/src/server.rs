@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use mft_metrics::{metrics, Direction};
 use mft_storage::error::chain;
 
 use crate::body::ResponseBody;
@@ -135,14 +136,53 @@ impl App {
     }
 
     /// A permit for one more transfer, or `503` when `max_transfers` are in flight.
-    pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, HttpError> {
-        self.transfers.clone().try_acquire_owned().map_err(|_| {
+    pub(crate) fn admit(&self, direction: Direction) -> Result<Admitted, HttpError> {
+        let permit = self.transfers.clone().try_acquire_owned().map_err(|_| {
             tracing::warn!(
                 max_transfers = self.settings.max_transfers,
                 "transfer refused: http.max_transfers are in flight"
             );
             HttpError::Busy
+        })?;
+        metrics().transfer_started(direction);
+        Ok(Admitted {
+            _permit: permit,
+            direction,
+            since: Instant::now(),
         })
+    }
+}
+
+/// One admitted transfer: holds its `max_transfers` permit and is counted
+/// in flight until dropped, when its duration is recorded.
+pub(crate) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    direction: Direction,
+    since: Instant,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics().transfer_ended(self.direction, self.since.elapsed());
+    }
+}
+
+/// One open connection: holds its `max_connections` permit and is counted
+/// in `mftd_http_connections` until dropped.
+struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit) -> OpenConnection {
+        metrics().http_connections.inc();
+        OpenConnection { _permit: permit }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics().http_connections.dec();
     }
 }
 
@@ -211,6 +251,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        let permit = OpenConnection::new(permit);
         let tcp = Deadlines::new(
             tcp,
             app.settings.first_byte_timeout,
@@ -293,6 +334,11 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
         });
         add_cors(resp.headers_mut());
         let status = resp.status().as_u16();
+        match method {
+            Method::PUT => metrics().upload_answered(status),
+            Method::GET => metrics().download_answered(status),
+            _ => {}
+        }
         if status < 400 {
             tracing::info!(status, ms = started.elapsed().as_millis() as u64, "request");
         }

@@ -20,6 +20,29 @@ pub fn status(url: &str) -> u16 {
     status_of(&raw)
 }
 
+/// GETs `url` with extra request headers; returns the status (0 when no
+/// answer came) and the body as text (responses with a Content-Length).
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Ok(mut s) = TcpStream::connect(host) else {
+        return (0, String::new());
+    };
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let _ = s.write_all(request.as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, b)| b.to_owned());
+    (status_of(&raw), body)
+}
+
 /// The status code of a raw HTTP response (0 when there is none).
 pub fn status_of(raw: &[u8]) -> u16 {
     String::from_utf8_lossy(raw)

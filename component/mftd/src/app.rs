@@ -89,6 +89,8 @@ pub async fn stop_signal() {
 pub struct Listeners {
     /// The public upload/download endpoint.
     pub http: TcpListener,
+    /// The admin listener (metrics, health, status page), when configured.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -98,7 +100,15 @@ impl Listeners {
         let http = TcpListener::bind(listen)
             .await
             .with_context(|| format!("while binding http.listen = {listen}"))?;
-        Ok(Listeners { http })
+        let admin = match settings.config.admin.listen {
+            Some(listen) => Some(
+                TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("while binding admin.listen = {listen}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { http, admin })
     }
 }
 
@@ -220,6 +230,13 @@ pub async fn run(
         keepalive: cfg.xmpp.keepalive.0,
     };
 
+    crate::monitor::start(
+        &settings,
+        listeners.admin,
+        store.clone(),
+        http_app.log.clone(),
+        stop_rx.clone(),
+    );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(serve(listener, http_app, tls, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -274,7 +291,7 @@ mod tests {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(run(
             settings,
-            Listeners { http },
+            Listeners { http, admin: None },
             async move {
                 let _ = stopped.await;
             },

@@ -62,6 +62,66 @@ pub struct Config {
     /// `[recipients]`: the router module's per-recipient download claims.
     #[serde(default)]
     pub recipients: RecipientsConfig,
+    /// `[admin]`: the monitoring listener (metrics, health, status page).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[log]`: how mftd writes its own log.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where `/metrics`, `/healthz`, `/readyz` and the status page are
+    /// served; off when unset.
+    pub listen: Option<SocketAddr>,
+    /// A bearer token (or basic-auth password) every request must carry.
+    pub token: Option<Secret>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// How often the file server and the database are checked.
+    #[serde(default = "default_check_interval")]
+    pub check_interval: HumanDuration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            token: None,
+            token_file: None,
+            check_interval: default_check_interval(),
+        }
+    }
+}
+
+fn default_check_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A level (`info`) or a filter (`info,mft_storage=debug`);
+    /// `RUST_LOG` overrides it.
+    pub level: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[recipients]`
@@ -436,6 +496,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The key shared with the router module, when downloads are attributed.
     pub share_key: Option<Secret>,
+    /// The admin listener's token, when one is set.
+    pub admin_token: Option<Secret>,
 }
 
 impl Settings {
@@ -622,7 +684,38 @@ impl Settings {
                 "needs recipients.share_key (the key the router module signs with)",
             ));
         }
+        let admin_token = match (&config.admin.token, &config.admin.token_file) {
+            (None, None) => None,
+            (inline, file) => Some(load_secret(inline, file, "admin.token")?),
+        };
+        if admin_token
+            .as_ref()
+            .is_some_and(|k| k.expose().chars().count() < 16)
+        {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
+        if let Some(listen) = config.admin.listen {
+            if !listen.ip().is_loopback() && admin_token.is_none() {
+                return Err(invalid(
+                    "admin.listen",
+                    format!("{listen} is not a loopback address: set admin.token_file too, or listen on 127.0.0.1"),
+                ));
+            }
+            if listen == config.http.listen {
+                return Err(invalid(
+                    "admin.listen",
+                    "must differ from http.listen: the admin listener never serves files",
+                ));
+            }
+        }
+        if config.admin.check_interval.0 < Duration::from_millis(200) {
+            return Err(invalid("admin.check_interval", "at least 200ms"));
+        }
         Ok(Settings {
+            admin_token,
             database_url,
             share_key,
             store,

@@ -11,6 +11,7 @@ mod app;
 mod config;
 mod fileserver;
 mod keys;
+mod monitor;
 mod units;
 mod verify;
 
@@ -195,15 +196,32 @@ enum FileserverCommand {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Sets up mftd's own log on stderr: `RUST_LOG` wins over `[log] level`;
+/// `[log] format = "json"` writes one JSON object per line with the same
+/// fields as the text lines.
+fn init_tracing(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::try_new(log.level.as_deref().unwrap_or("info"))
+            .unwrap_or_else(|e| {
+                eprintln!("log.level is not a valid filter ({e}); using info");
+                tracing_subscriber::EnvFilter::new("info")
+            })
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log.format {
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn load(config: &Path) -> anyhow::Result<Settings> {
@@ -265,8 +283,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Run { config } => {
-            init_tracing();
             let settings = load(&config)?;
+            init_tracing(&settings.config.log);
             settings.check_files(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -1,0 +1,364 @@
+//! The admin listener against real parts: Prosody as router, slixmpp
+//! clients, OpenSSH sshd as file server, PostgreSQL as transfer log,
+//! Prometheus' `promtool` for the exposition format and headless Chromium
+//! for the status page.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use xmpp_tests::client;
+use xmpp_tests::http::get_with;
+use xmpp_tests::mftd::{Mftd, MftdOptions};
+use xmpp_tests::postgres::Postgres;
+use xmpp_tests::process::free_port;
+use xmpp_tests::prosody::{Prosody, ProsodyOptions};
+use xmpp_tests::sshd::Sshd;
+
+const TOKEN: &str = "admin-token-0123456789abcdef";
+const ALICE: (&str, &str) = ("alice@example.test", "alice-pw");
+
+struct World {
+    prosody: Prosody,
+    pg: Postgres,
+    sshd: Sshd,
+    mftd: Mftd,
+    admin: String,
+    dir: tempfile::TempDir,
+}
+
+fn world(token: Option<&str>) -> World {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let pg = Postgres::start();
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sshd.node_key(dir.path(), "node_1");
+    let admin_port = free_port();
+    let mut m = MftdOptions::for_prosody(&prosody);
+    m.store = Some(sshd.store_toml("node_1", &key));
+    m.extra = format!(
+        "[database]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ncheck_interval = \"500ms\"\n{}",
+        pg.url(),
+        token.map_or_else(String::new, |t| format!("token = \"{t}\"\n"))
+    );
+    let mftd = Mftd::start(&m);
+    mftd.wait_connected(1);
+    World {
+        prosody,
+        pg,
+        sshd,
+        mftd,
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        dir,
+    }
+}
+
+impl World {
+    fn get(&self, path: &str) -> (u16, String) {
+        get_with(&format!("{}{path}", self.admin), &[])
+    }
+
+    /// Every sample of `/metrics`, by series (`name{labels}`).
+    fn scrape(&self) -> HashMap<String, f64> {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        parse_samples(&text)
+    }
+
+    fn upload(&self, name: &str, bytes: usize) -> String {
+        let file = self.dir.path().join("upload.bin");
+        std::fs::write(&file, vec![b'x'; bytes]).unwrap();
+        let out = client::run(
+            &self.prosody,
+            ALICE.0,
+            ALICE.1,
+            &["upload", "--file", file.to_str().unwrap(), "--name", name],
+        );
+        assert_eq!(out["put_status"], 201, "{out}\n{}", self.mftd.log());
+        out["get_url"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls `/readyz` until it answers `want` (the sampler runs every 500 ms).
+    fn readyz_becomes(&self, want: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get("/readyz");
+            if status == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz stayed {status} ({body}), wanted {want}; mftd log:\n{}",
+                self.mftd.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn parse_samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
+    after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_follow_one_upload_one_download_and_each_refusal() {
+    let w = world(None);
+    let before = w.scrape();
+    assert_eq!(before["mftd_xmpp_link_up"], 1.0);
+    let size = 123_457;
+    let url = w.upload("report.pdf", size);
+    let (status, body) = get_with(&url, &[]);
+    assert_eq!((status, body.len()), (200, size));
+    // A slot too large for the 10 MiB limit, and a malformed one.
+    let component = w.prosody.component_jid.clone();
+    let big = client::run(
+        &w.prosody,
+        ALICE.0,
+        ALICE.1,
+        &[
+            "slot",
+            "--to",
+            &component,
+            "--filename",
+            "big.iso",
+            "--size",
+            "20000000",
+        ],
+    );
+    assert!(big["error"].as_str().is_some(), "{big}");
+    let malformed = client::run(
+        &w.prosody,
+        ALICE.0,
+        ALICE.1,
+        &[
+            "iq",
+            "--to",
+            &component,
+            "<request xmlns='urn:xmpp:http:upload:0' filename='' size='1'/>",
+        ],
+    );
+    assert!(malformed.to_string().contains("bad-request"), "{malformed}");
+    let after = w.scrape();
+    let d = |s: &str| delta(&before, &after, s);
+    assert_eq!(d("mftd_slot_requests_total{outcome=\"granted\"}"), 1.0);
+    assert_eq!(d("mftd_slot_requests_total{outcome=\"too_large\"}"), 1.0);
+    assert_eq!(d("mftd_slot_requests_total{outcome=\"bad_request\"}"), 1.0);
+    assert_eq!(d("mftd_slot_requests_total{outcome=\"forbidden\"}"), 0.0);
+    assert_eq!(d("mftd_slot_duration_seconds_count"), 3.0);
+    assert_eq!(d("mftd_uploads_total{status=\"201\"}"), 1.0);
+    // The client reads its upload back once; this test fetched it once more.
+    assert_eq!(d("mftd_downloads_total{status=\"200\"}"), 2.0);
+    assert_eq!(d("mftd_received_bytes_total"), size as f64);
+    assert_eq!(d("mftd_sent_bytes_total"), 2.0 * size as f64);
+    assert_eq!(
+        d("mftd_transfer_duration_seconds_count{direction=\"upload\"}"),
+        1.0
+    );
+    assert_eq!(
+        d("mftd_transfer_duration_seconds_count{direction=\"download\"}"),
+        2.0
+    );
+    assert_eq!(after["mftd_transfers_in_flight{direction=\"upload\"}"], 0.0);
+    assert_eq!(
+        after["mftd_transfers_in_flight{direction=\"download\"}"],
+        0.0
+    );
+    assert!(d("mftd_transfer_log_batch_rows_count") >= 2.0, "{after:?}");
+    assert_eq!(after["mftd_transfer_log_up"], 1.0);
+    assert_eq!(after["mftd_file_server_up"], 1.0);
+    assert!(after["mftd_file_server_free_bytes"] > 0.0);
+    let ratio = after["mftd_file_server_free_ratio"];
+    assert!(ratio > 0.0 && ratio <= 1.0, "{ratio}");
+
+    // The exposition format is what Prometheus' own checker accepts.
+    let (_, text) = w.get("/metrics");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // OpenMetrics on request.
+    let (status, om) = get_with(
+        &format!("{}/metrics", w.admin),
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    );
+    assert_eq!(status, 200);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+}
+
+#[test]
+fn readyz_follows_the_file_server_and_the_database() {
+    let mut w = world(None);
+    assert_eq!(w.get("/healthz").0, 200);
+    w.readyz_becomes(200);
+    w.sshd.kill();
+    let why = w.readyz_becomes(503);
+    assert!(why.contains("file server"), "{why}");
+    assert_eq!(w.get("/healthz").0, 200, "the process still serves");
+    w.sshd.restart();
+    w.readyz_becomes(200);
+    w.pg.stop();
+    let why = w.readyz_becomes(503);
+    assert!(why.contains("transfer log"), "{why}");
+    w.pg.restart();
+    w.readyz_becomes(200);
+    w.prosody.stop();
+    let why = w.readyz_becomes(503);
+    assert!(why.contains("XMPP link"), "{why}");
+}
+
+#[test]
+fn the_admin_listener_wants_its_token_and_never_serves_files() {
+    let w = world(Some(TOKEN));
+    let url = w.upload("secret.txt", 1000);
+    for path in ["/metrics", "/", "/readyz", "/healthz"] {
+        let (status, _) = w.get(path);
+        assert_eq!(status, 401, "{path} without a token");
+        let wrong = get_with(
+            &format!("{}{path}", w.admin),
+            &[("Authorization", "Bearer wrong-token-0123456789")],
+        );
+        assert_eq!(wrong.0, 401, "{path} with a wrong token");
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, text) = get_with(
+        &format!("{}/metrics", w.admin),
+        &[("Authorization", bearer.as_str())],
+    );
+    assert_eq!(status, 200);
+    assert!(text.contains("mftd_build_info"));
+    // A browser's basic auth: any user name, the token as password.
+    let basic = format!(
+        "Basic {}",
+        base64_encode(format!("operator:{TOKEN}").as_bytes())
+    );
+    let (status, page) = get_with(
+        &format!("{}/", w.admin),
+        &[("Authorization", basic.as_str())],
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains("secret.txt"), "the page lists the upload");
+    // The file's own path on the admin listener is not a download.
+    let path = &url[url
+        .find("/files")
+        .or_else(|| url[8..].find('/').map(|i| i + 8))
+        .unwrap()..];
+    let (status, _) = get_with(
+        &format!("{}{path}", w.admin),
+        &[("Authorization", bearer.as_str())],
+    );
+    assert_eq!(status, 404);
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Headless Chromium as root needs `--no-sandbox`; the profile is private.
+fn chromium(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium (Debian package chromium) is installed")
+}
+
+#[test]
+fn the_status_page_shows_a_hostile_file_name_as_text_in_chromium() {
+    let w = world(None);
+    let hostile = "<img src=x onerror=\"document.title='PWNED'\"><svg onload=\"document.title='PWNED'\">report.txt";
+    w.upload(hostile, 4096);
+    w.readyz_becomes(200);
+    let page = format!("{}/", w.admin);
+    let profile = w.dir.path().join("chromium");
+    let out = chromium(
+        &profile,
+        &["--virtual-time-budget=3000", "--dump-dom", page.as_str()],
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<title>mftd node_1</title>"),
+        "the page loaded and no script renamed it:\n{dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dom.contains("PWNED\n") && !dom.contains("<title>PWNED"),
+        "{dom}"
+    );
+    assert!(!dom.contains("<img"), "an element was injected:\n{dom}");
+    assert!(
+        dom.contains("&lt;img src=x onerror=\"document.title='PWNED'\"&gt;"),
+        "the name is shown as text:\n{dom}"
+    );
+    assert!(dom.contains("<span class=\"ok\">ready</span>"), "{dom}");
+    // A screenshot for docs/operations.md (kept when MFTD_SCREENSHOT names a path).
+    let shot = std::env::var("MFTD_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| w.dir.path().join("status.png"));
+    let out = chromium(
+        &profile,
+        &[
+            "--window-size=1280,900",
+            &format!("--screenshot={}", shot.display()),
+            page.as_str(),
+        ],
+    );
+    let png = std::fs::read(&shot).unwrap_or_default();
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
