@@ -16,14 +16,15 @@ COMPONENT_PORT="${MFTD_COMPONENT_PORT:-5347}"
 HTTP_PORT="${MFTD_HTTP_PORT:-5443}"
 SSH_PORT="${MFTD_SSH_PORT:-2222}"
 PG_PORT="${MFTD_PG_PORT:-5433}"
+ADMIN_PORT="${MFTD_ADMIN_PORT:-5281}"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 
 bash "$repo/scripts/install-deps.sh"
 (cd "$repo" && cargo build --release --bins)
 
-for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT" "$SSH_PORT" "$PG_PORT"; do
+for port in "$C2S_PORT" "$COMPONENT_PORT" "$HTTP_PORT" "$SSH_PORT" "$PG_PORT" "$ADMIN_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT / MFTD_SSH_PORT / MFTD_PG_PORT" >&2
+    echo "error: port $port on 127.0.0.1 is in use; set MFTD_C2S_PORT / MFTD_COMPONENT_PORT / MFTD_HTTP_PORT / MFTD_SSH_PORT / MFTD_PG_PORT / MFTD_ADMIN_PORT" >&2
     exit 1
   fi
 done
@@ -87,6 +88,9 @@ max_file_size = "100 MiB"
 
 [database]
 url = "postgresql://postgres@127.0.0.1:$PG_PORT/mftd"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
 CFG
 
 prosody_user=()
@@ -184,6 +188,7 @@ mftd is running (logs: $RUN_DIR/mftd.log, Prosody: $RUN_DIR/prosody/prosody.log)
   accounts      alice@$DOMAIN / alice-pw     bob@$DOMAIN / bob-pw
   upload        component upload.$DOMAIN, HTTP on http://127.0.0.1:$HTTP_PORT/
   file server   sftp://mftfiles@127.0.0.1:$SSH_PORT (sshd log: $RUN_DIR/sshd/sshd.log)
+  status page   http://127.0.0.1:$ADMIN_PORT/ (metrics: /metrics, readiness: /readyz)
   transfer log  postgresql://postgres@127.0.0.1:$PG_PORT/mftd, table aft_log
                 try: $repo/target/release/mftd log --config $RUN_DIR/mftd.toml
   files land in $RUN_DIR/mftFileStore/node_1/files/im/<YYYYMMDD>/<HH>/<resource name>

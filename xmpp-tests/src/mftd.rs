@@ -32,6 +32,7 @@ pub fn binary() -> PathBuf {
 /// A running mftd.
 pub struct Mftd {
     guard: Guard,
+    binary: PathBuf,
     dir: tempfile::TempDir,
     /// HTTP port.
     pub http_port: u16,
@@ -74,6 +75,11 @@ impl MftdOptions {
 impl Mftd {
     /// Writes a config and starts mftd; waits for the HTTP port.
     pub fn start(opts: &MftdOptions) -> Mftd {
+        Mftd::start_binary(opts, binary())
+    }
+
+    /// [`Mftd::start`] with another build of mftd (the benchmark's A/B runs).
+    pub fn start_binary(opts: &MftdOptions, binary: PathBuf) -> Mftd {
         let dir = tempfile::tempdir().unwrap();
         let http_port = opts.http_port.unwrap_or_else(free_port);
         let node = dir.path().join("node_1");
@@ -115,6 +121,7 @@ name = "node_1"
         std::fs::write(&config_path, config).unwrap();
         let mut m = Mftd {
             guard: Guard(None),
+            binary,
             dir,
             http_port,
         };
@@ -129,7 +136,7 @@ name = "node_1"
             .append(true)
             .open(self.dir.path().join("mftd.log"))
             .unwrap();
-        let child = Command::new(binary())
+        let child = Command::new(&self.binary)
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", "debug")

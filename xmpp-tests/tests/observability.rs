@@ -39,7 +39,7 @@ fn world(token: Option<&str>) -> World {
     let mut m = MftdOptions::for_prosody(&prosody);
     m.store = Some(sshd.store_toml("node_1", &key));
     m.extra = format!(
-        "[database]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ncheck_interval = \"500ms\"\n{}",
+        "[database]\nurl = \"{}\"\n[log]\nformat = \"json\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ncheck_interval = \"500ms\"\n{}",
         pg.url(),
         token.map_or_else(String::new, |t| format!("token = \"{t}\"\n"))
     );
@@ -205,6 +205,7 @@ fn metrics_follow_one_upload_one_download_and_each_refusal() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    check_monitoring_docs(&after);
     // OpenMetrics on request.
     let (status, om) = get_with(
         &format!("{}/metrics", w.admin),
@@ -248,6 +249,25 @@ fn the_admin_listener_wants_its_token_and_never_serves_files() {
         );
         assert_eq!(wrong.0, 401, "{path} with a wrong token");
     }
+    // [log] format = "json": every line is one object with the usual fields.
+    let log = w.mftd.log();
+    let mut listening = 0;
+    for line in log.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            event["timestamp"].is_string() && event["level"].is_string(),
+            "{line}"
+        );
+        if event["message"] == "HTTP: listening" {
+            assert!(
+                event["listen"].as_str().unwrap().starts_with("127.0.0.1:"),
+                "{line}"
+            );
+            listening += 1;
+        }
+    }
+    assert_eq!(listening, 1, "{log}");
     let bearer = format!("Bearer {TOKEN}");
     let (status, text) = get_with(
         &format!("{}/metrics", w.admin),
@@ -276,6 +296,88 @@ fn the_admin_listener_wants_its_token_and_never_serves_files() {
         &[("Authorization", bearer.as_str())],
     );
     assert_eq!(status, 404);
+}
+
+/// Runs `promtool` with `args`; panics with its output unless it succeeds.
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The alert rules and the Grafana dashboard in docs/monitoring use only
+/// metrics mftd exports, in PromQL Prometheus accepts; the alerts fire
+/// as their own unit tests say.
+fn check_monitoring_docs(scraped: &HashMap<String, f64>) {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/monitoring");
+    let alerts = docs.join("prometheus-alerts.yml");
+    promtool(&["check", "rules", alerts.to_str().unwrap()]);
+    promtool(&[
+        "test",
+        "rules",
+        docs.join("prometheus-alerts.test.yml").to_str().unwrap(),
+    ]);
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    // Each panel query, with Grafana's variables filled in, as a recording rule.
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+                .replace("$job", "mftd");
+            serde_json::json!({"record": format!("dashboard:panel_{i}"), "expr": e})
+        })
+        .collect();
+    let file =
+        std::env::temp_dir().join(format!("mftd-dashboard-{}.rules.json", std::process::id()));
+    std::fs::write(
+        &file,
+        serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    promtool(&["check", "rules", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    // Every metric name the docs use is one mftd exports.
+    let alerts_text = std::fs::read_to_string(&alerts).unwrap();
+    let exported: std::collections::HashSet<&str> = scraped
+        .keys()
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    for text in exprs
+        .iter()
+        .map(String::as_str)
+        .chain([alerts_text.as_str()])
+    {
+        for (at, _) in text.match_indices("mftd_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exported.contains(name.as_str()),
+                "{name} is used in docs/monitoring but not exported"
+            );
+        }
+    }
 }
 
 fn base64_encode(data: &[u8]) -> String {

@@ -790,6 +790,41 @@ slot_ttl = "5m"
     }
 
     #[test]
+    fn the_admin_listener_needs_a_token_off_loopback_and_its_own_port() {
+        let off_loopback = format!("{GOOD}[admin]\nlisten = \"0.0.0.0:5281\"\n");
+        assert!(
+            err(&off_loopback).contains("admin.listen"),
+            "{}",
+            err(&off_loopback)
+        );
+        let with_token = format!("{off_loopback}token = \"0123456789abcdef-admin\"\n");
+        let s = Settings::from_toml(&with_token, "test.toml").expect("valid with a token");
+        assert_eq!(
+            s.admin_token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef-admin")
+        );
+        let short = format!("{off_loopback}token = \"short\"\n");
+        assert!(err(&short).contains("admin.token"));
+        let same_port = format!("{GOOD}[admin]\nlisten = \"127.0.0.1:5443\"\n");
+        assert!(err(&same_port).contains("must differ from http.listen"));
+        let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
+        assert!(s.config.admin.listen.is_none(), "off unless configured");
+        assert_eq!(s.config.admin.check_interval.0, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
+        assert_eq!(s.config.log.format, LogFormat::Text);
+        let json = format!("{GOOD}[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+        let s = Settings::from_toml(&json, "test.toml").expect("valid");
+        assert_eq!(s.config.log.format, LogFormat::Json);
+        assert_eq!(s.config.log.level.as_deref(), Some("debug"));
+        let bad = format!("{GOOD}[log]\nformat = \"xml\"\n");
+        assert!(err(&bad).contains("unknown variant"), "{}", err(&bad));
+    }
+
+    #[test]
     fn good_config_and_defaults() {
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
         assert_eq!(s.max_file_size, 4 << 30);

@@ -31,9 +31,17 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
             ));
             dd_r.push(mb_s(size, started.elapsed().as_secs_f64()));
         }
-        let mftd = mftd_local("");
+        let admin_port = xmpp_tests::process::free_port();
+        let mftd = mftd_local(&admin_section(admin_port));
+        let scraper = Scraper::start(admin_port);
         let (m_up, m_down) = mftd_upload_download(&mftd, &file, size, a.runs);
+        let scrapes = scraper.finish();
         drop(mftd);
+        // An A/B row: another build of mftd on the same files in the same run.
+        let baseline = std::env::var_os("MFTD_BASELINE_BIN").map(|bin| {
+            let other = mftd_local_binary("", bin.into());
+            mftd_upload_download(&other, &file, size, a.runs)
+        });
         let mut up = Table::new(&format!("Upload {} MiB (MB/s)", size / MIB), "MB/s");
         let mut down = Table::new(&format!("Download {} MiB (MB/s)", size / MIB), "MB/s");
         // Stock Prosody reads 4 KiB per wake-up (~3.5 MB/s here): a 1 GiB run
@@ -54,6 +62,9 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
         up.add("Prosody mod_http_file_share, 1 MiB reads", t_up);
         up.add("ejabberd 23.01 mod_http_upload", e_up);
         up.add("**mftd**, local store (fsync before 201)", m_up);
+        if let Some((b_up, _)) = &baseline {
+            up.add("mftd, `$MFTD_BASELINE_BIN` build", Series(b_up.0.clone()));
+        }
         up.add("disk: `dd bs=1M conv=fdatasync`", Series(dd_w));
         up.baseline = Some(2);
         match stock {
@@ -63,13 +74,18 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
         down.add("Prosody, 1 MiB reads", t_down);
         down.add("ejabberd 23.01 mod_http_upload", e_down);
         down.add("**mftd**, local store", m_down);
+        if let Some((_, b_down)) = baseline {
+            down.add("mftd, `$MFTD_BASELINE_BIN` build", b_down);
+        }
         down.add(
             "disk: `dd` read (page cache dropped when allowed)",
             Series(dd_r),
         );
         down.baseline = Some(2);
-        up.note =
-            "Baseline: ejabberd. ejabberd and Prosody write without fsync; mftd fsyncs file and directory before answering 201.".into();
+        up.note = format!(
+            "Baseline: ejabberd. ejabberd and Prosody write without fsync; mftd fsyncs file and directory before answering 201. \
+             mftd ran with its admin listener on and /metrics scraped every second ({scrapes} scrapes during its runs)."
+        );
         report.push_str(&up.render());
         report.push_str(&down.render());
     }

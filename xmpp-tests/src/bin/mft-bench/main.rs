@@ -31,6 +31,9 @@ pub struct Args {
     /// Runs per figure (median, min and max are reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Run only these scenarios (`local`, `sftp`, `memory`, `slots`, `log`); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Where the report goes.
     #[arg(long, default_value = "target/bench-report.md")]
     pub out: PathBuf,
@@ -67,11 +70,19 @@ fn main() {
     );
     let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n\n## Upload and download, local store\n");
 
-    local::run(&a, work.path(), &mut report);
-    sftp::run(&a, work.path(), &mut report);
-    memory::run(&a, work.path(), &mut report);
-    slots::run(&a, work.path(), &mut report);
-    log::run(&a, work.path(), &mut report);
+    type Scenario = fn(&Args, &std::path::Path, &mut String);
+    let scenarios: [(&str, Scenario); 5] = [
+        ("local", local::run),
+        ("sftp", sftp::run),
+        ("memory", memory::run),
+        ("slots", slots::run),
+        ("log", log::run),
+    ];
+    for (name, run) in scenarios {
+        if a.only.is_empty() || a.only.iter().any(|o| o == name) {
+            run(&a, work.path(), &mut report);
+        }
+    }
     std::fs::write(&a.out, &report).unwrap();
     println!("{report}");
     eprintln!("report written to {}", a.out.display());

@@ -93,15 +93,64 @@ pub fn mb_s(bytes: u64, secs: f64) -> f64 {
 }
 
 pub fn mftd_local(extra: &str) -> Mftd {
-    Mftd::start(&MftdOptions {
-        router: format!("127.0.0.1:{}", free_port()),
-        component_jid: "upload.example.test".into(),
-        secret: "unused".into(),
-        limits: "max_file_size = \"0\"\n".into(),
-        store: None,
-        extra: extra.into(),
-        http_port: None,
-    })
+    mftd_local_binary(extra, xmpp_tests::mftd::binary())
+}
+
+/// A local-store mftd from a given build.
+pub fn mftd_local_binary(extra: &str, binary: PathBuf) -> Mftd {
+    Mftd::start_binary(
+        &MftdOptions {
+            router: format!("127.0.0.1:{}", free_port()),
+            component_jid: "upload.example.test".into(),
+            secret: "unused".into(),
+            limits: "max_file_size = \"0\"\n".into(),
+            store: None,
+            extra: extra.into(),
+            http_port: None,
+        },
+        binary,
+    )
+}
+
+/// Scrapes an admin listener's `/metrics` once a second (a busy Prometheus)
+/// until dropped, so transfers are measured with metrics being read.
+pub struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Scraper {
+    /// Starts scraping `http://127.0.0.1:{port}/metrics`.
+    pub fn start(port: u16) -> Scraper {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) =
+                    xmpp_tests::http::get_with(&format!("http://127.0.0.1:{port}/metrics"), &[]);
+                assert_eq!(status, 200, "metrics scrape failed: {body}");
+                scrapes += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            scrapes
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns how many scrapes succeeded.
+    pub fn finish(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap())
+    }
+}
+
+/// The `[admin]` section for a benchmark mftd on `port`.
+pub fn admin_section(port: u16) -> String {
+    format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n")
 }
 
 pub fn mftd_upload_download(mftd: &Mftd, file: &Path, size: u64, runs: usize) -> (Series, Series) {
