@@ -14,7 +14,7 @@ use crate::rate::SlotRateLimiter;
 use mft_upload_http::urls::slot_url;
 use mft_upload_http::{SlotClaims, SlotSigner};
 
-use crate::slot::{self, find_request, parse_request, UPLOAD_NAMESPACES};
+use crate::slot::{self, find_request, parse_request, Purpose, UPLOAD_NAMESPACES};
 use crate::stanza::{iq_result, StanzaError};
 use crate::xml::Element;
 use mft_metrics::{metrics, SlotOutcome};
@@ -83,6 +83,8 @@ pub struct UploadService {
     pub slot_rate: SlotRateLimiter,
     /// Destination → chat type rules.
     pub chat: ChatRules,
+    /// Accept `permanent` uploads (exempt from age-based retention).
+    pub allow_permanent: bool,
 }
 
 impl UploadService {
@@ -106,6 +108,7 @@ impl UploadService {
             quotas: Quotas::default(),
             slot_rate: SlotRateLimiter::new(0, 1),
             chat: ChatRules::default(),
+            allow_permanent: false,
         }
     }
 
@@ -181,6 +184,19 @@ impl UploadService {
         }
     }
 
+    /// The XEP-0363 1.2 purposes offered: ephemeral needs the transfer log
+    /// (its expiry is kept there), permanent the administrator's consent.
+    fn purposes(&self) -> Vec<&'static str> {
+        let mut offered = vec!["message", "profile"];
+        if self.log.is_some() {
+            offered.push("ephemeral");
+        }
+        if self.allow_permanent {
+            offered.push("permanent");
+        }
+        offered
+    }
+
     fn disco_info(&self) -> Element {
         let mut query = Element::new("query", NS_DISCO_INFO).child(
             Element::new("identity", NS_DISCO_INFO)
@@ -193,6 +209,11 @@ impl UploadService {
             .chain(UPLOAD_NAMESPACES)
         {
             query = query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
+        }
+        for purpose in self.purposes() {
+            query = query.child(
+                Element::new("feature", NS_DISCO_INFO).attr("var", Purpose::feature(purpose)),
+            );
         }
         for ns in UPLOAD_NAMESPACES {
             let field = |var: &str, value: &str| {
@@ -304,6 +325,19 @@ impl UploadService {
             )));
         }
         let request = parse_request(ns, req).map_err(refused(SlotOutcome::BadRequest))?;
+        if !self.purposes().contains(&request.purpose.name()) {
+            tracing::info!(
+                from,
+                purpose = request.purpose.name(),
+                "slot refused: purpose not offered"
+            );
+            return Err(refused(SlotOutcome::BadRequest)(
+                StanzaError::feature_not_implemented(format!(
+                    "Uploads for the purpose {:?} are not offered by this service.",
+                    request.purpose.name()
+                )),
+            ));
+        }
         if request.size > self.max_file_size {
             tracing::info!(
                 from,
@@ -365,6 +399,12 @@ impl UploadService {
             uploader: from.to_owned(),
             to: destination.map(|d| d.to_string()).unwrap_or_default(),
             expires,
+            purpose: (request.purpose != Purpose::Message)
+                .then(|| request.purpose.name().to_owned()),
+            expire_before: match request.purpose {
+                Purpose::Ephemeral { expire_before } => Some(expire_before),
+                _ => None,
+            },
         };
         let token = self.signer.sign(&claims);
         let url = slot_url(&self.public_url, loc.resource(), &request.filename);
@@ -397,6 +437,7 @@ mod tests {
             quotas: Quotas::default(),
             slot_rate: SlotRateLimiter::new(0, 1),
             chat: ChatRules::default(),
+            allow_permanent: false,
         }
     }
 
@@ -520,5 +561,78 @@ mod tests {
                 .and_then(|g| g.get_attr("url")),
             Some(url)
         );
+    }
+
+    /// The claims of the slot a request gets, or the error's condition.
+    async fn claims_for(svc: &UploadService, purpose: Element) -> Result<SlotClaims, String> {
+        let request = Element::new("request", slot::NS_UPLOAD)
+            .attr("filename", "a.txt")
+            .attr("size", "12")
+            .child(purpose);
+        let reply = svc.handle(&iq("get", request)).await.expect("answer");
+        let Some(slot) = reply.get_child("slot", slot::NS_UPLOAD) else {
+            return Err(reply.to_xml(NS_COMPONENT));
+        };
+        let put = slot.get_child("put", slot::NS_UPLOAD).expect("put");
+        let header = put.get_child("header", slot::NS_UPLOAD).expect("header");
+        let token = header.text_content();
+        Ok(svc
+            .signer
+            .verify(
+                token.trim_start_matches("Bearer "),
+                mft_storage::utc::unix_now(),
+            )
+            .expect("valid token"))
+    }
+
+    #[tokio::test]
+    async fn purposes_are_advertised_checked_and_carried_in_the_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut svc = service(dir.path());
+        let disco = svc
+            .handle(&iq("get", Element::new("query", NS_DISCO_INFO)))
+            .await
+            .expect("answer")
+            .to_xml(NS_COMPONENT);
+        assert!(
+            disco.contains("urn:xmpp:http:upload:purpose:0#message"),
+            "{disco}"
+        );
+        assert!(
+            disco.contains("urn:xmpp:http:upload:purpose:0#profile"),
+            "{disco}"
+        );
+        // No transfer log: nowhere to keep an expiry; permanent not allowed.
+        assert!(!disco.contains("purpose:0#ephemeral"), "{disco}");
+        assert!(!disco.contains("purpose:0#permanent"), "{disco}");
+        let p = |name: &str| Element::new(name, slot::NS_PURPOSE);
+        let plain = claims_for(&svc, p("message")).await.expect("message");
+        assert_eq!((plain.purpose, plain.expire_before), (None, None));
+        let profile = claims_for(&svc, p("profile")).await.expect("profile");
+        assert_eq!(profile.purpose.as_deref(), Some("profile"));
+        let refused = claims_for(&svc, p("permanent")).await.expect_err("refused");
+        assert!(refused.contains("<feature-not-implemented"), "{refused}");
+        assert!(refused.contains("type='cancel'"), "{refused}");
+        let unknown = claims_for(&svc, p("forever-and-ever"))
+            .await
+            .expect_err("unknown");
+        assert!(unknown.contains("<feature-not-implemented"), "{unknown}");
+        svc.allow_permanent = true;
+        let permanent = claims_for(&svc, p("permanent")).await.expect("allowed");
+        assert_eq!(permanent.purpose.as_deref(), Some("permanent"));
+        // Malformed or past expiries are bad requests whatever is offered.
+        for stamp in ["yesterday", "2001-01-01T00:00:00Z", ""] {
+            let e = claims_for(&svc, p("ephemeral").attr("expire-before", stamp))
+                .await
+                .expect_err("bad expiry");
+            assert!(e.contains("<bad-request"), "{stamp}: {e}");
+        }
+        let two = Element::new("request", slot::NS_UPLOAD)
+            .attr("filename", "a.txt")
+            .attr("size", "12")
+            .child(p("message"))
+            .child(p("profile"));
+        let reply = svc.handle(&iq("get", two)).await.expect("answer");
+        assert!(reply.to_xml(NS_COMPONENT).contains("<bad-request"));
     }
 }

@@ -34,6 +34,78 @@ pub struct SlotRequest {
     pub size: u64,
     /// Declared Content-Type, if any.
     pub content_type: Option<String>,
+    /// What the upload is for (XEP-0363 1.2); `Message` when not said.
+    pub purpose: Purpose,
+}
+
+/// XEP-0363 1.2 purposes.
+pub const NS_PURPOSE: &str = "urn:xmpp:http:upload:purpose:0";
+
+/// What an upload is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Shared in a message (the default).
+    Message,
+    /// An avatar or other profile data.
+    Profile,
+    /// To be gone by the given time (Unix seconds).
+    Ephemeral {
+        /// Unix seconds by which the file must be removed.
+        expire_before: u64,
+    },
+    /// To be kept without age limit.
+    Permanent,
+}
+
+impl Purpose {
+    /// The element and feature name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Message => "message",
+            Purpose::Profile => "profile",
+            Purpose::Ephemeral { .. } => "ephemeral",
+            Purpose::Permanent => "permanent",
+        }
+    }
+
+    /// The disco feature advertising it.
+    pub fn feature(name: &str) -> String {
+        format!("{NS_PURPOSE}#{name}")
+    }
+}
+
+/// Reads the purpose child of a request: at most one element in the
+/// purpose namespace; `expire-before` must be a future XEP-0082 time.
+fn parse_purpose(req: &Element, now: u64) -> Result<Purpose, StanzaError> {
+    let mut found = req.elements().filter(|e| e.ns == NS_PURPOSE);
+    let Some(el) = found.next() else {
+        return Ok(Purpose::Message);
+    };
+    if found.next().is_some() {
+        return Err(bad_request("Give at most one purpose."));
+    }
+    match el.name.as_str() {
+        "message" => Ok(Purpose::Message),
+        "profile" => Ok(Purpose::Profile),
+        "permanent" => Ok(Purpose::Permanent),
+        "ephemeral" => {
+            let stamp = el.get_attr("expire-before").ok_or_else(|| {
+                bad_request("An ephemeral upload needs expire-before (an XEP-0082 UTC time).")
+            })?;
+            let at = mft_storage::utc::UtcTime::parse_xep0082(stamp.trim()).ok_or_else(|| {
+                bad_request("expire-before is not an XEP-0082 time such as 2026-11-26T12:00:00Z.")
+            })?;
+            if at.unix <= now {
+                return Err(bad_request("expire-before is in the past."));
+            }
+            Ok(Purpose::Ephemeral {
+                expire_before: at.unix,
+            })
+        }
+        other => Err(StanzaError::feature_not_implemented(format!(
+            "The purpose {other:?} is not supported here."
+        ))),
+    }
 }
 
 /// Finds the upload `<request/>` in an IQ, if there is one.
@@ -70,11 +142,13 @@ pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, Sta
             bad_request("The content-type must be one media type, such as image/jpeg.")
         })?),
     };
+    let purpose = parse_purpose(req, mft_storage::utc::unix_now())?;
     Ok(SlotRequest {
         ns,
         filename,
         size,
         content_type,
+        purpose,
     })
 }
 
@@ -167,6 +241,7 @@ mod tests {
                 filename: "très cool.jpg".into(),
                 size: 23456,
                 content_type: Some("image/jpeg".into()),
+                purpose: Purpose::Message,
             }
         );
     }

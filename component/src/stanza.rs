@@ -71,6 +71,8 @@ pub enum Condition {
     ResourceConstraint,
     /// Nothing here answers this request.
     ServiceUnavailable,
+    /// The request asks for something this service does not offer.
+    FeatureNotImplemented,
 }
 
 impl Condition {
@@ -82,6 +84,7 @@ impl Condition {
             Condition::NotAcceptable => "not-acceptable",
             Condition::ResourceConstraint => "resource-constraint",
             Condition::ServiceUnavailable => "service-unavailable",
+            Condition::FeatureNotImplemented => "feature-not-implemented",
         }
     }
 }
@@ -109,6 +112,11 @@ impl StanzaError {
             text: text.into(),
             extra: None,
         }
+    }
+
+    /// `cancel/feature-not-implemented`.
+    pub fn feature_not_implemented(text: impl Into<String>) -> Self {
+        Self::new(ErrorType::Cancel, Condition::FeatureNotImplemented, text)
     }
 
     /// `modify/bad-request`.

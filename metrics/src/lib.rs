@@ -137,6 +137,7 @@ pub struct Metrics {
     pub log_failed_rows: Counter,
     /// HTTP connections open now.
     pub http_connections: Gauge,
+    removed_files: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -272,6 +273,12 @@ impl Metrics {
             "HTTP connections open on the upload endpoint",
             http_connections.clone(),
         );
+        let removed_files = Family::<Labels, Counter>::default();
+        registry.register(
+            "removed_files",
+            "Files retired from the store, by reason (retention, expired, purge)",
+            removed_files.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         registry.register("build_info", "mftd's version", build_info.clone());
         build_info
@@ -312,6 +319,7 @@ impl Metrics {
             log_commit_duration,
             log_failed_rows,
             http_connections,
+            removed_files,
         };
         // Export every label value from the start, so rates and alerts see
         // a 0 rather than no series.
@@ -324,6 +332,9 @@ impl Metrics {
             let labels = [("direction", direction.as_str())];
             let _ = metrics.in_flight.get_or_create(&labels);
             let _ = metrics.transfer_duration.get_or_create(&labels);
+        }
+        for reason in ["retention", "expired", "purge"] {
+            let _ = metrics.removed_files.get_or_create(&[("reason", reason)]);
         }
         metrics
     }
@@ -376,6 +387,13 @@ impl Metrics {
     pub fn log_committed(&self, rows: usize, took: Duration) {
         self.log_batch_rows.observe(rows as f64);
         self.log_commit_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts one retired file.
+    pub fn file_removed(&self, reason: &'static str) {
+        self.removed_files
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Everything in the Prometheus text format (0.0.4), which every

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0002_slot_reservations.sql"),
     ),
     (3, "shares", include_str!("../migrations/0003_shares.sql")),
+    (
+        4,
+        "purposes and removals",
+        include_str!("../migrations/0004_retention.sql"),
+    ),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS

@@ -34,6 +34,7 @@ pub mod log_schema;
 pub mod meta;
 pub mod quota;
 pub mod reconcile;
+pub mod retention;
 pub mod sftp;
 pub mod store;
 pub mod transfer_log;

@@ -22,6 +22,8 @@ pub const LABEL: usize = 255;
 pub const ADDRESS: usize = 64;
 /// `user_agent`.
 pub const USER_AGENT: usize = 511;
+/// `purpose`, `reason`.
+pub const PURPOSE: usize = 16;
 
 /// Every text column of the log's tables with the width its writers use:
 /// (table, column, width).
@@ -56,6 +58,16 @@ pub const TEXT_COLUMNS: &[(&str, &str, usize)] = &[
     ("shares", "recipient", JID),
     ("shares", "chat_type", SHORT),
     ("shares", "reported_by", JID),
+    ("files", "purpose", PURPOSE),
+    ("removals", "resource", NAME),
+    ("removals", "storage_path", PATH),
+    ("removals", "file_server", FILE_SERVER),
+    ("removals", "node", LABEL),
+    ("removals", "chat_type", SHORT),
+    ("removals", "purpose", PURPOSE),
+    ("removals", "sha256", SHA256),
+    ("removals", "reason", PURPOSE),
+    ("removals", "removed_by", LABEL),
 ];
 
 /// Cuts a text to a column's width (in characters) and removes NUL, which

@@ -443,9 +443,18 @@ impl Store {
         let backend = self.backend.clone();
         let loc = loc.clone();
         blocking(move || {
+            // The reverse of publishing: data first, then its description
+            // (an orphan description is what start-up recovery cleans).
+            // `Err(not found)` tells the caller the data was already gone.
             let mut session = backend.session()?;
-            let _ = session.remove(&loc.meta_path());
-            session.remove(&loc.path())
+            let data = session.remove(&loc.path());
+            if data.as_ref().is_err_and(|e| !e.is_not_found()) {
+                return data;
+            }
+            match session.remove(&loc.meta_path()) {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => data,
+            }
         })
         .await
     }

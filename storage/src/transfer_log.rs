@@ -67,6 +67,10 @@ pub struct TransferRecord {
     pub bytes_sent: i64,
     /// How long the transfer took.
     pub duration_ms: i64,
+    /// What the upload is for (XEP-0363 1.2 purpose; `message` by default).
+    pub purpose: String,
+    /// When an ephemeral upload must be gone.
+    pub expires: Option<SystemTime>,
 }
 
 /// A row of `files`.
@@ -94,7 +98,20 @@ pub struct FileRow {
     pub created: SystemTime,
     /// When it was purged, if it was.
     pub deleted: Option<SystemTime>,
+    /// The node whose directory holds it.
+    pub node: String,
+    /// The file server holding it.
+    pub file_server: String,
+    /// What it was uploaded for.
+    pub purpose: String,
+    /// When it must be gone (ephemeral uploads).
+    pub expires: Option<SystemTime>,
 }
+
+/// The columns [`file_row`] reads, in its order.
+pub(crate) const FILE_ROW_COLUMNS: &str =
+    "resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
+     real_filename, created, deleted, node, file_server, purpose, expires";
 
 enum Op {
     Upload(TransferRecord),
@@ -246,8 +263,7 @@ impl TransferLog {
         let client = self.reader.client().await?;
         let row = client
             .query_opt(
-                "SELECT resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
-                 real_filename, created, deleted FROM files WHERE resource = $1",
+                &format!("SELECT {FILE_ROW_COLUMNS} FROM files WHERE resource = $1"),
                 &[&resource],
             )
             .await
@@ -316,8 +332,9 @@ impl TransferLog {
         let client = self.reader.client().await?;
         let rows = client
             .query(
-                "SELECT resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
-                 real_filename, created, deleted FROM files WHERE node = $1 AND deleted IS NULL ORDER BY created",
+                &format!(
+                    "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL ORDER BY created"
+                ),
                 &[&node],
             )
             .await
@@ -325,36 +342,9 @@ impl TransferLog {
         Ok(rows.iter().map(file_row).collect())
     }
 
-    /// Live files created before `before`, optionally of one chat type.
-    pub async fn purge_candidates(
-        &self,
-        before: SystemTime,
-        chat_type: Option<&str>,
-    ) -> Result<Vec<FileRow>, DbError> {
-        let client = self.reader.client().await?;
-        let rows = client
-            .query(
-                "SELECT resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
-                 real_filename, created, deleted FROM files \
-                 WHERE deleted IS NULL AND created < $1 AND ($2::text IS NULL OR chat_type = $2) ORDER BY created",
-                &[&before, &chat_type],
-            )
-            .await
-            .map_err(|e| DbError::query("listing files to purge", e))?;
-        Ok(rows.iter().map(file_row).collect())
-    }
-
-    /// Marks a file purged: its GET answers 410 from now on.
-    pub async fn mark_deleted(&self, resource: &str) -> Result<(), DbError> {
-        let client = self.reader.client().await?;
-        client
-            .execute(
-                "UPDATE files SET deleted = now() WHERE resource = $1",
-                &[&resource],
-            )
-            .await
-            .map_err(|e| DbError::query("marking a file purged", e))?;
-        Ok(())
+    /// A new connection of the caller's own (advisory locks live as long as it).
+    pub async fn dedicated_client(&self) -> Result<Client, DbError> {
+        db::connect(&self.reader.db, CONNECT_TIMEOUT).await
     }
 
     /// Checks the database answers a query (health checks).
@@ -505,7 +495,7 @@ async fn reserve_in(
     Ok(QuotaVerdict::Fits)
 }
 
-fn file_row(r: &tokio_postgres::Row) -> FileRow {
+pub(crate) fn file_row(r: &tokio_postgres::Row) -> FileRow {
     FileRow {
         resource: r.get(0),
         storage_path: r.get(1),
@@ -518,6 +508,10 @@ fn file_row(r: &tokio_postgres::Row) -> FileRow {
         real_filename: r.get(8),
         created: r.get(9),
         deleted: r.get(10),
+        node: r.get(11),
+        file_server: r.get(12),
+        purpose: r.get(13),
+        expires: r.get(14),
     }
 }
 
@@ -666,12 +660,14 @@ fn file_params(r: &TransferRecord, now: SystemTime) -> Vec<Param> {
         Box::new(fit(&r.chat_type, w::SHORT)),
         Box::new(fit(&r.real_filename, w::NAME)),
         Box::new(now),
+        Box::new(fit(&r.purpose, w::PURPOSE)),
+        Box::new(r.expires),
     ]
 }
 
 const FILE_COLUMNS: &str =
     "resource, storage_path, file_server, node, size, content_type, sha256, uploader, \
-     to_jid, chat_type, real_filename, created";
+     to_jid, chat_type, real_filename, created, purpose, expires";
 
 /// `INSERT INTO table (columns) VALUES ($1,…),(…)` for `rows` rows of `width` parameters.
 fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String {
@@ -756,7 +752,7 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
         }
     }
     if n_files > 0 {
-        let sql = multi_insert("files", FILE_COLUMNS, 12, n_files);
+        let sql = multi_insert("files", FILE_COLUMNS, 14, n_files);
         execute_params(&tx, &sql, &file_rows, "recording files").await?;
         // A used slot's reservation needs no delete here (it would cost every
         // batch a statement): the quota query skips reservations whose file

@@ -55,6 +55,13 @@ pub fn upload_record(
         http_status: 201,
         bytes_sent: size,
         duration_ms: millis(started),
+        purpose: claims
+            .purpose
+            .clone()
+            .unwrap_or_else(|| "message".to_owned()),
+        expires: claims
+            .expire_before
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
     }
 }
 
@@ -102,6 +109,8 @@ pub fn download_record(
         http_status: i32::from(status.as_u16()),
         bytes_sent: i64::try_from(planned).unwrap_or(i64::MAX),
         duration_ms: 0,
+        purpose: row.map(|r| r.purpose.clone()).unwrap_or_default(),
+        expires: None,
     }
 }
 

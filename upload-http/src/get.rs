@@ -60,7 +60,12 @@ pub async fn get(
             // A file the log does not know was never logged as uploaded
             // (a crash between publishing and committing): not served.
             let row = row.ok_or(HttpError::NotFound)?;
-            if row.deleted.is_some() {
+            // Retired, or an ephemeral upload past its time (the sweeper
+            // removes it at its next round; it is not served meanwhile).
+            let expired = row
+                .expires
+                .is_some_and(|at| at <= std::time::SystemTime::now());
+            if row.deleted.is_some() || expired {
                 return Err(HttpError::Gone);
             }
             Some(row)

@@ -33,6 +33,13 @@ pub struct SlotClaims {
     /// Unix seconds after which the slot is void.
     #[serde(rename = "e")]
     pub expires: u64,
+    /// The XEP-0363 1.2 purpose when not `message` (`profile`,
+    /// `ephemeral`, `permanent`).
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Unix seconds by which an ephemeral upload must be gone.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub expire_before: Option<u64>,
 }
 
 /// Why a token was refused.
@@ -123,6 +130,8 @@ mod tests {
             uploader: "alice@example.test/phone".into(),
             to: String::new(),
             expires: 1000,
+            purpose: None,
+            expire_before: None,
         }
     }
 

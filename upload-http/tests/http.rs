@@ -88,6 +88,8 @@ impl Server {
             uploader: "alice@example.test/laptop".into(),
             to: String::new(),
             expires: unix_now() + 300,
+            purpose: None,
+            expire_before: None,
         };
         Slot {
             path: format!("/{}/{}", loc.resource(), encode_segment(name)),
@@ -499,7 +501,7 @@ async fn https_with_http2_through_curl() {
         .status
         .success();
     assert!(ok);
-    let tls = mft_upload_http::tls::acceptor(&cert, &key).unwrap();
+    let (tls, _) = mft_upload_http::tls::acceptor(&cert, &key).unwrap();
     let srv = server_with(HttpSettings::default(), Some(tls)).await;
     let file = dir.path().join("payload");
     let data = pattern(2 * 1024 * 1024);

@@ -81,12 +81,17 @@ class Client(slixmpp.ClientXMPP):
                 replies.append("timeout")
         return replies
 
-    async def request_slot(self, service, filename, size, content_type, destination=None):
+    async def request_slot(self, service, filename, size, content_type, destination=None,
+                           purpose=None, expire_before=None):
         req = ET.Element("{%s}request" % NS_UPLOAD, filename=filename, size=str(size))
         if content_type:
             req.set("content-type", content_type)
         if destination:
             ET.SubElement(req, "{urn:mftd:destination:0}destination", jid=destination)
+        if purpose:
+            p = ET.SubElement(req, "{urn:xmpp:http:upload:purpose:0}%s" % purpose)
+            if expire_before:
+                p.set("expire-before", expire_before)
         iq = self.make_iq_get(ito=service)
         iq.append(req)
         reply = await iq.send(timeout=10)
@@ -123,7 +128,8 @@ class Client(slixmpp.ClientXMPP):
         with open(a.file, "rb") as f:
             data = f.read()
         name = a.name or a.file.rsplit("/", 1)[-1]
-        put_url, headers, get_url = await self.request_slot(service, name, len(data), a.content_type, a.destination)
+        put_url, headers, get_url = await self.request_slot(service, name, len(data), a.content_type, a.destination,
+                                                            a.purpose, a.expire_before)
         put_headers = dict(headers)
         if a.content_type:
             put_headers["Content-Type"] = a.content_type
@@ -259,6 +265,8 @@ def main():
     up.add_argument("--name")
     up.add_argument("--content-type")
     up.add_argument("--destination", help="intended recipient JID (mftd's destination element)")
+    up.add_argument("--purpose", help="XEP-0363 1.2 purpose: message, profile, ephemeral, permanent")
+    up.add_argument("--expire-before", help="XEP-0082 time for --purpose ephemeral")
     sl = sub.add_parser("slot")
     sl.add_argument("--to", required=True)
     sl.add_argument("--filename", required=True)

@@ -33,6 +33,7 @@ pub fn binary() -> PathBuf {
 pub struct Mftd {
     guard: Guard,
     binary: PathBuf,
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     /// HTTP port.
     pub http_port: u16,
@@ -80,6 +81,12 @@ impl Mftd {
 
     /// [`Mftd::start`] with another build of mftd (the benchmark's A/B runs).
     pub fn start_binary(opts: &MftdOptions, binary: PathBuf) -> Mftd {
+        Mftd::start_with(opts, binary, Vec::new())
+    }
+
+    /// [`Mftd::start`] with a given binary and extra environment variables
+    /// (`MFTD_HTTP__TLS_CERT=…` overrides, `NOTIFY_SOCKET`).
+    pub fn start_with(opts: &MftdOptions, binary: PathBuf, env: Vec<(String, String)>) -> Mftd {
         let dir = tempfile::tempdir().unwrap();
         let http_port = opts.http_port.unwrap_or_else(free_port);
         let node = dir.path().join("node_1");
@@ -122,6 +129,7 @@ name = "node_1"
         let mut m = Mftd {
             guard: Guard(None),
             binary,
+            env,
             dir,
             http_port,
         };
@@ -140,6 +148,7 @@ name = "node_1"
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -255,6 +264,8 @@ pub fn mint_slot(size: u64, name: &str, chat: mft_storage::ChatType) -> (String,
         uploader: "alice@example.test".into(),
         to: String::new(),
         expires: mft_storage::utc::unix_now() + 3600,
+        purpose: None,
+        expire_before: None,
     };
     let token = mft_upload_http::SlotSigner::new(TOKEN_KEY).sign(&claims);
     let path = format!(

@@ -41,6 +41,8 @@ fn sigterm_lets_the_upload_in_flight_finish_and_exits_zero() {
         uploader: "alice@example.test".into(),
         to: String::new(),
         expires: unix_now() + 300,
+        purpose: None,
+        expire_before: None,
     };
     let token = SlotSigner::new(b"test-token-key-0123456789abcdef").sign(&claims);
     let mut s = TcpStream::connect(("127.0.0.1", mftd.http_port)).unwrap();

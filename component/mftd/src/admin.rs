@@ -1,5 +1,5 @@
 //! Administration on the transfer log: `mftd db migrate|status`,
-//! `mftd log` (query who sent and fetched what), and `mftd purge` (remove
+//! `mftd log` (query who sent and fetched what), and `mftd purge` (retire
 //! old files from the store, keep their history).
 
 use std::fmt::Write as _;
@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use mft_storage::db::DbConfig;
 use mft_storage::log_query::{self, LogFilter, LogRow};
+use mft_storage::retention::{self, SweepPlan, SweepReport};
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::utc::UtcTime;
-use mft_storage::{db, Location, Store};
+use mft_storage::{db, Store};
 
 use crate::units::parse_duration;
 
@@ -223,59 +224,19 @@ fn render_table(header: &[&str], rows: &[Vec<String>], shown: &[usize]) -> Strin
     out
 }
 
-/// What a purge did (or would do).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    /// Files removed (or to remove).
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Files that were already gone from the store.
-    pub missing: u64,
-}
-
-/// The start of the current UTC hour: nothing at or after it is purged.
-pub fn current_hour_start(now: SystemTime) -> SystemTime {
-    let secs = mft_storage::utc::unix_secs(now);
-    UNIX_EPOCH + Duration::from_secs(secs - secs % 3600)
-}
-
-/// Removes files older than `older_than` (never of the current UTC hour)
-/// from the store and marks them deleted; the `aft_log` history stays.
+/// `mftd purge`: one sweep of this node's files under the cluster-wide
+/// sweep lock, with the rules given (an age for all or one chat type, or
+/// the `[retention]` rules); the same code as the in-service sweeper.
 pub async fn purge(
     log: &TransferLog,
     store: &Store,
-    older_than: Duration,
-    chat_type: Option<&str>,
-    dry_run: bool,
-) -> anyhow::Result<PurgeReport> {
-    let now = SystemTime::now();
-    let before = (now - older_than).min(current_hour_start(now));
-    let candidates = log.purge_candidates(before, chat_type).await?;
-    let mut report = PurgeReport::default();
-    for file in candidates {
-        let Some(loc) = Location::parse(&file.resource) else {
-            continue;
-        };
-        // A file in the current hour's directory is never touched, whatever its time.
-        let hour_dir = loc.dir();
-        let now_utc = UtcTime::now();
-        if hour_dir.contains(&format!("/{}/{:02}", now_utc.compact_date(), now_utc.hour)) {
-            continue;
-        }
-        report.files += 1;
-        report.bytes += u64::try_from(file.size).unwrap_or(0);
-        if dry_run {
-            continue;
-        }
-        match store.remove(&loc).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => report.missing += 1,
-            Err(e) => return Err(anyhow::anyhow!("while removing {}: {e}", file.storage_path)),
-        }
-        log.mark_deleted(&file.resource).await?;
-    }
-    Ok(report)
+    plan: &SweepPlan<'_>,
+) -> anyhow::Result<SweepReport> {
+    retention::sweep(log, store, plan).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another mftd is sweeping right now (it holds the sweep lock in PostgreSQL); try again in a minute"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -308,14 +269,5 @@ mod tests {
         );
         let table = render(&rec, Format::Table);
         assert!(table.ends_with("(1 rows)\n"), "{table}");
-    }
-
-    #[test]
-    fn the_current_hour_starts_on_the_hour() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_669_628);
-        assert_eq!(
-            current_hour_start(t),
-            UNIX_EPOCH + Duration::from_secs(1_795_669_628 - 7 * 60 - 8)
-        );
     }
 }

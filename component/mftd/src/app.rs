@@ -84,6 +84,35 @@ pub async fn stop_signal() {
     }
 }
 
+/// Re-reads the TLS certificate and key on every SIGHUP (`systemctl
+/// reload mftd`): new handshakes get the new pair, open connections and
+/// transfers in flight keep theirs. A pair that does not load is refused
+/// and the old one stays.
+async fn reload_on_hangup(certs: Option<Arc<mft_upload_http::tls::CertStore>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; TLS reload unavailable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let Some(certs) = &certs else {
+            tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+            continue;
+        };
+        crate::systemd::notify("RELOADING=1");
+        let (cert, key) = certs.files();
+        match certs.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %cert.display(), key = %key.display(), "SIGHUP: TLS certificate reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+            }
+        }
+        crate::systemd::notify("READY=1");
+    }
+}
+
 /// The sockets mftd serves on, bound by the caller so a test can hand in
 /// `127.0.0.1:0` (mini-redis style).
 pub struct Listeners {
@@ -132,10 +161,15 @@ pub async fn run(
     let store = open_store(&settings)?;
     let max_connections = connection_budget(cfg.http.max_connections);
     let signer = SlotSigner::new(settings.token_key.expose().as_bytes());
-    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        (Some(cert), Some(key)) => Some(mft_upload_http::tls::acceptor(cert, key)?),
-        _ => None,
+    let (tls, certs) = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (acceptor, certs) = mft_upload_http::tls::acceptor(cert, key)?;
+            (Some(acceptor), Some(certs))
+        }
+        _ => (None, None),
     };
+    // SIGHUP's default action ends the process: it is always handled.
+    tokio::spawn(reload_on_hangup(certs));
     let log = match settings.database() {
         Some(db) => {
             tracing::info!("connecting to the transfer log database");
@@ -222,6 +256,7 @@ pub async fn run(
         quotas,
         slot_rate: SlotRateLimiter::new(cfg.limits.slots_per_minute, cfg.limits.slot_burst),
         chat: cfg.chat.clone(),
+        allow_permanent: cfg.retention.allow_permanent || cfg.retention.rules().keeps_forever(),
     });
     let link = LinkSettings {
         router: cfg.xmpp.router.clone(),
@@ -230,6 +265,16 @@ pub async fn run(
         keepalive: cfg.xmpp.keepalive.0,
     };
 
+    if let Some(log) = http_app.log.clone() {
+        tokio::spawn(mft_storage::retention::sweep_periodically(
+            log,
+            store.clone(),
+            cfg.node.name.clone(),
+            cfg.retention.rules(),
+            cfg.retention.sweep_interval.0,
+            stop_rx.clone(),
+        ));
+    }
     crate::monitor::start(
         &settings,
         listeners.admin,
@@ -263,6 +308,7 @@ pub async fn run(
             }
         }
     }
+    tokio::spawn(crate::systemd::report_readiness(stop_rx.clone()));
     let xmpp = tokio::spawn(component::run(link, service, stop_rx));
     let (http, _) = tokio::join!(http, xmpp);
     http.context("HTTP server task")?.context("HTTP server")?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use mft_storage::hostkey::PinnedHostKey;
 use mft_storage::sftp::SftpSettings;
 
-use crate::units::{ByteSize, HumanDuration};
+use crate::units::{ByteSize, HumanDuration, KeepFor};
 
 use mft_component::policy::ChatRules;
 pub use mft_component::slot::MAX_FILE_SIZE_CAP;
@@ -68,6 +68,58 @@ pub struct Config {
     /// `[log]`: how mftd writes its own log.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[retention]`: how long files are kept (needs the database).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Files of 1:1 chats.
+    #[serde(default)]
+    pub im: KeepFor,
+    /// Files of ad-hoc group chats.
+    #[serde(default)]
+    pub groupchat: KeepFor,
+    /// Files of persistent chat rooms.
+    #[serde(default)]
+    pub persistent: KeepFor,
+    /// Accept XEP-0363 `permanent` uploads, exempt from the limits above.
+    #[serde(default)]
+    pub allow_permanent: bool,
+    /// How often the sweeper looks for files due (jittered ±10 %).
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: HumanDuration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            im: KeepFor::default(),
+            groupchat: KeepFor::default(),
+            persistent: KeepFor::default(),
+            allow_permanent: false,
+            sweep_interval: default_sweep_interval(),
+        }
+    }
+}
+
+fn default_sweep_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+impl RetentionConfig {
+    /// The rules the sweeper applies.
+    pub fn rules(&self) -> mft_storage::retention::RetentionRules {
+        mft_storage::retention::RetentionRules {
+            im: self.im.0,
+            groupchat: self.groupchat.0,
+            persistent: self.persistent.0,
+            permanent_exempt: true,
+        }
+    }
 }
 
 /// `[admin]`
@@ -454,6 +506,53 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The prefix of configuration overrides in the environment.
+pub const ENV_PREFIX: &str = "MFTD_";
+
+/// Applies `MFTD_<SECTION>__<KEY>=value` (any depth:
+/// `MFTD_STORE__SFTP__HOST`) to the parsed file: names are lower-cased,
+/// `__` separates levels, and the value is read as a TOML value when it is
+/// one (`100`, `true`, `["a", "b"]`, `"quoted"`) and as a string otherwise.
+/// Returns the variables applied. Secrets should still come as `*_file`
+/// (`MFTD_XMPP__SECRET_FILE=/run/secrets/component`).
+pub fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<String>, String> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(format!("{name}: empty name between '__' separators"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (key, sections) = path.split_last().expect("at least one name");
+        let mut here = &mut *table;
+        for section in sections {
+            let entry = here
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            here = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("{name}: {section} is not a section"))?;
+        }
+        here.insert(key.clone(), value);
+        applied.push(name);
+    }
+    Ok(applied)
+}
+
 /// A secret given inline or in a file; exactly one of the two.
 fn load_secret(
     inline: &Option<Secret>,
@@ -507,14 +606,38 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text, &path.display().to_string())
+        Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
+    #[cfg(test)]
     pub fn from_toml(text: &str, origin: &str) -> Result<Settings, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Self::from_toml_with_env(text, origin, std::iter::empty())
+    }
+
+    /// [`Settings::from_toml`] after applying `MFTD_<SECTION>__<KEY>`
+    /// overrides from `env` (see [`apply_env_overrides`]).
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string(),
+            message,
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let applied = apply_env_overrides(&mut table, env).map_err(parse_error)?;
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            if applied.is_empty() {
+                parse_error(e.to_string())
+            } else {
+                parse_error(format!(
+                    "{e} (with environment overrides {})",
+                    applied.join(", ")
+                ))
+            }
         })?;
         let jid = &config.xmpp.component_jid;
         if jid.is_empty() || jid.contains(['@', '/', ' ']) || !jid.contains('.') {
@@ -711,6 +834,17 @@ impl Settings {
                 ));
             }
         }
+        let retention = &config.retention;
+        let limits_set = !retention.rules().keeps_forever();
+        if limits_set && database_url.is_none() {
+            return Err(invalid(
+                "retention",
+                "retention is tracked in the transfer log: configure [database]",
+            ));
+        }
+        if retention.sweep_interval.0 < Duration::from_secs(1) {
+            return Err(invalid("retention.sweep_interval", "at least 1s"));
+        }
         if config.admin.check_interval.0 < Duration::from_millis(200) {
             return Err(invalid("admin.check_interval", "at least 200ms"));
         }
@@ -810,6 +944,46 @@ slot_ttl = "5m"
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
         assert!(s.config.admin.listen.is_none(), "off unless configured");
         assert_eq!(s.config.admin.check_interval.0, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn environment_overrides_any_key_with_typed_values() {
+        let env = [
+            ("MFTD_HTTP__MAX_TRANSFERS", "64"),
+            ("MFTD_NODE__NAME", "node_7"),
+            ("MFTD_LOG__FORMAT", "json"),
+            ("MFTD_LIMITS__ALLOWED_DOMAINS", "[\"a.test\", \"b.test\"]"),
+            ("MFTD_RETENTION__ALLOW_PERMANENT", "true"),
+            ("MFTD_BIN", "/not/config"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let s = Settings::from_toml_with_env(GOOD, "test.toml", env).expect("valid");
+        assert_eq!(s.config.http.max_transfers, 64);
+        assert_eq!(s.config.node.name, "node_7");
+        assert_eq!(s.config.log.format, LogFormat::Json);
+        assert_eq!(s.allowed_domains, vec!["a.test", "b.test"]);
+        assert!(s.config.retention.allow_permanent);
+        // A new section, a nested table, and a wrong key name each say what went wrong.
+        let admin = [("MFTD_ADMIN__LISTEN".to_owned(), "127.0.0.1:5281".to_owned())];
+        let s = Settings::from_toml_with_env(GOOD, "test.toml", admin).expect("valid");
+        assert_eq!(
+            s.config.admin.listen,
+            Some("127.0.0.1:5281".parse().expect("addr"))
+        );
+        let typo = [("MFTD_HTTP__MAX_TRANSFER".to_owned(), "1".to_owned())];
+        let e = Settings::from_toml_with_env(GOOD, "test.toml", typo)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            e.contains("max_transfer") && e.contains("MFTD_HTTP__MAX_TRANSFER"),
+            "{e}"
+        );
+        let not_a_section = [("MFTD_NODE__NAME__X".to_owned(), "1".to_owned())];
+        let e = Settings::from_toml_with_env(GOOD, "test.toml", not_a_section)
+            .expect_err("scalar is not a section")
+            .to_string();
+        assert!(e.contains("name is not a section"), "{e}");
     }
 
     #[test]

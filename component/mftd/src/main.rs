@@ -12,6 +12,7 @@ mod config;
 mod fileserver;
 mod keys;
 mod monitor;
+mod systemd;
 mod units;
 mod verify;
 
@@ -119,14 +120,25 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Age, e.g. 30d (files of the current UTC hour are never purged).
-        #[arg(long)]
-        older_than: String,
-        /// Only this chat type.
-        #[arg(long)]
+        #[arg(
+            long,
+            required_unless_present = "retention",
+            conflicts_with = "retention"
+        )]
+        older_than: Option<String>,
+        /// Only this chat type (with --older-than).
+        #[arg(long, requires = "older_than")]
         chat_type: Option<String>,
+        /// Apply the [retention] rules and ephemeral expiries once, as the
+        /// service's sweeper does.
+        #[arg(long)]
+        retention: bool,
         /// Report what would be removed without removing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Evaluate as if it were this time (RFC 3339); for tests and drills.
+        #[arg(long, hide = true)]
+        now: Option<String>,
     },
 }
 
@@ -449,22 +461,58 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             older_than,
             chat_type,
+            retention,
             dry_run,
+            now,
         } => {
             let (settings, url) = database_url(&config)?;
-            let age = units::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
-            if let Some(c) = &chat_type {
-                c.parse::<mft_storage::ChatType>()
+            let now = match now {
+                Some(t) => admin::time_arg(&t)?,
+                None => std::time::SystemTime::now(),
+            };
+            let (rules, reason) = if retention {
+                (
+                    settings.config.retention.rules(),
+                    mft_storage::retention::Reason::Retention,
+                )
+            } else {
+                let age = units::parse_duration(older_than.as_deref().unwrap_or_default())
                     .map_err(anyhow::Error::msg)?;
-            }
+                let mut rules = mft_storage::retention::RetentionRules::all(age);
+                if let Some(c) = &chat_type {
+                    let chat: mft_storage::ChatType = c.parse().map_err(anyhow::Error::msg)?;
+                    rules = mft_storage::retention::RetentionRules {
+                        im: None,
+                        groupchat: None,
+                        persistent: None,
+                        permanent_exempt: false,
+                    };
+                    match chat {
+                        mft_storage::ChatType::Im => rules.im = Some(age),
+                        mft_storage::ChatType::Groupchat => rules.groupchat = Some(age),
+                        mft_storage::ChatType::Persistent => rules.persistent = Some(age),
+                    }
+                }
+                (rules, mft_storage::retention::Reason::Purge)
+            };
+            let node = settings.config.node.name.clone();
+            let by = format!("mftd purge on {node}");
+            let plan = mft_storage::retention::SweepPlan {
+                node: &node,
+                rules,
+                reason,
+                now,
+                by: &by,
+                dry_run,
+            };
             let report = block_on(async {
                 let (log, store) = log_and_store(&settings, &url).await?;
-                admin::purge(&log, &store, age, chat_type.as_deref(), dry_run).await
+                admin::purge(&log, &store, &plan).await
             })?;
             let verb = if dry_run { "would remove" } else { "removed" };
             println!(
                 "{verb} {} files, {} bytes{}",
-                report.files,
+                report.removed,
                 report.bytes,
                 if report.missing > 0 {
                     format!(" ({} were already gone from the store)", report.missing)

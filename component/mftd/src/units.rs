@@ -75,6 +75,26 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// How long something is kept: a duration, or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeepFor(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for KeepFor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumberOrText(
+            |s| {
+                if s.trim().eq_ignore_ascii_case("forever") {
+                    Ok(KeepFor(None))
+                } else {
+                    parse_duration(s).map(|d| KeepFor(Some(d)))
+                }
+            },
+            |n| KeepFor(Some(Duration::from_secs(n))),
+            "a duration such as \"30d\", or \"forever\"",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

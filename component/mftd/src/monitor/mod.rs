@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use health::Sampler;
+pub use health::{not_ready, Sampler};
 use status_page::{CheckLine, DatabaseView, StatusView};
 
 use crate::config::{Settings, StoreSettings};
