@@ -9,8 +9,10 @@ set -euo pipefail
 
 # ejabberd is a second router: the audit-trail tests run mftd's Erlang module
 # in it (compiled with erlc, which ejabberd's dependencies bring), and the
-# benchmark suite runs its mod_http_upload beside mftd.
-packages=(prosody ejabberd openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium)
+# benchmark suite runs its mod_http_upload beside mftd. prometheus brings
+# promtool (the metrics and alert-rule checks), chromium renders the status
+# page, haproxy fronts several nodes in the cluster tests.
+packages=(prosody ejabberd openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -51,7 +53,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian may have started nothing thanks to policy-rc.d, but stop anything a
 # maintainer script launched anyway so no daemon listens on a public address.
-for svc in prosody ejabberd ssh postgresql; do
+for svc in prosody ejabberd ssh postgresql haproxy prometheus prometheus-node-exporter; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 ensure_file_server_user

@@ -39,6 +39,9 @@ pub enum LinkError {
     /// The router refused us (wrong secret, unknown component name …).
     #[error("router refused the component: {0} (check xmpp.component_jid and xmpp.secret against the router's Component entry)")]
     Refused(String),
+    /// Another connection holds the component JID (Prosody takes one per JID).
+    #[error("another connection holds this component JID at the router ({0}); this node stays a standby and connects when it goes (docs/cluster.md)")]
+    Taken(String),
     /// The peer closed the stream or the socket.
     #[error("router closed the stream")]
     Closed,
@@ -51,6 +54,17 @@ pub enum LinkError {
     /// Broken XML or I/O.
     #[error("stream error: {0}")]
     Stream(String),
+}
+
+/// The router's refusal during the handshake, told apart: `conflict`
+/// means the JID is taken, anything else a configuration problem.
+fn refused(stream_error: &Element) -> LinkError {
+    let text = stream_error_text(stream_error);
+    if text.starts_with("conflict") {
+        LinkError::Taken(text)
+    } else {
+        LinkError::Refused(text)
+    }
 }
 
 /// Reads the router's stream into stanzas.
@@ -276,7 +290,7 @@ pub async fn connect(router: &str, jid: &str, secret: &str) -> Result<Link, Link
     let handshake_deadline = Duration::from_secs(15);
     let id = match tokio::time::timeout(handshake_deadline, reader.next()).await {
         Ok(Ok(Inbound::Header(Some(id)))) => id,
-        Ok(Ok(Inbound::Stanza(e))) => return Err(LinkError::Refused(stream_error_text(&e))),
+        Ok(Ok(Inbound::Stanza(e))) => return Err(refused(&e)),
         Ok(Ok(Inbound::Header(None))) => {
             return Err(LinkError::Stream("router sent no stream id".into()))
         }
@@ -287,7 +301,7 @@ pub async fn connect(router: &str, jid: &str, secret: &str) -> Result<Link, Link
     writer.write_all(hs.as_bytes()).await.map_err(io_err)?;
     match tokio::time::timeout(handshake_deadline, reader.next()).await {
         Ok(Ok(Inbound::Stanza(e))) if e.name == "handshake" => Ok(Link { reader, writer }),
-        Ok(Ok(Inbound::Stanza(e))) => Err(LinkError::Refused(stream_error_text(&e))),
+        Ok(Ok(Inbound::Stanza(e))) => Err(refused(&e)),
         Ok(Ok(Inbound::Header(_))) => Err(LinkError::Stream("second stream header".into())),
         Ok(Err(LinkError::Closed)) => {
             Err(LinkError::Refused("stream closed during handshake".into()))

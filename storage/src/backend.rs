@@ -31,6 +31,10 @@ pub trait Backend: Send + Sync + 'static {
     fn is_available(&self) -> bool {
         true
     }
+    /// The same file server, in the directory of another node beside this
+    /// one (`<parent>/<node>`, the reference's per-node layout), for reading
+    /// files that node stored. `node` is checked by the caller.
+    fn sibling(&self, node: &str) -> Option<std::sync::Arc<dyn Backend>>;
 }
 
 /// One connection's worth of file operations.

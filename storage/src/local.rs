@@ -43,6 +43,12 @@ impl Backend for LocalBackend {
             root: self.root.clone(),
         }))
     }
+
+    fn sibling(&self, node: &str) -> Option<std::sync::Arc<dyn Backend>> {
+        Some(std::sync::Arc::new(LocalBackend {
+            root: self.root.parent()?.join(node),
+        }))
+    }
 }
 
 struct LocalSession {

@@ -66,6 +66,9 @@ pub struct SftpSettings {
 #[derive(Clone)]
 pub struct SftpBackend {
     pool: Arc<Pool>,
+    /// The directory sessions work in: the node directory, or a sibling
+    /// node's directory on the same server (reads of its files).
+    directory: String,
 }
 
 struct Pool {
@@ -94,6 +97,7 @@ impl SftpBackend {
     /// A backend for `settings`; nothing is connected until first use.
     pub fn new(settings: SftpSettings) -> SftpBackend {
         SftpBackend {
+            directory: settings.directory.clone(),
             pool: Arc::new(Pool {
                 settings,
                 idle: Mutex::new(Vec::new()),
@@ -258,14 +262,22 @@ impl Backend for SftpBackend {
     }
 
     fn session(&self) -> Result<Box<dyn Session>, StoreError> {
-        let root = Path::new(&self.pool.settings.directory);
+        let root = Path::new(&self.directory);
         while let Some(conn) = self.pool.take_idle() {
             if conn.last_used.elapsed() < PROBE_AFTER || conn.sftp.stat(root).is_ok() {
-                return Ok(Box::new(SftpSession::new(self.pool.clone(), conn)));
+                return Ok(Box::new(SftpSession::new(self.pool.clone(), conn, root)));
             }
         }
         let conn = self.pool.connect_with_backoff()?;
-        Ok(Box::new(SftpSession::new(self.pool.clone(), conn)))
+        Ok(Box::new(SftpSession::new(self.pool.clone(), conn, root)))
+    }
+
+    fn sibling(&self, node: &str) -> Option<Arc<dyn Backend>> {
+        let parent = Path::new(&self.pool.settings.directory).parent()?;
+        Some(Arc::new(SftpBackend {
+            pool: self.pool.clone(),
+            directory: parent.join(node).to_string_lossy().into_owned(),
+        }))
     }
 }
 
@@ -277,8 +289,8 @@ struct SftpSession {
 }
 
 impl SftpSession {
-    fn new(pool: Arc<Pool>, conn: Conn) -> SftpSession {
-        let root = PathBuf::from(&pool.settings.directory);
+    fn new(pool: Arc<Pool>, conn: Conn, root: &Path) -> SftpSession {
+        let root = root.to_path_buf();
         SftpSession {
             pool,
             conn: Some(conn),

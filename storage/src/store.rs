@@ -334,6 +334,25 @@ impl Store {
         }
     }
 
+    /// The store of another node's directory on the same file server, to
+    /// serve a file that node stored; `None` for a name that is not a plain
+    /// directory name.
+    pub fn sibling(&self, node: &str) -> Option<Store> {
+        let plain = !node.is_empty()
+            && node != "."
+            && node != ".."
+            && node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !plain {
+            return None;
+        }
+        Some(Store {
+            backend: self.backend.sibling(node)?,
+            counters: Arc::new(Mutex::new(HourCounters::default())),
+        })
+    }
+
     /// False while the file server is known to be down: new slots should wait.
     pub fn is_available(&self) -> bool {
         self.backend.is_available()

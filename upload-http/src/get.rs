@@ -72,7 +72,13 @@ pub async fn get(
         }
         None => None,
     };
-    let info = app.store.stat(&loc).await?;
+    // Any node serves any file: one stored through another node is read
+    // from that node's directory on the shared file server.
+    let store = match &row {
+        Some(r) if r.node != app.node => app.store.sibling(&r.node).ok_or(HttpError::NotFound)?,
+        _ => app.store.clone(),
+    };
+    let info = store.stat(&loc).await?;
     let content_type = info
         .meta
         .as_ref()
@@ -138,7 +144,7 @@ pub async fn get(
             ResponseBody::empty()
         } else {
             let permit = app.admit(mft_metrics::Direction::Download)?;
-            let download = app.store.read(&loc, start, len).await?;
+            let download = store.read(&loc, start, len).await?;
             ResponseBody::Stream {
                 download: Box::new(download),
                 report,

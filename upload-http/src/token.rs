@@ -58,10 +58,13 @@ pub enum TokenError {
 
 const VERSION: &str = "v1";
 
-/// Signs and verifies slot tokens with one secret key.
+/// Signs slot tokens with one secret key and verifies them with it or
+/// with a previous key (key rotation: slots signed before the change stay
+/// valid until they expire).
 #[derive(Clone)]
 pub struct SlotSigner {
     key: Vec<u8>,
+    previous: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SlotSigner {
@@ -73,13 +76,22 @@ impl std::fmt::Debug for SlotSigner {
 impl SlotSigner {
     /// A signer with `key` (at least 16 bytes; the config checks this).
     pub fn new(key: &[u8]) -> SlotSigner {
-        SlotSigner { key: key.to_vec() }
+        SlotSigner {
+            key: key.to_vec(),
+            previous: Vec::new(),
+        }
     }
 
-    fn mac(&self, signed: &str) -> Hmac<Sha256> {
+    /// Also accepts tokens signed with any of `keys` (never signs with them).
+    pub fn with_previous(mut self, keys: impl IntoIterator<Item = Vec<u8>>) -> SlotSigner {
+        self.previous = keys.into_iter().collect();
+        self
+    }
+
+    fn mac(key: &[u8], signed: &str) -> Hmac<Sha256> {
         // HMAC accepts keys of any length.
         let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(signed.as_bytes());
         mac
     }
@@ -88,7 +100,7 @@ impl SlotSigner {
     pub fn sign(&self, claims: &SlotClaims) -> String {
         let json = serde_json::to_vec(claims).unwrap_or_default();
         let signed = format!("{VERSION}.{}", URL_SAFE_NO_PAD.encode(json));
-        let tag = URL_SAFE_NO_PAD.encode(self.mac(&signed).finalize().into_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(Self::mac(&self.key, &signed).finalize().into_bytes());
         format!("{signed}.{tag}")
     }
 
@@ -102,9 +114,12 @@ impl SlotSigner {
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| TokenError::Malformed)?;
-        self.mac(signed)
-            .verify_slice(&tag)
-            .map_err(|_| TokenError::BadSignature)?;
+        let genuine = std::iter::once(&self.key)
+            .chain(&self.previous)
+            .any(|key| Self::mac(key, signed).verify_slice(&tag).is_ok());
+        if !genuine {
+            return Err(TokenError::BadSignature);
+        }
         let json = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed)?;
@@ -133,6 +148,22 @@ mod tests {
             purpose: None,
             expire_before: None,
         }
+    }
+
+    #[test]
+    fn previous_keys_verify_and_never_sign() {
+        let old = SlotSigner::new(b"old-key-0123456789abcdef");
+        let retired = SlotSigner::new(b"retired-key-0123456789ab");
+        let new = SlotSigner::new(b"new-key-0123456789abcdef")
+            .with_previous([b"old-key-0123456789abcdef".to_vec()]);
+        let by_old = old.sign(&claims());
+        assert_eq!(new.verify(&by_old, 999), Ok(claims()));
+        assert_eq!(
+            new.verify(&retired.sign(&claims()), 999),
+            Err(TokenError::BadSignature)
+        );
+        let by_new = new.sign(&claims());
+        assert_eq!(old.verify(&by_new, 999), Err(TokenError::BadSignature));
     }
 
     #[test]

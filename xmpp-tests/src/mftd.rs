@@ -253,6 +253,16 @@ pub const TOKEN_KEY: &[u8] = b"test-token-key-0123456789abcdef";
 /// A slot for `size` bytes named `name` in this hour's `chat` directory,
 /// minted with [`TOKEN_KEY`] as the component would: (URL path, token).
 pub fn mint_slot(size: u64, name: &str, chat: mft_storage::ChatType) -> (String, String) {
+    mint_slot_with_key(TOKEN_KEY, size, name, chat)
+}
+
+/// [`mint_slot`] signed with another key (key rotation tests).
+pub fn mint_slot_with_key(
+    key: &[u8],
+    size: u64,
+    name: &str,
+    chat: mft_storage::ChatType,
+) -> (String, String) {
     let now = mft_storage::utc::UtcTime::now();
     let loc =
         mft_storage::Location::new_random(chat, &now.compact_date(), &format!("{:02}", now.hour));
@@ -267,7 +277,7 @@ pub fn mint_slot(size: u64, name: &str, chat: mft_storage::ChatType) -> (String,
         purpose: None,
         expire_before: None,
     };
-    let token = mft_upload_http::SlotSigner::new(TOKEN_KEY).sign(&claims);
+    let token = mft_upload_http::SlotSigner::new(key).sign(&claims);
     let path = format!(
         "/{}/{}",
         loc.resource(),

@@ -160,7 +160,12 @@ pub async fn run(
     let cfg = &settings.config;
     let store = open_store(&settings)?;
     let max_connections = connection_budget(cfg.http.max_connections);
-    let signer = SlotSigner::new(settings.token_key.expose().as_bytes());
+    let signer = SlotSigner::new(settings.token_key.expose().as_bytes()).with_previous(
+        settings
+            .previous_token_keys
+            .iter()
+            .map(|k| k.expose().as_bytes().to_vec()),
+    );
     let (tls, certs) = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
         (Some(cert), Some(key)) => {
             let (acceptor, certs) = mft_upload_http::tls::acceptor(cert, key)?;

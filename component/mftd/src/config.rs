@@ -247,6 +247,12 @@ pub struct HttpConfig {
     pub token_key: Option<Secret>,
     /// A file holding the token key.
     pub token_key_file: Option<PathBuf>,
+    /// Keys that signed slots before the current one: still accepted for
+    /// slots not yet expired, never used to sign (key rotation).
+    #[serde(default)]
+    pub previous_token_keys: Vec<Secret>,
+    /// A file with previous token keys, one per line.
+    pub previous_token_keys_file: Option<PathBuf>,
     /// How long a connection may make no progress at all: a client silent
     /// in the middle of a body, or one that stopped reading a download.
     #[serde(default = "default_body_idle")]
@@ -597,6 +603,8 @@ pub struct Settings {
     pub share_key: Option<Secret>,
     /// The admin listener's token, when one is set.
     pub admin_token: Option<Secret>,
+    /// Token keys still accepted (rotation), newest first.
+    pub previous_token_keys: Vec<Secret>,
 }
 
 impl Settings {
@@ -663,6 +671,30 @@ impl Settings {
             return Err(invalid(
                 "http.token_key",
                 "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
+        let mut previous_token_keys = config.http.previous_token_keys.clone();
+        if let Some(path) = &config.http.previous_token_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "http.previous_token_keys_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            previous_token_keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| Secret(l.to_owned())),
+            );
+        }
+        if previous_token_keys
+            .iter()
+            .any(|k| k.expose().chars().count() < 16)
+        {
+            return Err(invalid(
+                "http.previous_token_keys",
+                "every previous key is at least 16 characters, as token_key was",
             ));
         }
         let url = &config.http.public_url;
@@ -849,6 +881,7 @@ impl Settings {
             return Err(invalid("admin.check_interval", "at least 200ms"));
         }
         Ok(Settings {
+            previous_token_keys,
             admin_token,
             database_url,
             share_key,

@@ -34,14 +34,41 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
         let admin_port = xmpp_tests::process::free_port();
         let mftd = mftd_local(&admin_section(admin_port));
         let scraper = Scraper::start(admin_port);
-        let (m_up, m_down) = mftd_upload_download(&mftd, &file, size, a.runs);
+        // An A/B row: another build of mftd on the same files in the same
+        // run, its runs interleaved with this build's (alternating which goes
+        // first) so neither inherits the other's dirty page cache every time.
+        let other =
+            std::env::var_os("MFTD_BASELINE_BIN").map(|bin| mftd_local_binary("", bin.into()));
+        let (mut m_up, mut m_down, mut b_up, mut b_down) = (vec![], vec![], vec![], vec![]);
+        for run in 0..a.runs {
+            let mut ours = || {
+                let (u, d) = mftd_upload_download(&mftd, &file, size, 1);
+                m_up.extend(u.0);
+                m_down.extend(d.0);
+            };
+            match &other {
+                Some(other) => {
+                    let mut theirs = || {
+                        let (u, d) = mftd_upload_download(other, &file, size, 1);
+                        b_up.extend(u.0);
+                        b_down.extend(d.0);
+                    };
+                    if run % 2 == 0 {
+                        ours();
+                        theirs();
+                    } else {
+                        theirs();
+                        ours();
+                    }
+                }
+                None => ours(),
+            }
+        }
         let scrapes = scraper.finish();
         drop(mftd);
-        // An A/B row: another build of mftd on the same files in the same run.
-        let baseline = std::env::var_os("MFTD_BASELINE_BIN").map(|bin| {
-            let other = mftd_local_binary("", bin.into());
-            mftd_upload_download(&other, &file, size, a.runs)
-        });
+        drop(other);
+        let (m_up, m_down) = (Series(m_up), Series(m_down));
+        let baseline = (!b_up.is_empty()).then_some((Series(b_up), Series(b_down)));
         let mut up = Table::new(&format!("Upload {} MiB (MB/s)", size / MIB), "MB/s");
         let mut down = Table::new(&format!("Download {} MiB (MB/s)", size / MIB), "MB/s");
         // Stock Prosody reads 4 KiB per wake-up (~3.5 MB/s here): a 1 GiB run

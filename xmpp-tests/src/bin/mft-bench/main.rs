@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use mft_storage::utc::UtcTime;
 
+mod cluster;
 mod local;
 mod log;
 mod memory;
@@ -31,7 +32,7 @@ pub struct Args {
     /// Runs per figure (median, min and max are reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Run only these scenarios (`local`, `sftp`, `memory`, `slots`, `log`); all when empty.
+    /// Run only these scenarios (`local`, `sftp`, `memory`, `slots`, `log`, `cluster`); all when empty.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where the report goes.
@@ -71,12 +72,13 @@ fn main() {
     let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n\n## Upload and download, local store\n");
 
     type Scenario = fn(&Args, &std::path::Path, &mut String);
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("local", local::run),
         ("sftp", sftp::run),
         ("memory", memory::run),
         ("slots", slots::run),
         ("log", log::run),
+        ("cluster", cluster::run),
     ];
     for (name, run) in scenarios {
         if a.only.is_empty() || a.only.iter().any(|o| o == name) {
