@@ -87,31 +87,22 @@ fn the_debian_package_installs_a_user_a_hardened_unit_and_a_conffile() {
     );
     // check-config (the unit's ExecStartPre) as the service user: it names
     // the missing component secret, then passes once it is there.
-    let check = |cmd: &mut Command| cmd.output().unwrap();
-    let missing = check(Command::new("runuser").args([
-        "-u",
-        "mftd",
-        "--",
-        "/usr/bin/mftd",
-        "check-config",
-        "--config",
-        "/etc/mftd/mftd.toml",
-    ]));
+    let check_as_service_user = || {
+        Command::new("runuser")
+            .args(["-u", "mftd", "--", "/usr/bin/mftd", "check-config"])
+            .args(["--config", "/etc/mftd/mftd.toml"])
+            .output()
+            .unwrap()
+    };
+    let missing = check_as_service_user();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("component.secret"));
     std::fs::write("/etc/mftd/component.secret", "router-secret\n").unwrap();
     run(Command::new("chgrp").args(["mftd", "/etc/mftd/component.secret"]));
     run(Command::new("chmod").args(["0640", "/etc/mftd/component.secret"]));
-    let ok = run(Command::new("runuser").args([
-        "-u",
-        "mftd",
-        "--",
-        "/usr/bin/mftd",
-        "check-config",
-        "--config",
-        "/etc/mftd/mftd.toml",
-    ]));
-    assert!(ok.contains(": OK"), "{ok}");
+    let ok = check_as_service_user();
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && said.contains(": OK"), "{said}");
     drop(installed);
     assert!(!Path::new("/usr/bin/mftd").exists(), "purged");
 }

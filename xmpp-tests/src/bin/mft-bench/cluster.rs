@@ -24,21 +24,27 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
     let file = make_file(work, each);
     let _ = writeln!(report, "## Several nodes\n");
     let mut table = Table::new(
-        &format!("Aggregate upload, {concurrent} concurrent uploads of {} MiB (MB/s)", each / MIB),
+        &format!(
+            "Aggregate upload, {concurrent} concurrent uploads of {} MiB (MB/s)",
+            each / MIB
+        ),
         "MB/s",
     );
+    let node_keys: Vec<_> = (1..=3)
+        .map(|i| sshd.node_key(keys.path(), &format!("node_{i}")))
+        .collect();
     for nodes in 1..=3 {
         let running: Vec<Mftd> = (1..=nodes)
             .map(|i| {
                 let name = format!("node_{i}");
-                let key = sshd.node_key(keys.path(), &name);
+                let key = &node_keys[i - 1];
                 Mftd::start_with(
                     &MftdOptions {
                         router: format!("127.0.0.1:{}", free_port()),
                         component_jid: "upload.example.test".into(),
                         secret: "unused".into(),
                         limits: "max_file_size = \"0\"\n".into(),
-                        store: Some(sshd.store_toml(&name, &key)),
+                        store: Some(sshd.store_toml(&name, key)),
                         extra: String::new(),
                         http_port: None,
                     },
@@ -63,7 +69,10 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
             for h in handles {
                 h.join().unwrap();
             }
-            runs.push(mb_s(each * concurrent as u64, started.elapsed().as_secs_f64()));
+            runs.push(mb_s(
+                each * concurrent as u64,
+                started.elapsed().as_secs_f64(),
+            ));
         }
         table.add(
             &format!("{nodes} node{}", if nodes > 1 { "s" } else { "" }),
