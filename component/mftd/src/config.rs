@@ -559,6 +559,32 @@ pub fn apply_env_overrides(
     Ok(applied)
 }
 
+/// Keys and tokens are at least 16 characters.
+fn check_key_length(key: &Secret, name: &'static str) -> Result<(), ConfigError> {
+    if key.expose().chars().count() < 16 {
+        return Err(invalid(
+            name,
+            "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+        ));
+    }
+    Ok(())
+}
+
+/// An optional key given inline or in a file (neither: `None`), checked
+/// for length.
+fn load_optional_key(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+    name: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    if inline.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    let key = load_secret(inline, file, name)?;
+    check_key_length(&key, name)?;
+    Ok(Some(key))
+}
+
 /// A secret given inline or in a file; exactly one of the two.
 fn load_secret(
     inline: &Option<Secret>,
@@ -667,12 +693,7 @@ impl Settings {
             &config.http.token_key_file,
             "http.token_key",
         )?;
-        if token_key.expose().chars().count() < 16 {
-            return Err(invalid(
-                "http.token_key",
-                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
-            ));
-        }
+        check_key_length(&token_key, "http.token_key")?;
         let mut previous_token_keys = config.http.previous_token_keys.clone();
         if let Some(path) = &config.http.previous_token_keys_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -688,14 +709,8 @@ impl Settings {
                     .map(|l| Secret(l.to_owned())),
             );
         }
-        if previous_token_keys
-            .iter()
-            .any(|k| k.expose().chars().count() < 16)
-        {
-            return Err(invalid(
-                "http.previous_token_keys",
-                "every previous key is at least 16 characters, as token_key was",
-            ));
+        for key in &previous_token_keys {
+            check_key_length(key, "http.previous_token_keys")?;
         }
         let url = &config.http.public_url;
         let rest = url
@@ -817,41 +832,19 @@ impl Settings {
                 "quotas are counted from the transfer log: configure [database]",
             ));
         }
-        let share_key = match (
+        let share_key = load_optional_key(
             &config.recipients.share_key,
             &config.recipients.share_key_file,
-        ) {
-            (None, None) => None,
-            (inline, file) => Some(load_secret(inline, file, "recipients.share_key")?),
-        };
-        if share_key
-            .as_ref()
-            .is_some_and(|k| k.expose().chars().count() < 16)
-        {
-            return Err(invalid(
-                "recipients.share_key",
-                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
-            ));
-        }
+            "recipients.share_key",
+        )?;
         if config.recipients.require_claim && share_key.is_none() {
             return Err(invalid(
                 "recipients.require_claim",
                 "needs recipients.share_key (the key the router module signs with)",
             ));
         }
-        let admin_token = match (&config.admin.token, &config.admin.token_file) {
-            (None, None) => None,
-            (inline, file) => Some(load_secret(inline, file, "admin.token")?),
-        };
-        if admin_token
-            .as_ref()
-            .is_some_and(|k| k.expose().chars().count() < 16)
-        {
-            return Err(invalid(
-                "admin.token",
-                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
-            ));
-        }
+        let admin_token =
+            load_optional_key(&config.admin.token, &config.admin.token_file, "admin.token")?;
         if let Some(listen) = config.admin.listen {
             if !listen.ip().is_loopback() && admin_token.is_none() {
                 return Err(invalid(
