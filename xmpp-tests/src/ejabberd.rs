@@ -36,14 +36,37 @@ pub struct RouterOptions {
 impl Ejabberd {
     /// Starts ejabberd for `example.test` and registers `alice`.
     pub fn start() -> Ejabberd {
+        Self::start_upload(None)
+    }
+
+    /// [`Ejabberd::start`] with mod_http_upload over HTTPS, with the
+    /// certificate and key in one PEM file.
+    pub fn start_https(cert_and_key: &std::path::Path) -> Ejabberd {
+        Self::start_upload(Some(cert_and_key))
+    }
+
+    fn start_upload(tls: Option<&std::path::Path>) -> Ejabberd {
         let mut e = Self::prepare();
         let d = e.dir.path().to_path_buf();
+        let (scheme, tls_option, certfiles) = match tls {
+            Some(pem) => {
+                // ejabberd runs as its own user: give it a copy it can read.
+                let copy = d.join("https.pem");
+                std::fs::copy(pem, &copy).unwrap();
+                (
+                    "https",
+                    "    tls: true\n",
+                    format!("certfiles:\n  - \"{}\"\n", copy.display()),
+                )
+            }
+            None => ("http", "", String::new()),
+        };
         let yml = format!(
-            "hosts:\n  - example.test\nloglevel: warning\nlisten:\n  - port: {c2s}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
-             \x20 - port: {http}\n    ip: \"127.0.0.1\"\n    module: ejabberd_http\n    request_handlers:\n      /upload: mod_http_upload\n\
+            "hosts:\n  - example.test\nloglevel: warning\n{certfiles}listen:\n  - port: {c2s}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
+             \x20 - port: {http}\n    ip: \"127.0.0.1\"\n    module: ejabberd_http\n{tls_option}    request_handlers:\n      /upload: mod_http_upload\n\
              auth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\n\
              shaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_disco: {{}}\n  mod_ping: {{}}\n  mod_roster: {{}}\n  mod_http_upload:\n\
-             \x20   put_url: \"http://127.0.0.1:{http}/upload\"\n    docroot: \"{upload}\"\n    max_size: infinity\n    thumbnail: false\n    access: local\n",
+             \x20   put_url: \"{scheme}://127.0.0.1:{http}/upload\"\n    docroot: \"{upload}\"\n    max_size: infinity\n    thumbnail: false\n    access: local\n",
             c2s = e.c2s_port,
             http = e.http_port,
             upload = d.join("upload").display(),

@@ -264,3 +264,47 @@ fn sftp_store_conforms() {
         "{on_disk:?}"
     );
 }
+
+/// An upload keeps up to 2 MiB of SFTP writes in flight between pieces. One
+/// abandoned in the middle must still leave its connection clean: the next
+/// upload reuses it (no new SSH login) and stores the right bytes.
+#[test]
+fn an_sftp_upload_abandoned_with_writes_in_flight_leaves_its_connection_reusable() {
+    let sshd = Sshd::start();
+    let keys = tempfile::tempdir().unwrap();
+    let settings = sftp_settings(&sshd, keys.path());
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    runtime().block_on(async {
+        let store = Store::new(SftpBackend::new(settings));
+        let first = store.allocate(ChatType::Im).await.unwrap();
+        let body = data(9_000_000);
+        upload(&store, &first, &body, body.len() as u64)
+            .await
+            .unwrap();
+        let before = logins();
+
+        let dropped = store.allocate(ChatType::Im).await.unwrap();
+        let mut up = store
+            .begin_upload(dropped.clone(), meta(body.len() as u64))
+            .await
+            .unwrap();
+        for piece in body[..6_000_000].chunks(100_000) {
+            up.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        drop(up);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let next = store.allocate(ChatType::Im).await.unwrap();
+        upload(&store, &next, &body, body.len() as u64)
+            .await
+            .unwrap();
+        assert_eq!(read_all(&store, &next, 0, body.len() as u64).await, body);
+        assert!(store.stat(&dropped).await.unwrap_err().is_not_found());
+        assert_eq!(
+            logins(),
+            before,
+            "the abandoned upload's connection was not reused: {}",
+            sshd.log()
+        );
+    });
+}

@@ -9,6 +9,7 @@ use crate::Args;
 
 /// Scenarios 1 and 3: the local store against Prosody, ejabberd and the disk.
 pub fn run(a: &Args, work: &Path, report: &mut String) {
+    report.push_str("## Upload and download, local store\n\n");
     let sizes = sizes(a);
     for &size in &sizes {
         let file = make_file(work, size);
@@ -85,22 +86,24 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                 "Prosody, stock (4 KiB reads)",
                 "not run at this size (minutes per transfer)".into(),
             ),
-        }
+        };
         up.add("Prosody mod_http_file_share, 1 MiB reads", t_up);
-        up.add("ejabberd 23.01 mod_http_upload", e_up);
-        up.add("**mftd**, local store (fsync before 201)", m_up);
+        let ejabberd_up = up.add("ejabberd 23.01 mod_http_upload", e_up);
+        let mftd_up = up.add("**mftd**, local store (fsync before 201)", m_up);
         if let Some((b_up, _)) = &baseline {
             up.add("mftd, `$MFTD_BASELINE_BIN` build", Series(b_up.0.clone()));
         }
-        up.add("disk: `dd bs=1M conv=fdatasync`", Series(dd_w));
-        up.baseline = Some(2);
+        let dd = up.add("disk: `dd bs=1M conv=fdatasync`", Series(dd_w));
+        up.baseline = Some(ejabberd_up);
+        up.target(mftd_up, ejabberd_up, 1.2);
+        up.target(mftd_up, dd, 0.9);
         match stock {
             Some((_, p_down)) => down.add("Prosody, stock", p_down),
             None => down.add_failed("Prosody, stock", "not run at this size".into()),
-        }
+        };
         down.add("Prosody, 1 MiB reads", t_down);
-        down.add("ejabberd 23.01 mod_http_upload", e_down);
-        down.add("**mftd**, local store", m_down);
+        let ejabberd_down = down.add("ejabberd 23.01 mod_http_upload", e_down);
+        let mftd_down = down.add("**mftd**, local store", m_down);
         if let Some((_, b_down)) = baseline {
             down.add("mftd, `$MFTD_BASELINE_BIN` build", b_down);
         }
@@ -108,7 +111,8 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
             "disk: `dd` read (page cache dropped when allowed)",
             Series(dd_r),
         );
-        down.baseline = Some(2);
+        down.baseline = Some(ejabberd_down);
+        down.target(mftd_down, ejabberd_down, 1.2);
         up.note = format!(
             "Baseline: ejabberd. ejabberd and Prosody write without fsync; mftd fsyncs file and directory before answering 201. \
              mftd ran with its admin listener on and /metrics scraped every second ({scrapes} scrapes during its runs)."

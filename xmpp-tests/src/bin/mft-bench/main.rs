@@ -13,6 +13,7 @@ use clap::Parser;
 use mft_storage::utc::UtcTime;
 
 mod cluster;
+mod https;
 mod local;
 mod log;
 mod memory;
@@ -32,7 +33,7 @@ pub struct Args {
     /// Runs per figure (median, min and max are reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Run only these scenarios (`local`, `sftp`, `memory`, `slots`, `log`, `cluster`); all when empty.
+    /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`); all when empty.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where the report goes.
@@ -69,11 +70,12 @@ fn main() {
         sh("dpkg-query -W -f='postgresql ${Version}' postgresql"),
         sh("curl --version | head -n1 | cut -d' ' -f1,2"),
     );
-    let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n\n## Upload and download, local store\n");
+    let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n");
 
     type Scenario = fn(&Args, &std::path::Path, &mut String);
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("local", local::run),
+        ("https", https::run),
         ("sftp", sftp::run),
         ("memory", memory::run),
         ("slots", slots::run),

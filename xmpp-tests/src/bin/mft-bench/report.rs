@@ -33,6 +33,9 @@ pub struct Table {
     pub rows: Vec<(String, Series, Option<String>)>,
     pub baseline: Option<usize>,
     pub note: String,
+    /// The targets: row, the row it is compared with, the ratio
+    /// its median must reach.
+    pub targets: Vec<(usize, usize, f64)>,
 }
 
 impl Table {
@@ -43,13 +46,42 @@ impl Table {
             rows: Vec::new(),
             baseline: None,
             note: String::new(),
+            targets: Vec::new(),
         }
     }
-    pub fn add(&mut self, name: &str, s: Series) {
+    /// Adds a row; returns its index (for baselines and targets).
+    pub fn add(&mut self, name: &str, s: Series) -> usize {
         self.rows.push((name.into(), s, None));
+        self.rows.len() - 1
     }
-    pub fn add_failed(&mut self, name: &str, why: String) {
+    pub fn add_failed(&mut self, name: &str, why: String) -> usize {
         self.rows.push((name.into(), Series(vec![]), Some(why)));
+        self.rows.len() - 1
+    }
+    /// Requires row `row`'s median to reach `ratio` × row `against`'s.
+    pub fn target(&mut self, row: usize, against: usize, ratio: f64) {
+        self.targets.push((row, against, ratio));
+    }
+    /// One line per target: the ratio reached and whether it is met.
+    fn render_targets(&self) -> String {
+        let mut out = String::new();
+        for &(row, against, want) in &self.targets {
+            let (name, s, failed) = &self.rows[row];
+            let (other, o, other_failed) = &self.rows[against];
+            let got = s.median() / o.median();
+            let verdict = if failed.is_some() || other_failed.is_some() || !got.is_finite() {
+                "not measured".to_owned()
+            } else if got >= want {
+                format!("{got:.2}×, met")
+            } else {
+                format!(
+                    "{got:.2}×, **not met** (short by {:.0} %)",
+                    (1.0 - got / want) * 100.0
+                )
+            };
+            let _ = writeln!(out, "- target: {name} ≥ {want:.1}× {other}: {verdict}");
+        }
+        out
     }
     pub fn render(&self) -> String {
         let mut out = format!(
@@ -75,6 +107,9 @@ impl Table {
                 s.min(),
                 s.max()
             );
+        }
+        if !self.targets.is_empty() {
+            let _ = write!(out, "\n{}", self.render_targets());
         }
         if !self.note.is_empty() {
             let _ = writeln!(out, "\n{}", self.note);

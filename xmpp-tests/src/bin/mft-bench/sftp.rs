@@ -45,42 +45,17 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                     format!("put -f {} {}\n", file.display(), remote.display()),
                 )
                 .unwrap();
-                let sftp = |batch: &Path| {
-                    let started = Instant::now();
-                    let out = Command::new("sftp")
-                        .args(["-q", "-b"])
-                        .arg(batch)
-                        .args(["-i"])
-                        .arg(&key)
-                        .args([
-                            "-o",
-                            "StrictHostKeyChecking=no",
-                            "-o",
-                            "UserKnownHostsFile=/dev/null",
-                            "-o",
-                        ])
-                        .arg(format!("Ciphers={cipher}"))
-                        .args(["-P", &sshd.port.to_string()])
-                        .arg(format!("{USER}@127.0.0.1"))
-                        .output()
-                        .unwrap();
-                    assert!(
-                        out.status.success(),
-                        "sftp: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    started.elapsed().as_secs_f64()
-                };
+                let sftp = |batch: &Path| sftp_batch(sshd.port, &key, cipher, batch);
                 put.push(mb_s(size, sftp(&batch)));
                 std::fs::write(&batch, format!("get {} /dev/null\n", remote.display())).unwrap();
                 get.push(mb_s(size, sftp(&batch)));
                 let _ = std::fs::remove_file(&remote);
             }
-            t.add(
+            let sftp_put = t.add(
                 "OpenSSH `sftp put -f` (fsync@openssh.com, like mftd)",
                 Series(put),
             );
-            t.baseline = Some(0);
+            t.baseline = Some(sftp_put);
             let mut direct = Vec::new();
             let store = format!(
                 "{}ciphers = \"{cipher}\"\n",
@@ -97,25 +72,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
             });
             // libssh2 alone, no HTTP hop: `mftd fileserver transferspeed`.
             for _ in 0..a.runs {
-                let out = Command::new(xmpp_tests::mftd::binary())
-                    .args([
-                        "fileserver",
-                        "transferspeed",
-                        "--size",
-                        &format!("{}MiB", size / MIB),
-                        "--config",
-                    ])
-                    .arg(mftd.config_path())
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout);
-                if let Some(w) = text
-                    .strip_prefix("write ")
-                    .and_then(|r| r.split(' ').next())
-                    .and_then(|w| w.parse::<f64>().ok())
-                {
-                    direct.push(w);
-                }
+                direct.extend(writer_alone(&mftd, size));
             }
             let (url, headers) = mint(mftd.http_port, size, ChatType::Im);
             let first = std::panic::catch_unwind(|| curl_put(&url, &file, &headers));
@@ -126,7 +83,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                     let (u, d) = mftd_upload_download(&mftd, &file, size, a.runs - 1);
                     up.extend(u.0);
                     down.extend(d.0);
-                    t.add(
+                    let mftd_put = t.add(
                         "**mftd** HTTP PUT → SFTP store (fsync, rename before 201)",
                         Series(up),
                     );
@@ -134,12 +91,126 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                         "mftd's libssh2 writer alone (`mftd fileserver transferspeed`, no HTTP)",
                         Series(direct.clone()),
                     );
-                    t.add("OpenSSH `sftp get`", Series(get));
-                    t.add("**mftd** HTTP GET ← SFTP store", Series(down));
+                    let sftp_get = t.add("OpenSSH `sftp get`", Series(get));
+                    let mftd_get = t.add("**mftd** HTTP GET ← SFTP store", Series(down));
+                    t.target(mftd_put, sftp_put, 0.9);
+                    t.target(mftd_get, sftp_get, 1.0);
                 }
-                Err(_) => t.add_failed("mftd", format!("libssh2 could not negotiate {cipher}")),
+                Err(_) => {
+                    t.add_failed("mftd", format!("libssh2 could not negotiate {cipher}"));
+                }
             }
             report.push_str(&t.render());
         }
     }
+    over_a_slow_link(a, work, &sshd, &key, report);
+}
+
+/// Seconds `sftp -b batch` takes with `cipher` against the sshd on `port`.
+fn sftp_batch(port: u16, key: &Path, cipher: &str, batch: &Path) -> f64 {
+    let started = Instant::now();
+    let out = Command::new("sftp")
+        .args(["-q", "-b"])
+        .arg(batch)
+        .args(["-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+        ])
+        .arg(format!("Ciphers={cipher}"))
+        .args(["-P", &port.to_string()])
+        .arg(format!("{USER}@127.0.0.1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed().as_secs_f64()
+}
+
+/// MB/s of `mftd fileserver transferspeed` (mftd's storage writer, no HTTP).
+fn writer_alone(mftd: &Mftd, size: u64) -> Option<f64> {
+    let out = Command::new(xmpp_tests::mftd::binary())
+        .args([
+            "fileserver",
+            "transferspeed",
+            "--size",
+            &format!("{}MiB", size / MIB),
+            "--config",
+        ])
+        .arg(mftd.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.strip_prefix("write ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|w| w.parse::<f64>().ok())
+}
+
+/// The file server across a WAN-like link: every byte delayed 10 ms each
+/// way (20 ms round trip) by a forwarder, default ciphers. Here the
+/// number of bytes in flight decides the speed, not the CPU.
+fn over_a_slow_link(a: &Args, work: &Path, sshd: &Sshd, key: &Path, report: &mut String) {
+    const CIPHER: &str = "chacha20-poly1305@openssh.com";
+    let size = if a.smoke { 8 * MIB } else { 128 * MIB };
+    let link =
+        xmpp_tests::delay_link::DelayLink::start(sshd.port, std::time::Duration::from_millis(10));
+    let file = make_file(work, size);
+    let batch = work.join("batch-slow");
+    let mut put = Vec::new();
+    for i in 0..a.runs {
+        let remote = sshd.node_root().join(format!("slow-{i}.bin"));
+        std::fs::write(
+            &batch,
+            format!("put -f {} {}\n", file.display(), remote.display()),
+        )
+        .unwrap();
+        put.push(mb_s(size, sftp_batch(link.port, key, CIPHER, &batch)));
+        let _ = std::fs::remove_file(&remote);
+    }
+    let store = sshd
+        .store_toml("node_1", key)
+        .replace(
+            &format!("port = {}", sshd.port),
+            &format!("port = {}", link.port),
+        )
+        .replace(
+            &format!("[127.0.0.1]:{}", sshd.port),
+            &format!("[127.0.0.1]:{}", link.port),
+        );
+    let mftd = Mftd::start(&MftdOptions {
+        router: format!("127.0.0.1:{}", free_port()),
+        component_jid: "upload.example.test".into(),
+        secret: "unused".into(),
+        limits: "max_file_size = \"0\"\n".into(),
+        store: Some(format!("{store}ciphers = \"{CIPHER}\"\n")),
+        extra: String::new(),
+        http_port: None,
+    });
+    let direct: Vec<f64> = (0..a.runs)
+        .filter_map(|_| writer_alone(&mftd, size))
+        .collect();
+    let (up, _) = mftd_upload_download(&mftd, &file, size, a.runs);
+    let mut t = Table::new(
+        &format!(
+            "{} MiB upload to a file server 20 ms away, cipher {CIPHER} (MB/s)",
+            size / MIB
+        ),
+        "MB/s",
+    );
+    let base = t.add("OpenSSH `sftp put -f`", Series(put));
+    t.add(
+        "**mftd** HTTP PUT → SFTP store (fsync, rename before 201)",
+        up,
+    );
+    t.add("mftd's libssh2 writer alone (no HTTP)", Series(direct));
+    t.baseline = Some(base);
+    t.note = "The link is a forwarder on 127.0.0.1 delaying each direction by 10 ms (no bandwidth limit).".into();
+    report.push_str(&t.render());
 }

@@ -48,11 +48,18 @@ pub fn make_file(dir: &Path, size: u64) -> PathBuf {
     path
 }
 
+/// curl with the bench's options: quiet, the status code on stdout. HTTPS
+/// URLs are verified against `$CURL_CA_BUNDLE` (the https scenario sets it).
+fn curl() -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"]);
+    cmd
+}
+
 /// curl PUT; returns seconds, panics on a non-2xx.
 pub fn curl_put(url: &str, file: &Path, headers: &[(String, String)]) -> f64 {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T"])
-        .arg(file);
+    let mut cmd = curl();
+    cmd.arg("-T").arg(file);
     for (k, v) in headers {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
@@ -71,19 +78,26 @@ pub fn curl_put(url: &str, file: &Path, headers: &[(String, String)]) -> f64 {
 
 pub fn curl_get(url: &str) -> f64 {
     let started = Instant::now();
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", url])
-        .output()
-        .unwrap();
+    let out = curl().arg(url).output().unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "GET {url}");
     secs
 }
 
 pub fn mint(port: u16, size: u64, chat: ChatType) -> (String, Vec<(String, String)>) {
+    mint_at("http", port, size, chat)
+}
+
+/// A signed slot for an mftd listening with `scheme` on `port`.
+pub fn mint_at(
+    scheme: &str,
+    port: u16,
+    size: u64,
+    chat: ChatType,
+) -> (String, Vec<(String, String)>) {
     let (path, token) = xmpp_tests::mftd::mint_slot(size, "bench.bin", chat);
     (
-        format!("http://127.0.0.1:{port}{path}"),
+        format!("{scheme}://127.0.0.1:{port}{path}"),
         vec![("Authorization".into(), format!("Bearer {token}"))],
     )
 }
@@ -204,7 +218,16 @@ pub fn prosody_share(read_size: u32, file: &Path, size: u64, runs: usize) -> (Se
 
 /// ejabberd's mod_http_upload: slot over XMPP, then the same curl transfers.
 pub fn ejabberd_upload(file: &Path, size: u64, runs: usize) -> (Series, Series) {
-    let ej = xmpp_tests::ejabberd::Ejabberd::start();
+    ejabberd_transfers(&xmpp_tests::ejabberd::Ejabberd::start(), file, size, runs)
+}
+
+/// Uploads and downloads through an ejabberd's mod_http_upload.
+pub fn ejabberd_transfers(
+    ej: &xmpp_tests::ejabberd::Ejabberd,
+    file: &Path,
+    size: u64,
+    runs: usize,
+) -> (Series, Series) {
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let out = client::run_at(

@@ -1,0 +1,107 @@
+//! Scenario: HTTPS, as real clients use it. mftd's rustls endpoint against
+//! ejabberd's mod_http_upload with TLS, both on the same certificate, local
+//! store, curl verifying the certificate.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::report::{Series, Table};
+use crate::tools::*;
+use crate::Args;
+
+use mft_storage::ChatType;
+use xmpp_tests::ejabberd::Ejabberd;
+use xmpp_tests::mftd::{Mftd, MftdOptions};
+use xmpp_tests::process::free_port;
+
+/// A self-signed ECDSA P-256 certificate for 127.0.0.1 (what a Let's
+/// Encrypt ECDSA certificate costs in a handshake): (cert, key, both in one).
+fn certificate(work: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (cert, key, both) = (
+        work.join("https.crt"),
+        work.join("https.key"),
+        work.join("https.pem"),
+    );
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext"])
+        .args(["subjectAltName=IP:127.0.0.1,DNS:example.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(&both, pem).unwrap();
+    (cert, key, both)
+}
+
+pub fn run(a: &Args, work: &Path, report: &mut String) {
+    report.push_str("## HTTPS (TLS 1.3, same certificate, curl verifying it)\n\n");
+    let (cert, key, both) = certificate(work);
+    std::env::set_var("CURL_CA_BUNDLE", &cert);
+    let mftd = Mftd::start_with(
+        &MftdOptions {
+            router: format!("127.0.0.1:{}", free_port()),
+            component_jid: "upload.example.test".into(),
+            secret: "unused".into(),
+            limits: "max_file_size = \"0\"\n".into(),
+            store: None,
+            extra: String::new(),
+            http_port: None,
+        },
+        xmpp_tests::mftd::binary(),
+        vec![
+            ("MFTD_HTTP__TLS_CERT".into(), cert.display().to_string()),
+            ("MFTD_HTTP__TLS_KEY".into(), key.display().to_string()),
+        ],
+    );
+    let ej = Ejabberd::start_https(&both);
+    for size in sizes(a) {
+        let file = make_file(work, size);
+        let (mut m_up, mut m_down, mut e_up, mut e_down) = (vec![], vec![], vec![], vec![]);
+        // Interleaved, alternating who goes first: neither always inherits
+        // the other's dirty page cache.
+        for run in 0..a.runs {
+            let mut ours = || {
+                let (url, headers) = mint_at("https", mftd.http_port, size, ChatType::Im);
+                m_up.push(mb_s(size, curl_put(&url, &file, &headers)));
+                m_down.push(mb_s(size, curl_get(&url)));
+            };
+            let mut theirs = || {
+                let (u, d) = ejabberd_transfers(&ej, &file, size, 1);
+                e_up.extend(u.0);
+                e_down.extend(d.0);
+            };
+            if run % 2 == 0 {
+                ours();
+                theirs();
+            } else {
+                theirs();
+                ours();
+            }
+        }
+        let mut t = Table::new(&format!("HTTPS, {} MiB (MB/s)", size / MIB), "MB/s");
+        let ejabberd_up = t.add("ejabberd 23.01 upload over TLS", Series(e_up));
+        let mftd_up = t.add(
+            "**mftd** upload over TLS (rustls), local store, fsync before 201",
+            Series(m_up),
+        );
+        let ejabberd_down = t.add("ejabberd 23.01 download over TLS", Series(e_down));
+        let mftd_down = t.add("**mftd** download over TLS (rustls)", Series(m_down));
+        t.baseline = Some(ejabberd_up);
+        t.target(mftd_up, ejabberd_up, 1.2);
+        t.target(mftd_down, ejabberd_down, 1.2);
+        t.note = format!(
+            "Ratios are to ejabberd's upload; the targets compare like with like. Cipher suite as negotiated by curl {}.",
+            sh("curl --version | head -n1 | cut -d' ' -f2-5")
+        );
+        report.push_str(&t.render());
+    }
+}
