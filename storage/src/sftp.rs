@@ -431,8 +431,11 @@ impl Drop for SftpFile {
         // An abandoned upload may leave a request half sent, which would
         // corrupt the connection for the next transfer: finish what is in
         // flight (at most IN_FLIGHT, bounded by the I/O timeout) so the
-        // connection can be reused; a failure marks it broken.
-        let _ = self.pump(0);
+        // connection can be reused; a failure marks it broken. A connection
+        // already broken is not waited on again.
+        if !self.broken.load(Ordering::Relaxed) {
+            let _ = self.pump(0);
+        }
     }
 }
 
