@@ -464,3 +464,38 @@ fn the_status_page_shows_a_hostile_file_name_as_text_in_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The status page's file server checks log in over SSH of their own. Page
+/// loads, however many and however concurrent, run them at most once per
+/// `check_interval` (500 ms here): a reload loop on the admin port must not
+/// become a stream of SSH logins on the file server.
+#[test]
+fn status_page_loads_do_not_become_a_stream_of_ssh_logins() {
+    let w = world(None);
+    let logins = || w.sshd.log().matches("Accepted publickey").count();
+    let (status, page) = w.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("Checked 0 s ago"), "{page}");
+    let before = logins();
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    let (status, page) = w.get("/");
+                    assert_eq!(status, 200);
+                    assert!(page.contains("FAILED") || page.contains("OK"), "{page}");
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let made = logins() - before;
+    // One run of the checks per 500 ms window at most, plus the node's own
+    // pool connections; 24 page loads without the cache would be 24 logins.
+    let allowed = (elapsed / 0.5).ceil() as usize + 2;
+    assert!(
+        made <= allowed && made < 24,
+        "{made} SSH logins for 24 page loads in {elapsed:.2}s (allowed {allowed})"
+    );
+}

@@ -49,6 +49,12 @@ pub struct Monitor {
     /// says nothing about the token.
     token_digest: Option<[u8; 32]>,
     started: Instant,
+    /// The file server checks open an SSH connection of their own: they run
+    /// at most once per `check_interval`, one page load at a time, whoever
+    /// asks and however often (a reload loop must not become a stream of
+    /// SSH logins).
+    checks_cache: tokio::sync::Mutex<Option<(Instant, Vec<CheckLine>)>>,
+    checks_every: Duration,
 }
 
 impl Monitor {
@@ -76,7 +82,22 @@ impl Monitor {
                 .as_ref()
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
             started: Instant::now(),
+            checks_cache: tokio::sync::Mutex::new(None),
+            checks_every: settings.config.admin.check_interval.0,
         }
+    }
+
+    /// The file server checks and their age: cached for `check_interval`.
+    async fn cached_checks(&self) -> (Vec<CheckLine>, Duration) {
+        let mut cache = self.checks_cache.lock().await;
+        if let Some((at, checks)) = cache.as_ref() {
+            if at.elapsed() < self.checks_every {
+                return (checks.clone(), at.elapsed());
+            }
+        }
+        let checks = self.checks().await;
+        *cache = Some((Instant::now(), checks.clone()));
+        (checks, Duration::ZERO)
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -180,7 +201,7 @@ impl Monitor {
     }
 
     async fn status_page(&self) -> String {
-        let (checks, database) = tokio::join!(self.checks(), self.database());
+        let ((checks, checks_age), database) = tokio::join!(self.cached_checks(), self.database());
         status_page::render(&StatusView {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION"),
@@ -190,6 +211,7 @@ impl Monitor {
             not_ready: health::not_ready(),
             file_server: self.store.file_server(),
             checks,
+            checks_age,
             database,
             uploads_in_flight: metrics().in_flight(Direction::Upload),
             downloads_in_flight: metrics().in_flight(Direction::Download),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use mft_storage::log_query::{ChatTypeTotals, LogRow};
 
 /// One check's outcome: `Ok(detail)` or `Err(reason)`.
+#[derive(Clone)]
 pub struct CheckLine {
     /// What was checked.
     pub name: String,
@@ -47,6 +48,8 @@ pub struct StatusView {
     pub file_server: String,
     /// The file server checks, in order.
     pub checks: Vec<CheckLine>,
+    /// How long ago the checks ran (they are cached for `check_interval`).
+    pub checks_age: Duration,
     /// `None` without a database; `Some(Err)` when it cannot be read.
     pub database: Option<Result<DatabaseView, String>>,
     /// Uploads in flight.
@@ -145,7 +148,11 @@ pub fn render(v: &StatusView) -> String {
             escape(detail)
         );
     }
-    h.push_str("</table>");
+    let _ = write!(
+        h,
+        "</table><p class=\"small\">Checked {} s ago (at most once per <code>admin.check_interval</code>).</p>",
+        v.checks_age.as_secs()
+    );
     h.push_str("<h2>Transfer log</h2>");
     match &v.database {
         None => {
@@ -233,6 +240,7 @@ mod tests {
                 name: "reachable".into(),
                 result: Err("<b>refused</b>".into()),
             }],
+            checks_age: Duration::from_secs(3),
             database: Some(Ok(DatabaseView {
                 schema_version: 3,
                 known_version: 3,
