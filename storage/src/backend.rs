@@ -20,11 +20,17 @@ pub trait Backend: Send + Sync + 'static {
     fn write_size(&self) -> usize {
         1024 * 1024
     }
-    /// Bytes to read per piece of a download: large for SFTP (libssh2
-    /// pipelines read requests only within one call), small where that buys
-    /// nothing.
+    /// Bytes to read per piece of a download. 1 MiB: on the local disk it
+    /// took a third less CPU than 256 KiB pieces (fewer reads, writes and
+    /// wake-ups per byte), and libssh2 pipelines read requests within one
+    /// call.
     fn read_size(&self) -> usize {
-        256 * 1024
+        1024 * 1024
+    }
+    /// Pieces a download reads ahead of its client at most: one where a read
+    /// is a page-cache copy, more where each read waits on a network.
+    fn read_ahead(&self) -> usize {
+        1
     }
     /// False while the backend knows its server is down (after a failed
     /// connection, until the next attempt is due).

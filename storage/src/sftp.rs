@@ -249,8 +249,10 @@ impl Backend for SftpBackend {
         self.pool.settings.host.clone()
     }
 
-    fn read_size(&self) -> usize {
-        1024 * 1024
+    fn read_ahead(&self) -> usize {
+        // Each read is a round of SSH_FXP_READ requests: keep the next ones
+        // going while the client takes the last.
+        3
     }
 
     fn is_available(&self) -> bool {

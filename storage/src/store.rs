@@ -205,9 +205,6 @@ fn join_error(join: tokio::task::JoinError) -> StoreError {
     StoreError::io("storage worker", std::io::Error::other(join))
 }
 
-/// Pieces a download reads ahead of its client at most.
-const READ_AHEAD: usize = 3;
-
 /// A download in progress: a few pieces read ahead on blocking threads,
 /// then nothing held but the open file until the client takes them.
 pub struct Download {
@@ -221,6 +218,8 @@ pub struct Download {
     /// Bytes not yet asked of the backend.
     unread: u64,
     chunk: usize,
+    /// Pieces read ahead of the client at most.
+    depth: usize,
 }
 
 type ReadResult = (
@@ -240,7 +239,7 @@ impl Download {
         if self.unread == 0
             || self.pending.is_some()
             || self.failed.is_some()
-            || self.ready.len() >= READ_AHEAD
+            || self.ready.len() >= self.depth
         {
             return;
         }
@@ -457,6 +456,7 @@ impl Store {
             left: len,
             unread: len,
             chunk: self.backend.read_size(),
+            depth: self.backend.read_ahead(),
         })
     }
 
