@@ -104,8 +104,13 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
-/// An acceptor for the given PEM files, and the store to reload them into.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<CertStore>), TlsError> {
+/// An acceptor for the given PEM files, and the store to reload them into;
+/// it offers HTTP/2 by ALPN only when `http2` is on.
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    http2: bool,
+) -> Result<(TlsAcceptor, Arc<CertStore>), TlsError> {
     let store = Arc::new(CertStore {
         cert: cert.to_owned(),
         key: key.to_owned(),
@@ -116,6 +121,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<CertStore>)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(store.clone());
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok((TlsAcceptor::from(Arc::new(config)), store))
 }

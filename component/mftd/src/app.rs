@@ -168,7 +168,7 @@ pub async fn run(
     );
     let (tls, certs) = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
         (Some(cert), Some(key)) => {
-            let (acceptor, certs) = mft_upload_http::tls::acceptor(cert, key)?;
+            let (acceptor, certs) = mft_upload_http::tls::acceptor(cert, key, cfg.http.http2)?;
             (Some(acceptor), Some(certs))
         }
         _ => (None, None),
@@ -237,6 +237,7 @@ pub async fn run(
             min_rate: cfg.http.min_rate.0,
             rate_grace: cfg.http.rate_grace.0,
             quotas,
+            http2: cfg.http.http2,
         },
         log.clone(),
         cfg.node.name.clone(),

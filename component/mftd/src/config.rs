@@ -243,6 +243,10 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// Also speak HTTP/2 (off: HTTP/1.1 only, faster for one large
+    /// transfer per request; see docs/performance.md).
+    #[serde(default)]
+    pub http2: bool,
     /// The key that signs slot tokens (at least 16 characters).
     pub token_key: Option<Secret>,
     /// A file holding the token key.
