@@ -11,8 +11,7 @@ use crate::tools::*;
 use crate::Args;
 
 use mft_storage::ChatType;
-use xmpp_tests::mftd::{binary, Mftd, MftdOptions};
-use xmpp_tests::process::free_port;
+use xmpp_tests::mftd::{binary, Mftd};
 use xmpp_tests::sshd::Sshd;
 
 /// Scenario 8: 1, 2 and 3 nodes, the same concurrent uploads spread over them.
@@ -39,15 +38,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                 let name = format!("node_{i}");
                 let key = &node_keys[i - 1];
                 Mftd::start_with(
-                    &MftdOptions {
-                        router: format!("127.0.0.1:{}", free_port()),
-                        component_jid: "upload.example.test".into(),
-                        secret: "unused".into(),
-                        limits: "max_file_size = \"0\"\n".into(),
-                        store: Some(sshd.store_toml(&name, key)),
-                        extra: String::new(),
-                        http_port: None,
-                    },
+                    &bench_options(Some(sshd.store_toml(&name, key)), ""),
                     binary(),
                     vec![("MFTD_NODE__NAME".into(), name)],
                 )

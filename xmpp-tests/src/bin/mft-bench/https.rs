@@ -11,8 +11,7 @@ use crate::Args;
 
 use mft_storage::ChatType;
 use xmpp_tests::ejabberd::Ejabberd;
-use xmpp_tests::mftd::{Mftd, MftdOptions};
-use xmpp_tests::process::free_port;
+use xmpp_tests::mftd::Mftd;
 
 /// A self-signed ECDSA P-256 certificate for 127.0.0.1 (what a Let's
 /// Encrypt ECDSA certificate costs in a handshake): (cert, key, both in one).
@@ -47,15 +46,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
     let (cert, key, both) = certificate(work);
     std::env::set_var("CURL_CA_BUNDLE", &cert);
     let mftd = Mftd::start_with(
-        &MftdOptions {
-            router: format!("127.0.0.1:{}", free_port()),
-            component_jid: "upload.example.test".into(),
-            secret: "unused".into(),
-            limits: "max_file_size = \"0\"\n".into(),
-            store: None,
-            extra: String::new(),
-            http_port: None,
-        },
+        &bench_options(None, ""),
         xmpp_tests::mftd::binary(),
         vec![
             ("MFTD_HTTP__TLS_CERT".into(), cert.display().to_string()),
@@ -66,27 +57,17 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
     for size in sizes(a) {
         let file = make_file(work, size);
         let (mut m_up, mut m_down, mut e_up, mut e_down) = (vec![], vec![], vec![], vec![]);
-        // Interleaved, alternating who goes first: neither always inherits
-        // the other's dirty page cache.
-        for run in 0..a.runs {
-            let mut ours = || {
-                let (url, headers) = mint_at("https", mftd.http_port, size, ChatType::Im);
-                m_up.push(mb_s(size, curl_put(&url, &file, &headers)));
-                m_down.push(mb_s(size, curl_get(&url)));
-            };
-            let mut theirs = || {
-                let (u, d) = ejabberd_transfers(&ej, &file, size, 1);
-                e_up.extend(u.0);
-                e_down.extend(d.0);
-            };
-            if run % 2 == 0 {
-                ours();
-                theirs();
-            } else {
-                theirs();
-                ours();
-            }
-        }
+        let ours = || {
+            let (url, headers) = mint_at("https", mftd.http_port, size, ChatType::Im);
+            m_up.push(mb_s(size, curl_put(&url, &file, &headers)));
+            m_down.push(mb_s(size, curl_get(&url)));
+        };
+        let theirs = || {
+            let (u, d) = ejabberd_transfers(&ej, &file, size, 1);
+            e_up.extend(u.0);
+            e_down.extend(d.0);
+        };
+        interleaved(a.runs, ours, theirs);
         let mut t = Table::new(&format!("HTTPS, {} MiB (MB/s)", size / MIB), "MB/s");
         let ejabberd_up = t.add("ejabberd 23.01 upload over TLS", Series(e_up));
         let mftd_up = t.add(

@@ -41,30 +41,19 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
         let other =
             std::env::var_os("MFTD_BASELINE_BIN").map(|bin| mftd_local_binary("", bin.into()));
         let (mut m_up, mut m_down, mut b_up, mut b_down) = (vec![], vec![], vec![], vec![]);
-        for run in 0..a.runs {
-            let mut ours = || {
-                let (u, d) = mftd_upload_download(&mftd, &file, size, 1);
-                m_up.extend(u.0);
-                m_down.extend(d.0);
-            };
-            match &other {
-                Some(other) => {
-                    let mut theirs = || {
-                        let (u, d) = mftd_upload_download(other, &file, size, 1);
-                        b_up.extend(u.0);
-                        b_down.extend(d.0);
-                    };
-                    if run % 2 == 0 {
-                        ours();
-                        theirs();
-                    } else {
-                        theirs();
-                        ours();
-                    }
-                }
-                None => ours(),
+        let ours = || {
+            let (u, d) = mftd_upload_download(&mftd, &file, size, 1);
+            m_up.extend(u.0);
+            m_down.extend(d.0);
+        };
+        let theirs = || {
+            if let Some(other) = &other {
+                let (u, d) = mftd_upload_download(other, &file, size, 1);
+                b_up.extend(u.0);
+                b_down.extend(d.0);
             }
-        }
+        };
+        interleaved(a.runs, ours, theirs);
         let scrapes = scraper.finish();
         drop(mftd);
         drop(other);

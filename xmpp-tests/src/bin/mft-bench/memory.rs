@@ -9,8 +9,7 @@ use crate::tools::*;
 use crate::Args;
 
 use mft_storage::ChatType;
-use xmpp_tests::mftd::{Mftd, MftdOptions};
-use xmpp_tests::process::free_port;
+use xmpp_tests::mftd::Mftd;
 use xmpp_tests::sshd::Sshd;
 
 /// Scenarios 4 and 5: peak memory, and many concurrent uploads.
@@ -26,15 +25,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
         ("local", None),
         ("SFTP", Some(sshd.store_toml("node_1", &key))),
     ] {
-        let mftd = Mftd::start(&MftdOptions {
-            router: format!("127.0.0.1:{}", free_port()),
-            component_jid: "upload.example.test".into(),
-            secret: "unused".into(),
-            limits: "max_file_size = \"0\"\n".into(),
-            store,
-            extra: String::new(),
-            http_port: None,
-        });
+        let mftd = Mftd::start(&bench_options(store, ""));
         let pid = mftd_pid(&mftd);
         let idle = hwm_mib(pid);
         mftd_upload_download(&mftd, &big_file, big, 1);

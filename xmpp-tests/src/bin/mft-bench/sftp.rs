@@ -10,8 +10,7 @@ use crate::Args;
 use std::process::Command;
 
 use mft_storage::ChatType;
-use xmpp_tests::mftd::{Mftd, MftdOptions};
-use xmpp_tests::process::free_port;
+use xmpp_tests::mftd::Mftd;
 use xmpp_tests::sshd::{Sshd, USER};
 
 /// Scenario 2: the SFTP store against OpenSSH `sftp` with the same cipher.
@@ -61,15 +60,7 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
                 "{}ciphers = \"{cipher}\"\n",
                 sshd.store_toml("node_1", &key)
             );
-            let mftd = Mftd::start(&MftdOptions {
-                router: format!("127.0.0.1:{}", free_port()),
-                component_jid: "upload.example.test".into(),
-                secret: "unused".into(),
-                limits: "max_file_size = \"0\"\n".into(),
-                store: Some(store),
-                extra: String::new(),
-                http_port: None,
-            });
+            let mftd = Mftd::start(&bench_options(Some(store), ""));
             // libssh2 alone, no HTTP hop: `mftd fileserver transferspeed`.
             for _ in 0..a.runs {
                 direct.extend(writer_alone(&mftd, size));
@@ -184,15 +175,10 @@ fn over_a_slow_link(a: &Args, work: &Path, sshd: &Sshd, key: &Path, report: &mut
             &format!("[127.0.0.1]:{}", sshd.port),
             &format!("[127.0.0.1]:{}", link.port),
         );
-    let mftd = Mftd::start(&MftdOptions {
-        router: format!("127.0.0.1:{}", free_port()),
-        component_jid: "upload.example.test".into(),
-        secret: "unused".into(),
-        limits: "max_file_size = \"0\"\n".into(),
-        store: Some(format!("{store}ciphers = \"{CIPHER}\"\n")),
-        extra: String::new(),
-        http_port: None,
-    });
+    let mftd = Mftd::start(&bench_options(
+        Some(format!("{store}ciphers = \"{CIPHER}\"\n")),
+        "",
+    ));
     let direct: Vec<f64> = (0..a.runs)
         .filter_map(|_| writer_alone(&mftd, size))
         .collect();

@@ -110,20 +110,37 @@ pub fn mftd_local(extra: &str) -> Mftd {
     mftd_local_binary(extra, xmpp_tests::mftd::binary())
 }
 
+/// Options for an HTTP-only benchmark mftd: no router to reach, no size
+/// limit, the local store unless `store` is given.
+pub fn bench_options(store: Option<String>, extra: &str) -> MftdOptions {
+    MftdOptions {
+        router: format!("127.0.0.1:{}", free_port()),
+        component_jid: "upload.example.test".into(),
+        secret: "unused".into(),
+        limits: "max_file_size = \"0\"\n".into(),
+        store,
+        extra: extra.into(),
+        http_port: None,
+    }
+}
+
+/// Runs `ours` and `theirs` once per run, alternating which goes first, so
+/// neither always inherits the other's dirty page cache.
+pub fn interleaved(runs: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) {
+    for run in 0..runs {
+        if run % 2 == 0 {
+            ours();
+            theirs();
+        } else {
+            theirs();
+            ours();
+        }
+    }
+}
+
 /// A local-store mftd from a given build.
 pub fn mftd_local_binary(extra: &str, binary: PathBuf) -> Mftd {
-    Mftd::start_binary(
-        &MftdOptions {
-            router: format!("127.0.0.1:{}", free_port()),
-            component_jid: "upload.example.test".into(),
-            secret: "unused".into(),
-            limits: "max_file_size = \"0\"\n".into(),
-            store: None,
-            extra: extra.into(),
-            http_port: None,
-        },
-        binary,
-    )
+    Mftd::start_binary(&bench_options(None, extra), binary)
 }
 
 /// Scrapes an admin listener's `/metrics` once a second (a busy Prometheus)
