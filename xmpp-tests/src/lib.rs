@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod certs;
 pub mod client;
 pub mod delay_link;
 pub mod ejabberd;

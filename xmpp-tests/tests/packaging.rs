@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use xmpp_tests::certs::self_signed;
 use xmpp_tests::mftd::{binary, mint_slot, Mftd, MftdOptions};
 use xmpp_tests::process::is_root;
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};
@@ -120,22 +121,6 @@ impl Drop for Installed {
         let _ = std::fs::remove_file("/etc/mftd/token.key");
         let _ = std::fs::remove_dir("/etc/mftd");
     }
-}
-
-fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", &format!("/CN={name}"), "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    (cert, key)
 }
 
 /// The subject CN of the certificate a new TLS connection gets.

@@ -518,26 +518,7 @@ async fn tls_to_the_database_when_the_url_asks_for_it() {
         .to_string();
     assert!(no_ca.contains("ca_file"), "{no_ca}");
     let other = tempfile::tempdir().unwrap();
-    let other_ca = other.path().join("other.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-            "-keyout",
-        ])
-        .arg(other.path().join("k"))
-        .arg("-out")
-        .arg(&other_ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (other_ca, _) = xmpp_tests::certs::self_signed(other.path(), "other");
     let wrong = DbConfig {
         url,
         ca_file: Some(other_ca),

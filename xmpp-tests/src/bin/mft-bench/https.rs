@@ -3,7 +3,6 @@
 //! store, curl verifying the certificate.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::report::{Series, Table};
 use crate::tools::*;
@@ -13,29 +12,11 @@ use mft_storage::ChatType;
 use xmpp_tests::ejabberd::Ejabberd;
 use xmpp_tests::mftd::Mftd;
 
-/// A self-signed ECDSA P-256 certificate for 127.0.0.1 (what a Let's
-/// Encrypt ECDSA certificate costs in a handshake): (cert, key, both in one).
+/// The certificate for 127.0.0.1 (cert, key), and both in one PEM file
+/// for ejabberd.
 fn certificate(work: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (cert, key, both) = (
-        work.join("https.crt"),
-        work.join("https.key"),
-        work.join("https.pem"),
-    );
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext"])
-        .args(["subjectAltName=IP:127.0.0.1,DNS:example.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = xmpp_tests::certs::self_signed(work, "https");
+    let both = work.join("https-both.pem");
     let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
     std::fs::write(&both, pem).unwrap();
     (cert, key, both)
