@@ -6,7 +6,8 @@
 # $RUN_DIR/mftFileStore/node_1, and a local PostgreSQL holding the transfer
 # log (aft_log) of every upload and download.
 # It checks the whole path once with a real client, prints the accounts and
-# where files land, then runs until Ctrl-C and stops everything it started.
+# where files land, then runs until Ctrl-C and stops everything it started
+# (also when it fails half-way).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 RUN_DIR="${MFTD_RUN_DIR:-/tmp/mftd-local}"
@@ -17,7 +18,7 @@ HTTP_PORT="${MFTD_HTTP_PORT:-5443}"
 SSH_PORT="${MFTD_SSH_PORT:-2222}"
 PG_PORT="${MFTD_PG_PORT:-5433}"
 ADMIN_PORT="${MFTD_ADMIN_PORT:-5281}"
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 
 bash "$repo/scripts/install-deps.sh"
 (cd "$repo" && cargo build --release --bins)
@@ -134,14 +135,44 @@ if [ ! -f "$RUN_DIR/pg/data/PG_VERSION" ]; then
   "${pg_user[@]}" "$PG_BIN/initdb" -U postgres --auth=trust -E UTF8 -D "$RUN_DIR/pg/data" >/dev/null
 fi
 
+# Everything started below is stopped when this script ends, however it ends
+# (Ctrl-C, an error, mftd exiting): each server's whole process tree (runuser
+# and the server under it, sshd's session processes, PostgreSQL's workers),
+# PostgreSQL with a fast shutdown first, then SIGTERM, then SIGKILL for what
+# is still there after 10 s.
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  echo "stopped Prosody and mftd"
+tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree "$child"; done
+  echo "$1"
 }
-trap cleanup EXIT
-trap "exit 130" INT TERM
+stop_started() {
+  local status=$? pid all=() alive=()
+  trap - EXIT INT TERM HUP
+  [ ${#pids[@]} -gt 0 ] || exit "$status"
+  for pid in "${pids[@]}"; do mapfile -t -O "${#all[@]}" all < <(tree "$pid"); done
+  if [ -f "$RUN_DIR/pg/data/postmaster.pid" ]; then
+    "${pg_user[@]}" "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg/data" -m fast -w -t 10 stop >/dev/null 2>&1 || true
+  fi
+  kill -TERM "${all[@]}" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    alive=()
+    for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    [ ${#alive[@]} -gt 0 ] || break
+    sleep 0.1
+  done
+  if [ ${#alive[@]} -gt 0 ]; then
+    echo "still running after SIGTERM, killing: $(ps -o pid=,args= -p "$(IFS=,; echo "${alive[*]}")" | tr '\n' ';')" >&2
+    kill -KILL "${alive[@]}" 2>/dev/null || true
+  fi
+  wait 2>/dev/null || true
+  echo "stopped mftd, PostgreSQL, sshd and Prosody"
+  exit "$status"
+}
+trap stop_started EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 "${prosody_user[@]}" prosody --config "$RUN_DIR/prosody/prosody.cfg.lua" -F >/dev/null 2>&1 &
 pids+=($!)
@@ -168,7 +199,8 @@ echo "== file server status"
 "$repo/target/release/mftd" fileserver status --config "$RUN_DIR/mftd.toml"
 "$repo/target/release/mftd" check-config --config "$RUN_DIR/mftd.toml"
 RUST_LOG="${RUST_LOG:-info}" "$repo/target/release/mftd" run --config "$RUN_DIR/mftd.toml" 2>"$RUN_DIR/mftd.log" &
-pids+=($!)
+mftd_pid=$!
+pids+=("$mftd_pid")
 
 for _ in $(seq 1 100); do
   grep -q "XMPP: connected and authenticated" "$RUN_DIR/mftd.log" 2>/dev/null && break
@@ -200,4 +232,4 @@ $("$repo/target/release/mftd" log --config "$RUN_DIR/mftd.toml" | sed 's/^/  /')
 
 Press Ctrl-C to stop.
 INFO
-wait "${pids[3]}"
+wait "$mftd_pid"
