@@ -1,11 +1,17 @@
 %%% mod_mftd: the router-side half of mftd's audit trail, for ejabberd 23.01.
 %%%
 %%% The same job as router/prosody/mod_mftd.lua: when a local user sends a
-%%% message carrying one of mftd's URLs (body or XEP-0066 oob), report the
-%%% share to the mftd component (file, sender, recipient, im | groupchat |
-%%% persistent, the last read from the room's configuration); and give every
-%%% local recipient a URL of their own, `?for=<claim>`, the recipient's bare
-%%% JID signed with the key shared with mftd (see upload-http/src/claim.rs).
+%%% message carrying one of mftd's URLs (body, XEP-0066 oob, XEP-0447
+%%% url-data target), report the share to the mftd component (file, sender,
+%%% recipient, im | groupchat | persistent, the last read from the room's
+%%% configuration); and give every local recipient a URL of their own,
+%%% `?for=<claim>', the recipient's bare JID signed with the key shared with
+%%% mftd (see upload-http/src/claim.rs).
+%%%
+%%% A link counts as mftd's in every spelling a client's URL parser still
+%%% fetches from mftd (`HTTP://', `127.1', `:05443', `user@'…, see below); a
+%%% delivered copy carries it in mftd's own spelling with only the
+%%% recipient's claim, any claim already on it being dropped.
 %%%
 %%% ejabberd.yml:
 %%%   modules:
@@ -22,9 +28,20 @@
 -include("xmpp.hrl").
 -include("mod_muc_room.hrl").
 
+-ifdef(TEST).
+%% For mod_mftd_tests: the link recognition, which needs no running ejabberd.
+-export([parse_url/1, url_matcher/1, url_match/2, url_links/3, url_resources/3,
+         url_rewrite/4, targets/1, map_targets/2]).
+-endif.
+
 -define(NS_SHARE, <<"urn:mftd:share:0">>).
 
-start(Host, _Opts) ->
+start(Host, Opts) ->
+    case url_matcher(gen_mod:get_opt(url_prefix, Opts)) of
+        error -> logger:error("mod_mftd: url_prefix is not an http or https URL; no share "
+                              "is reported nor URL claimed on ~ts", [Host]);
+        _ -> ok
+    end,
     ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet, 50),
     ejabberd_hooks:add(user_receive_packet, Host, ?MODULE, user_receive_packet, 50),
     ok.
@@ -47,32 +64,43 @@ mod_options(_Host) ->
 
 opt(Host, Name) -> gen_mod:get_module_opt(Host, ?MODULE, Name).
 
-prefix(Host) -> strip_slashes(opt(Host, url_prefix)).
+-define(NS_SFS, <<"urn:xmpp:sfs:0">>).
+-define(NS_URL_DATA, <<"http://jabber.org/protocol/url-data">>).
 
-strip_slashes(B) ->
-    case binary:last(B) of
-        $/ -> strip_slashes(binary:part(B, 0, byte_size(B) - 1));
-        _ -> B
-    end.
+%% The matcher for mftd's links (url_matcher/1 below), or error when
+%% url_prefix is not an http(s) URL.
+matcher(Host) -> url_matcher(opt(Host, url_prefix)).
 
-%% <prefix>/<resource>/<name>[?query]: {Start, Length, Resource, Base} for each.
-url_regex(Host) ->
-    P = re:replace(prefix(Host), "[\\\\^$.|?*+()\\[\\]{}]", "\\\\&", [global, {return, binary}]),
-    <<P/binary, "/([A-Za-z0-9._-]+)/([^\\s<>\"'?#]+)(\\?[A-Za-z0-9._=&-]*)?">>.
+%% XEP-0447 <file-sharing><sources><url-data target='…'/>: ejabberd 23.01
+%% has no codec for it, so these elements stay #xmlel{} in sub_els.
+targets(#message{sub_els = Els}) ->
+    [fxml:get_tag_attr_s(<<"target">>, UD)
+     || #xmlel{name = <<"file-sharing">>} = FS <- Els, ns(FS) == ?NS_SFS,
+        #xmlel{name = <<"sources">>} = Sources <- FS#xmlel.children,
+        #xmlel{name = <<"url-data">>} = UD <- Sources#xmlel.children, ns(UD) == ?NS_URL_DATA].
 
-matches(Host, Text) ->
-    case re:run(Text, url_regex(Host), [global, {capture, all, index}]) of
-        {match, Ms} ->
-            [begin
-                 [{S, L} | Groups] = M,
-                 [{RS, RL}, {NS, NL} | _] = Groups,
-                 Resource = binary:part(Text, RS, RL),
-                 Base = <<(prefix(Host))/binary, "/", Resource/binary, "/",
-                          (binary:part(Text, NS, NL))/binary>>,
-                 {S, L, Resource, Base}
-             end || M <- Ms];
-        nomatch -> []
-    end.
+%% Els with Fun applied to each url-data target.
+map_targets(Fun, Els) -> [map_file_sharing(Fun, E) || E <- Els].
+
+map_file_sharing(Fun, #xmlel{name = <<"file-sharing">>, children = Cs} = FS) ->
+    case ns(FS) of
+        ?NS_SFS -> FS#xmlel{children = [map_sources(Fun, C) || C <- Cs]};
+        _ -> FS
+    end;
+map_file_sharing(_, E) -> E.
+
+map_sources(Fun, #xmlel{name = <<"sources">>, children = Cs} = S) ->
+    S#xmlel{children = [map_url_data(Fun, C) || C <- Cs]};
+map_sources(_, E) -> E.
+
+map_url_data(Fun, #xmlel{name = <<"url-data">>} = UD) ->
+    case {ns(UD), fxml:get_tag_attr_s(<<"target">>, UD)} of
+        {?NS_URL_DATA, T} when T =/= <<>> -> fxml:replace_tag_attr(<<"target">>, Fun(T), UD);
+        _ -> UD
+    end;
+map_url_data(_, E) -> E.
+
+ns(El) -> fxml:get_tag_attr_s(<<"xmlns">>, El).
 
 texts(#message{} = Msg) ->
     Body = xmpp:get_text(Msg#message.body),
@@ -83,8 +111,13 @@ texts(#message{} = Msg) ->
     {Body, Oob}.
 
 resources(Host, Msg) ->
-    {Body, Oob} = texts(Msg),
-    lists:usort([R || {_, _, R, _} <- matches(Host, Body) ++ matches(Host, Oob)]).
+    case matcher(Host) of
+        error -> [];
+        M ->
+            {Body, Oob} = texts(Msg),
+            lists:usort(url_resources(M, Body, false) ++ url_resources(M, Oob, true)
+                        ++ lists:append([url_resources(M, T, true) || T <- targets(Msg)]))
+    end.
 
 b64url(Bin) -> base64url:encode(Bin).
 
@@ -92,15 +125,6 @@ claim(Host, Resource, Recipient) ->
     Mac = crypto:mac(hmac, sha256, opt(Host, share_key),
                      <<"mftd-recipient-v1\n", Resource/binary, "\n", Recipient/binary>>),
     <<(b64url(Recipient))/binary, ".", (b64url(binary:part(Mac, 0, 16)))/binary>>.
-
-rewrite(Host, Text, Recipient) ->
-    {Out, Last} = lists:foldl(
-                    fun({S, L, Resource, Base}, {Acc, Pos}) ->
-                            Before = binary:part(Text, Pos, S - Pos),
-                            Url = <<Base/binary, "?for=", (claim(Host, Resource, Recipient))/binary>>,
-                            {<<Acc/binary, Before/binary, Url/binary>>, S + L}
-                    end, {<<>>, 0}, matches(Host, Text)),
-    <<Out/binary, (binary:part(Text, Last, byte_size(Text) - Last))/binary>>.
 
 chat_type(#message{type = groupchat, to = To}) ->
     case mod_muc:find_online_room(To#jid.luser, To#jid.lserver) of
@@ -146,15 +170,430 @@ user_receive_packet({#message{type = T, to = #jid{} = To} = Msg, State} = Acc)
     case resources(Host, Msg) of
         [] -> Acc;
         _ ->
+            M = matcher(Host),
             Recipient = jid:encode(jid:remove_resource(To)),
-            Body = [Text#text{data = rewrite(Host, D, Recipient)}
+            ClaimFor = fun(Resource) -> claim(Host, Resource, Recipient) end,
+            Body = [Text#text{data = url_rewrite(M, D, ClaimFor, false)}
                     || #text{data = D} = Text <- Msg#message.body],
             Msg1 = Msg#message{body = Body},
             Msg2 = case xmpp:get_subtag(Msg1, #oob_x{}) of
                        #oob_x{url = U} = Oob ->
-                           xmpp:set_subtag(Msg1, Oob#oob_x{url = rewrite(Host, U, Recipient)});
+                           xmpp:set_subtag(Msg1, Oob#oob_x{url = url_rewrite(M, U, ClaimFor, true)});
                        false -> Msg1
                    end,
-            {Msg2, State}
+            Els = map_targets(fun(Target) -> url_rewrite(M, Target, ClaimFor, true) end,
+                              Msg2#message.sub_els),
+            {Msg2#message{sub_els = Els}, State}
     end;
 user_receive_packet(Acc) -> Acc.
+
+%%% ---------------------------------------------------------------------
+%%% Recognising mftd's links the way a client does.
+%%%
+%%% A client hands a link to a URL parser (WHATWG in browsers and most
+%%% libraries), which accepts many spellings of one address: `HTTP://', an
+%%% upper-case host, a trailing dot, `user@' in front of the host, a port
+%%% with leading zeros or the scheme's default port spelt out, IPv4 as
+%%% `127.1', `2130706433', `0x7f.1' or `0177.0.0.1', IPv6 long or
+%%% compressed, dot segments and backslashes in the path. Every spelling that
+%%% still downloads one of mftd's files must be reported and claimed, or a
+%%% user could forward her own claimed URL in another spelling and the
+%%% fetches of its recipients would be logged as hers. So links are parsed
+%%% and compared with mftd's public URL (url_prefix) part by part, after
+%%% canonicalising both. The same rules as router/prosody/mod_mftd.lua;
+%%% mod_mftd_tests.erl runs the same cases.
+
+-define(DEFAULT_PORT(S), case S of <<"http">> -> 80; <<"https">> -> 443; _ -> undefined end).
+
+%% A link starting inside another one is tried on at most ?INNER_LIMIT
+%% bytes, and at most ?INNER_BUDGET bytes of a text go to such tries: a text
+%% full of "http:" would otherwise cost quadratic time. Past the budget, the
+%% rest of that stretch of text is not searched for inner links.
+-define(INNER_LIMIT, 2048).
+-define(INNER_BUDGET, 65536).
+
+-record(url, {scheme, host, port, segments = [], query, fragment}).
+
+ascii_lower(B) -> << <<(if C >= $A, C =< $Z -> C + 32; true -> C end)>> || <<C>> <= B >>.
+
+hex(C) when C >= $0, C =< $9 -> C - $0;
+hex(C) when C >= $a, C =< $f -> C - $a + 10;
+hex(C) when C >= $A, C =< $F -> C - $A + 10;
+hex(_) -> false.
+
+percent_decode(B) -> percent_decode(B, <<>>).
+percent_decode(<<"%", H1, H2, Rest/binary>>, Acc) when is_integer(H1) ->
+    case {hex(H1), hex(H2)} of
+        {X, Y} when is_integer(X), is_integer(Y) -> percent_decode(Rest, <<Acc/binary, (X * 16 + Y)>>);
+        _ -> percent_decode(<<H1, H2, Rest/binary>>, <<Acc/binary, "%">>)
+    end;
+percent_decode(<<C, Rest/binary>>, Acc) -> percent_decode(Rest, <<Acc/binary, C>>);
+percent_decode(<<>>, Acc) -> Acc.
+
+unreserved(C) ->
+    (C >= $a andalso C =< $z) orelse (C >= $A andalso C =< $Z) orelse
+        (C >= $0 andalso C =< $9) orelse C == $- orelse C == $. orelse C == $_ orelse C == $~.
+
+%% `%41' and `A' are the same to any server (RFC 3986, 6.2.2.2); other
+%% escapes only differ in the case of their hex digits.
+normalise_escapes(B) -> normalise_escapes(B, <<>>).
+normalise_escapes(<<"%", H1, H2, Rest/binary>>, Acc) ->
+    case {hex(H1), hex(H2)} of
+        {X, Y} when is_integer(X), is_integer(Y) ->
+            C = X * 16 + Y,
+            case unreserved(C) of
+                true -> normalise_escapes(Rest, <<Acc/binary, C>>);
+                false -> normalise_escapes(Rest, <<Acc/binary, "%", (ascii_upper(H1)), (ascii_upper(H2))>>)
+            end;
+        _ -> normalise_escapes(<<H1, H2, Rest/binary>>, <<Acc/binary, "%">>)
+    end;
+normalise_escapes(<<C, Rest/binary>>, Acc) -> normalise_escapes(Rest, <<Acc/binary, C>>);
+normalise_escapes(<<>>, Acc) -> Acc.
+
+ascii_upper(C) when C >= $a, C =< $z -> C - 32;
+ascii_upper(C) -> C.
+
+%% The part of UTS #46 (IDNA mapping, run on every host) that turns other
+%% characters into ASCII ones: full-width forms, the ideographic full stops,
+%% and code points IDNA ignores (soft hyphen, zero-width space, joiners,
+%% variation selectors, BOM). What is left that is not ASCII cannot be
+%% mftd's (ASCII) host.
+map_host_characters(B) ->
+    case unicode:characters_to_list(B) of
+        Cs when is_list(Cs) ->
+            unicode:characters_to_binary(
+              [M || C <- Cs, M <- [map_host_character(C)], M =/= ignored]);
+        _ -> B      % not UTF-8: left as it is, and not mftd's host
+    end.
+
+map_host_character(C) when C >= 16#FF01, C =< 16#FF5E -> C - 16#FEE0;
+map_host_character(C) when C == 16#3002; C == 16#FF61 -> $.;
+map_host_character(C) when C == 16#AD; C == 16#34F; C >= 16#180B, C =< 16#180D;
+                           C == 16#200B; C == 16#2060; C >= 16#FE00, C =< 16#FE0F;
+                           C == 16#FEFF -> ignored;
+map_host_character(C) -> C.
+
+%% WHATWG "IPv4 number": decimal, 0x hex or 0-prefixed octal.
+ipv4_number(<<>>) -> error;
+ipv4_number(<<"0", X, Rest/binary>>) when X == $x; X == $X -> ipv4_digits(Rest, 16);
+ipv4_number(<<"0", Rest/binary>>) when Rest =/= <<>> -> ipv4_digits(Rest, 8);
+ipv4_number(B) -> ipv4_digits(B, 10).
+
+ipv4_digits(<<>>, _) -> {ok, 0};
+ipv4_digits(B, Radix) ->
+    Digits = [hex(C) || <<C>> <= B],
+    case lists:all(fun(D) -> is_integer(D) andalso D < Radix end, Digits) of
+        true -> {ok, lists:foldl(fun(D, N) -> min(N * Radix + D, 1 bsl 40) end, 0, Digits)};
+        false -> error
+    end.
+
+%% WHATWG "ends in a number": such a host is parsed as IPv4 or rejected.
+ends_in_number(Host) ->
+    Parts = binary:split(Host, <<".">>, [global]),
+    Parts1 = case lists:last(Parts) of
+                 <<>> when length(Parts) > 1 -> lists:droplast(Parts);
+                 _ -> Parts
+             end,
+    case lists:last(Parts1) of
+        <<>> -> false;
+        Last -> lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(Last))
+                    orelse ipv4_number(Last) =/= error
+    end.
+
+%% WHATWG IPv4 parser: `127.1', `2130706433', `0x7f.1', `0177.0.0.1',
+%% `127.0.0.1.' all give <<"127.0.0.1">>.
+parse_ipv4(Host) ->
+    Parts0 = binary:split(Host, <<".">>, [global]),
+    Parts = case lists:last(Parts0) of
+                <<>> when length(Parts0) > 1 -> lists:droplast(Parts0);
+                _ -> Parts0
+            end,
+    N = length(Parts),
+    N =< 4 orelse throw(bad_url),
+    Numbers = [case ipv4_number(P) of {ok, V} -> V; error -> throw(bad_url) end || P <- Parts],
+    Last = lists:last(Numbers),
+    lists:all(fun(V) -> V =< 255 end, lists:droplast(Numbers)) orelse throw(bad_url),
+    Last < 1 bsl (8 * (5 - N)) orelse throw(bad_url),
+    {Value, _} = lists:foldl(fun(V, {Acc, I}) -> {Acc + (V bsl (8 * (3 - I))), I + 1} end,
+                             {Last, 0}, lists:droplast(Numbers)),
+    dotted(Value).
+
+dotted(V) ->
+    iolist_to_binary(lists:join(".", [integer_to_list((V bsr S) band 255) || S <- [24, 16, 8, 0]])).
+
+%% IPv6 (without brackets), serialised as WHATWG does: lower-case hex, no
+%% leading zeros, the first longest run of zero pieces as `::'. An
+%% IPv4-mapped address (::ffff:127.0.0.1) reaches the same IPv4 host through
+%% a dual-stack socket, so it is returned as that IPv4 address.
+parse_ipv6(B) ->
+    binary:match(B, <<"%">>) == nomatch orelse throw(bad_url),
+    case inet:parse_ipv6strict_address(binary_to_list(B)) of
+        {ok, {0, 0, 0, 0, 0, 16#FFFF, Hi, Lo}} -> dotted((Hi bsl 16) bor Lo);
+        {ok, Addr} -> ipv6_text(tuple_to_list(Addr));
+        _ -> throw(bad_url)
+    end.
+
+ipv6_text(Pieces) ->
+    {Start, Len} = longest_zero_run(Pieces, 0, none, {none, 1}),
+    Hex = fun(P) -> string:lowercase(integer_to_list(P, 16)) end,
+    Text = case Start of
+               none -> lists:join(":", [Hex(P) || P <- Pieces]);
+               _ ->
+                   {Before, Rest} = lists:split(Start, Pieces),
+                   After = lists:nthtail(Len, Rest),
+                   [lists:join(":", [Hex(P) || P <- Before]), "::",
+                    lists:join(":", [Hex(P) || P <- After])]
+           end,
+    iolist_to_binary(["[", Text, "]"]).
+
+%% {first index, length} of the first longest run (of two or more) of zeros.
+longest_zero_run([], _, _, Best) -> Best;
+longest_zero_run([0 | Rest], I, Run, {_, BestLen} = Best) ->
+    {RunStart, RunLen} = case Run of none -> {I, 1}; {S, L} -> {S, L + 1} end,
+    NewBest = if RunLen > BestLen -> {RunStart, RunLen}; true -> Best end,
+    longest_zero_run(Rest, I + 1, {RunStart, RunLen}, NewBest);
+longest_zero_run([_ | Rest], I, _, Best) -> longest_zero_run(Rest, I + 1, none, Best).
+
+%% The host as a client connects to it; throws bad_url where a client
+%% refuses the URL.
+parse_host(<<"[", _/binary>> = H) ->
+    binary:last(H) == $] orelse throw(bad_url),
+    parse_ipv6(binary:part(H, 1, byte_size(H) - 2));
+parse_host(H0) ->
+    H = ascii_lower(map_host_characters(percent_decode(H0))),
+    %% WHATWG forbidden domain code points.
+    H =/= <<>> orelse throw(bad_url),
+    re:run(H, "[\\x00-\\x20\\x7f#%/:<>?@\\[\\\\\\]^|]") == nomatch orelse throw(bad_url),
+    case ends_in_number(H) of
+        true -> parse_ipv4(H);
+        %% `host.' is the same DNS name as `host' (WHATWG keeps the dot; the
+        %% resolver, and so the download, does not care).
+        false ->
+            case binary:last(H) of
+                $. -> binary:part(H, 0, byte_size(H) - 1);
+                _ -> H
+            end
+    end.
+
+%% Splits at the first of Chars: {before, from it on}.
+split_at(B, Chars) ->
+    case binary:match(B, [<<C>> || C <- Chars]) of
+        {P, _} -> {binary:part(B, 0, P), binary:part(B, P, byte_size(B) - P)};
+        nomatch -> {B, <<>>}
+    end.
+
+%% Parses an http(s) URL as a client would: a #url{} (port always a number,
+%% the path as canonical segments) or error. Path segments: escapes of
+%% unreserved characters decoded, `.' and `..' resolved, `\' taken as `/'
+%% (as for any special scheme), and empty segments dropped (`//' reaches the
+%% same file behind most proxies).
+parse_url(Url) ->
+    try parse_url1(Url) catch throw:bad_url -> error end.
+
+parse_url1(Url) ->
+    {match, [Scheme0, Rest0]} =
+        case re:run(Url, "^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", [{capture, all_but_first, binary}, dotall]) of
+            nomatch -> throw(bad_url);
+            M -> M
+        end,
+    Scheme = ascii_lower(Scheme0),
+    Default = ?DEFAULT_PORT(Scheme),
+    Default =/= undefined orelse throw(bad_url),
+    %% Any number of slashes, even none, may separate scheme and host.
+    Rest = skip_slashes(Rest0),
+    {Authority, Tail} = split_at(Rest, "/\\?#"),
+    %% Whatever precedes the last `@' is userinfo; the client still connects
+    %% to the host after it.
+    HostPort = case binary:matches(Authority, <<"@">>) of
+                   [] -> Authority;
+                   Ats -> {At, _} = lists:last(Ats),
+                          binary:part(Authority, At + 1, byte_size(Authority) - At - 1)
+               end,
+    {Host0, Port0} = case HostPort of
+                         <<"[", _/binary>> ->
+                             case binary:match(HostPort, <<"]">>) of
+                                 {P, _} -> split_bin(HostPort, P + 1);
+                                 nomatch -> throw(bad_url)
+                             end;
+                         _ -> split_at(HostPort, ":")
+                     end,
+    Port = case Port0 of
+               <<>> -> Default;
+               <<":">> -> Default;
+               <<":", Digits/binary>> ->
+                   lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(Digits))
+                       orelse throw(bad_url),
+                   N = binary_to_integer(Digits),
+                   N =< 65535 orelse throw(bad_url),
+                   N;
+               _ -> throw(bad_url)
+           end,
+    Host = parse_host(Host0),
+    {PathQuery, Fragment} = case split_at(Tail, "#") of
+                                {PQ, <<>>} -> {PQ, undefined};
+                                {PQ, <<"#", F/binary>>} -> {PQ, F}
+                            end,
+    {Path, Query} = case split_at(PathQuery, "?") of
+                        {Pa, <<>>} -> {Pa, undefined};
+                        {Pa, <<"?", Q/binary>>} -> {Pa, Q}
+                    end,
+    Segments = lists:foldl(
+                 fun(Seg0, Acc) ->
+                         case normalise_escapes(Seg0) of
+                             <<"..">> -> case Acc of [] -> []; [_ | T] -> T end;
+                             <<".">> -> Acc;
+                             <<>> -> Acc;
+                             Seg -> [Seg | Acc]
+                         end
+                 end, [], binary:split(Path, [<<"/">>, <<"\\">>], [global])),
+    #url{scheme = Scheme, host = Host, port = Port, segments = lists:reverse(Segments),
+         query = Query, fragment = Fragment}.
+
+skip_slashes(<<C, Rest/binary>>) when C == $/; C == $\\ -> skip_slashes(Rest);
+skip_slashes(B) -> B.
+
+split_bin(B, P) -> {binary:part(B, 0, P), binary:part(B, P, byte_size(B) - P)}.
+
+%% A matcher for links under mftd's public URL: {Parsed, Spelling}, or
+%% error if it is not http(s).
+url_matcher(Prefix) ->
+    case parse_url(Prefix) of
+        #url{} = P -> {P, strip_slashes(Prefix)};
+        error -> error
+    end.
+
+strip_slashes(<<>>) -> <<>>;
+strip_slashes(B) ->
+    case binary:last(B) of
+        $/ -> strip_slashes(binary:part(B, 0, byte_size(B) - 1));
+        _ -> B
+    end.
+
+%% {ok, Resource, Name, Fragment} when Link downloads one of mftd's files:
+%% <public URL>/<resource>/<name>[?query][#fragment]; nomatch otherwise.
+url_match({#url{scheme = PS, host = PH, port = PP, segments = Base}, _}, Link) ->
+    case parse_url(Link) of
+        #url{scheme = S, host = PH, port = Port, segments = Segs, fragment = F} ->
+            SameOrigin = S == PS andalso Port == PP,
+            %% An HTTPS service on the default port usually redirects plain
+            %% http on port 80 to itself keeping path and query: that
+            %% spelling downloads too.
+            Redirected = PS == <<"https">> andalso PP == 443 andalso S == <<"http">> andalso Port == 80,
+            N = length(Base),
+            case (SameOrigin orelse Redirected) andalso length(Segs) == N + 2
+                andalso lists:prefix(Base, Segs) of
+                true ->
+                    [Resource, Name] = lists:nthtail(N, Segs),
+                    case re:run(Resource, "^[A-Za-z0-9._~-]+$") of
+                        {match, _} -> {ok, Resource, Name, F};
+                        nomatch -> nomatch
+                    end;
+                false -> nomatch
+            end;
+        _ -> nomatch
+    end.
+
+%% A link in free text runs to white space, a control character or one of
+%% <>"' (ASCII), or to Unicode white space (U+0085, U+00A0, U+1680,
+%% U+2000..200A, U+2028, U+2029, U+202F, U+205F, U+3000, as UTF-8).
+-define(LINK_STOP, "[\\x00-\\x20\\x7f<>\"']|\\xc2[\\x85\\xa0]|\\xe1\\x9a\\x80"
+                   "|\\xe2\\x80[\\x80-\\x8a\\xa8\\xa9\\xaf]|\\xe2\\x81\\x9f|\\xe3\\x80\\x80").
+
+run_end(Text, S) ->
+    case re:run(Text, ?LINK_STOP, [{offset, S}]) of
+        {match, [{P, _}]} -> P;
+        nomatch -> byte_size(Text)
+    end.
+
+%% Trailing sentence punctuation, and a closing bracket without its opening
+%% one, is left to the text as linkifiers do, so that "see https://…/a.pdf."
+%% still links to a.pdf. S and E as byte offsets, E exclusive; the new E.
+trim_link(Text, S, E) ->
+    Link = binary:part(Text, S, E - S),
+    Count = fun(C) -> length(binary:matches(Link, <<C>>)) end,
+    Open = #{$) => Count($(), $] => Count($[), $} => Count(${)},
+    Close = #{$) => Count($)), $] => Count($]), $} => Count($})},
+    trim_link(Text, S, E, Open, Close).
+
+trim_link(Text, S, E, Open, Close) when E - 1 > S ->
+    C = binary:at(Text, E - 1),
+    case lists:member(C, ".,:;!?*_~") of
+        true -> trim_link(Text, S, E - 1, Open, Close);
+        false ->
+            case maps:find(C, Open) of
+                {ok, O} ->
+                    case maps:get(C, Close) of
+                        Cl when O < Cl -> trim_link(Text, S, E - 1, Open, Close#{C := Cl - 1});
+                        _ -> E
+                    end;
+                error -> E
+            end
+    end;
+trim_link(_, _, E, _, _) -> E.
+
+%% Each of mftd's links in Text: {Start, Length, Resource, Name, Fragment}.
+%% Every `http:'/`https:' (any case) starts a candidate, also one inside a
+%% link that is not ours (https://elsewhere/?u=https://ours/…), since a
+%% client or a user may still pick it out. With Whole = true, the text is a
+%% URL element or attribute (XEP-0066 <url/>, XEP-0447 target), which a
+%% client parses whole: leading and trailing spaces and controls dropped,
+%% tabs and newlines inside removed (WHATWG).
+url_links(M, Text, true) ->
+    Trimmed = re:replace(Text, "^[\\x00-\\x20\\x7f]+|[\\x00-\\x20\\x7f]+$", "", [global, {return, binary}]),
+    Cleaned = re:replace(Trimmed, "[\\t\\n\\r]", "", [global, {return, binary}]),
+    case url_match(M, Cleaned) of
+        {ok, R, N, F} -> [{0, byte_size(Text), R, N, F}];
+        nomatch -> url_links(M, Text, false)
+    end;
+url_links(M, Text, false) ->
+    Starts = case re:run(Text, "[hH][tT][tT][pP][sS]?:", [global, {capture, first, index}]) of
+                 {match, Ms} -> [S || [{S, _}] <- Ms];
+                 nomatch -> []
+             end,
+    scan(M, Text, Starts, 0, none, ?INNER_BUDGET, []).
+
+%% From: where the next link may start; RunEnd: end of the stretch the
+%% last candidate tried lies in (none after a match or a new stretch).
+scan(_, _, [], _, _, _, Acc) -> lists:reverse(Acc);
+scan(M, Text, [S | Rest], From, RunEnd, Budget, Acc) when S < From ->
+    scan(M, Text, Rest, From, RunEnd, Budget, Acc);
+scan(M, Text, [S | Rest], _, RunEnd, Budget, Acc) when is_integer(RunEnd), S < RunEnd, Budget =< 0 ->
+    scan(M, Text, [S | Rest], RunEnd, none, Budget, Acc);
+scan(M, Text, [S | Rest], _From, RunEnd0, Budget0, Acc) ->
+    Inner = is_integer(RunEnd0) andalso S < RunEnd0,
+    {RunEnd, Budget, Limit} = case Inner of
+                                  true -> {RunEnd0, Budget0 - ?INNER_LIMIT, min(RunEnd0, S + ?INNER_LIMIT)};
+                                  false -> R = run_end(Text, S), {R, Budget0, R}
+                              end,
+    E0 = trim_link(Text, S, Limit),
+    {E, Found} = case url_match(M, binary:part(Text, S, E0 - S)) of
+                     {ok, _, _, _} when Inner, E0 < RunEnd ->
+                         %% Ours: take its whole length, not the part tried.
+                         E1 = trim_link(Text, S, RunEnd),
+                         {E1, url_match(M, binary:part(Text, S, E1 - S))};
+                     Other -> {E0, Other}
+                 end,
+    case Found of
+        {ok, Resource, Name, Fragment} ->
+            scan(M, Text, Rest, E, none, Budget, [{S, E - S, Resource, Name, Fragment} | Acc]);
+        nomatch ->
+            scan(M, Text, Rest, S + 1, RunEnd, Budget, Acc)
+    end.
+
+%% The distinct resources Text links to.
+url_resources(M, Text, Whole) ->
+    lists:usort([R || {_, _, R, _, _} <- url_links(M, Text, Whole)]).
+
+%% Text with each of mftd's links in mftd's own spelling carrying only the
+%% claim ClaimFor(Resource) gives: any earlier claim (someone else's, when a
+%% URL is forwarded) and any other query is dropped.
+url_rewrite({_, Spelling} = M, Text, ClaimFor, Whole) ->
+    {Out, Last} =
+        lists:foldl(
+          fun({S, L, Resource, Name, Fragment}, {Acc, Pos}) ->
+                  Frag = case Fragment of undefined -> <<>>; _ -> <<"#", Fragment/binary>> end,
+                  Url = <<Spelling/binary, "/", Resource/binary, "/", Name/binary,
+                          "?for=", (ClaimFor(Resource))/binary, Frag/binary>>,
+                  {<<Acc/binary, (binary:part(Text, Pos, S - Pos))/binary, Url/binary>>, S + L}
+          end, {<<>>, 0}, url_links(M, Text, Whole)),
+    <<Out/binary, (binary:part(Text, Last, byte_size(Text) - Last))/binary>>.
