@@ -85,7 +85,20 @@ pub struct UploadService {
     pub chat: ChatRules,
     /// Accept `permanent` uploads (exempt from age-based retention).
     pub allow_permanent: bool,
+    /// Router domains whose module may report shares, each for its own
+    /// users' messages only (lower case).
+    pub share_reporters: Vec<String>,
+    /// Share reports per sender.
+    pub share_rate: SlotRateLimiter,
+    /// Share reports per reporting router.
+    pub reporter_rate: SlotRateLimiter,
 }
+
+/// Share reports one sender may cause a minute (and at once); a message
+/// carries a handful of files, a flood of them is not a conversation.
+pub const SHARES_PER_SENDER_MINUTE: u32 = 120;
+/// Share reports one router may send a minute (and at once).
+pub const SHARES_PER_REPORTER_MINUTE: u32 = 12_000;
 
 impl UploadService {
     /// A service with the defaults of an empty `[limits]`, no transfer log,
@@ -97,6 +110,7 @@ impl UploadService {
         allowed_domains: Vec<String>,
     ) -> UploadService {
         UploadService {
+            share_reporters: allowed_domains.clone(),
             signer,
             store,
             public_url: public_url.to_owned(),
@@ -109,6 +123,11 @@ impl UploadService {
             slot_rate: SlotRateLimiter::new(0, 1),
             chat: ChatRules::default(),
             allow_permanent: false,
+            share_rate: SlotRateLimiter::new(SHARES_PER_SENDER_MINUTE, SHARES_PER_SENDER_MINUTE),
+            reporter_rate: SlotRateLimiter::new(
+                SHARES_PER_REPORTER_MINUTE,
+                SHARES_PER_REPORTER_MINUTE / 10,
+            ),
         }
     }
 
@@ -146,21 +165,26 @@ impl UploadService {
 
     /// Records a share reported by a trusted router module: a message
     /// carrying one of our URLs went from `sender` to `recipient`. Only a
-    /// server we serve (or one of its chat services) may report; a user who
-    /// sends the same IQ gets `forbidden` and nothing is written.
+    /// router listed in `share_reporters` may report, and only for messages
+    /// of its own users (the sender's domain is the reporter's); anyone else
+    /// gets `forbidden` and nothing is written. A share of a file mftd does
+    /// not hold is `item-not-found`; reports past the per-sender or
+    /// per-router rate get `wait` + `resource-constraint`.
     async fn share(&self, iq: &Element) -> Result<(), StanzaError> {
         let from = iq.get_attr("from").unwrap_or("");
-        let trusted = Jid::parse(from).is_some_and(|j| {
-            j.is_domain()
-                && (self.allowed_domains.iter().any(|d| d == j.domain())
-                    || self.chat.is_chat_service(j.domain()))
-        });
-        if !trusted {
-            tracing::warn!(from, "share report refused: not from a router we serve");
+        let reporter = Jid::parse(from)
+            .filter(Jid::is_domain)
+            .map(|j| j.domain().to_owned())
+            .filter(|d| self.share_reporters.iter().any(|r| r == d));
+        let Some(reporter) = reporter else {
+            tracing::warn!(
+                from,
+                "share report refused: not from a router listed in recipients.reporters"
+            );
             return Err(StanzaError::forbidden(
                 "Only the server's own module may report shares.",
             ));
-        }
+        };
         let Some(log) = &self.log else {
             return Err(StanzaError::service_unavailable());
         };
@@ -170,10 +194,28 @@ impl UploadService {
             .ok_or_else(|| {
                 StanzaError::bad_request("A share needs resource, sender, recipient and chat-type.")
             })?;
+        let sender_domain = Jid::parse(&share.sender).map(|j| j.domain().to_owned());
+        if sender_domain.as_deref() != Some(reporter.as_str()) {
+            tracing::warn!(from, sender = %share.sender, "share report refused: the sender is not the reporter's user");
+            return Err(StanzaError::forbidden(
+                "A server may report only its own users' messages.",
+            ));
+        }
+        let sender = mft_storage::jid::bare_or_raw(&share.sender);
+        if self.reporter_rate.take(&reporter).is_err() || self.share_rate.take(&sender).is_err() {
+            tracing::warn!(%reporter, %sender, "share report refused: too many shares");
+            return Err(StanzaError::resource_constraint(
+                "Too many share reports; slow down.",
+            ));
+        }
         match log.record_share(&share).await {
-            Ok(known) => {
-                tracing::info!(resource = %share.resource, sender = %share.sender, recipient = %share.recipient, chat_type = %share.chat_type, known, "share recorded");
+            Ok(true) => {
+                tracing::info!(resource = %share.resource, sender = %share.sender, recipient = %share.recipient, chat_type = %share.chat_type, "share recorded");
                 Ok(())
+            }
+            Ok(false) => {
+                tracing::info!(resource = %share.resource, sender = %share.sender, "share refused: no such file");
+                Err(StanzaError::item_not_found("No such file."))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "share not recorded: transfer log unavailable");
@@ -425,20 +467,14 @@ mod tests {
     use mft_storage::local::LocalBackend;
 
     fn service(dir: &std::path::Path) -> UploadService {
-        UploadService {
-            signer: SlotSigner::new(b"unit-test-key-0123456789"),
-            store: Store::new(LocalBackend::new(dir).expect("store")),
-            public_url: "https://up.example.test/".into(),
-            max_file_size: 1000,
-            slot_ttl: Duration::from_secs(300),
-            allowed_domains: vec!["example.test".into()],
-            space: crate::space::SpaceGuard::default(),
-            log: None,
-            quotas: Quotas::default(),
-            slot_rate: SlotRateLimiter::new(0, 1),
-            chat: ChatRules::default(),
-            allow_permanent: false,
-        }
+        let mut svc = UploadService::new(
+            SlotSigner::new(b"unit-test-key-0123456789"),
+            Store::new(LocalBackend::new(dir).expect("store")),
+            "https://up.example.test/",
+            vec!["example.test".into()],
+        );
+        svc.max_file_size = 1000;
+        svc
     }
 
     fn iq(kind: &str, payload: Element) -> Element {

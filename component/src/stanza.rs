@@ -73,6 +73,8 @@ pub enum Condition {
     ServiceUnavailable,
     /// The request asks for something this service does not offer.
     FeatureNotImplemented,
+    /// The item named does not exist.
+    ItemNotFound,
 }
 
 impl Condition {
@@ -85,6 +87,7 @@ impl Condition {
             Condition::ResourceConstraint => "resource-constraint",
             Condition::ServiceUnavailable => "service-unavailable",
             Condition::FeatureNotImplemented => "feature-not-implemented",
+            Condition::ItemNotFound => "item-not-found",
         }
     }
 }
@@ -122,6 +125,11 @@ impl StanzaError {
     /// `modify/bad-request`.
     pub fn bad_request(text: impl Into<String>) -> Self {
         Self::new(ErrorType::Modify, Condition::BadRequest, text)
+    }
+
+    /// `cancel/item-not-found`.
+    pub fn item_not_found(text: impl Into<String>) -> Self {
+        Self::new(ErrorType::Cancel, Condition::ItemNotFound, text)
     }
 
     /// `auth/forbidden`.

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "purposes and removals",
         include_str!("../migrations/0004_retention.sql"),
     ),
+    (
+        5,
+        "used slots",
+        include_str!("../migrations/0005_used_slots.sql"),
+    ),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS

@@ -196,9 +196,21 @@ pub enum DbError {
     /// The URL is not usable.
     #[error("database.url: {0}")]
     Config(String),
+    /// The slot's resource was already used (on any node, possibly retired
+    /// since): this row was not written, and no other row suffered for it.
+    #[error("slot {resource} was already used")]
+    SlotUsed {
+        /// The resource name.
+        resource: String,
+    },
 }
 
 impl DbError {
+    /// Whether the row was refused because its slot was already used.
+    pub fn is_slot_used(&self) -> bool {
+        matches!(self, DbError::SlotUsed { .. })
+    }
+
     /// Wraps a driver error; connection-level failures become `Unavailable`.
     pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> DbError {
         if source.is_closed() || source.code().is_none() {

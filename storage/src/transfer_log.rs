@@ -238,7 +238,9 @@ impl TransferLog {
         self.submit(Op::Download(rec)).await
     }
 
-    /// Records how a download ended (bytes actually sent, duration); best effort.
+    /// Records how a download ended (bytes actually sent, duration, the
+    /// status it really had). Queued without waiting; when the queue is full
+    /// a task waits for room, so the end is not lost to a burst.
     pub fn finish_download(&self, id: i64, bytes_sent: i64, duration_ms: i64, status: i32) {
         let job = Job {
             op: Op::Finish {
@@ -249,13 +251,57 @@ impl TransferLog {
             },
             done: None,
         };
-        if self.tx.try_send(job).is_err() {
-            tracing::warn!(
-                aft_index = id,
-                bytes_sent,
-                "could not queue the end of a download for the log"
-            );
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let tx = self.tx.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(job).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!(
+                    aft_index = id,
+                    bytes_sent,
+                    "could not record the end of a download: the log writer stopped"
+                );
+            }
         }
+    }
+
+    /// Claims `resource`'s slot for one upload through `node`, before any
+    /// byte is stored: `false` when it was used before (its claim or its
+    /// `files` row exists, even if the file was retired since) or an upload
+    /// into it is in progress on any node.
+    pub async fn claim_slot(&self, resource: &str, node: &str) -> Result<bool, DbError> {
+        let client = self.reader.client().await?;
+        let claimed = client
+            .execute(
+                "INSERT INTO used_slots (resource, node) SELECT $1::varchar, $2::varchar \
+                 WHERE NOT EXISTS (SELECT 1 FROM files WHERE resource = $1::varchar) \
+                 ON CONFLICT (resource) DO NOTHING",
+                &[&fit(resource, w::NAME), &fit(node, w::LABEL)],
+            )
+            .await
+            .map_err(|e| DbError::query("claiming a slot", e))?;
+        Ok(claimed == 1)
+    }
+
+    /// Gives back the claim of an upload that stored nothing, so the client
+    /// may retry its slot. A claim whose file was logged stays.
+    pub async fn release_slot(&self, resource: &str) -> Result<(), DbError> {
+        let client = self.reader.client().await?;
+        client
+            .execute(
+                "DELETE FROM used_slots WHERE resource = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM files WHERE resource = $1)",
+                &[&fit(resource, w::NAME)],
+            )
+            .await
+            .map_err(|e| DbError::query("releasing a slot", e))?;
+        Ok(())
     }
 
     /// The `files` row of a resource.
@@ -296,19 +342,37 @@ impl TransferLog {
     }
 
     /// Records that a message carrying `share.resource`'s URL went from
-    /// `sender` to `recipient`: a `shares` row, and — if the upload's rows
-    /// name no recipient yet — its POST row's TO_JID and CHAT_TYPE and the
-    /// `files` row. One transaction; returns whether the upload was known.
+    /// `sender` to `recipient`: a `shares` row — and, when the sender is the
+    /// uploader and the upload names no recipient yet, its POST row's TO_JID
+    /// and CHAT_TYPE and the `files` row (retention follows the chat type, so
+    /// nobody else's forward may change it). One statement on the shared
+    /// connection (no lock that slot requests wait behind); a share of a
+    /// resource that has no `files` row writes nothing and returns `false`.
     pub async fn record_share(&self, share: &Share) -> Result<bool, DbError> {
-        let mut own = self.reader.own().await?;
-        let Some(client) = own.as_mut() else {
-            return Err(DbError::Unavailable("no connection for shares".into()));
-        };
-        let result = record_share_in(client, share).await;
-        if result.is_err() {
-            *own = None; // Reconnect next time.
-        }
-        result
+        let client = self.reader.client().await?;
+        let resource = fit(&share.resource, w::NAME);
+        let sender = fit(&share.sender, w::JID);
+        let uploader = fit(&crate::jid::bare_or_raw(&share.sender), w::JID);
+        let recipient = fit(&share.recipient, w::JID);
+        let chat_type = fit(&share.chat_type, w::SHORT);
+        let reported_by = fit(&share.reported_by, w::JID);
+        let row = client
+            .query_one(
+                "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
+                 s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by) \
+                       SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar FROM f RETURNING 1), \
+                 uf AS (UPDATE files SET to_jid = $3, chat_type = $4 \
+                        WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1), \
+                 ul AS (UPDATE aft_log SET to_jid = $3, chat_type = $4 \
+                        WHERE method = 'POST' AND filename = $1 AND to_jid = '' AND jid = $6 \
+                        AND EXISTS (SELECT 1 FROM f WHERE f.uploader = $6 AND f.to_jid = '') RETURNING 1) \
+                 SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf), (SELECT count(*) FROM ul)",
+                &[&resource, &sender, &recipient, &chat_type, &reported_by, &uploader],
+            )
+            .await
+            .map_err(|e| DbError::query("recording a share", e))?;
+        let recorded: i64 = row.get(0);
+        Ok(recorded > 0)
     }
 
     /// Which of `resources` have a `files` row (live or purged).
@@ -376,36 +440,6 @@ pub struct Share {
     pub chat_type: String,
     /// The router domain that reported it.
     pub reported_by: String,
-}
-
-async fn record_share_in(client: &mut Client, s: &Share) -> Result<bool, DbError> {
-    let q = |what: &'static str| move |e| DbError::query(what, e);
-    let tx = client.transaction().await.map_err(q("starting a share"))?;
-    let resource = fit(&s.resource, w::NAME);
-    let (recipient, chat_type) = (fit(&s.recipient, w::JID), fit(&s.chat_type, w::SHORT));
-    tx.execute(
-        "INSERT INTO shares (resource, sender, recipient, chat_type, reported_by) VALUES ($1, $2, $3, $4, $5)",
-        &[&resource, &fit(&s.sender, w::JID), &recipient, &chat_type, &fit(&s.reported_by, w::JID)],
-    )
-    .await
-    .map_err(q("recording a share"))?;
-    tx.execute(
-        "UPDATE aft_log SET to_jid = $2, chat_type = $3 WHERE method = 'POST' AND filename = $1 AND to_jid = ''",
-        &[&resource, &recipient, &chat_type],
-    )
-    .await
-    .map_err(q("naming the recipient of an upload"))?;
-    let known = tx
-        .execute(
-            "UPDATE files SET to_jid = CASE WHEN to_jid = '' THEN $2 ELSE to_jid END, \
-             chat_type = CASE WHEN to_jid = '' THEN $3 ELSE chat_type END WHERE resource = $1",
-            &[&resource, &recipient, &chat_type],
-        )
-        .await
-        .map_err(q("naming the recipient of a file"))?
-        > 0;
-    tx.commit().await.map_err(q("committing a share"))?;
-    Ok(known)
 }
 
 const QUOTA_LOCK_GLOBAL: i64 = 7_314_602;
@@ -581,12 +615,18 @@ async fn writer(
         }
         let Some(c) = client.as_mut() else { continue };
         let started = Instant::now();
-        match write_batch(c, &batch).await {
-            Ok(ids) => {
+        let outcome = match write_batch(c, &batch).await {
+            // A row the database refuses (a constraint, a value) must not
+            // take its neighbours down: write each job on its own instead.
+            Err(DbError::Query { .. }) => write_one_by_one(c, &batch).await,
+            outcome => outcome,
+        };
+        match outcome {
+            Ok(results) => {
                 mft_metrics::metrics().log_committed(batch.len(), started.elapsed());
-                for (job, id) in batch.into_iter().zip(ids) {
+                for (job, result) in batch.into_iter().zip(results) {
                     if let Some(done) = job.done {
-                        let _ = done.send(Ok(id));
+                        let _ = done.send(result);
                     }
                 }
             }
@@ -601,6 +641,23 @@ async fn writer(
             }
         }
     }
+}
+
+/// Writes each job in a transaction of its own: one refused row fails only
+/// its own request. Stops at a lost connection (every job then fails).
+async fn write_one_by_one(client: &mut Client, batch: &[Job]) -> BatchOutcome {
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        match write_batch(client, std::slice::from_ref(job)).await {
+            Ok(mut one) => results.push(one.pop().unwrap_or(Ok(0))),
+            Err(e @ DbError::Unavailable(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "transfer log: one row refused by the database");
+                results.push(Err(e));
+            }
+        }
+    }
+    Ok(results)
 }
 
 fn fail(batch: Vec<Job>, why: &str) {
@@ -688,24 +745,29 @@ fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String
     sql
 }
 
-async fn execute_params(
+async fn query_params(
     tx: &tokio_postgres::Transaction<'_>,
     sql: &str,
     params: &[Param],
     what: &str,
-) -> Result<(), DbError> {
+) -> Result<Vec<tokio_postgres::Row>, DbError> {
     let refs: Vec<&(dyn ToSql + Sync)> = params
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    tx.execute(sql, &refs)
+    tx.query(sql, &refs)
         .await
-        .map_err(|e| DbError::query(what, e))?;
-    Ok(())
+        .map_err(|e| DbError::query(what, e))
 }
 
-/// Writes one batch in one transaction; returns one id per job (0 for updates).
-async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbError> {
+/// Per job: its row's `aft_index` (0 for updates), or why its row alone was
+/// not written; `Err` when the batch as a whole was not committed.
+type BatchOutcome = Result<Vec<Result<i64, DbError>>, DbError>;
+
+/// Writes one batch in one transaction. An upload whose resource already has
+/// a `files` row (its slot was used before, here or on another node) is
+/// refused on its own with [`DbError::SlotUsed`]; the rest commit.
+async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
     let tx = client
         .transaction()
         .await
@@ -726,41 +788,61 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
         ids = rows.iter().map(|r| r.get(0)).collect();
     }
     let now = SystemTime::now();
+    let uploads: Vec<&TransferRecord> = batch
+        .iter()
+        .filter_map(|j| match &j.op {
+            Op::Upload(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let mut fresh = std::collections::HashSet::new();
+    if !uploads.is_empty() {
+        let mut file_rows: Vec<Param> = Vec::new();
+        for r in &uploads {
+            file_rows.extend(file_params(r, now));
+        }
+        // A used slot's reservation needs no delete here (it would cost every
+        // batch a statement): the quota query skips reservations whose file
+        // is logged, and expired ones are swept when reservations are made.
+        let sql = format!(
+            "{} ON CONFLICT (resource) DO NOTHING RETURNING resource",
+            multi_insert("files", FILE_COLUMNS, 14, uploads.len())
+        );
+        let inserted = query_params(&tx, &sql, &file_rows, "recording files").await?;
+        fresh.extend(inserted.iter().map(|row| row.get::<_, String>(0)));
+    }
     let mut log_rows: Vec<Param> = Vec::new();
-    let mut file_rows: Vec<Param> = Vec::new();
-    let mut result = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
     let mut next_id = ids.into_iter();
     let mut n_log = 0;
-    let mut n_files = 0;
     for job in batch {
         match &job.op {
             Op::Upload(r) => {
                 let id = next_id.next().unwrap_or_default();
-                log_rows.extend(log_params(id, "POST", r, now));
-                file_rows.extend(file_params(r, now));
-                n_log += 1;
-                n_files += 1;
-                result.push(id);
+                // The first upload of a resource in the batch took the row;
+                // a later one (or one of a resource logged before) did not.
+                if fresh.remove(&fit(&r.resource, w::NAME)) {
+                    log_rows.extend(log_params(id, "POST", r, now));
+                    n_log += 1;
+                    results.push(Ok(id));
+                } else {
+                    results.push(Err(DbError::SlotUsed {
+                        resource: r.resource.clone(),
+                    }));
+                }
             }
             Op::Download(r) => {
                 let id = next_id.next().unwrap_or_default();
                 log_rows.extend(log_params(id, "GET", r, now));
                 n_log += 1;
-                result.push(id);
+                results.push(Ok(id));
             }
-            Op::Finish { .. } => result.push(0),
+            Op::Finish { .. } => results.push(Ok(0)),
         }
-    }
-    if n_files > 0 {
-        let sql = multi_insert("files", FILE_COLUMNS, 14, n_files);
-        execute_params(&tx, &sql, &file_rows, "recording files").await?;
-        // A used slot's reservation needs no delete here (it would cost every
-        // batch a statement): the quota query skips reservations whose file
-        // is logged, and expired ones are swept when reservations are made.
     }
     if n_log > 0 {
         let sql = multi_insert("aft_log", LOG_COLUMNS, 20, n_log);
-        execute_params(&tx, &sql, &log_rows, "writing log rows").await?;
+        query_params(&tx, &sql, &log_rows, "writing log rows").await?;
     }
     for job in batch {
         if let Op::Finish {
@@ -781,7 +863,7 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> Result<Vec<i64>, DbE
     tx.commit()
         .await
         .map_err(|e| DbError::query("committing a log batch", e))?;
-    Ok(result)
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -65,8 +65,15 @@ pub fn upload_record(
     }
 }
 
-/// The GET row of a download about to start.
-#[allow(clippy::too_many_arguments)]
+/// The status a GET row holds until its body has been handed over whole
+/// (nginx's "client closed request"): a row is never a delivery before the
+/// delivery happened.
+pub const NOT_DELIVERED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+};
+
+/// The GET row of a download about to start: no bytes sent yet.
 pub fn download_record(
     place: &Place,
     loc: &Location,
@@ -75,7 +82,6 @@ pub fn download_record(
     peer: SocketAddr,
     user_agent: &str,
     status: StatusCode,
-    planned: u64,
 ) -> TransferRecord {
     let meta = info.meta.as_ref();
     let real_filename = row
@@ -107,14 +113,15 @@ pub fn download_record(
         client_address: peer.ip().to_string(),
         user_agent: user_agent.to_owned(),
         http_status: i32::from(status.as_u16()),
-        bytes_sent: i64::try_from(planned).unwrap_or(i64::MAX),
+        bytes_sent: 0,
         duration_ms: 0,
         purpose: row.map(|r| r.purpose.clone()).unwrap_or_default(),
         expires: None,
     }
 }
 
-/// Updates a GET row with what was really sent once the body is done.
+/// Updates a GET row with what was really sent once the body is done: the
+/// planned status when every byte was handed over, [`NOT_DELIVERED`] otherwise.
 pub struct DownloadReport {
     log: TransferLog,
     id: i64,
@@ -124,7 +131,7 @@ pub struct DownloadReport {
 }
 
 impl DownloadReport {
-    /// A report for row `id` of a download of `planned` bytes.
+    /// A report for row `id` of a download of `planned` bytes answered with `status`.
     pub fn new(log: TransferLog, id: i64, started: Instant, status: i32, planned: u64) -> Self {
         DownloadReport {
             log,
@@ -135,10 +142,15 @@ impl DownloadReport {
         }
     }
 
-    /// Called when the body is dropped with `left` bytes unsent.
-    pub fn finish(&mut self, left: u64) {
-        let sent = i64::try_from(self.planned.saturating_sub(left)).unwrap_or(i64::MAX);
+    /// Called when the body is dropped, having handed `sent` bytes to the connection.
+    pub fn finish(&mut self, sent: u64) {
+        let status = if sent >= self.planned {
+            self.status
+        } else {
+            i32::from(NOT_DELIVERED.as_u16())
+        };
+        let sent = i64::try_from(sent).unwrap_or(i64::MAX);
         self.log
-            .finish_download(self.id, sent, millis(self.started), self.status);
+            .finish_download(self.id, sent, millis(self.started), status);
     }
 }

@@ -26,19 +26,19 @@ pub enum ResponseBody {
         /// Bytes handed to hyper so far.
         sent: u64,
         /// The transfer's admission, released when the body ends.
-        _permit: crate::server::Admitted,
+        permit: crate::app::Admitted,
     },
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let ResponseBody::Stream {
-            download,
             report: Some(report),
+            sent,
             ..
         } = self
         {
-            report.finish(download.left());
+            report.finish(*sent);
         }
     }
 }
@@ -69,6 +69,7 @@ impl http_body::Body for ResponseBody {
                 download,
                 floor,
                 sent,
+                permit,
                 ..
             } => {
                 if floor.is_below(*sent) {
@@ -81,6 +82,7 @@ impl http_body::Body for ResponseBody {
                 match download.poll_next(cx) {
                     Poll::Ready(Some(Ok(data))) => {
                         *sent += data.len() as u64;
+                        permit.progressed();
                         mft_metrics::metrics().add_sent(data.len() as u64);
                         Poll::Ready(Some(Ok(Frame::data(data))))
                     }

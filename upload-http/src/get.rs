@@ -4,7 +4,6 @@
 //! `files` row are served (`404` without one, `410` once purged), and each
 //! GET is logged before its first byte.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +12,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use mft_storage::Location;
 
+use crate::app::{header_str, with_status, App, Conn, Resp};
 use crate::audit;
 use crate::body::ResponseBody;
 use crate::claim::claim_in_query;
@@ -21,7 +21,6 @@ use crate::error::HttpError;
 use crate::headers::add_download_security;
 use crate::media_type;
 use crate::range::{self, RangeAnswer};
-use crate::server::{header_str, with_status, App, Resp};
 use crate::urls::parse_path;
 
 /// Whether an `If-None-Match` value names `etag` (or is `*`).
@@ -44,12 +43,9 @@ fn downloader(app: &App, resource: &str, query: Option<&str>) -> Result<Option<S
 }
 
 /// Handles one GET or HEAD.
-pub async fn get(
-    app: &Arc<App>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Resp, HttpError> {
+pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<Resp, HttpError> {
     let started = Instant::now();
+    let peer = conn.peer;
     let (resource, _) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
@@ -113,7 +109,32 @@ pub async fn get(
     };
     let body = if req.method() == Method::HEAD {
         ResponseBody::empty()
+    } else if status == StatusCode::NOT_MODIFIED {
+        // Nothing to deliver: the row says 304 and no bytes.
+        if let Some(log) = &app.log {
+            let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
+            let mut record = audit::download_record(
+                &app.place(),
+                &loc,
+                &info,
+                row.as_ref(),
+                peer,
+                user_agent,
+                status,
+            );
+            record.jid = downloader.clone().unwrap_or_default();
+            log.record_download(record).await.map_err(HttpError::Log)?;
+        }
+        ResponseBody::empty()
     } else {
+        // Admitted and opened first: a download refused for capacity or a
+        // store failure writes no row at all.
+        let permit = app.admit_download(conn)?;
+        let download = store.read(&loc, start, len).await?;
+        // The row goes in before the first byte and says "not delivered"
+        // (499, no bytes) until the body ends and records what it sent:
+        // a client that vanishes, a reset stream, a request dropped while
+        // the row was being written — none reads as a delivery.
         let report = match &app.log {
             Some(log) => {
                 let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
@@ -124,8 +145,7 @@ pub async fn get(
                     row.as_ref(),
                     peer,
                     user_agent,
-                    status,
-                    len,
+                    audit::NOT_DELIVERED,
                 );
                 record.jid = downloader.clone().unwrap_or_default();
                 let id = log.record_download(record).await.map_err(HttpError::Log)?;
@@ -139,19 +159,12 @@ pub async fn get(
             }
             None => None,
         };
-        if status == StatusCode::NOT_MODIFIED {
-            drop(report);
-            ResponseBody::empty()
-        } else {
-            let permit = app.admit(mft_metrics::Direction::Download)?;
-            let download = store.read(&loc, start, len).await?;
-            ResponseBody::Stream {
-                download: Box::new(download),
-                report,
-                floor: RateFloor::new(app.settings.rate_grace, app.settings.min_rate),
-                sent: 0,
-                _permit: permit,
-            }
+        ResponseBody::Stream {
+            download: Box::new(download),
+            report,
+            floor: RateFloor::new(app.settings.rate_grace, app.settings.min_rate),
+            sent: 0,
+            permit,
         }
     };
     let mut resp = with_status(status, body);

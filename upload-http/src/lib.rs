@@ -13,6 +13,7 @@
 //! It knows nothing of XMPP.
 #![deny(missing_docs)]
 
+mod app;
 mod audit;
 mod body;
 pub mod claim;
@@ -24,6 +25,7 @@ pub mod media_type;
 mod put;
 mod range;
 pub mod server;
+mod slot_claim;
 pub mod tls;
 pub mod token;
 pub mod urls;

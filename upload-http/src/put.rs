@@ -22,12 +22,13 @@ use mft_storage::{FileMeta, Location, Upload};
 
 use mft_storage::error::chain;
 
+use crate::app::{client_key, header_str, with_status, Admitted, App, Conn, Resp};
 use crate::audit;
 use crate::body::ResponseBody;
 use crate::conn::RateFloor;
 use crate::error::HttpError;
 use crate::media_type;
-use crate::server::{header_str, with_status, App, Resp};
+use crate::slot_claim::SlotClaim;
 use crate::token::SlotClaims;
 use crate::urls::parse_path;
 
@@ -69,12 +70,9 @@ fn decide_content_type(
 }
 
 /// Handles one PUT.
-pub async fn put(
-    app: &Arc<App>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Resp, HttpError> {
+pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<Resp, HttpError> {
     let started = Instant::now();
+    let peer = conn.peer;
     let (resource, filename) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let token = token_of(&req).ok_or(HttpError::MissingToken)?;
@@ -108,7 +106,22 @@ pub async fn put(
         // Refuse before the body arrives: it could not be logged.
         return Err(HttpError::Unavailable);
     }
-    let permit = app.admit(mft_metrics::Direction::Upload)?;
+    // One share of the permits per address and per uploader, so neither one
+    // machine nor one account can take every permit with trickling bodies.
+    let uploader = mft_storage::jid::bare_or_raw(&claims.uploader);
+    let permit = app.admit(
+        mft_metrics::Direction::Upload,
+        conn,
+        &[client_key(peer.ip()), uploader],
+    )?;
+    // Single use is decided in the database, before a byte is stored, so a
+    // replayed token cannot store the file again (here, on another node, or
+    // after retention retired it); without a log the store's "file exists"
+    // check is the guard.
+    let slot_claim = match &app.log {
+        Some(log) => Some(SlotClaim::take(log, &claims.resource, &app.node).await?),
+        None => None,
+    };
     recheck_quota(app, &claims).await?;
     let user_agent = header_str(&req, header::USER_AGENT)
         .unwrap_or("")
@@ -123,12 +136,16 @@ pub async fn put(
         created: 0,
     };
     let mut upload = app.store.begin_upload(loc.clone(), meta).await?;
-    receive_body(app, req.into_body(), &mut upload, claims.size).await?;
+    receive_body(app, req.into_body(), &mut upload, claims.size, &permit).await?;
+    permit.client_done();
 
     // From here on the outcome no longer depends on the client being there.
     let app = app.clone();
     let publish = tokio::spawn(async move {
         let result = publish_and_log(&app, upload, &claims, &loc, peer, &user_agent, started).await;
+        if let (Ok(()), Some(claim)) = (&result, slot_claim) {
+            claim.keep();
+        }
         drop(permit);
         result
     });
@@ -145,6 +162,7 @@ async fn receive_body(
     mut body: Incoming,
     upload: &mut Upload,
     size: u64,
+    permit: &Admitted,
 ) -> Result<(), HttpError> {
     let floor = RateFloor::new(app.settings.rate_grace, app.settings.min_rate);
     let idle = app.settings.body_idle_timeout;
@@ -170,6 +188,7 @@ async fn receive_body(
         };
         if let Ok(data) = frame.into_data() {
             got += data.len() as u64;
+            permit.progressed();
             mft_metrics::metrics().add_received(data.len() as u64);
             upload.write(data).await?;
         }
@@ -211,7 +230,11 @@ async fn publish_and_log(
             if let Err(e) = app.store.remove(loc).await {
                 tracing::error!(error = %chain(&e), path = %stored.path, "could not remove the unlogged file; `mftd verify` will report it");
             }
-            return Err(HttpError::Log(e));
+            return Err(if e.is_slot_used() {
+                HttpError::Conflict
+            } else {
+                HttpError::Log(e)
+            });
         }
     }
     tracing::info!(

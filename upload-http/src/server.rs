@@ -5,173 +5,35 @@
 //! accepting, let transfers in flight finish until a deadline, then drop the rest.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use mft_storage::transfer_log::TransferLog;
-use mft_storage::Store;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use mft_metrics::{metrics, Direction};
+use mft_metrics::metrics;
 use mft_storage::error::chain;
 
+use crate::app::{with_status, Conn, Resp};
+pub use crate::app::{App, HttpSettings};
 use crate::body::ResponseBody;
 use crate::conn::Deadlines;
 use crate::error::HttpError;
 use crate::headers::add_cors;
-use crate::token::SlotSigner;
 use crate::{get, put};
 
-/// Knobs of the HTTP side.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    /// The path part of the public URL (`/` or e.g. `/upload`).
-    pub base_path: String,
-    /// How long a connection may make no progress in either direction
-    /// (a client silent in the middle of a body, or not reading a download).
-    pub body_idle_timeout: Duration,
-    /// How long a client may take to send its request headers.
-    pub header_timeout: Duration,
-    /// How long a new connection may take to send its first byte.
-    pub first_byte_timeout: Duration,
-    /// How long transfers in flight may run on after shutdown was asked.
-    pub shutdown_grace: Duration,
-    /// Connections open at once; more wait in the listen backlog.
-    pub max_connections: usize,
-    /// Uploads and downloads in flight at once; more get `503`.
-    pub max_transfers: usize,
-    /// The slowest a body or download may move after `rate_grace`, in
-    /// bytes per second (0: no floor).
-    pub min_rate: u64,
-    /// How long a transfer may run before the rate floor applies.
-    pub rate_grace: Duration,
-    /// The rolling upload quotas a PUT re-checks (needs the transfer log).
-    pub quotas: mft_storage::quota::Quotas,
-    /// Also speak HTTP/2 (ALPN `h2` over TLS, prior knowledge in clear).
-    /// Off by default: one large request per transfer gains nothing from
-    /// multiplexing, HTTP/1.1 moved 1 GiB over TLS 15–25 % faster here, and
-    /// HTTP/2 brings its own denial-of-service surface.
-    pub http2: bool,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            base_path: "/".into(),
-            body_idle_timeout: Duration::from_secs(60),
-            header_timeout: Duration::from_secs(30),
-            first_byte_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(30),
-            max_connections: 10_000,
-            max_transfers: 512,
-            min_rate: 1024,
-            rate_grace: Duration::from_secs(20),
-            quotas: mft_storage::quota::Quotas::default(),
-            http2: false,
-        }
-    }
-}
-
-/// Everything a request handler needs.
-pub struct App {
-    /// Verifies slot tokens.
-    pub signer: SlotSigner,
-    /// Where files go.
-    pub store: Store,
-    /// Timeouts and paths.
-    pub settings: HttpSettings,
-    /// The transfer log; `None` runs without a database (files only).
-    pub log: Option<TransferLog>,
-    /// This node's name, for the log.
-    pub node: String,
-    /// Admission for transfers in flight (`max_transfers` permits).
-    pub transfers: Arc<Semaphore>,
-    /// Checks per-recipient claims from the router module, when configured.
-    pub recipients: Option<crate::claim::RecipientSigner>,
-    /// Refuse downloads without a recipient claim.
-    pub require_recipient: bool,
-}
-
-impl App {
-    /// An app with admission sized from `settings`.
-    pub fn new(
-        signer: SlotSigner,
-        store: Store,
-        settings: HttpSettings,
-        log: Option<TransferLog>,
-        node: String,
-    ) -> App {
-        let transfers = Arc::new(Semaphore::new(settings.max_transfers.max(1)));
-        App {
-            signer,
-            store,
-            settings,
-            log,
-            node,
-            transfers,
-            recipients: None,
-            require_recipient: false,
-        }
-    }
-
-    /// Attributes downloads to the recipients the router module names,
-    /// optionally refusing downloads that name none.
-    pub fn with_recipients(mut self, signer: crate::claim::RecipientSigner, require: bool) -> App {
-        self.recipients = Some(signer);
-        self.require_recipient = require;
-        self
-    }
-
-    /// This node and its file server, for log rows.
-    pub(crate) fn place(&self) -> crate::audit::Place {
-        crate::audit::Place {
-            node: self.node.clone(),
-            file_server: self.store.file_server(),
-        }
-    }
-
-    /// A permit for one more transfer, or `503` when `max_transfers` are in flight.
-    pub(crate) fn admit(&self, direction: Direction) -> Result<Admitted, HttpError> {
-        let permit = self.transfers.clone().try_acquire_owned().map_err(|_| {
-            tracing::warn!(
-                max_transfers = self.settings.max_transfers,
-                "transfer refused: http.max_transfers are in flight"
-            );
-            HttpError::Busy
-        })?;
-        metrics().transfer_started(direction);
-        Ok(Admitted {
-            _permit: permit,
-            direction,
-            since: Instant::now(),
-        })
-    }
-}
-
-/// One admitted transfer: holds its `max_transfers` permit and is counted
-/// in flight until dropped, when its duration is recorded.
-pub(crate) struct Admitted {
-    _permit: OwnedSemaphorePermit,
-    direction: Direction,
-    since: Instant,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        metrics().transfer_ended(self.direction, self.since.elapsed());
-    }
-}
+/// HTTP/2 streams one connection may have open at once: each may hold a
+/// transfer's read-ahead, so this bounds what one connection can pin.
+const MAX_H2_STREAMS: u32 = 32;
 
 /// One open connection: holds its `max_connections` permit and is counted
 /// in `mftd_http_connections` until dropped.
@@ -191,8 +53,6 @@ impl Drop for OpenConnection {
         metrics().http_connections.dec();
     }
 }
-
-pub(crate) type Resp = Response<ResponseBody>;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then lets requests
 /// in flight finish for up to `shutdown_grace`.
@@ -217,7 +77,23 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .initial_stream_window_size(1024 * 1024)
         .initial_connection_window_size(4 * 1024 * 1024)
+        .max_concurrent_streams(MAX_H2_STREAMS)
         .max_frame_size(256 * 1024);
+    // Transfers that stopped moving lose their connection (and so their
+    // permits), whatever else keeps the connection busy.
+    let reaper = {
+        let app = Arc::downgrade(&app);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match app.upgrade() {
+                    Some(app) => app.reap_stalled(),
+                    None => return,
+                }
+            }
+        })
+    };
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(app.settings.max_connections.max(1)));
     let mut at_limit_logged = false;
@@ -267,9 +143,15 @@ pub async fn serve(
             app.settings.body_idle_timeout,
         );
         let app = app.clone();
+        let conn = Conn {
+            peer,
+            closer: Arc::new(Notify::new()),
+        };
+        let closer = conn.closer.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(app, peer, req).await) }
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(app, conn, req).await) }
         });
         match &tls {
             None => {
@@ -278,7 +160,10 @@ pub async fn serve(
                     .into_owned();
                 let watched = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let _ = watched.await;
+                    tokio::select! {
+                        _ = watched => {}
+                        () = closer.notified() => {}
+                    }
                     drop(permit);
                 });
             }
@@ -294,7 +179,10 @@ pub async fn serve(
                             let conn = builder
                                 .serve_connection(TokioIo::new(stream), service)
                                 .into_owned();
-                            let _ = watcher.watch(conn).await;
+                            tokio::select! {
+                                _ = watcher.watch(conn) => {}
+                                () = closer.notified() => {}
+                            }
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -305,6 +193,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    reaper.abort();
     let grace = app.settings.shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs(),
@@ -319,15 +208,16 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Resp {
     // The query (which may hold a token) is never logged.
+    let peer = conn.peer;
     let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), %peer);
     async move {
         let started = Instant::now();
         let method = req.method().clone();
         let result = match method {
-            Method::PUT => put::put(&app, peer, req).await,
-            Method::GET | Method::HEAD => get::get(&app, peer, req).await,
+            Method::PUT => put::put(&app, &conn, req).await,
+            Method::GET | Method::HEAD => get::get(&app, &conn, req).await,
             Method::OPTIONS => Ok(with_status(StatusCode::NO_CONTENT, ResponseBody::empty())),
             _ => Err(HttpError::MethodNotAllowed),
         };
@@ -355,12 +245,6 @@ async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp
     }
     .instrument(span)
     .await
-}
-
-pub(crate) fn with_status(status: StatusCode, body: ResponseBody) -> Resp {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    resp
 }
 
 fn error_response(e: &HttpError) -> Resp {
@@ -391,9 +275,4 @@ fn error_response(e: &HttpError) -> Resp {
         _ => {}
     }
     resp
-}
-
-/// A header's value as text, if it is text.
-pub(crate) fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }

@@ -234,6 +234,8 @@ pub async fn run(
             shutdown_grace: cfg.http.shutdown_grace.0,
             max_connections,
             max_transfers: cfg.http.max_transfers,
+            max_transfers_per_client: cfg.http.max_transfers_per_client,
+            stall_timeout: cfg.http.stall_timeout.0,
             min_rate: cfg.http.min_rate.0,
             rate_grace: cfg.http.rate_grace.0,
             quotas,
@@ -263,6 +265,15 @@ pub async fn run(
         slot_rate: SlotRateLimiter::new(cfg.limits.slots_per_minute, cfg.limits.slot_burst),
         chat: cfg.chat.clone(),
         allow_permanent: cfg.retention.allow_permanent || cfg.retention.rules().keeps_forever(),
+        share_reporters: settings.share_reporters.clone(),
+        share_rate: SlotRateLimiter::new(
+            cfg.recipients.shares_per_minute,
+            cfg.recipients.shares_per_minute,
+        ),
+        reporter_rate: SlotRateLimiter::new(
+            mft_component::service::SHARES_PER_REPORTER_MINUTE,
+            mft_component::service::SHARES_PER_REPORTER_MINUTE / 10,
+        ),
     });
     let link = LinkSettings {
         router: cfg.xmpp.router.clone(),

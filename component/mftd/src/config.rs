@@ -187,6 +187,17 @@ pub struct RecipientsConfig {
     /// Refuse downloads whose URL carries no recipient claim.
     #[serde(default)]
     pub require_claim: bool,
+    /// Router domains whose module may report shares, each for its own
+    /// users only; empty means the component's parent domain (its router).
+    #[serde(default)]
+    pub reporters: Vec<String>,
+    /// Share reports one sender may cause a minute (0: no limit).
+    #[serde(default = "default_shares_per_minute")]
+    pub shares_per_minute: u32,
+}
+
+fn default_shares_per_minute() -> u32 {
+    mft_component::service::SHARES_PER_SENDER_MINUTE
 }
 
 /// `[database]`
@@ -274,6 +285,14 @@ pub struct HttpConfig {
     /// Uploads and downloads in flight at once; more are answered `503`.
     #[serde(default = "default_max_transfers")]
     pub max_transfers: usize,
+    /// Transfers one client address (and, for uploads, one uploader) may
+    /// have in flight; `0` means a quarter of `max_transfers`.
+    #[serde(default)]
+    pub max_transfers_per_client: usize,
+    /// How long an admitted transfer may move no byte before its
+    /// connection is closed and its permit freed.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: HumanDuration,
     /// The slowest a body or a download may move, per second, once
     /// `rate_grace` has passed (`0` turns the floor off).
     #[serde(default = "default_min_rate")]
@@ -427,6 +446,9 @@ fn default_header_timeout() -> HumanDuration {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_stall_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
 }
 fn default_max_transfers() -> usize {
     512
@@ -623,6 +645,8 @@ pub struct Settings {
     pub max_file_size: u64,
     /// Domains allowed to request slots.
     pub allowed_domains: Vec<String>,
+    /// Router domains trusted to report their own users' shares.
+    pub share_reporters: Vec<String>,
     /// The path part of `public_url`.
     pub base_path: String,
     /// The database URL, when a transfer log is configured.
@@ -802,8 +826,18 @@ impl Settings {
                 "at least 10s; XEP-0363 suggests 300s",
             ));
         }
+        let parent = jid.split_once('.').map_or(jid.as_str(), |(_, p)| p);
+        let share_reporters = if config.recipients.reporters.is_empty() {
+            vec![parent.to_owned()]
+        } else {
+            config
+                .recipients
+                .reporters
+                .iter()
+                .map(|d| d.to_lowercase())
+                .collect()
+        };
         let allowed_domains = if config.limits.allowed_domains.is_empty() {
-            let parent = jid.split_once('.').map_or(jid.as_str(), |(_, p)| p);
             vec![parent.to_owned()]
         } else {
             config
@@ -874,6 +908,9 @@ impl Settings {
         if retention.sweep_interval.0 < Duration::from_secs(1) {
             return Err(invalid("retention.sweep_interval", "at least 1s"));
         }
+        if config.http.stall_timeout.0 < Duration::from_secs(1) {
+            return Err(invalid("http.stall_timeout", "at least 1s"));
+        }
         if config.admin.check_interval.0 < Duration::from_millis(200) {
             return Err(invalid("admin.check_interval", "at least 200ms"));
         }
@@ -888,6 +925,7 @@ impl Settings {
             token_key,
             max_file_size,
             allowed_domains,
+            share_reporters,
             base_path,
         })
     }
