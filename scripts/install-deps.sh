@@ -18,7 +18,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # benchmark suite runs its mod_http_upload beside mftd. prometheus brings
 # promtool (the metrics and alert-rule checks), chromium renders the status
 # page, haproxy fronts several nodes in the cluster tests.
-packages=(prosody ejabberd openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy)
+packages=(prosody ejabberd erlang-eunit lua5.4 openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The router modules' link recognition, without a router (lua5.4, eunit).
+bash scripts/test-router-modules.sh
 cargo build --bins
 tag="mftd-test-$$-$(date +%s%N)"
 reap() {

@@ -196,25 +196,43 @@ impl UploadService {
             })?;
         let sender_domain = Jid::parse(&share.sender).map(|j| j.domain().to_owned());
         if sender_domain.as_deref() != Some(reporter.as_str()) {
-            tracing::warn!(from, sender = %share.sender, "share report refused: the sender is not the reporter's user");
+            tracing::warn!(
+                from,
+                sender = share.sender.as_str(),
+                "share report refused: the sender is not the reporter's user"
+            );
             return Err(StanzaError::forbidden(
                 "A server may report only its own users' messages.",
             ));
         }
         let sender = mft_storage::jid::bare_or_raw(&share.sender);
         if self.reporter_rate.take(&reporter).is_err() || self.share_rate.take(&sender).is_err() {
-            tracing::warn!(%reporter, %sender, "share report refused: too many shares");
+            tracing::warn!(
+                reporter = reporter.as_str(),
+                sender = sender.as_str(),
+                "share report refused: too many shares"
+            );
             return Err(StanzaError::resource_constraint(
                 "Too many share reports; slow down.",
             ));
         }
         match log.record_share(&share).await {
             Ok(true) => {
-                tracing::info!(resource = %share.resource, sender = %share.sender, recipient = %share.recipient, chat_type = %share.chat_type, "share recorded");
+                tracing::info!(
+                    resource = share.resource.as_str(),
+                    sender = share.sender.as_str(),
+                    recipient = share.recipient.as_str(),
+                    chat_type = share.chat_type.as_str(),
+                    "share recorded"
+                );
                 Ok(())
             }
             Ok(false) => {
-                tracing::info!(resource = %share.resource, sender = %share.sender, "share refused: no such file");
+                tracing::info!(
+                    resource = share.resource.as_str(),
+                    sender = share.sender.as_str(),
+                    "share refused: no such file"
+                );
                 Err(StanzaError::item_not_found("No such file."))
             }
             Err(e) => {

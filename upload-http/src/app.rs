@@ -168,7 +168,7 @@ impl App {
             .iter()
             .find(|c| counts.get(*c).is_some_and(|n| *n >= cap))
         {
-            tracing::warn!(client = %full, cap, "transfer refused: this client holds its share of http.max_transfers (http.max_transfers_per_client)");
+            tracing::warn!(client = full.as_str(), cap, "transfer refused: this client holds its share of http.max_transfers (http.max_transfers_per_client)");
             return Err(HttpError::Busy);
         }
         let permit = self.transfers.clone().try_acquire_owned().map_err(|_| {

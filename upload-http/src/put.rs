@@ -241,7 +241,7 @@ async fn publish_and_log(
         path = %stored.path,
         size = stored.meta.size,
         sha256 = %stored.meta.sha256,
-        uploader = %stored.meta.uploader,
+        uploader = stored.meta.uploader.as_str(),
         "stored upload"
     );
     Ok(())
@@ -284,7 +284,12 @@ async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> 
                 }
                 _ => String::new(),
             };
-            tracing::info!(%uploader, size = claims.size, quota, "upload refused: quota");
+            tracing::info!(
+                uploader = uploader.as_str(),
+                size = claims.size,
+                quota,
+                "upload refused: quota"
+            );
             Err(HttpError::Quota(format!(
                 "this upload would exceed {whose} daily quota of {quota} bytes{when}"
             )))

@@ -711,3 +711,128 @@ async fn only_the_uploader_decides_where_an_upload_went() {
         None
     );
 }
+
+/// One GET to the admin listener with the token; the status, or 0 when no
+/// answer came within `limit`.
+fn admin_get(port: u16, path: &str, token: &str, limit: Duration) -> u16 {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), limit) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    status_of(&raw)
+}
+
+#[test]
+fn health_stays_reachable_whatever_else_holds_the_admin_listener() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const TOKEN: &str = "admin-token-0123456789abcdef";
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let admin = xmpp_tests::process::free_port();
+    let mut opts = MftdOptions::for_prosody(&prosody);
+    opts.extra = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n");
+    let m = Mftd::start(&opts);
+    m.wait_connected(1);
+    assert_eq!(
+        admin_get(admin, "/healthz", TOKEN, Duration::from_secs(5)),
+        200
+    );
+
+    // Sockets that say nothing …
+    let silent: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", admin)).ok())
+        .collect();
+    // … and keep-alive clients that ask without the token every second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pests: Vec<_> = (0..80)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut conn: Option<TcpStream> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let s = conn.get_or_insert_with(|| {
+                        let s = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                        s
+                    });
+                    let mut buf = [0u8; 4096];
+                    let alive = s
+                        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .is_ok()
+                        && s.read(&mut buf).is_ok_and(|n| n > 0);
+                    if !alive {
+                        conn = None;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    for round in 0..5 {
+        for path in ["/healthz", "/readyz"] {
+            let status = admin_get(admin, path, TOKEN, Duration::from_secs(2));
+            assert!(
+                status == 200 || status == 503,
+                "round {round}: {path} answered {status}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in pests {
+        p.join().unwrap();
+    }
+    drop(silent);
+    drop(m);
+}
+
+#[test]
+fn user_supplied_names_are_quoted_in_the_text_log() {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let m = Mftd::start(&MftdOptions::for_prosody(&prosody));
+    m.wait_connected(1);
+    // A resource that reads like more log fields.
+    let jid = "alice@example.test/evil x=1 level=ERROR";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&[
+            "<request xmlns='urn:xmpp:http:upload:0' filename='a b=c.txt' size='5'/>",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let out = xmpp_tests::client::run(
+        &prosody,
+        jid,
+        "alice-pw",
+        &[
+            "iqs",
+            "--to",
+            &prosody.component_jid,
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out["replies"][0].as_str().unwrap().contains("slot"),
+        "{out}"
+    );
+    assert!(m.wait_for_log("slot granted", 1, Duration::from_secs(10)));
+    let log = m.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("x=1")).collect();
+    assert!(!lines.is_empty(), "{log}");
+    for line in lines {
+        assert!(
+            line.contains("\"alice@example.test/evil x=1 level=ERROR\""),
+            "unquoted: {line}"
+        );
+    }
+}

@@ -17,10 +17,114 @@ use crate::units::{ByteSize, HumanDuration, KeepFor};
 use mft_component::policy::ChatRules;
 pub use mft_component::slot::MAX_FILE_SIZE_CAP;
 
-/// A secret string; `Debug` never shows it.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+/// A secret string; `Debug` never shows it, and no error quotes it: a value
+/// of another type (a number, `true`, a table) is refused without being
+/// repeated.
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretVisitor).map(Secret)
+    }
+}
+
+/// Takes a string; refuses anything else with a message that names only the
+/// kind of value, never the value.
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn refuse<E: serde::de::Error>(kind: &str) -> Result<String, E> {
+        Err(E::custom(format!(
+            "a secret must be a string, not {kind} (quote it; the value is not shown)"
+        )))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SecretVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
+        Self::refuse("a boolean")
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
+        Self::refuse("a number")
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
+        Self::refuse("a number")
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
+        Self::refuse("a number")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Self::refuse("a table or a date")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Self::refuse("a list")
+    }
+}
+
+/// A list of secrets: a list of strings, or one string for a list of one
+/// (how an environment override gives it).
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    struct ListVisitor;
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<Secret>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of secret strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![Secret(v.to_owned())])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<Secret>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            SecretVisitor::refuse("a boolean").map(|_| Vec::new())
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            SecretVisitor::refuse("a number").map(|_| Vec::new())
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            SecretVisitor::refuse("a number").map(|_| Vec::new())
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            SecretVisitor::refuse("a number").map(|_| Vec::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            SecretVisitor::refuse("a table").map(|_| Vec::new())
+        }
+    }
+    d.deserialize_any(ListVisitor)
+}
+
+/// The configuration keys that hold secrets: an environment override of
+/// one is taken as the literal string it is, never read as a TOML value.
+const SECRET_KEYS: &[&str] = &[
+    "secret",
+    "token_key",
+    "previous_token_keys",
+    "token",
+    "share_key",
+    "url",
+    "password",
+];
 
 impl Secret {
     /// The secret itself, for the one place that needs it.
@@ -264,7 +368,7 @@ pub struct HttpConfig {
     pub token_key_file: Option<PathBuf>,
     /// Keys that signed slots before the current one: still accepted for
     /// slots not yet expired, never used to sign (key rotation).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret_list")]
     pub previous_token_keys: Vec<Secret>,
     /// A file with previous token keys, one per line.
     pub previous_token_keys_file: Option<PathBuf>,
@@ -538,15 +642,42 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Whether `name` is a node name every node reads as the same plain
+/// directory: ASCII letters, digits, `_`, `-` and `.`, not `.` or `..` (nor
+/// only dots), at most 64 bytes. Nothing to decode, normalise or escape.
+pub fn is_plain_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !name.bytes().all(|b| b == b'.')
+}
+
+/// A TOML syntax error as "line L, column C: what", without the excerpt of
+/// the line the parser would print: that line may hold a secret.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
 /// The prefix of configuration overrides in the environment.
 pub const ENV_PREFIX: &str = "MFTD_";
 
 /// Applies `MFTD_<SECTION>__<KEY>=value` (any depth:
 /// `MFTD_STORE__SFTP__HOST`) to the parsed file: names are lower-cased,
 /// `__` separates levels, and the value is read as a TOML value when it is
-/// one (`100`, `true`, `["a", "b"]`, `"quoted"`) and as a string otherwise.
-/// Returns the variables applied. Secrets should still come as `*_file`
-/// (`MFTD_XMPP__SECRET_FILE=/run/secrets/component`).
+/// one (`100`, `true`, `["a", "b"]`, `"quoted"`) and as a string otherwise —
+/// except secret keys ([`SECRET_KEYS`]), whose value is always the literal
+/// string. Returns the variables applied. Secrets should still come as
+/// `*_file` (`MFTD_XMPP__SECRET_FILE=/run/secrets/component`).
 pub fn apply_env_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -565,11 +696,16 @@ pub fn apply_env_overrides(
         if path.iter().any(String::is_empty) {
             return Err(format!("{name}: empty name between '__' separators"));
         }
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.clone()));
         let (key, sections) = path.split_last().expect("at least one name");
+        let value = if SECRET_KEYS.contains(&key.as_str()) {
+            // `MFTD_HTTP__TOKEN_KEY=1e9` is the key "1e9", not a number.
+            toml::Value::String(raw.clone())
+        } else {
+            toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()))
+        };
         let mut here = &mut *table;
         for section in sections {
             let entry = here
@@ -689,7 +825,7 @@ impl Settings {
             message,
         };
         let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+            toml::from_str(text).map_err(|e| parse_error(syntax_error(text, &e)))?;
         let applied = apply_env_overrides(&mut table, env).map_err(parse_error)?;
         let config: Config = table.try_into().map_err(|e: toml::de::Error| {
             if applied.is_empty() {
@@ -769,8 +905,12 @@ impl Settings {
             }
             _ => {}
         }
-        if config.node.name.is_empty() || config.node.name.contains(['/', '\\', ' ']) {
-            return Err(invalid("node.name", "use a short name such as node_1"));
+        if !is_plain_node_name(&config.node.name) {
+            return Err(invalid(
+                "node.name",
+                "1 to 64 ASCII letters, digits, '_', '-' or '.' (not only dots), such as node_1: \
+                 it is a directory name every node must read alike",
+            ));
         }
         let store = match &config.store {
             StoreConfig::Local { path } => StoreSettings::Local { path: path.clone() },
@@ -1052,6 +1192,86 @@ slot_ttl = "5m"
             .expect_err("scalar is not a section")
             .to_string();
         assert!(e.contains("name is not a section"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_strings_from_any_source_and_never_echoed() {
+        // From the environment, a secret that looks like a number, a float,
+        // infinity or a boolean is that string.
+        for raw in ["12345678901234567890", "1.5e300000000000000", "inf", "true"] {
+            let key = format!("{raw}-padding-to-16");
+            for (name, value) in [
+                ("MFTD_HTTP__TOKEN_KEY", raw.to_owned()),
+                ("MFTD_HTTP__TOKEN_KEY", key.clone()),
+            ] {
+                let env = [(name.to_owned(), value.clone())];
+                match Settings::from_toml_with_env(GOOD, "test.toml", env) {
+                    Ok(s) => assert_eq!(s.token_key.expose(), value),
+                    Err(e) => {
+                        let e = e.to_string();
+                        assert!(!e.contains(raw), "the secret is echoed: {e}");
+                        assert!(e.contains("http.token_key"), "{e}");
+                    }
+                }
+            }
+            let env = [(
+                "MFTD_HTTP__PREVIOUS_TOKEN_KEYS".to_owned(),
+                format!("{raw}0000000000000000"),
+            )];
+            let s = Settings::from_toml_with_env(GOOD, "test.toml", env).expect("a one-key list");
+            assert_eq!(s.previous_token_keys.len(), 1);
+        }
+        // In the file, a secret of another type is refused without its value.
+        for (value, kind) in [
+            ("123456789012345678901", "number"),
+            ("1.25e10", "number"),
+            ("true", "boolean"),
+            ("[\"k1-0123456789abcdef\"]", "list"),
+        ] {
+            let text = GOOD.replace(
+                "token_key = \"0123456789abcdef0123\"",
+                &format!("token_key = {value}"),
+            );
+            let e = err(&text);
+            assert!(
+                !e.contains(value.trim_matches(['[', ']', '"'])),
+                "echoed: {e}"
+            );
+            assert!(e.contains(kind), "{e}");
+        }
+        let text = GOOD.replace(
+            "token_key = \"0123456789abcdef0123\"",
+            "token_key = \"0123456789abcdef0123\"\nprevious_token_keys = 4242424242424242",
+        );
+        assert!(!err(&text).contains("4242424242424242"), "{}", err(&text));
+        // A syntax error on a secret's line says where, not what the line holds.
+        let text = GOOD.replace(
+            "token_key = \"0123456789abcdef0123\"",
+            "token_key = \"0123456789abcdef0123",
+        );
+        let e = err(&text);
+        assert!(!e.contains("0123456789abcdef0123"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn node_names_are_plain_directory_names() {
+        for bad in [
+            "", ".", "..", "...", "%2e%2e", "a/b", "a\\b", "nöde", "a b", "a\u{7}b",
+        ] {
+            assert!(!is_plain_node_name(bad), "{bad:?}");
+            let quoted = toml::Value::String(bad.to_owned()).to_string();
+            let text = GOOD.replace("name = \"node_1\"", &format!("name = {quoted}"));
+            if let Err(e) = Settings::from_toml(&text, "test.toml") {
+                assert!(e.to_string().contains("node.name"), "{bad:?}: {e}");
+            } else {
+                panic!("{bad:?} accepted");
+            }
+        }
+        assert!(!is_plain_node_name(&"n".repeat(65)));
+        for good in ["node_1", "node-2.eu", "n", &"n".repeat(64)] {
+            assert!(is_plain_node_name(good), "{good:?}");
+        }
     }
 
     #[test]

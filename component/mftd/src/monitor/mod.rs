@@ -23,6 +23,7 @@ use mft_metrics::{metrics, Direction, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTE
 use mft_storage::error::chain;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
+use mft_upload_http::conn::Deadlines;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -225,6 +226,9 @@ impl Monitor {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"mftd admin\", charset=\"UTF-8\""),
             );
+            // A client without the token keeps no connection open.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -303,9 +307,20 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     resp
 }
 
-/// Admin connections open at once; the listener is for a few scrapers
-/// and operators, not for the public.
-const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Admin connections open at once. Far more than a few scrapers and
+/// operators need, so that the deadlines below — not the cap — decide how
+/// long a hostile client can hold one, and `/healthz` and `/readyz` stay
+/// reachable for the load balancer whatever else connects.
+const MAX_ADMIN_CONNECTIONS: usize = 1024;
+/// A new admin connection must send its first byte within this.
+const ADMIN_FIRST_BYTE: Duration = Duration::from_secs(2);
+/// Request headers must arrive within this.
+const ADMIN_HEADERS: Duration = Duration::from_secs(3);
+/// Nothing moving either way for this long closes the connection (longer
+/// than the slowest status page, whose checks may take a while).
+const ADMIN_IDLE: Duration = Duration::from_secs(20);
+/// No admin connection lives longer than this, however busy.
+const ADMIN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves the admin listener until `shutdown` completes.
 pub async fn serve(
@@ -336,13 +351,13 @@ pub async fn serve(
             let monitor = monitor.clone();
             async move { Ok::<_, std::convert::Infallible>(monitor.handle(req).await) }
         });
+        let tcp = Deadlines::new(tcp, ADMIN_FIRST_BYTE, ADMIN_IDLE);
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(ADMIN_HEADERS)
                 .serve_connection(TokioIo::new(tcp), service);
-            // An idle scraper connection must not live forever.
-            let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
+            let _ = tokio::time::timeout(ADMIN_LIFETIME, conn).await;
             drop(permit);
         });
     }
