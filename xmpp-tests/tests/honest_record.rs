@@ -836,3 +836,230 @@ fn user_supplied_names_are_quoted_in_the_text_log() {
         );
     }
 }
+
+/// A small deterministic generator for the mixed run (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A slot for `uploader`, minted as the component would.
+fn slot_for(uploader: &str, size: u64, name: &str) -> (String, String) {
+    let now = mft_storage::utc::UtcTime::now();
+    let loc = mft_storage::Location::new_random(
+        ChatType::Im,
+        &now.compact_date(),
+        &format!("{:02}", now.hour),
+    );
+    let claims = mft_upload_http::SlotClaims {
+        resource: loc.resource().to_owned(),
+        filename: name.to_owned(),
+        size,
+        content_type: None,
+        uploader: uploader.to_owned(),
+        to: String::new(),
+        expires: mft_storage::utc::unix_now() + 3600,
+        purpose: None,
+        expire_before: None,
+    };
+    let token = SlotSigner::new(xmpp_tests::mftd::TOKEN_KEY).sign(&claims);
+    (format!("/{}/{name}", loc.resource()), token)
+}
+
+/// A connection to mftd from the loopback address `from`.
+async fn connect_from(from: std::net::Ipv4Addr, port: u16) -> Option<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind((from, 0).into()).ok()?;
+    socket.connect(([127, 0, 0, 1], port).into()).await.ok()
+}
+
+/// One hostile act from `from`, chosen by `rng`.
+async fn hostile_act(rng: &mut Rng, from: std::net::Ipv4Addr, port: u16, path: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(mut s) = connect_from(from, port).await else {
+        return;
+    };
+    let get = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    match rng.below(6) {
+        // Asks for the file and never reads.
+        0 => {
+            let _ = s.write_all(get.as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(rng.below(6000))).await;
+        }
+        // Reads part of it and leaves.
+        1 => {
+            let _ = s.write_all(get.as_bytes()).await;
+            let mut left = rng.below(4 * MIB as u64) as usize;
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        }
+        // HTTP/2 rapid reset.
+        2 => {
+            let Ok((client, conn)) = h2::client::Builder::new()
+                .handshake::<_, bytes::Bytes>(s)
+                .await
+            else {
+                return;
+            };
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut client = client;
+            for _ in 0..30 {
+                let Ok(ready) = client.ready().await else {
+                    break;
+                };
+                client = ready;
+                let Ok((_, mut stream)) = client.send_request(h2_get(path), true) else {
+                    break;
+                };
+                stream.send_reset(h2::Reason::CANCEL);
+            }
+            driver.abort();
+        }
+        // A trickling upload from mallory's account.
+        3 => {
+            let (put_path, token) = slot_for("mallory@example.test", 1_000_000, "drip.bin");
+            let head = format!(
+                "PUT {put_path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000000\r\n\r\n"
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            for _ in 0..rng.below(12) {
+                if s.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        // Says nothing.
+        4 => tokio::time::sleep(Duration::from_millis(rng.below(5000))).await,
+        // Garbage.
+        _ => {
+            let junk: Vec<u8> = (0..rng.below(2000)).map(|_| rng.next() as u8).collect();
+            let _ = s.write_all(&junk).await;
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        }
+    }
+}
+
+#[test]
+fn normal_clients_are_served_and_every_row_is_true_among_hostile_ones() {
+    let seed = std::env::var("MFTD_MIX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            getrandom::getrandom(&mut b).unwrap();
+            u64::from_le_bytes(b) | 1
+        });
+    println!("mixed run seed: MFTD_MIX_SEED={seed}");
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let pg = Postgres::start();
+    let m = mftd(
+        &prosody,
+        &pg,
+        &[
+            ("http2", "true"),
+            ("max_transfers", "8"),
+            ("stall_timeout", "3s"),
+        ],
+    );
+    let port = m.http_port;
+    let size = 16 * MIB;
+    let (resource, path) = upload(port, size);
+    let run_for = Duration::from_secs(15);
+
+    // Three hostile addresses, three loops each; each address may hold 2 of the 8 permits.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hostile = {
+        let path = path.clone();
+        runtime.spawn(async move {
+            let mut loops = Vec::new();
+            for i in 0..9u64 {
+                let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 3) as u8);
+                let path = path.clone();
+                let mut rng = Rng(seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+                loops.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    while started.elapsed() < run_for {
+                        hostile_act(&mut rng, from, port, &path).await;
+                    }
+                }));
+            }
+            for l in loops {
+                let _ = l.await;
+            }
+        })
+    };
+
+    // The normal client: whole downloads and small uploads, one at a time.
+    let (mut gets, mut puts) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < run_for {
+        let mut s = open_get(port, &path);
+        assert_eq!(
+            read_response(&mut s, usize::MAX),
+            (200, size),
+            "seed {seed}\n{}",
+            m.log()
+        );
+        gets += 1;
+        let (put_path, token) = slot_for("alice@example.test", 65_536, "note.bin");
+        assert_eq!(
+            put(port, &put_path, &token, &[1u8; 65_536]),
+            201,
+            "seed {seed}"
+        );
+        puts += 1;
+    }
+    runtime.block_on(hostile).unwrap();
+    drop(runtime);
+
+    // Every row is true: a 200 is a whole file, anything else says 499 and less.
+    let rows = settled_rows(&pg, &resource, gets);
+    let delivered = rows.iter().filter(|(s, _)| *s == 200).count();
+    for (status, bytes) in &rows {
+        assert!(
+            (*status == 200 && *bytes == size) || (*status == 499 && *bytes < size),
+            "seed {seed}: a row that lies: ({status}, {bytes}) in {rows:?}"
+        );
+    }
+    // Only the normal client took whole files; the trickling uploads stored nothing.
+    assert_eq!(delivered, gets, "seed {seed}: {rows:?}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM aft_log WHERE method = 'POST'")
+            .trim(),
+        (puts + 1).to_string(),
+        "seed {seed}"
+    );
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM aft_log WHERE method = 'POST' AND jid = 'mallory@example.test'"
+        )
+        .trim(),
+        "0"
+    );
+    println!(
+        "normal client: {gets} downloads, {puts} uploads; {} GET rows",
+        rows.len()
+    );
+}
