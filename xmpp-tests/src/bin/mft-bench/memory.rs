@@ -39,7 +39,13 @@ pub fn run(a: &Args, work: &Path, report: &mut String) {
     let n = if a.smoke { 20 } else { 200 };
     let each = 10 * MIB;
     let small = make_file(work, each);
-    let mftd = mftd_local("");
+    // 200 users behind one loopback address: the per-client share of the
+    // permits (a quarter by default) would refuse most of them.
+    let mftd = xmpp_tests::mftd::Mftd::start_with(
+        &bench_options(None, ""),
+        xmpp_tests::mftd::binary(),
+        vec![("MFTD_HTTP__MAX_TRANSFERS_PER_CLIENT".into(), "512".into())],
+    );
     let pid = mftd_pid(&mftd);
     let port = mftd.http_port;
     let started = Instant::now();
