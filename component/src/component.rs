@@ -57,6 +57,7 @@ pub async fn run(
                 return;
             }
             Err(e) => {
+                metrics().link_failures.inc();
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff.succeeded();
                 }

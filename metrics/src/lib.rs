@@ -117,6 +117,8 @@ pub struct Metrics {
     pub link_up: Gauge,
     /// Times the component reconnected to the router.
     pub link_reconnects: Counter,
+    /// Component stream attempts that failed or ended in an error.
+    pub link_failures: Counter,
     /// 1 while the file server answered the last health check.
     pub file_server_up: Gauge,
     /// Free bytes on the file server (last sample).
@@ -204,6 +206,12 @@ impl Metrics {
             "xmpp_reconnects",
             "Component stream connections made after the first",
             link_reconnects.clone(),
+        );
+        let link_failures = Counter::default();
+        registry.register(
+            "xmpp_link_failures",
+            "Component stream attempts refused or lost (a standby counts one per retry)",
+            link_failures.clone(),
         );
         let file_server_up = Gauge::default();
         registry.register(
@@ -308,6 +316,7 @@ impl Metrics {
             in_flight,
             link_up,
             link_reconnects,
+            link_failures,
             file_server_up,
             file_server_free_bytes,
             file_server_free_ratio,

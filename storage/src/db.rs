@@ -68,12 +68,19 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// (rustls) when the connection string says `sslmode=require`, in clear
 /// otherwise.
 pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError> {
-    let mut config: tokio_postgres::Config = db
-        .url
-        .parse()
-        .map_err(|e| DbError::Config(format!("{e}")))?;
-    let timed_out = |_| DbError::Unavailable(format!("connecting timed out after {timeout:?}"));
-    let refused = |e: tokio_postgres::Error| DbError::Unavailable(format!("cannot connect: {e}"));
+    let mut config = parse_url(&db.url)?;
+    let target = describe(&config);
+    let timed_out = |_| {
+        DbError::Unavailable(format!(
+            "connecting to {target} timed out after {timeout:?}"
+        ))
+    };
+    let refused = |e: tokio_postgres::Error| {
+        DbError::Unavailable(format!(
+            "cannot connect to {target}: {}",
+            crate::error::chain(&e)
+        ))
+    };
     let client = if config.get_ssl_mode() == SslMode::Require {
         let ca = db.ca_file.as_ref().ok_or_else(|| {
             DbError::Config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)".into())
@@ -96,6 +103,54 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
         client
     };
     Ok(client)
+}
+
+/// Parses a connection string. libpq's `sslmode=verify-full` and
+/// `verify-ca` are taken as `require`, which here already verifies the
+/// server's certificate against `ca_file` and its host name (rustls) — what
+/// libpq calls verify-full.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    url.replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require")
+        .parse()
+        .map_err(|e| DbError::Config(format!("not a PostgreSQL connection string: {e}")))
+}
+
+/// Whether the connection string asks for TLS.
+pub fn wants_tls(url: &str) -> bool {
+    parse_url(url).is_ok_and(|c| c.get_ssl_mode() == SslMode::Require)
+}
+
+/// "host:port as user, database db" for messages (never the password).
+fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let host = if hosts.is_empty() {
+        "localhost".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    let port = if ports.is_empty() {
+        "5432".to_owned()
+    } else {
+        ports.join(",")
+    };
+    format!(
+        "PostgreSQL at {host}:{port} as user {:?}, database {:?}",
+        config.get_user().unwrap_or("(none)"),
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("(default)")
+    )
 }
 
 /// Runs a connection's I/O on its own task until it closes.

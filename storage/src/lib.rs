@@ -32,6 +32,7 @@ pub mod local;
 pub mod log_query;
 pub mod log_schema;
 pub mod meta;
+pub mod node_lock;
 pub mod quota;
 pub mod reconcile;
 pub mod retention;

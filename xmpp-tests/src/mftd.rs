@@ -89,7 +89,13 @@ impl Mftd {
     pub fn start_with(opts: &MftdOptions, binary: PathBuf, env: Vec<(String, String)>) -> Mftd {
         let dir = tempfile::tempdir().unwrap();
         let http_port = opts.http_port.unwrap_or_else(free_port);
-        let node = dir.path().join("node_1");
+        // The node directory ends in the node's name (an override in `env` included).
+        let node_name = env
+            .iter()
+            .find(|(k, _)| k == "MFTD_NODE__NAME")
+            .map_or("node_1", |(_, v)| v.as_str())
+            .to_owned();
+        let node = dir.path().join(&node_name);
         let config = format!(
             r#"
 [xmpp]
@@ -212,9 +218,14 @@ name = "node_1"
         );
     }
 
-    /// The node directory.
+    /// The node directory (of the local store).
     pub fn node_dir(&self) -> PathBuf {
-        self.dir.path().join("node_1")
+        let name = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "MFTD_NODE__NAME")
+            .map_or("node_1", |(_, v)| v.as_str());
+        self.dir.path().join(name)
     }
 
     /// The config file.

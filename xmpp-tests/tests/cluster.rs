@@ -369,7 +369,11 @@ fn prosody_keeps_one_connection_per_jid_and_a_standby_takes_over() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let mut first = Mftd::start(&MftdOptions::for_prosody(&prosody));
     first.wait_connected(1);
-    let standby = Mftd::start(&MftdOptions::for_prosody(&prosody));
+    let admin_port = free_port();
+    let mut standby_opts = MftdOptions::for_prosody(&prosody);
+    standby_opts.extra =
+        format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ncheck_interval = \"500ms\"\n");
+    let standby = Mftd::start(&standby_opts);
     assert!(
         standby.wait_for_log(
             "another connection holds this component JID",
@@ -380,6 +384,26 @@ fn prosody_keeps_one_connection_per_jid_and_a_standby_takes_over() {
         standby.log()
     );
     assert!(!standby.log().contains("XMPP: connected and authenticated"));
+    // A standby serves HTTP transfers: ready for a load balancer, and says
+    // it does not hold the link; only /readyz/xmpp answers 503.
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("{admin}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut readyz = curl("/readyz");
+    while !readyz.ends_with("\n200") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        readyz = curl("/readyz");
+    }
+    assert!(readyz.starts_with("ready\nxmpp: standby"), "{readyz}");
+    assert!(readyz.ends_with("\n200"), "{readyz}");
+    let xmpp = curl("/readyz/xmpp");
+    assert!(xmpp.ends_with("\n503"), "{xmpp}");
     first.kill9();
     standby.wait_connected(1);
     let found = client::run(&prosody, ALICE.0, "alice-pw", &["discover"]);

@@ -327,7 +327,17 @@ fn a_slot_is_used_once_on_any_node_and_after_its_file_was_retired() {
 
     // Another node on the same log refuses the same token.
     let prosody2 = Prosody::start(ProsodyOptions::default());
-    let b = mftd(&prosody2, &pg, &[]);
+    let b = {
+        let mut opts = MftdOptions::for_prosody(&prosody2);
+        opts.extra = format!("[database]\nurl = \"{}\"\n", pg.url());
+        let m = Mftd::start_with(
+            &opts,
+            binary(),
+            vec![("MFTD_NODE__NAME".into(), "node_2".into())],
+        );
+        m.wait_connected(1);
+        m
+    };
     assert_eq!(put(b.http_port, &path, &token, &body), 409);
     assert!(
         stored_files(&b.node_dir()).is_empty(),

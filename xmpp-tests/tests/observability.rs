@@ -231,9 +231,24 @@ fn readyz_follows_the_file_server_and_the_database() {
     assert!(why.contains("transfer log"), "{why}");
     w.pg.restart();
     w.readyz_becomes(200);
+    assert_eq!(w.get("/readyz/xmpp").0, 200, "the link is held");
+    // Without the router the node still serves HTTP transfers: /readyz
+    // stays 200 and names the link; /readyz/xmpp says it is not held.
     w.prosody.stop();
-    let why = w.readyz_becomes(503);
-    assert!(why.contains("XMPP link"), "{why}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = w.get("/readyz/xmpp");
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("xmpp: "), "{body}");
+    let (status, body) = w.get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready\nxmpp: "), "{body}");
+    assert!(!body.contains("xmpp: active"), "{body}");
 }
 
 #[test]

@@ -209,15 +209,47 @@ fn sighup_swaps_the_tls_certificate_while_an_upload_completes() {
     assert!(presented_cn(port).contains("second-cert"));
 }
 
+/// Datagrams mftd sends to a `NOTIFY_SOCKET` the test owns.
+struct Notifications {
+    socket: UnixDatagram,
+    said: Vec<String>,
+}
+
+impl Notifications {
+    fn bind(path: &Path) -> Notifications {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        Notifications {
+            socket,
+            said: Vec::new(),
+        }
+    }
+
+    /// Reads until a datagram contains `want`; returns all read so far.
+    fn wait_for(&mut self, want: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.said
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if self.said.last().unwrap().contains(want) {
+                    return self.said.clone();
+                }
+            }
+        }
+        panic!("no {want} from mftd; got {:?}", self.said);
+    }
+}
+
 #[test]
 fn sd_notify_says_ready_once_linked_and_stopping_at_the_end() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+    let mut notes = Notifications::bind(&socket_path);
     let mut mftd = Mftd::start_with(
         &MftdOptions::for_prosody(&prosody),
         binary(),
@@ -226,25 +258,34 @@ fn sd_notify_says_ready_once_linked_and_stopping_at_the_end() {
             ("MFTD_ADMIN__CHECK_INTERVAL".into(), "\"300ms\"".into()),
         ],
     );
-    let mut said = Vec::new();
-    let mut wait_for = |want: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut buf = [0u8; 512];
-        while Instant::now() < deadline {
-            if let Ok(n) = socket.recv(&mut buf) {
-                said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                if said.last().unwrap().contains(want) {
-                    return said.clone();
-                }
-            }
-        }
-        panic!("no {want} from mftd; got {said:?}");
-    };
-    let ready = wait_for("READY=1");
+    let ready = notes.wait_for("READY=1");
     assert!(
         ready.last().unwrap().contains("STATUS=serving"),
         "{ready:?}"
     );
+    // A second node under the same component JID is a standby for Prosody:
+    // it still says READY=1 (it serves HTTP), names itself a standby, and
+    // keeps systemd's watchdog fed.
+    let standby_socket = dir.path().join("standby.sock");
+    let mut standby_notes = Notifications::bind(&standby_socket);
+    let standby = Mftd::start_with(
+        &MftdOptions::for_prosody(&prosody),
+        binary(),
+        vec![
+            ("NOTIFY_SOCKET".into(), standby_socket.display().to_string()),
+            ("WATCHDOG_USEC".into(), "1000000".into()),
+            ("MFTD_ADMIN__CHECK_INTERVAL".into(), "\"300ms\"".into()),
+        ],
+    );
+    let said = standby_notes.wait_for("READY=1");
+    assert!(
+        said.last().unwrap().contains("STATUS=standby"),
+        "{said:?}\n{}",
+        standby.log()
+    );
+    standby_notes.wait_for("WATCHDOG=1");
+    standby_notes.wait_for("WATCHDOG=1");
+    drop(standby);
     mftd.process().signal(15);
-    wait_for("STOPPING=1");
+    notes.wait_for("STOPPING=1");
 }

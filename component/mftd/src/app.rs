@@ -109,7 +109,7 @@ async fn reload_on_hangup(certs: Option<Arc<mft_upload_http::tls::CertStore>>) {
                 tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
             }
         }
-        crate::systemd::notify("READY=1");
+        crate::systemd::reloaded();
     }
 }
 
@@ -140,6 +140,9 @@ impl Listeners {
         Ok(Listeners { http, admin })
     }
 }
+
+/// How long a start waits for a node lock a killed process may still hold.
+const NODE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs mftd on `listeners` until `shutdown` completes, then stops
 /// accepting, lets transfers in flight finish within the grace period and
@@ -192,6 +195,16 @@ pub async fn run(
             tracing::warn!("no [database] configured: transfers are not logged");
             None
         }
+    };
+    // One process per node name: the second refuses before it touches the
+    // node directory (recovery below removes and quarantines files).
+    let _node_lock = match &log {
+        Some(log) => Some(
+            mft_storage::node_lock::NodeLock::acquire(log, &cfg.node.name, NODE_LOCK_WAIT)
+                .await
+                .context("while making sure no other process runs as this node")?,
+        ),
+        None => None,
     };
     // Before any upload can start: clean what a crash left behind.
     match mft_storage::reconcile::recover(
@@ -300,9 +313,16 @@ pub async fn run(
         stop_rx.clone(),
     );
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(serve(listener, http_app, tls, async move {
-        let _ = http_stop.wait_for(|stop| *stop).await;
-    }));
+    let http = tokio::spawn(async move {
+        crate::systemd::set_http_serving(true);
+        let served = serve(listener, http_app, tls, async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .await;
+        crate::systemd::set_http_serving(false);
+        served
+    });
+    tokio::spawn(crate::systemd::keep_watchdog(stop_rx.clone()));
     ready();
     if let StoreSettings::Sftp {
         sftp,
@@ -340,12 +360,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_in_process_on_a_given_listener_and_stops_on_its_signal() {
-        let node = tempfile::tempdir().expect("tempdir");
+        let parent = tempfile::tempdir().expect("tempdir");
+        let node = parent.path().join("node_1");
         let text = format!(
             "[xmpp]\ncomponent_jid = \"upload.example.test\"\nsecret = \"s\"\nrouter = \"127.0.0.1:9\"\n\
              [http]\nlisten = \"127.0.0.1:1\"\npublic_url = \"http://127.0.0.1/\"\ntoken_key = \"0123456789abcdef0123\"\n\
              [node]\nname = \"node_1\"\n[store]\nkind = \"local\"\npath = \"{}\"\n",
-            node.path().display()
+            node.display()
         );
         let settings = Settings::from_toml(&text, "test.toml").expect("config");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");

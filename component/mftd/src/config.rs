@@ -281,7 +281,7 @@ pub enum LogFormat {
 }
 
 /// `[recipients]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientsConfig {
     /// The key shared with the router module (`mftd_share_key`).
@@ -302,6 +302,18 @@ pub struct RecipientsConfig {
 
 fn default_shares_per_minute() -> u32 {
     mft_component::service::SHARES_PER_SENDER_MINUTE
+}
+
+impl Default for RecipientsConfig {
+    fn default() -> Self {
+        RecipientsConfig {
+            share_key: None,
+            share_key_file: None,
+            require_claim: false,
+            reporters: Vec::new(),
+            shares_per_minute: default_shares_per_minute(),
+        }
+    }
 }
 
 /// `[database]`
@@ -626,8 +638,10 @@ pub enum ConfigError {
         message: String,
     },
     /// A value that parses but cannot work.
-    #[error("config key {key}: {message}")]
+    #[error("config key {key}{}: {message}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     Invalid {
+        /// Where the key is in the file, when it is there.
+        line: Option<usize>,
         /// The key, e.g. `http.public_url`.
         key: &'static str,
         /// What is wrong and what to do.
@@ -637,8 +651,106 @@ pub enum ConfigError {
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
+        line: None,
         key,
         message: message.into(),
+    }
+}
+
+impl ConfigError {
+    /// The same error, naming the line of its key in `text` when it is there.
+    fn located(self, text: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                line: None,
+                key,
+                message,
+            } => ConfigError::Invalid {
+                line: line_of(text, key),
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The line (from 1) where the dotted `key` (`store.sftp.host_key`) is set
+/// in TOML `text`: its table header, then `name =` below it.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header
+                .trim_end_matches(']')
+                .split('.')
+                .map(|p| p.trim().trim_matches('"'))
+                .collect::<Vec<_>>()
+                .join(".");
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        if current == table && k == name {
+            return Some(i + 1);
+        }
+        // A dotted key inside its parent table (`[store]` with `sftp.host = …`).
+        if !current.is_empty() && format!("{current}.{k}") == key {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// The path part of a public URL (`""` for `https://host/`, `/upload` for
+/// `https://host/upload/`), parsed as a client would parse it; why not when
+/// clients could not use it.
+pub fn public_url_base_path(url: &str) -> Result<String, String> {
+    let example = "a base URL such as https://upload.example.test:5443/";
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL ({e}); write {example}"))?;
+    match uri.scheme_str() {
+        Some("https" | "http") => {}
+        _ => return Err(format!("{url:?} must start with https:// or http://")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?} names no host; write {example}"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{url:?} must not carry a user name or password"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{url:?} names no host; write {example}"));
+    }
+    if let Some((_, port)) = authority.as_str().rsplit_once(':') {
+        if !port.contains(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("{url:?}: port {port} is not a TCP port (1-65535)"));
+        }
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!(
+            "{url:?} must not have a query or fragment; write {example}"
+        ));
+    }
+    Ok(uri.path().trim_end_matches('/').to_owned())
+}
+
+/// Checks `host:port` (`[v6]:port` for IPv6): a host, and a port 1–65535.
+fn check_host_port(value: &str) -> Result<(), String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{value:?} has no port"))?;
+    if host.is_empty() || host.contains([' ', '/']) {
+        return Err(format!("{value:?} has no usable host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{port:?} is not a TCP port (1-65535)")),
     }
 }
 
@@ -668,6 +780,37 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// " (checked as user …)" for messages about files: what this process may
+/// read is what was checked, which is the service's view only when run as
+/// the service user.
+fn as_whom() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "?".into());
+    format!(" (checked as uid {uid}; run check-config as the service user, e.g. `sudo -u mftd`)")
+}
+
+/// The configuration's sections, as environment overrides name them.
+const SECTIONS: &[&str] = &[
+    "xmpp",
+    "http",
+    "node",
+    "store",
+    "limits",
+    "database",
+    "quotas",
+    "recipients",
+    "chat",
+    "retention",
+    "admin",
+    "log",
+];
+
 /// The prefix of configuration overrides in the environment.
 pub const ENV_PREFIX: &str = "MFTD_";
 
@@ -683,10 +826,26 @@ pub fn apply_env_overrides(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<String>, String> {
     let mut applied = Vec::new();
-    let mut vars: Vec<(String, String)> = env
+    let env: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
+    // `MFTD_XMPP_ROUTER` (one underscore) would otherwise be ignored silently.
+    for (name, _) in env.iter().filter(|(k, _)| !k.contains("__")) {
+        let rest = &name[ENV_PREFIX.len()..];
+        if let Some(section) = SECTIONS
+            .iter()
+            .find(|s| rest.to_ascii_lowercase().starts_with(&format!("{s}_")))
+        {
+            let key = &rest[section.len() + 1..];
+            return Err(format!(
+                "{name} is not an override: write MFTD_{}__{key} (two underscores between section and key)",
+                section.to_ascii_uppercase()
+            ));
+        }
+    }
+    let mut vars: Vec<(String, String)> =
+        env.into_iter().filter(|(k, _)| k.contains("__")).collect();
     vars.sort();
     for (name, raw) in vars {
         let path: Vec<String> = name[ENV_PREFIX.len()..]
@@ -698,8 +857,9 @@ pub fn apply_env_overrides(
         }
         let (key, sections) = path.split_last().expect("at least one name");
         let value = if SECRET_KEYS.contains(&key.as_str()) {
-            // `MFTD_HTTP__TOKEN_KEY=1e9` is the key "1e9", not a number.
-            toml::Value::String(raw.clone())
+            // `MFTD_HTTP__TOKEN_KEY=1e9` is the key "1e9", not a number; a
+            // list of secrets may still be written as a list of strings.
+            string_list(&raw).unwrap_or_else(|| toml::Value::String(raw.clone()))
         } else {
             toml::from_str::<toml::Table>(&format!("v = {raw}"))
                 .ok()
@@ -747,6 +907,16 @@ fn load_optional_key(
     Ok(Some(key))
 }
 
+/// `raw` read as a TOML list whose items are all strings (`["a", "b"]`),
+/// or `None`: how a list of secrets comes from the environment.
+fn string_list(raw: &str) -> Option<toml::Value> {
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()?
+        .remove("v")?;
+    let all_strings = value.as_array()?.iter().all(toml::Value::is_str);
+    all_strings.then_some(value)
+}
+
 /// A secret given inline or in a file; exactly one of the two.
 fn load_secret(
     inline: &Option<Secret>,
@@ -754,11 +924,21 @@ fn load_secret(
     key: &'static str,
 ) -> Result<Secret, ConfigError> {
     match (inline, file) {
+        (Some(s), None) if s.expose().trim().is_empty() => {
+            Err(invalid(key, "is empty: give the secret"))
+        }
         (Some(s), None) => Ok(s.clone()),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-            Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
+            let secret = text.trim_end_matches(['\r', '\n']);
+            if secret.trim().is_empty() {
+                return Err(invalid(
+                    key,
+                    format!("{} is empty: write the secret into it", path.display()),
+                ));
+            }
+            Ok(Secret(secret.to_owned()))
         }
         (Some(_), Some(_)) => Err(invalid(
             key,
@@ -837,6 +1017,11 @@ impl Settings {
                 ))
             }
         })?;
+        Self::from_config(config).map_err(|e| e.located(text))
+    }
+
+    /// Checks a parsed configuration and resolves it into [`Settings`].
+    fn from_config(config: Config) -> Result<Settings, ConfigError> {
         let jid = &config.xmpp.component_jid;
         if jid.is_empty() || jid.contains(['@', '/', ' ']) || !jid.contains('.') {
             return Err(invalid(
@@ -844,12 +1029,12 @@ impl Settings {
                 format!("{jid:?} is not a component domain such as upload.example.test"),
             ));
         }
-        if config.xmpp.router.parse::<SocketAddr>().is_err() && !config.xmpp.router.contains(':') {
-            return Err(invalid(
+        check_host_port(&config.xmpp.router).map_err(|why| {
+            invalid(
                 "xmpp.router",
-                "write host:port, e.g. 127.0.0.1:5347",
-            ));
-        }
+                format!("{why}: write host:port, e.g. 127.0.0.1:5347"),
+            )
+        })?;
         let component_secret =
             load_secret(&config.xmpp.secret, &config.xmpp.secret_file, "xmpp.secret")?;
         let token_key = load_secret(
@@ -876,26 +1061,8 @@ impl Settings {
         for key in &previous_token_keys {
             check_key_length(key, "http.previous_token_keys")?;
         }
-        let url = &config.http.public_url;
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| {
-                invalid(
-                    "http.public_url",
-                    format!("{url:?} must start with https:// or http://"),
-                )
-            })?;
-        let base_path = match rest.find('/') {
-            Some(i) => rest[i..].trim_end_matches('/').to_owned(),
-            None => String::new(),
-        };
-        if rest.is_empty() || rest.starts_with('/') || base_path.contains(['?', '#']) {
-            return Err(invalid(
-                "http.public_url",
-                format!("{url:?} is not a base URL such as https://upload.example.test:5443/"),
-            ));
-        }
+        let base_path = public_url_base_path(&config.http.public_url)
+            .map_err(|why| invalid("http.public_url", why))?;
         match (&config.http.tls_cert, &config.http.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(invalid(
@@ -910,6 +1077,31 @@ impl Settings {
                 "node.name",
                 "1 to 64 ASCII letters, digits, '_', '-' or '.' (not only dots), such as node_1: \
                  it is a directory name every node must read alike",
+            ));
+        }
+        let node_dir_name = match &config.store {
+            StoreConfig::Local { path } => {
+                path.file_name().map(|n| n.to_string_lossy().into_owned())
+            }
+            StoreConfig::Sftp { sftp } => sftp
+                .directory
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .map(str::to_owned),
+        };
+        if node_dir_name.as_deref() != Some(config.node.name.as_str()) {
+            let key = match &config.store {
+                StoreConfig::Local { .. } => "store.path",
+                StoreConfig::Sftp { .. } => "store.sftp.directory",
+            };
+            return Err(invalid(
+                key,
+                format!(
+                    "the node directory must end in the node's name ({:?}, from node.name): \
+                     nodes find each other's files by name on a shared file server",
+                    config.node.name
+                ),
             ));
         }
         let store = match &config.store {
@@ -992,14 +1184,15 @@ impl Settings {
             None => None,
         };
         if let Some(url) = &database_url {
-            url.expose()
-                .parse::<tokio_postgres::Config>()
-                .map_err(|e| {
-                    invalid(
-                        "database.url",
-                        format!("not a PostgreSQL connection string: {e}"),
-                    )
-                })?;
+            mft_storage::db::parse_url(url.expose())
+                .map_err(|e| invalid("database.url", e.to_string()))?;
+            let ca = config.database.as_ref().and_then(|d| d.ca_file.as_ref());
+            if mft_storage::db::wants_tls(url.expose()) && ca.is_none() {
+                return Err(invalid(
+                    "database.ca_file",
+                    "sslmode=require (or verify-full) needs the CA that signed the server's certificate: set database.ca_file",
+                ));
+            }
         }
         let quotas_set = [config.quotas.per_user_daily, config.quotas.global_daily]
             .iter()
@@ -1085,9 +1278,55 @@ impl Settings {
         })
     }
 
-    /// Files that must exist before `run`: today only the node's SSH key.
+    /// Files `run` will read, opened as this process: the TLS pair (also
+    /// parsed), the database CA and the node's SSH key. Errors name the key
+    /// and its line.
     pub fn check_files(&self, config_path: &Path) -> Result<(), ConfigError> {
+        self.check_files_unlocated(config_path)
+            .map_err(|e| e.located(&std::fs::read_to_string(config_path).unwrap_or_default()))
+    }
+
+    fn check_files_unlocated(&self, config_path: &Path) -> Result<(), ConfigError> {
+        let http = &self.config.http;
+        if let (Some(cert), Some(key)) = (&http.tls_cert, &http.tls_key) {
+            for (name, path) in [("http.tls_cert", cert), ("http.tls_key", key)] {
+                std::fs::File::open(path).map_err(|e| {
+                    invalid(
+                        name,
+                        format!("cannot read {}: {e}{}", path.display(), as_whom()),
+                    )
+                })?;
+            }
+            mft_upload_http::tls::acceptor(cert, key, http.http2)
+                .map_err(|e| invalid("http.tls_cert", mft_storage::error::chain(&e)))?;
+        }
+        if let Some(ca) = self
+            .config
+            .database
+            .as_ref()
+            .and_then(|d| d.ca_file.as_ref())
+        {
+            std::fs::File::open(ca).map_err(|e| {
+                invalid(
+                    "database.ca_file",
+                    format!("cannot read {}: {e}{}", ca.display(), as_whom()),
+                )
+            })?;
+        }
         if let Some(s) = self.store.sftp() {
+            if s.private_key.exists() {
+                std::fs::File::open(&s.private_key).map_err(|e| {
+                    invalid(
+                        "store.sftp.private_key",
+                        format!(
+                            "cannot read {}: {e}{} — create the key as the service user: `sudo -u mftd mftd keys generate --config {}`",
+                            s.private_key.display(),
+                            as_whom(),
+                            config_path.display()
+                        ),
+                    )
+                })?;
+            }
             if !s.private_key.exists() {
                 return Err(invalid(
                     "store.sftp.private_key",
@@ -1119,7 +1358,7 @@ token_key = "0123456789abcdef0123"
 name = "node_1"
 [store]
 kind = "local"
-path = "/tmp/x"
+path = "/tmp/node_1"
 [limits]
 max_file_size = "0"
 slot_ttl = "5m"
@@ -1159,6 +1398,7 @@ slot_ttl = "5m"
         let env = [
             ("MFTD_HTTP__MAX_TRANSFERS", "64"),
             ("MFTD_NODE__NAME", "node_7"),
+            ("MFTD_STORE__PATH", "/srv/mft/node_7"),
             ("MFTD_LOG__FORMAT", "json"),
             ("MFTD_LIMITS__ALLOWED_DOMAINS", "[\"a.test\", \"b.test\"]"),
             ("MFTD_RETENTION__ALLOW_PERMANENT", "true"),
@@ -1221,6 +1461,14 @@ slot_ttl = "5m"
             let s = Settings::from_toml_with_env(GOOD, "test.toml", env).expect("a one-key list");
             assert_eq!(s.previous_token_keys.len(), 1);
         }
+        // A list of keys from the environment is a list of strings.
+        let env = [(
+            "MFTD_HTTP__PREVIOUS_TOKEN_KEYS".to_owned(),
+            "[\"first-key-0123456789\", \"second-key-0123456789\"]".to_owned(),
+        )];
+        let s = Settings::from_toml_with_env(GOOD, "test.toml", env).expect("a list of two");
+        let keys: Vec<&str> = s.previous_token_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["first-key-0123456789", "second-key-0123456789"]);
         // In the file, a secret of another type is refused without its value.
         for (value, kind) in [
             ("123456789012345678901", "number"),
@@ -1252,6 +1500,83 @@ slot_ttl = "5m"
         let e = err(&text);
         assert!(!e.contains("0123456789abcdef0123"), "{e}");
         assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn what_would_fail_at_start_fails_here_with_key_and_line() {
+        let with = |from: &str, to: &str| {
+            assert!(GOOD.contains(from), "{from}");
+            GOOD.replace(from, to)
+        };
+        let url = "public_url = \"https://upload.example.test:5443/files/\"";
+        for bad in [
+            "https://upload example.test/",
+            "https://upload.example.test:99999/",
+            "https://upload.example.test:0/",
+            "https://user:pw@upload.example.test/",
+            "https://upload.example.test/?x=1",
+            "ftp://upload.example.test/",
+            "https:///files/",
+        ] {
+            let e = err(&with(url, &format!("public_url = {bad:?}")));
+            assert!(e.contains("http.public_url (line 7)"), "{bad}: {e}");
+        }
+        let s = Settings::from_toml(&with(url, "public_url = \"https://h.test\""), "t")
+            .expect("no path is fine");
+        assert_eq!(s.base_path, "");
+        for bad in ["host:notaport", "host:0", "host:70000", ":5347", "host"] {
+            let text = with(
+                "secret = \"s3cret\"",
+                &format!("secret = \"s3cret\"\nrouter = {bad:?}"),
+            );
+            let e = err(&text);
+            assert!(e.contains("xmpp.router (line 5)"), "{bad}: {e}");
+        }
+        // Secrets: empty inline or an empty file.
+        assert!(err(&with("secret = \"s3cret\"", "secret = \" \"")).contains("xmpp.secret"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.key");
+        std::fs::write(&empty, "\n").expect("write");
+        let e = err(&with(
+            "secret = \"s3cret\"",
+            &format!("secret_file = {:?}", empty.display().to_string()),
+        ));
+        assert!(e.contains("xmpp.secret") && e.contains("is empty"), "{e}");
+        // The node directory ends in the node's name.
+        let e = err(&with("path = \"/tmp/node_1\"", "path = \"/tmp/node_2\""));
+        assert!(
+            e.contains("store.path (line 13)") && e.contains("node_1"),
+            "{e}"
+        );
+        // TLS to the database needs its CA; libpq's verify-full is understood.
+        let db = |url: &str, ca: bool| {
+            let ca = if ca {
+                "ca_file = \"/etc/ssl/ca.pem\"\n"
+            } else {
+                ""
+            };
+            format!("{GOOD}\n[database]\nurl = {url:?}\n{ca}")
+        };
+        let e = err(&db("host=db.test user=mftd sslmode=require", false));
+        assert!(e.contains("database.ca_file"), "{e}");
+        let e = err(&db(
+            "postgresql://mftd@db.test/mftd?sslmode=verify-full",
+            false,
+        ));
+        assert!(e.contains("database.ca_file"), "{e}");
+        Settings::from_toml(
+            &db("postgresql://mftd@db.test/mftd?sslmode=verify-full", true),
+            "t",
+        )
+        .expect("verify-full with a CA");
+        // An override with one underscore is not silently ignored.
+        let env = [("MFTD_XMPP_ROUTER".to_owned(), "10.0.0.1:5347".to_owned())];
+        let e = Settings::from_toml_with_env(GOOD, "t", env)
+            .expect_err("typo")
+            .to_string();
+        assert!(e.contains("MFTD_XMPP__ROUTER"), "{e}");
+        let harmless = [("MFTD_RUN_TAG".to_owned(), "x".to_owned())];
+        Settings::from_toml_with_env(GOOD, "t", harmless).expect("not a section name");
     }
 
     #[test]
@@ -1289,6 +1614,11 @@ slot_ttl = "5m"
     #[test]
     fn good_config_and_defaults() {
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
+        assert_eq!(
+            s.config.recipients.shares_per_minute, 120,
+            "the share rate limit holds without a [recipients] section"
+        );
+        let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
         assert_eq!(s.max_file_size, 4 << 30);
         assert_eq!(s.base_path, "/files");
         assert_eq!(s.allowed_domains, ["example.test"]);
@@ -1323,21 +1653,25 @@ slot_ttl = "5m"
         );
         assert!(err(&both).contains("not both"));
         // Each store kind takes only its own keys.
-        let local_without_path = GOOD.replace("path = \"/tmp/x\"", "");
+        let local_without_path = GOOD.replace("path = \"/tmp/node_1\"", "");
         assert!(
             err(&local_without_path).contains("path"),
             "{}",
             err(&local_without_path)
         );
-        let sftp_without_section =
-            GOOD.replace("kind = \"local\"\npath = \"/tmp/x\"", "kind = \"sftp\"");
+        let sftp_without_section = GOOD.replace(
+            "kind = \"local\"\npath = \"/tmp/node_1\"",
+            "kind = \"sftp\"",
+        );
         assert!(
             err(&sftp_without_section).contains("sftp"),
             "{}",
             err(&sftp_without_section)
         );
-        let local_with_sftp_key =
-            GOOD.replace("path = \"/tmp/x\"", "path = \"/tmp/x\"\nhost = \"fs\"");
+        let local_with_sftp_key = GOOD.replace(
+            "path = \"/tmp/node_1\"",
+            "path = \"/tmp/node_1\"\nhost = \"fs\"",
+        );
         assert!(
             err(&local_with_sftp_key).contains("host"),
             "{}",
@@ -1354,7 +1688,7 @@ slot_ttl = "5m"
     #[test]
     fn sftp_host_key_for_another_host_is_rejected_in_those_words() {
         let sftp = GOOD.replace(
-            "kind = \"local\"\npath = \"/tmp/x\"",
+            "kind = \"local\"\npath = \"/tmp/node_1\"",
             "kind = \"sftp\"\n[store.sftp]\nhost = \"files.example.test\"\nuser = \"mft\"\ndirectory = \"/srv/node_1\"\nprivate_key = \"/k\"\nhost_key = \"evil.example.test ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"",
         );
         let text = err(&sftp);

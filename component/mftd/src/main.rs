@@ -284,6 +284,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config } => {
             let s = load(&config)?;
             s.check_files(&config)?;
+            if s.config.http.public_url.starts_with("http://") {
+                eprintln!(
+                    "warning: http.public_url {} is plain HTTP: XEP-0363 wants HTTPS towards clients (tokens travel in headers); put a TLS-terminating proxy in front and give its https:// URL, or set http.tls_cert/tls_key",
+                    s.config.http.public_url
+                );
+            }
+            if s.config.database.is_none() {
+                eprintln!("warning: no [database]: uploads and downloads will not be logged");
+            }
             println!(
                 "{}: OK (component {}, HTTP {} as {}, store {:?}, max file size {} bytes)",
                 config.display(),

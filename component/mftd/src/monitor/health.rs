@@ -2,7 +2,10 @@
 //! file server (and its free space) and the transfer log on a fixed
 //! interval, never per request, and stores the results in the metrics
 //! gauges; readiness is read back from those same gauges, so `/readyz`,
-//! `/metrics` and the status page cannot disagree.
+//! `/metrics` and the status page cannot disagree. Readiness means "this
+//! node can serve HTTP transfers"; the XMPP link is reported beside it
+//! (`crate::systemd::link`) and never makes a node unready, so a standby
+//! serves.
 
 use std::time::Duration;
 
@@ -10,6 +13,8 @@ use mft_metrics::metrics;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 use tokio::sync::watch;
+
+use crate::systemd::{link, Link};
 
 /// What is sampled and how often.
 #[derive(Clone)]
@@ -69,20 +74,104 @@ pub fn refresh_live(log: Option<&TransferLog>) {
     }
 }
 
-/// Why the node is not ready, or `None` when it is: the XMPP link must be
-/// up, the file server reachable and, when configured, the transfer log
-/// able to commit.
+/// Why this node cannot serve HTTP transfers, or `None` when it can: the
+/// HTTP endpoint is accepting, the file server is reachable and, when
+/// configured, the transfer log can commit. The XMPP link is not part of
+/// it: a node without the link (a standby under a Prosody component JID
+/// another node holds, or while the router restarts) still serves every
+/// download and the PUT of every slot signed with a key it holds; see
+/// [`crate::systemd::link`] for the link.
 pub fn not_ready() -> Option<Vec<&'static str>> {
     let m = metrics();
+    why_not_ready(
+        crate::systemd::http_serving(),
+        m.file_server_up.get() == 1,
+        m.log_configured.get() == 1,
+        m.log_up.get() == 1,
+    )
+}
+
+fn why_not_ready(
+    http: bool,
+    file_server: bool,
+    log_configured: bool,
+    log_up: bool,
+) -> Option<Vec<&'static str>> {
     let mut down = Vec::new();
-    if m.link_up.get() != 1 {
-        down.push("XMPP link down");
+    if !http {
+        down.push("HTTP endpoint not accepting");
     }
-    if m.file_server_up.get() != 1 {
+    if !file_server {
         down.push("file server unreachable");
     }
-    if m.log_configured.get() == 1 && m.log_up.get() != 1 {
+    if log_configured && !log_up {
         down.push("transfer log cannot commit");
     }
     (!down.is_empty()).then_some(down)
+}
+
+// `readyz` and `readyz_xmpp` are the admin router's answers
+// (monitor/mod.rs); kept here, with readiness, so the two cannot drift.
+
+/// `/readyz`: `true` (200) while this node can serve HTTP transfers
+/// ([`not_ready`]); the body's first line is `ready` or `not ready: …`,
+/// the second `xmpp: ` and the link state, which never changes the status.
+pub fn readyz() -> (bool, String) {
+    readyz_body(not_ready(), link())
+}
+
+fn readyz_body(not_ready: Option<Vec<&'static str>>, link: Link) -> (bool, String) {
+    let first = match &not_ready {
+        None => "ready".to_owned(),
+        Some(why) => format!("not ready: {}", why.join("; ")),
+    };
+    (
+        not_ready.is_none(),
+        format!("{first}\nxmpp: {}\n", link.describe()),
+    )
+}
+
+/// `/readyz/xmpp`: `true` (200) while this node holds the component link,
+/// for a check that wants the active node; the body names the state.
+pub fn readyz_xmpp() -> (bool, String) {
+    let link = link();
+    (link == Link::Active, format!("xmpp: {}\n", link.describe()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_is_about_http_transfers_and_never_the_link() {
+        assert_eq!(why_not_ready(true, true, true, true), None);
+        assert_eq!(why_not_ready(true, true, false, false), None);
+        assert_eq!(
+            why_not_ready(true, false, true, false),
+            Some(vec![
+                "file server unreachable",
+                "transfer log cannot commit"
+            ])
+        );
+        assert_eq!(
+            why_not_ready(false, true, false, false),
+            Some(vec!["HTTP endpoint not accepting"])
+        );
+    }
+
+    #[test]
+    fn readyz_names_the_link_on_its_own_line_and_a_standby_is_ready() {
+        let (ok, body) = readyz_body(None, Link::Standby);
+        assert!(ok);
+        assert!(body.starts_with("ready\nxmpp: standby ("), "{body}");
+        let (ok, body) = readyz_body(Some(vec!["file server unreachable"]), Link::Active);
+        assert!(!ok);
+        assert_eq!(
+            body.lines().collect::<Vec<_>>(),
+            [
+                "not ready: file server unreachable",
+                "xmpp: active (component link held; answering slot requests)"
+            ]
+        );
+    }
 }

@@ -208,7 +208,7 @@ impl Monitor {
             version: env!("CARGO_PKG_VERSION"),
             uptime: self.started.elapsed(),
             component_jid: self.component_jid.clone(),
-            link_up: metrics().link_up.get() == 1,
+            link: crate::systemd::link(),
             not_ready: health::not_ready(),
             file_server: self.store.file_server(),
             checks,
@@ -260,14 +260,8 @@ impl Monitor {
                 }
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-            "/readyz" => match health::not_ready() {
-                None => reply(StatusCode::OK, "text/plain", "ready\n"),
-                Some(why) => reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("not ready: {}\n", why.join("; ")),
-                ),
-            },
+            "/readyz" => readiness(health::readyz()),
+            "/readyz/xmpp" => readiness(health::readyz_xmpp()),
             "/" => reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -280,6 +274,16 @@ impl Monitor {
         }
         resp
     }
+}
+
+/// 200 or 503 with the readiness text.
+fn readiness((ok, body): (bool, String)) -> Response<Full<Bytes>> {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(status, "text/plain", body)
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

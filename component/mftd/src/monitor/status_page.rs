@@ -40,8 +40,8 @@ pub struct StatusView {
     pub uptime: Duration,
     /// The component JID.
     pub component_jid: String,
-    /// Whether the component stream is up.
-    pub link_up: bool,
+    /// The XMPP link: active, connecting or standby.
+    pub link: crate::systemd::Link,
     /// `None` when ready, else what is down.
     pub not_ready: Option<Vec<&'static str>>,
     /// The file server's name.
@@ -118,7 +118,11 @@ pub fn render(v: &StatusView) -> String {
         version = escape(v.version),
         uptime = uptime_text(v.uptime),
         jid = escape(&v.component_jid),
-        link = state(v.link_up, "up", "down"),
+        link = state(
+            v.link == crate::systemd::Link::Active,
+            v.link.describe(),
+            v.link.describe()
+        ),
         ready = match &v.not_ready {
             None => state(true, "ready", ""),
             Some(why) => state(
@@ -233,7 +237,7 @@ mod tests {
             version: "0.1.0",
             uptime: Duration::from_secs(90_061),
             component_jid: "upload.example.test".into(),
-            link_up: true,
+            link: crate::systemd::Link::Active,
             not_ready: None,
             file_server: "sftp://files".into(),
             checks: vec![CheckLine {
