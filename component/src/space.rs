@@ -1,6 +1,7 @@
 //! Watches free space on the file server: a warning in the log when it drops
 //! below `alarm_free_percent`, and slots refused (`wait`) while less than
-//! `min_free_bytes` is left, until space returns.
+//! `min_free_bytes` is left, until space returns. Measured every
+//! `[admin] check_interval`, and at once when an upload ran out of space.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,9 +9,6 @@ use std::time::Duration;
 
 use mft_storage::Store;
 use tokio::sync::watch;
-
-/// How often free space is measured.
-pub const CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Shared "too little space" flag.
 #[derive(Clone, Default)]
@@ -66,12 +64,14 @@ impl SpaceGuard {
         }
     }
 
-    /// Checks every [`CHECK_EVERY`] until shutdown.
+    /// Checks every `every`, and as soon as an upload ran out of space,
+    /// until shutdown.
     pub async fn watch(
         self,
         store: Store,
         alarm_percent: f64,
         min_free: u64,
+        every: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut alarmed = false;
@@ -79,7 +79,8 @@ impl SpaceGuard {
             self.check(&store, alarm_percent, min_free, &mut alarmed)
                 .await;
             tokio::select! {
-                () = tokio::time::sleep(CHECK_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
+                () = store.ran_out_of_space() => {}
                 _ = shutdown.changed() => return,
             }
         }

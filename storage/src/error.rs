@@ -38,6 +38,15 @@ pub enum StoreError {
         #[source]
         source: ConnectError,
     },
+    /// The file system holding the node directory has no room for the
+    /// rest of an upload.
+    #[error("no space left on the file server for {context} ({available} bytes free)")]
+    NoSpace {
+        /// What was being written.
+        context: String,
+        /// Bytes free when the failure was looked at.
+        available: u64,
+    },
     /// The upload was abandoned by its sender.
     #[error("upload aborted")]
     Aborted,
@@ -160,6 +169,11 @@ impl StoreError {
             self,
             StoreError::Unavailable(_) | StoreError::Connect { .. }
         )
+    }
+
+    /// The file server (or local disk) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace { .. })
     }
 
     /// The step at which connecting to the file server failed, if that is what happened.

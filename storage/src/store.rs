@@ -20,13 +20,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, ReadFile, Session, WriteFile};
 use crate::layout::{is_data_file, parse_hour_dir, ChatType, HourCounters, Location};
 use crate::utc::{unix_now, UtcTime};
 use crate::{FileMeta, StoreError};
+
+/// How long telling a full disk apart may take after a failed write.
+const SPACE_LOOK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The largest description file we read back.
 const MAX_META_BYTES: u64 = 64 * 1024;
@@ -36,6 +39,8 @@ const MAX_META_BYTES: u64 = 64 * 1024;
 pub struct Store {
     backend: Arc<dyn Backend>,
     counters: Arc<Mutex<HourCounters>>,
+    /// Signalled when an upload ran out of space.
+    out_of_space: Arc<Notify>,
 }
 
 /// What [`Store::stat`] knows about a stored file.
@@ -69,6 +74,7 @@ type WriteResult = (Writer, Vec<u8>, Result<(), StoreError>);
 /// abandons it and removes the partial file.
 pub struct Upload {
     backend: Arc<dyn Backend>,
+    out_of_space: Arc<Notify>,
     loc: Location,
     temp: String,
     meta: FileMeta,
@@ -114,7 +120,14 @@ impl Upload {
             let (writer, spare, result) = pending.await.map_err(join_error)?;
             self.writer = Some(writer);
             self.spare = spare;
-            result?;
+            if let Err(e) = result {
+                // The partial file still takes its room: the rest must fit.
+                let still_needed = self.meta.size.saturating_sub(self.got) + self.write_size as u64;
+                let backend = self.backend.clone();
+                return Err(
+                    told_apart(e, backend, &self.out_of_space, &self.temp, still_needed).await,
+                );
+            }
         }
         Ok(())
     }
@@ -162,7 +175,16 @@ impl Upload {
                 .map_err(join_error)?;
         // Success or not, the temporary name is gone (published or removed).
         self.done = true;
-        result
+        match result {
+            Ok(stored) => Ok(stored),
+            // The temporary file is gone: the whole file must fit.
+            Err(e) => {
+                let (backend, out_of_space) = (self.backend.clone(), self.out_of_space.clone());
+                let (temp, size) = (self.temp.clone(), self.meta.size);
+                drop(self);
+                Err(told_apart(e, backend, &out_of_space, &temp, size).await)
+            }
+        }
     }
 }
 
@@ -198,6 +220,37 @@ impl Drop for Upload {
             })
             .await;
         });
+    }
+}
+
+/// A failed write, told apart: when the file system holding the node
+/// directory has less room than the rest of the upload needs, the failure
+/// is a full disk, whatever the error said (OpenSSH's sftp-server reports
+/// `ENOSPC` as a generic failure); the free-space guard is told at once.
+async fn told_apart(
+    e: StoreError,
+    backend: Arc<dyn Backend>,
+    out_of_space: &Notify,
+    temp: &str,
+    still_needed: u64,
+) -> StoreError {
+    if !matches!(e, StoreError::Io { .. } | StoreError::Unavailable(_)) {
+        return e;
+    }
+    let free = tokio::time::timeout(
+        SPACE_LOOK_LIMIT,
+        blocking(move || backend.session()?.free_space()),
+    )
+    .await;
+    match free {
+        Ok(Ok(Some(space))) if space.available < still_needed => {
+            out_of_space.notify_one();
+            StoreError::NoSpace {
+                context: format!("{temp} ({e})"),
+                available: space.available,
+            }
+        }
+        _ => e,
     }
 }
 
@@ -332,6 +385,7 @@ impl Store {
         Store {
             backend: Arc::new(backend),
             counters: Arc::new(Mutex::new(HourCounters::default())),
+            out_of_space: Arc::new(Notify::new()),
         }
     }
 
@@ -351,12 +405,19 @@ impl Store {
         Some(Store {
             backend: self.backend.sibling(node)?,
             counters: Arc::new(Mutex::new(HourCounters::default())),
+            out_of_space: self.out_of_space.clone(),
         })
     }
 
     /// False while the file server is known to be down: new slots should wait.
     pub fn is_available(&self) -> bool {
         self.backend.is_available()
+    }
+
+    /// Completes when an upload has run out of space (since the last call
+    /// completed), so the free-space guard can measure at once.
+    pub async fn ran_out_of_space(&self) {
+        self.out_of_space.notified().await;
     }
 
     /// The file server's name, for logs.
@@ -405,6 +466,7 @@ impl Store {
         let write_size = self.backend.write_size();
         Ok(Upload {
             backend: self.backend.clone(),
+            out_of_space: self.out_of_space.clone(),
             loc,
             temp,
             meta,

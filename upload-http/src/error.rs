@@ -67,6 +67,9 @@ pub enum HttpError {
     /// sees only the status.
     #[error("file storage failed")]
     Store(#[source] StoreError),
+    /// The file server (or local disk) ran out of space: nothing was stored.
+    #[error("the file server is out of space: the upload was not stored; retry later")]
+    NoSpace(#[source] StoreError),
     /// The transfer log could not read or commit; the transfer is refused.
     #[error("the transfer log is unavailable, retry later")]
     Log(#[source] DbError),
@@ -87,7 +90,10 @@ pub enum HttpError {
 impl HttpError {
     /// Whether the client should retry shortly (`Retry-After`).
     pub fn is_temporary(&self) -> bool {
-        self.status() == StatusCode::SERVICE_UNAVAILABLE
+        matches!(
+            self.status(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        )
     }
 
     /// The status code to answer with.
@@ -110,6 +116,7 @@ impl HttpError {
             HttpError::Unavailable | HttpError::Busy | HttpError::Log(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            HttpError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             HttpError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Quota(_) => StatusCode::FORBIDDEN,
@@ -132,6 +139,7 @@ impl From<StoreError> for HttpError {
                 slot: expected,
             },
             StoreError::Aborted => HttpError::BadRequest("upload aborted".into()),
+            e @ StoreError::NoSpace { .. } => HttpError::NoSpace(e),
             e @ (StoreError::Unavailable(_)
             | StoreError::Connect { .. }
             | StoreError::Io { .. }) => HttpError::Store(e),

@@ -101,9 +101,28 @@ fn the_debian_package_installs_a_user_a_hardened_unit_and_a_conffile() {
     std::fs::write("/etc/mftd/component.secret", "router-secret\n").unwrap();
     run(Command::new("chgrp").args(["mftd", "/etc/mftd/component.secret"]));
     run(Command::new("chmod").args(["0640", "/etc/mftd/component.secret"]));
+    // Next it names the TLS pair the example points at, as the service
+    // user would fail to read it at start.
+    let no_tls = check_as_service_user();
+    let said = String::from_utf8_lossy(&no_tls.stderr);
+    assert!(
+        !no_tls.status.success() && said.contains("http.tls_cert"),
+        "{said}"
+    );
+    let tls = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(tls.path(), "upload.example.test");
+    std::fs::create_dir_all("/etc/mftd/tls").unwrap();
+    std::fs::copy(&cert, "/etc/mftd/tls/fullchain.pem").unwrap();
+    std::fs::copy(&key, "/etc/mftd/tls/privkey.pem").unwrap();
+    run(Command::new("chgrp").args(["-R", "mftd", "/etc/mftd/tls"]));
+    run(Command::new("chmod").args(["0640", "/etc/mftd/tls/privkey.pem"]));
     let ok = check_as_service_user();
     let said = String::from_utf8_lossy(&ok.stdout);
-    assert!(ok.status.success() && said.contains(": OK"), "{said}");
+    assert!(
+        ok.status.success() && said.contains(": OK"),
+        "{said}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     drop(installed);
     assert!(!Path::new("/usr/bin/mftd").exists(), "purged");
 }
@@ -119,6 +138,7 @@ impl Drop for Installed {
             .status();
         let _ = std::fs::remove_file("/etc/mftd/component.secret");
         let _ = std::fs::remove_file("/etc/mftd/token.key");
+        let _ = std::fs::remove_dir_all("/etc/mftd/tls");
         let _ = std::fs::remove_dir("/etc/mftd");
     }
 }

@@ -24,7 +24,7 @@ use mft_storage::quota::Quotas;
 /// Opens the configured store.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     match &settings.store {
-        StoreSettings::Local { path } => {
+        StoreSettings::Local { path, .. } => {
             let backend = LocalBackend::new(path).with_context(|| {
                 format!(
                     "while opening the node directory {} (store.path)",
@@ -324,18 +324,15 @@ pub async fn run(
     });
     tokio::spawn(crate::systemd::keep_watchdog(stop_rx.clone()));
     ready();
-    if let StoreSettings::Sftp {
-        sftp,
-        alarm_free_percent,
-        min_free_bytes,
-    } = &settings.store
-    {
-        tokio::spawn(space.watch(
-            store.clone(),
-            *alarm_free_percent,
-            *min_free_bytes,
-            stop_rx.clone(),
-        ));
+    let limits = settings.store.space();
+    tokio::spawn(space.watch(
+        store.clone(),
+        limits.alarm_free_percent,
+        limits.min_free_bytes,
+        cfg.admin.check_interval.0,
+        stop_rx.clone(),
+    ));
+    if let Some(sftp) = settings.store.sftp() {
         match store.health_check().await {
             Ok(()) => {
                 tracing::info!(host = %sftp.host, directory = %sftp.directory, "file server ready")

@@ -438,12 +438,44 @@ pub enum StoreConfig {
     Local {
         /// The node directory.
         path: PathBuf,
+        /// Log a warning when free space drops below this percentage.
+        #[serde(default = "default_alarm_percent")]
+        alarm_free_percent: f64,
+        /// Refuse new slots (`wait`) while less than this is free.
+        #[serde(default = "default_min_free")]
+        min_free_bytes: ByteSize,
     },
     /// An SSH/SFTP file server.
     Sftp {
         /// `[store.sftp]`.
         sftp: SftpConfig,
     },
+}
+
+/// When free space where the node directory lives is too low: a warning,
+/// then slots refused until it returns. The same for every kind of store.
+#[derive(Debug, Clone, Copy)]
+pub struct SpaceLimits {
+    /// Warn below this free percentage.
+    pub alarm_free_percent: f64,
+    /// Refuse slots below this many free bytes.
+    pub min_free_bytes: u64,
+}
+
+impl SpaceLimits {
+    fn checked(
+        alarm_free_percent: f64,
+        min_free_bytes: u64,
+        key: &'static str,
+    ) -> Result<Self, ConfigError> {
+        if !(0.0..=100.0).contains(&alarm_free_percent) {
+            return Err(invalid(key, "a percentage from 0 to 100"));
+        }
+        Ok(SpaceLimits {
+            alarm_free_percent,
+            min_free_bytes,
+        })
+    }
 }
 
 /// The store as the runtime uses it, validated once.
@@ -453,15 +485,15 @@ pub enum StoreSettings {
     Local {
         /// The node directory.
         path: PathBuf,
+        /// Free-space alarm and floor.
+        space: SpaceLimits,
     },
     /// An SFTP file server.
     Sftp {
         /// Connection, pinned host key, node key.
         sftp: Box<SftpSettings>,
-        /// Warn below this free percentage.
-        alarm_free_percent: f64,
-        /// Refuse slots below this many free bytes.
-        min_free_bytes: u64,
+        /// Free-space alarm and floor.
+        space: SpaceLimits,
     },
 }
 
@@ -471,6 +503,13 @@ impl StoreSettings {
         match self {
             StoreSettings::Sftp { sftp, .. } => Some(sftp),
             StoreSettings::Local { .. } => None,
+        }
+    }
+
+    /// The free-space alarm and floor.
+    pub fn space(&self) -> SpaceLimits {
+        match self {
+            StoreSettings::Local { space, .. } | StoreSettings::Sftp { space, .. } => *space,
         }
     }
 
@@ -1080,7 +1119,7 @@ impl Settings {
             ));
         }
         let node_dir_name = match &config.store {
-            StoreConfig::Local { path } => {
+            StoreConfig::Local { path, .. } => {
                 path.file_name().map(|n| n.to_string_lossy().into_owned())
             }
             StoreConfig::Sftp { sftp } => sftp
@@ -1105,7 +1144,18 @@ impl Settings {
             ));
         }
         let store = match &config.store {
-            StoreConfig::Local { path } => StoreSettings::Local { path: path.clone() },
+            StoreConfig::Local {
+                path,
+                alarm_free_percent,
+                min_free_bytes,
+            } => StoreSettings::Local {
+                path: path.clone(),
+                space: SpaceLimits::checked(
+                    *alarm_free_percent,
+                    min_free_bytes.0,
+                    "store.alarm_free_percent",
+                )?,
+            },
             StoreConfig::Sftp { sftp } => {
                 let host_key = PinnedHostKey::parse(&sftp.host_key, &sftp.host, sftp.port)
                     .map_err(|e| invalid("store.sftp.host_key", e.to_string()))?;
@@ -1118,12 +1168,11 @@ impl Settings {
                 if sftp.pool_size == 0 {
                     return Err(invalid("store.sftp.pool_size", "at least 1"));
                 }
-                if !(0.0..=100.0).contains(&sftp.alarm_free_percent) {
-                    return Err(invalid(
-                        "store.sftp.alarm_free_percent",
-                        "a percentage from 0 to 100",
-                    ));
-                }
+                let space = SpaceLimits::checked(
+                    sftp.alarm_free_percent,
+                    sftp.min_free_bytes.0,
+                    "store.sftp.alarm_free_percent",
+                )?;
                 StoreSettings::Sftp {
                     sftp: Box::new(SftpSettings {
                         host: sftp.host.clone(),
@@ -1137,8 +1186,7 @@ impl Settings {
                         io_timeout: sftp.io_timeout.0,
                         ciphers: sftp.ciphers.clone(),
                     }),
-                    alarm_free_percent: sftp.alarm_free_percent,
-                    min_free_bytes: sftp.min_free_bytes.0,
+                    space,
                 }
             }
         };

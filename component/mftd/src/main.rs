@@ -362,12 +362,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             action: FileserverCommand::Status { config },
         } => {
             let (settings, sftp) = sftp_settings(&config)?;
-            let alarm = match settings.store {
-                config::StoreSettings::Sftp {
-                    alarm_free_percent, ..
-                } => alarm_free_percent,
-                config::StoreSettings::Local { .. } => 10.0,
-            };
+            let alarm = settings.store.space().alarm_free_percent;
             let checks = fileserver::status(&sftp, alarm);
             let mut failed = false;
             for c in &checks {

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 pub use health::{not_ready, Sampler};
 use status_page::{CheckLine, DatabaseView, StatusView};
 
-use crate::config::{Settings, StoreSettings};
+use crate::config::Settings;
 
 /// Latest log rows on the status page.
 const LATEST_ROWS: i64 = 20;
@@ -61,17 +61,9 @@ pub struct Monitor {
 impl Monitor {
     /// The monitor of a node.
     pub fn new(settings: &Settings, store: Store, log: Option<TransferLog>) -> Monitor {
-        let sftp = match &settings.store {
-            StoreSettings::Sftp {
-                sftp,
-                alarm_free_percent,
-                ..
-            } => Some(((**sftp).clone(), *alarm_free_percent)),
-            StoreSettings::Local { .. } => None,
-        };
-        if let Some((_, alarm)) = &sftp {
-            metrics().file_server_alarm_ratio.set(alarm / 100.0);
-        }
+        let alarm = settings.store.space().alarm_free_percent;
+        metrics().file_server_alarm_ratio.set(alarm / 100.0);
+        let sftp = settings.store.sftp().map(|sftp| (sftp.clone(), alarm));
         Monitor {
             node: settings.config.node.name.clone(),
             component_jid: settings.config.xmpp.component_jid.clone(),
