@@ -44,18 +44,40 @@ const RETRY_AFTER_UNAVAILABLE: u64 = 30;
 /// Reports from the router module that a file's URL was sent to someone.
 pub const NS_SHARE: &str = "urn:mftd:share:0";
 
-/// The share a router module reported, checked.
-fn parse_share(el: &Element, reported_by: &str) -> Option<mft_storage::transfer_log::Share> {
+/// How far back a queued share report may date its message: a router
+/// module keeps reports while mftd is away, not for ever.
+pub const SHARE_STAMP_MAX_AGE: u64 = 30 * 24 * 3600;
+
+/// How far ahead of mftd's clock a share's stamp may be (clock skew).
+const SHARE_STAMP_SKEW: u64 = 300;
+
+/// The share a router module reported, checked. A `stamp` (XEP-0082) dates
+/// a report the module queued while mftd was away; it must lie between
+/// [`SHARE_STAMP_MAX_AGE`] ago and a few minutes ahead.
+fn parse_share(
+    el: &Element,
+    reported_by: &str,
+    now: u64,
+) -> Option<mft_storage::transfer_log::Share> {
     let resource = mft_storage::Location::parse(el.get_attr("resource")?)?;
     let sender = Jid::parse(el.get_attr("sender")?)?;
     let recipient = Jid::parse(el.get_attr("recipient")?)?;
     let chat_type: mft_storage::ChatType = el.get_attr("chat-type")?.parse().ok()?;
+    let sent_at = match el.get_attr("stamp") {
+        None => None,
+        Some(s) => {
+            let at = mft_storage::utc::UtcTime::parse_xep0082(s)?.unix;
+            let plausible = at + SHARE_STAMP_MAX_AGE >= now && at <= now + SHARE_STAMP_SKEW;
+            Some(plausible.then_some(at.min(now))?)
+        }
+    };
     Some(mft_storage::transfer_log::Share {
         resource: resource.resource().to_owned(),
         sender: sender.to_string(),
         recipient: recipient.bare(),
         chat_type: chat_type.as_str().to_owned(),
         reported_by: reported_by.to_owned(),
+        sent_at,
     })
 }
 
@@ -190,9 +212,11 @@ impl UploadService {
         };
         let share = iq
             .get_child("share", NS_SHARE)
-            .and_then(|s| parse_share(s, from))
+            .and_then(|s| parse_share(s, from, mft_storage::utc::unix_now()))
             .ok_or_else(|| {
-                StanzaError::bad_request("A share needs resource, sender, recipient and chat-type.")
+                StanzaError::bad_request(
+                    "A share needs resource, sender, recipient and chat-type, and a stamp (if any) within the last 30 days.",
+                )
             })?;
         let sender_domain = Jid::parse(&share.sender).map(|j| j.domain().to_owned());
         if sender_domain.as_deref() != Some(reporter.as_str()) {

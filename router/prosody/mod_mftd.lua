@@ -473,6 +473,7 @@ local jid = require "util.jid";
 local hashes = require "util.hashes";
 local base64 = require "util.encodings".base64;
 local new_id = require "util.id".short;
+local datetime = require "util.datetime";
 
 local component = module:get_option_string("mftd_component");
 local prefix = module:get_option_string("mftd_url_prefix");
@@ -555,6 +556,122 @@ local function chat_type_of(stanza)
 	return "groupchat";
 end
 
+-- Share reports mftd did not take (it was away, restarting, or asked us to
+-- slow down) wait in a queue kept in Prosody's own storage, oldest first,
+-- and go again with back-off: each report carries the message's own time,
+-- so a late report dates the share correctly. The queue is bounded; when it
+-- is full the oldest report is dropped with an error in the log.
+local queue_max = module:get_option_number("mftd_share_queue_max", 10000);
+local queue_store = module:open_store("mftd_share_queue");
+local QUEUE_KEY = "pending";
+local RETRY_MIN, RETRY_MAX = 2, 30;
+local queue = queue_store:get(QUEUE_KEY) or {};
+local retry_in, flushing, timer_set = RETRY_MIN, false, false;
+
+local function save_queue()
+	local ok, err = queue_store:set(QUEUE_KEY, #queue > 0 and queue or nil);
+	if not ok and err then
+		module:log("error", "cannot save the queue of share reports: %s", tostring(err));
+	end
+end
+
+local function share_iq(share)
+	return st.iq({ type = "set", from = module.host, to = component, id = new_id() })
+		:tag("share", { xmlns = NS_SHARE, resource = share.resource, sender = share.sender,
+			recipient = share.recipient, ["chat-type"] = share.kind, stamp = share.stamp });
+end
+
+-- mftd away or busy: worth trying again. Anything else (a malformed or
+-- refused report) would be refused again.
+local function worth_retrying(err)
+	return err.type == "wait";
+end
+
+-- Sends one report; `done(err)` gets nil once mftd recorded it. Prosody
+-- 0.12 hands an error that the router itself sends back (the component is
+-- not connected) to the success path: look at the reply's type.
+local function send_share(share, done)
+	module:send_iq(share_iq(share)):next(function (event)
+		local reply = event and event.stanza;
+		if reply and reply.attr.type == "error" then
+			local kind, condition, text = reply:get_error();
+			done({ type = kind, condition = condition, text = text });
+		else
+			done(nil);
+		end
+	end, function (err)
+		done(err or { type = "wait", condition = "undefined-condition" });
+	end);
+end
+
+local function describe(err)
+	return tostring(err.text or err.condition or err);
+end
+
+local flush;
+
+local function schedule_flush()
+	if timer_set then return; end
+	timer_set = true;
+	module:add_timer(retry_in, function ()
+		timer_set = false;
+		flush();
+	end);
+	retry_in = math.min(retry_in * 2, RETRY_MAX);
+end
+
+-- Sends the oldest queued report; on success the next, until the queue is
+-- empty or mftd is away again.
+flush = function ()
+	if flushing or #queue == 0 then return; end
+	flushing = true;
+	local share = queue[1];
+	send_share(share, function (err)
+		flushing = false;
+		if err and worth_retrying(err) then
+			schedule_flush();
+			return;
+		end
+		if err then
+			module:log("warn", "mftd refused a queued share of %s: %s; dropped", share.resource, describe(err));
+		end
+		table.remove(queue, 1);
+		save_queue();
+		retry_in = RETRY_MIN;
+		if #queue == 0 then
+			module:log("info", "all queued share reports delivered to mftd");
+		end
+		flush();
+	end);
+end
+
+local function enqueue(share)
+	if #queue >= queue_max then
+		local dropped = table.remove(queue, 1);
+		module:log("error", "share report queue full (%d, mftd_share_queue_max): dropped the share of %s by %s",
+			queue_max, dropped.resource, dropped.sender);
+	end
+	table.insert(queue, share);
+	save_queue();
+	schedule_flush();
+end
+
+local function report(share)
+	if #queue > 0 then
+		-- Keep the order: behind what is already waiting.
+		enqueue(share);
+		return;
+	end
+	send_share(share, function (err)
+		if err and worth_retrying(err) then
+			module:log("warn", "mftd did not take the share of %s (%s); queued, will retry", share.resource, describe(err));
+			enqueue(share);
+		elseif err then
+			module:log("warn", "mftd refused the share of %s: %s", share.resource, describe(err));
+		end
+	end);
+end
+
 -- A local user sent a message: report each of our files in it.
 local function report_shares(event)
 	local stanza, origin = event.stanza, event.origin;
@@ -564,13 +681,9 @@ local function report_shares(event)
 	local sender = origin.full_jid or stanza.attr.from;
 	local recipient = jid.bare(stanza.attr.to);
 	local kind = chat_type_of(stanza);
+	local stamp = datetime.datetime(os.time());
 	for _, resource in ipairs(resources) do
-		local iq = st.iq({ type = "set", from = module.host, to = component, id = new_id() })
-			:tag("share", { xmlns = NS_SHARE, resource = resource, sender = sender,
-				recipient = recipient, ["chat-type"] = kind });
-		module:send_iq(iq):catch(function (err)
-			module:log("warn", "mftd did not record the share of %s: %s", resource, tostring(err and err.text or err));
-		end);
+		report({ resource = resource, sender = sender, recipient = recipient, kind = kind, stamp = stamp });
 	end
 end
 
@@ -607,3 +720,7 @@ module:hook("message/bare", claim_urls, 10);
 module:hook("message/full", claim_urls, 10);
 
 module:log("info", "mod_mftd: reporting shares to %s, claiming URLs under %s", component, prefix);
+if #queue > 0 then
+	module:log("info", "%d share reports queued from before; delivering them to mftd", #queue);
+	schedule_flush();
+end

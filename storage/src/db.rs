@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "used slots",
         include_str!("../migrations/0005_used_slots.sql"),
     ),
+    (
+        6,
+        "share times",
+        include_str!("../migrations/0006_share_times.sql"),
+    ),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS

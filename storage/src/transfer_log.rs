@@ -359,15 +359,24 @@ impl TransferLog {
         let row = client
             .query_one(
                 "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
-                 s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by) \
-                       SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar FROM f RETURNING 1), \
+                 s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by, date_time) \
+                       SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar, \
+                              COALESCE(to_timestamp($7::float8), now()) FROM f RETURNING 1), \
                  uf AS (UPDATE files SET to_jid = $3, chat_type = $4 \
                         WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1), \
                  ul AS (UPDATE aft_log SET to_jid = $3, chat_type = $4 \
                         WHERE method = 'POST' AND filename = $1 AND to_jid = '' AND jid = $6 \
                         AND EXISTS (SELECT 1 FROM f WHERE f.uploader = $6 AND f.to_jid = '') RETURNING 1) \
                  SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf), (SELECT count(*) FROM ul)",
-                &[&resource, &sender, &recipient, &chat_type, &reported_by, &uploader],
+                &[
+                    &resource,
+                    &sender,
+                    &recipient,
+                    &chat_type,
+                    &reported_by,
+                    &uploader,
+                    &share.sent_at.map(|s| s as f64),
+                ],
             )
             .await
             .map_err(|e| DbError::query("recording a share", e))?;
@@ -440,6 +449,9 @@ pub struct Share {
     pub chat_type: String,
     /// The router domain that reported it.
     pub reported_by: String,
+    /// When the message was sent (Unix seconds), for a report the router
+    /// queued while mftd was away; `None` means now.
+    pub sent_at: Option<u64>,
 }
 
 const QUOTA_LOCK_GLOBAL: i64 = 7_314_602;

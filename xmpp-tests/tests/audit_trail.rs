@@ -475,3 +475,104 @@ fn ejabberd_with_its_module_names_recipients_and_downloaders() {
     );
     assert_eq!(post.trim(), format!("{room}|groupchat"), "{}", mftd.log());
 }
+
+/// mftd away while people share files: the Prosody module queues each
+/// report in Prosody's storage and delivers it when mftd is back, dated
+/// with the message's own time; the uploader's share still names the
+/// recipient of the upload and each recipient's download is theirs.
+#[test]
+fn shares_sent_while_mftd_is_away_are_recorded_when_it_returns() {
+    let mut w = world(true);
+    let url = w.upload("while-away.txt");
+    let resource = resource_of(&url);
+    let room = "standup@conference.example.test";
+    let room_url = w.upload("room-while-away.txt");
+    let room_resource = resource_of(&room_url);
+    let bob_in_room = w.listen(BOB, Some((room, "bob")), 1);
+
+    w.mftd.kill9();
+    let sent_before = w.pg.psql("SELECT extract(epoch FROM now())::bigint");
+    let carol = w.listen(CAROL, None, 1);
+    w.send(CAROL.0, &url, Some(&url), None);
+    let got = client::wait(carol);
+    let carols_url = got["messages"][0]["oob"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{got}\n{}", w.prosody.log()))
+        .to_owned();
+    w.send(room, &room_url, Some(&room_url), Some("alice"));
+    let in_room = client::wait(bob_in_room);
+    let bobs_room_url = in_room["messages"][0]["oob"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{in_room}"))
+        .to_owned();
+    assert!(
+        w.prosody.log().contains("queued, will retry"),
+        "{}",
+        w.prosody.log()
+    );
+    // Long enough that "reported now" and "sent then" differ.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        w.pg.psql("SELECT count(*) FROM shares").trim(),
+        "0",
+        "nothing can be recorded while mftd is away"
+    );
+
+    w.mftd.restart();
+    w.mftd.wait_connected(2);
+    for (resource, recipient, kind) in [
+        (&resource, "carol@example.test", "im"),
+        (&room_resource, room, "groupchat"),
+    ] {
+        let share = w.pg.psql_eventually(
+            &format!("SELECT recipient, chat_type FROM shares WHERE resource = '{resource}'"),
+            &format!("{recipient}|{kind}"),
+        );
+        assert_eq!(
+            share,
+            format!("{recipient}|{kind}"),
+            "{}\n{}",
+            w.mftd.log(),
+            w.prosody.log()
+        );
+        // Dated when it was sent, recorded when mftd came back.
+        let dated = w.pg.psql(&format!(
+            "SELECT extract(epoch FROM date_time)::bigint - {}, \
+             extract(epoch FROM reported_at - date_time)::bigint >= 2 \
+             FROM shares WHERE resource = '{resource}'",
+            sent_before.trim()
+        ));
+        let (offset, later) = dated.trim().split_once('|').unwrap();
+        let offset: i64 = offset.parse().unwrap();
+        assert!((-1..=5).contains(&offset), "date_time off by {offset}s");
+        assert_eq!(later, "t", "reported_at comes after date_time: {dated}");
+        assert_eq!(
+            w.pg.psql_eventually(
+                &format!("SELECT to_jid, chat_type FROM aft_log WHERE method = 'POST' AND filename = '{resource}'"),
+                &format!("{recipient}|{kind}"),
+            ),
+            format!("{recipient}|{kind}")
+        );
+    }
+    // Each recipient's fetch, once mftd is back, is theirs.
+    for (u, resource, who) in [
+        (&carols_url, &resource, "carol@example.test"),
+        (&bobs_room_url, &room_resource, "bob@example.test"),
+    ] {
+        assert_eq!(xmpp_tests::http::status(u), 200, "{u}");
+        assert_eq!(
+            w.pg.psql_eventually(
+                &format!("SELECT DISTINCT jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND jid <> ''"),
+                who,
+            ),
+            who
+        );
+    }
+    assert!(
+        w.prosody
+            .log()
+            .contains("all queued share reports delivered to mftd"),
+        "{}",
+        w.prosody.log()
+    );
+}
