@@ -681,6 +681,7 @@ async fn only_the_uploader_decides_where_an_upload_went() {
             recipient: "eve@example.test".into(),
             chat_type: "im".into(),
             reported_by: "example.test".into(),
+            sent_at: None,
         })
         .await
         .unwrap());
