@@ -519,6 +519,34 @@ mod tests {
         svc
     }
 
+    #[test]
+    fn a_share_stamp_dates_a_late_report_within_bounds() {
+        let now = 2_000_000_000;
+        let share = |stamp: Option<&str>| {
+            let mut el = Element::new("share", NS_SHARE)
+                .attr("resource", "20261204-22-im-AAAAAAAAAAAAAAAAAAAAAA")
+                .attr("sender", "alice@example.test/phone")
+                .attr("recipient", "bob@example.test")
+                .attr("chat-type", "im");
+            if let Some(s) = stamp {
+                el = el.attr("stamp", s);
+            }
+            parse_share(&el, "example.test", now)
+        };
+        let at = |unix: u64| mft_storage::utc::UtcTime::from_unix(unix).xep0082();
+        assert_eq!(share(None).expect("no stamp").sent_at, None);
+        let hour_ago = share(Some(&at(now - 3600))).expect("an hour ago");
+        assert_eq!(hour_ago.sent_at, Some(now - 3600));
+        // A little clock skew is the present, never the future.
+        assert_eq!(share(Some(&at(now + 60))).expect("skew").sent_at, Some(now));
+        assert!(share(Some(&at(now + 3600))).is_none(), "an hour ahead");
+        assert!(
+            share(Some(&at(now - SHARE_STAMP_MAX_AGE - 1))).is_none(),
+            "too old"
+        );
+        assert!(share(Some("yesterday")).is_none(), "not a date");
+    }
+
     fn iq(kind: &str, payload: Element) -> Element {
         Element::new("iq", NS_COMPONENT)
             .attr("type", kind)
