@@ -182,7 +182,11 @@ impl Upload {
                 let (backend, out_of_space) = (self.backend.clone(), self.out_of_space.clone());
                 let (temp, size) = (self.temp.clone(), self.meta.size);
                 drop(self);
-                Err(told_apart(e, backend, &out_of_space, &temp, size).await)
+                let e = told_apart(e, backend.clone(), &out_of_space, &temp, size).await;
+                // finish_upload removed the temporary file on its own session,
+                // which the failure may have broken: make sure, in the background.
+                tokio::spawn(remove_leftover(backend, None, temp));
+                Err(e)
             }
         }
     }
@@ -205,22 +209,56 @@ impl Drop for Upload {
                 Some(p) => p.await.ok().map(|(w, _, _)| w),
                 None => writer,
             };
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut session = match writer {
-                    Some(w) => {
-                        drop(w.file);
-                        w.session
-                    }
-                    None => match backend.session() {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    },
-                };
-                let _ = session.remove(&temp);
-            })
-            .await;
+            remove_leftover(backend, writer.map(|w| w.session), temp).await;
         });
     }
+}
+
+/// Attempts to remove a temporary file after a failed upload, and how long
+/// to wait before each further one: a link that stalled or reset usually
+/// comes back within these.
+const LEFTOVER_RETRIES: [std::time::Duration; 4] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3),
+    std::time::Duration::from_secs(10),
+    std::time::Duration::from_secs(30),
+];
+
+/// Removes the temporary file of an upload that failed or was abandoned:
+/// first on the upload's own session, which a broken link may have left
+/// unusable, then on fresh sessions with back-off. What still cannot be
+/// removed is named in the log; start-up recovery and `mftd verify`
+/// remove it later. Never publishes anything.
+async fn remove_leftover(
+    backend: Arc<dyn Backend>,
+    session: Option<Box<dyn Session>>,
+    temp: String,
+) {
+    let first = {
+        let temp = temp.clone();
+        tokio::task::spawn_blocking(move || match session {
+            Some(mut s) => s.remove(&temp),
+            None => Err(StoreError::Unavailable("no session".into())),
+        })
+        .await
+    };
+    if matches!(first, Ok(Ok(())) | Ok(Err(StoreError::NotFound(_)))) {
+        return;
+    }
+    let mut last = String::new();
+    for wait in LEFTOVER_RETRIES {
+        tokio::time::sleep(wait).await;
+        let (backend, path) = (backend.clone(), temp.clone());
+        match blocking(move || backend.session()?.remove(&path)).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => return,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    tracing::warn!(
+        path = temp.as_str(),
+        error = last.as_str(),
+        "temporary file of a failed upload could not be removed; start-up recovery or `mftd verify` removes it"
+    );
 }
 
 /// A failed write, told apart: when the file system holding the node
