@@ -148,12 +148,14 @@ fn stalls_resets_and_slowness_on_the_file_server_link_lose_nothing_and_heal() {
         "a stalled upload must fail within the I/O timeout, took {took:?}"
     );
     link.heal();
-    recovers(&mftd, "after-stall.bin");
+    let back = recovers(&mftd, "after-stall.bin");
+    println!("stalled upload failed after {took:?}; stored again {back:?} after the link healed");
 
     // Reset: every connection to the file server closes mid-upload.
     let (status, _) = put(mftd.http_port, "reset.bin", 16 * MIB, &mut || link.reset());
     assert_ne!(status, 201, "an upload cut off by a reset cannot be stored");
-    recovers(&mftd, "after-reset.bin");
+    let back = recovers(&mftd, "after-reset.bin");
+    println!("stored again {back:?} after the reset");
 
     // Slow: 512 KiB/s each way still carries a 1 MiB upload and its download.
     link.slow(512 * 1024);
