@@ -197,7 +197,7 @@ async fn serve_connection(
             return;
         }
         Err(e) => {
-            tracing::debug!(%peer, error = %chain(&e), "connection from a trusted proxy closed before its PROXY header was whole");
+            tracing::debug!(%peer, error = %chain(&e), "dropping a connection from a trusted proxy: no whole PROXY header");
             return;
         }
     };
