@@ -57,6 +57,9 @@ pub struct HttpSettings {
     /// multiplexing, HTTP/1.1 moved 1 GiB over TLS 15–25 % faster here, and
     /// HTTP/2 brings its own denial-of-service surface.
     pub http2: bool,
+    /// The peers believed about their clients' addresses (PROXY protocol,
+    /// `Forwarded`, `X-Forwarded-For`); empty trusts no one.
+    pub trusted_proxies: crate::proxy::TrustedProxies,
 }
 
 impl Default for HttpSettings {
@@ -75,6 +78,7 @@ impl Default for HttpSettings {
             rate_grace: Duration::from_secs(20),
             quotas: mft_storage::quota::Quotas::default(),
             http2: false,
+            trusted_proxies: crate::proxy::TrustedProxies::default(),
         }
     }
 }
@@ -204,7 +208,7 @@ impl App {
 
     /// A download's permit: one share per client address.
     pub(crate) fn admit_download(&self, conn: &Conn) -> Result<Admitted, HttpError> {
-        self.admit(Direction::Download, conn, &[client_key(conn.peer.ip())])
+        self.admit(Direction::Download, conn, &[client_key(conn.client)])
     }
 
     /// Closes the connections of transfers that moved no byte for
@@ -244,12 +248,16 @@ pub(crate) fn client_key(ip: IpAddr) -> String {
     }
 }
 
-/// One connection as the handlers see it: who is at the other end, and how
-/// to close it when one of its transfers stalls.
+/// One connection (for a handler: one request on it) as the handlers see
+/// it: who is at the other end, and how to close it when one of its
+/// transfers stalls.
 #[derive(Clone)]
 pub(crate) struct Conn {
-    /// The peer's address.
+    /// The socket's peer: the client, or a proxy in front of it.
     pub peer: SocketAddr,
+    /// The client, as far as trusted proxies say ([`crate::proxy`]): the
+    /// address logged, and counted against `max_transfers_per_client`.
+    pub client: IpAddr,
     /// Wakes the task serving the connection, which then drops it.
     pub closer: Arc<Notify>,
 }

@@ -1,7 +1,7 @@
 //! What the transfer log records for each HTTP transfer: the POST row of an
 //! upload, the GET row of a download, and how a download ended.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use http::StatusCode;
@@ -30,7 +30,7 @@ pub fn upload_record(
     place: &Place,
     claims: &SlotClaims,
     stored: &StoredFile,
-    peer: SocketAddr,
+    client: IpAddr,
     user_agent: &str,
     started: Instant,
 ) -> TransferRecord {
@@ -50,7 +50,7 @@ pub fn upload_record(
         sha256: stored.meta.sha256.clone(),
         content_type: stored.meta.content_type.clone().unwrap_or_default(),
         node: place.node.clone(),
-        client_address: peer.ip().to_string(),
+        client_address: client.to_string(),
         user_agent: user_agent.to_owned(),
         http_status: 201,
         bytes_sent: size,
@@ -79,7 +79,7 @@ pub fn download_record(
     loc: &Location,
     info: &FileInfo,
     row: Option<&FileRow>,
-    peer: SocketAddr,
+    client: IpAddr,
     user_agent: &str,
     status: StatusCode,
 ) -> TransferRecord {
@@ -110,7 +110,7 @@ pub fn download_record(
             .and_then(|m| m.content_type.clone())
             .unwrap_or_default(),
         node: place.node.clone(),
-        client_address: peer.ip().to_string(),
+        client_address: client.to_string(),
         user_agent: user_agent.to_owned(),
         http_status: i32::from(status.as_u16()),
         bytes_sent: 0,

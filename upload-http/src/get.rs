@@ -45,7 +45,7 @@ fn downloader(app: &App, resource: &str, query: Option<&str>) -> Result<Option<S
 /// Handles one GET or HEAD.
 pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<Resp, HttpError> {
     let started = Instant::now();
-    let peer = conn.peer;
+    let client = conn.client;
     let (resource, _) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
@@ -118,7 +118,7 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
                 &loc,
                 &info,
                 row.as_ref(),
-                peer,
+                client,
                 user_agent,
                 status,
             );
@@ -143,7 +143,7 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
                     &loc,
                     &info,
                     row.as_ref(),
-                    peer,
+                    client,
                     user_agent,
                     audit::NOT_DELIVERED,
                 );

@@ -7,6 +7,8 @@
 //!   rustls), streaming into and out of a [`mft_storage::Store`];
 //! - [`media_type`]: the one canonical media type per file and the inline list;
 //! - [`conn`]: per-connection deadlines and the transfer rate floor;
+//! - [`proxy`]: the client's real address from trusted proxies (PROXY
+//!   protocol, `Forwarded`, `X-Forwarded-For`);
 //! - [`claim`]: per-recipient download claims signed with the router module's key;
 //! - [`error`]: the single mapping from failures to HTTP statuses.
 //!
@@ -22,6 +24,7 @@ pub mod error;
 mod get;
 mod headers;
 pub mod media_type;
+pub mod proxy;
 mod put;
 mod range;
 pub mod server;

@@ -9,7 +9,7 @@
 //! cannot be committed. The request only waits for that task; dropping the
 //! request (hyper does when the client closes) does not stop it.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,7 +72,7 @@ fn decide_content_type(
 /// Handles one PUT.
 pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<Resp, HttpError> {
     let started = Instant::now();
-    let peer = conn.peer;
+    let client = conn.client;
     let (resource, filename) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let token = token_of(&req).ok_or(HttpError::MissingToken)?;
@@ -112,7 +112,7 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     let permit = app.admit(
         mft_metrics::Direction::Upload,
         conn,
-        &[client_key(peer.ip()), uploader],
+        &[client_key(client), uploader],
     )?;
     // Single use is decided in the database, before a byte is stored, so a
     // replayed token cannot store the file again (here, on another node, or
@@ -142,7 +142,8 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     // From here on the outcome no longer depends on the client being there.
     let app = app.clone();
     let publish = tokio::spawn(async move {
-        let result = publish_and_log(&app, upload, &claims, &loc, peer, &user_agent, started).await;
+        let result =
+            publish_and_log(&app, upload, &claims, &loc, client, &user_agent, started).await;
         if let (Ok(()), Some(claim)) = (&result, slot_claim) {
             claim.keep();
         }
@@ -218,13 +219,14 @@ async fn publish_and_log(
     upload: Upload,
     claims: &SlotClaims,
     loc: &Location,
-    peer: SocketAddr,
+    client: IpAddr,
     user_agent: &str,
     started: Instant,
 ) -> Result<(), HttpError> {
     let stored = upload.finish().await?;
     if let Some(log) = &app.log {
-        let record = audit::upload_record(&app.place(), claims, &stored, peer, user_agent, started);
+        let record =
+            audit::upload_record(&app.place(), claims, &stored, client, user_agent, started);
         if let Err(e) = log.record_upload(record).await {
             tracing::error!(path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
             if let Err(e) = app.store.remove(loc).await {

@@ -1,10 +1,12 @@
 //! The HTTP(S) endpoint: accepts connections (at most `max_connections` at
-//! once, each under [`crate::conn::Deadlines`]), speaks HTTP/1.1 and HTTP/2
+//! once, each under [`crate::conn::Deadlines`]), learns the client's address
+//! from a trusted proxy ([`crate::proxy`]), speaks HTTP/1.1 and HTTP/2
 //! (ALPN over TLS, prior knowledge in clear), routes PUT ([`crate::put`]) and
 //! GET/HEAD ([`crate::get`]) and OPTIONS, and shuts down gracefully: stop
 //! accepting, let transfers in flight finish until a deadline, then drop the rest.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +16,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -29,6 +31,7 @@ use crate::body::ResponseBody;
 use crate::conn::Deadlines;
 use crate::error::HttpError;
 use crate::headers::add_cors;
+use crate::proxy::{self, ProxyError};
 use crate::{get, put};
 
 /// HTTP/2 streams one connection may have open at once: each may hold a
@@ -137,60 +140,20 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let permit = OpenConnection::new(permit);
-        let tcp = Deadlines::new(
+        // Everything that waits on the client (a PROXY header, the TLS
+        // handshake, HTTP) runs in the connection's own task, never here.
+        let connection = serve_connection(
+            app.clone(),
             tcp,
-            app.settings.first_byte_timeout,
-            app.settings.body_idle_timeout,
-        );
-        let app = app.clone();
-        let conn = Conn {
             peer,
-            closer: Arc::new(Notify::new()),
-        };
-        let closer = conn.closer.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            let conn = conn.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(app, conn, req).await) }
+            tls.clone(),
+            builder.clone(),
+            graceful.watcher(),
+        );
+        tokio::spawn(async move {
+            connection.await;
+            drop(permit);
         });
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .into_owned();
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = watched => {}
-                        () = closer.notified() => {}
-                    }
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            let conn = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned();
-                            tokio::select! {
-                                _ = watcher.watch(conn) => {}
-                                () = closer.notified() => {}
-                            }
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                    drop(permit);
-                });
-            }
-        }
     }
     drop(listener);
     reaper.abort();
@@ -208,10 +171,91 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Resp {
+/// One connection from its first byte to its end: the PROXY header (read
+/// only from a trusted proxy, before TLS, within `first_byte_timeout`),
+/// TLS, then HTTP under [`Deadlines`].
+async fn serve_connection(
+    app: Arc<App>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) {
+    let settings = &app.settings;
+    let trusted = settings.trusted_proxies.contains(peer.ip());
+    let (io, client) = match proxy::accept(tcp, peer, trusted, settings.first_byte_timeout).await {
+        Ok(accepted) => accepted,
+        Err(e @ (ProxyError::Malformed(_) | ProxyError::TooLong)) => {
+            tracing::warn!(
+                %peer,
+                error = %e,
+                "closing a connection from a trusted proxy (http.trusted_proxies): \
+                 a proxy there must send a valid PROXY header (HAProxy send-proxy or \
+                 send-proxy-v2) or none; remove it from the list if it is not one"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %chain(&e), "dropping a connection from a trusted proxy: no whole PROXY header");
+            return;
+        }
+    };
+    let io = Deadlines::new(io, settings.first_byte_timeout, settings.body_idle_timeout);
+    let conn = Conn {
+        peer,
+        client: client.ip(),
+        closer: Arc::new(Notify::new()),
+    };
+    let closer = conn.closer.clone();
+    let service = {
+        let app = app.clone();
+        service_fn(move |req| {
+            let app = app.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(app, conn, req).await) }
+        })
+    };
+    match tls {
+        None => {
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                () = closer.notified() => {}
+            }
+        }
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = watcher.watch(conn) => {}
+                        () = closer.notified() => {}
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, %client, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, %client, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn handle(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -> Resp {
+    // Per request: a trusted proxy's forwarding headers may name the client.
+    conn.client =
+        proxy::forwarded_client(&app.settings.trusted_proxies, conn.client, req.headers());
     // The query (which may hold a token) is never logged.
-    let peer = conn.peer;
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), %peer);
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        client = %conn.client,
+        via = tracing::field::Empty,
+    );
+    if conn.client != conn.peer.ip().to_canonical() {
+        span.record("via", tracing::field::display(conn.peer));
+    }
     async move {
         let started = Instant::now();
         let method = req.method().clone();

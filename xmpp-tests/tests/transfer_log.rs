@@ -117,7 +117,8 @@ async fn migrations_apply_from_empty_and_again_and_cisco_queries_work() {
         format!(
             "[xmpp]\ncomponent_jid = \"upload.example.test\"\nsecret = \"s\"\n[http]\nlisten = \"127.0.0.1:1\"\n\
              public_url = \"http://127.0.0.1:1/\"\ntoken_key = \"0123456789abcdef0123\"\n[node]\nname = \"node_1\"\n\
-             [store]\nkind = \"local\"\npath = \"/tmp/x\"\n[database]\nurl = \"{}\"\n",
+             [store]\nkind = \"local\"\npath = \"{}\"\n[database]\nurl = \"{}\"\n",
+            cfg.path().join("node_1").display(),
             pg.url()
         ),
     )

@@ -230,6 +230,7 @@ pub async fn run(
         tls = tls.is_some(),
         file_server = %store.file_server(),
         node = %cfg.node.name,
+        trusted_proxies = %settings.trusted_proxies,
         "HTTP: listening"
     );
     let quotas = Quotas {
@@ -253,6 +254,7 @@ pub async fn run(
             rate_grace: cfg.http.rate_grace.0,
             quotas,
             http2: cfg.http.http2,
+            trusted_proxies: settings.trusted_proxies.clone(),
         },
         log.clone(),
         cfg.node.name.clone(),

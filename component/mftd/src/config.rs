@@ -419,6 +419,11 @@ pub struct HttpConfig {
     /// How long transfers in flight may continue after a stop signal.
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Load balancers (addresses or CIDR blocks) believed about their
+    /// clients' addresses: PROXY protocol v1/v2, `Forwarded`,
+    /// `X-Forwarded-For`. Empty: the socket's peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[node]`
@@ -1014,6 +1019,8 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     /// Token keys still accepted (rotation), newest first.
     pub previous_token_keys: Vec<Secret>,
+    /// `http.trusted_proxies`, parsed.
+    pub trusted_proxies: mft_upload_http::proxy::TrustedProxies,
 }
 
 impl Settings {
@@ -1292,11 +1299,15 @@ impl Settings {
         if config.http.stall_timeout.0 < Duration::from_secs(1) {
             return Err(invalid("http.stall_timeout", "at least 1s"));
         }
+        let trusted_proxies =
+            mft_upload_http::proxy::TrustedProxies::parse(&config.http.trusted_proxies)
+                .map_err(|why| invalid("http.trusted_proxies", why))?;
         if config.admin.check_interval.0 < Duration::from_millis(200) {
             return Err(invalid("admin.check_interval", "at least 200ms"));
         }
         Ok(Settings {
             previous_token_keys,
+            trusted_proxies,
             admin_token,
             database_url,
             share_key,
@@ -1548,6 +1559,23 @@ slot_ttl = "5m"
         let e = err(&text);
         assert!(!e.contains("0123456789abcdef0123"), "{e}");
         assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_checked_with_key_and_line() {
+        let key = "token_key = \"0123456789abcdef0123\"";
+        let with = |list: &str| GOOD.replace(key, &format!("{key}\ntrusted_proxies = {list}"));
+        let s = Settings::from_toml(&with(r#"["10.0.0.0/8", "::1"]"#), "t").expect("valid");
+        assert!(s.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+        let s = Settings::from_toml(GOOD, "t").expect("valid");
+        assert!(!s.trusted_proxies.contains("127.0.0.1".parse().expect("ip")));
+        let e = err(&with(r#"["10.0.0.0/8", "10.0.0.1/8"]"#));
+        assert!(
+            e.contains("http.trusted_proxies (line 9)") && e.contains("10.0.0.0/8"),
+            "{e}"
+        );
+        let e = err(&with(r#"["haproxy.internal"]"#));
+        assert!(e.contains("http.trusted_proxies (line 9)"), "{e}");
     }
 
     #[test]
