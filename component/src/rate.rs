@@ -1,7 +1,10 @@
 //! A per-user limit on slot requests: a token bucket per bare JID
 //! (`[limits] slots_per_minute`, `slot_burst`). A user who asks for
 //! thousands of slots at once gets `wait` with a retry stamp instead of
-//! filling hour directories with slots they never use.
+//! filling hour directories with slots they never use. With a transfer
+//! log the same bucket is also kept in PostgreSQL for the whole service
+//! (`TransferLog::take_slot_token`), so N nodes do not give N times the
+//! rate; this in-memory one stays as the first, free gate on each node.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,6 +36,11 @@ impl SlotRateLimiter {
             burst: burst.max(1),
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Requests a minute on average (0: no limit) and at once.
+    pub fn limits(&self) -> (u32, u32) {
+        (self.per_minute, self.burst)
     }
 
     /// Takes one request for `who`; `Err(wait)` when they must wait first.

@@ -385,6 +385,25 @@ impl UploadService {
         reply
     }
 
+    /// One slot request from `uploader`, against this node's bucket and,
+    /// with a transfer log, the service-wide one. A log that cannot answer
+    /// leaves the node's own limit in force.
+    async fn take_slot_request(&self, uploader: &str) -> Result<(), std::time::Duration> {
+        self.slot_rate.take(uploader)?;
+        let (per_minute, burst) = self.slot_rate.limits();
+        let Some(log) = self.log.as_ref().filter(|_| per_minute > 0) else {
+            return Ok(());
+        };
+        match log.take_slot_token(uploader, per_minute, burst).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(wait),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared slot rate unavailable; this node's own limit applies");
+                Ok(())
+            }
+        }
+    }
+
     async fn grant(&self, iq: &Element) -> Result<Element, Refusal> {
         let (ns, req) = find_request(iq)
             .ok_or_else(|| refused(SlotOutcome::BadRequest)(StanzaError::bad_request("")))?;
@@ -400,7 +419,7 @@ impl UploadService {
             )));
         };
         let uploader = requester.bare();
-        if let Err(wait) = self.slot_rate.take(&uploader) {
+        if let Err(wait) = self.take_slot_request(&uploader).await {
             tracing::info!(from, "slot refused: too many slot requests");
             return Err(refused(SlotOutcome::RateLimited)(slot::retry_later(
                 ns,

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "share times",
         include_str!("../migrations/0006_share_times.sql"),
     ),
+    (
+        7,
+        "slot rates",
+        include_str!("../migrations/0007_slot_rates.sql"),
+    ),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS

@@ -304,6 +304,42 @@ impl TransferLog {
         Ok(())
     }
 
+    /// Takes one slot request from `who`'s bucket, shared by every node:
+    /// `per_minute` on average, `burst` at once. `Ok(None)` when allowed,
+    /// `Ok(Some(wait))` when `who` must wait first. Refill and take are one
+    /// statement on the row (`ON CONFLICT` locks it), so concurrent requests
+    /// on any node are each counted once.
+    pub async fn take_slot_token(
+        &self,
+        who: &str,
+        per_minute: u32,
+        burst: u32,
+    ) -> Result<Option<Duration>, DbError> {
+        let rate = f64::from(per_minute) / 60.0;
+        let burst = f64::from(burst.max(1));
+        let client = self.reader.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO slot_rates AS r (jid, tokens, updated, taken) \
+                 VALUES ($1::varchar, $3::float8 - 1, now(), true) \
+                 ON CONFLICT (jid) DO UPDATE SET \
+                   taken = LEAST($3::float8, r.tokens + $2::float8 * \
+                           extract(epoch FROM now() - r.updated)::float8) >= 1, \
+                   tokens = LEAST($3::float8, r.tokens + $2::float8 * \
+                            extract(epoch FROM now() - r.updated)::float8) \
+                            - CASE WHEN LEAST($3::float8, r.tokens + $2::float8 * \
+                                   extract(epoch FROM now() - r.updated)::float8) >= 1 \
+                              THEN 1 ELSE 0 END, \
+                   updated = now() \
+                 RETURNING tokens, taken",
+                &[&fit(who, w::JID), &rate, &burst],
+            )
+            .await
+            .map_err(|e| DbError::query("taking a slot request from the shared rate", e))?;
+        let (tokens, taken): (f64, bool) = (row.get(0), row.get(1));
+        Ok((!taken).then(|| Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0))))
+    }
+
     /// The `files` row of a resource.
     pub async fn file(&self, resource: &str) -> Result<Option<FileRow>, DbError> {
         let client = self.reader.client().await?;

@@ -104,10 +104,14 @@ class Client(slixmpp.ClientXMPP):
         """Times `count` slot requests, `parallel` in flight at a time."""
         import time
         latencies = []
+        refused = []
 
         async def one(i):
             started = time.perf_counter()
-            await self.request_slot(service, "f%d.bin" % i, 1000, None)
+            try:
+                await self.request_slot(service, "f%d.bin" % i, 1000, None)
+            except IqError as e:
+                refused.append(e.iq["error"]["condition"])
             latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
@@ -116,7 +120,8 @@ class Client(slixmpp.ClientXMPP):
         elapsed = time.perf_counter() - started
         latencies.sort()
         pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-        return {"count": count, "seconds": elapsed, "per_second": count / elapsed,
+        return {"count": count, "granted": count - len(refused), "refused": refused,
+                "seconds": elapsed, "per_second": count / elapsed,
                 "p50_ms": pick(0.50), "p99_ms": pick(0.99)}
 
     async def upload(self):

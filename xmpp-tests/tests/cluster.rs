@@ -35,6 +35,18 @@ struct Cluster {
 }
 
 fn node(ejabberd: &Ejabberd, sshd: &Sshd, pg: &Postgres, dir: &Path, name: &str) -> Node {
+    node_with(ejabberd, sshd, pg, dir, name, Vec::new())
+}
+
+/// A node with extra environment overrides.
+fn node_with(
+    ejabberd: &Ejabberd,
+    sshd: &Sshd,
+    pg: &Postgres,
+    dir: &Path,
+    name: &str,
+    mut env: Vec<(String, String)>,
+) -> Node {
     let key = sshd.node_key(dir, name);
     let admin_port = free_port();
     let opts = MftdOptions {
@@ -49,11 +61,8 @@ fn node(ejabberd: &Ejabberd, sshd: &Sshd, pg: &Postgres, dir: &Path, name: &str)
         ),
         http_port: None,
     };
-    let mftd = Mftd::start_with(
-        &opts,
-        binary(),
-        vec![("MFTD_NODE__NAME".into(), name.into())],
-    );
+    env.push(("MFTD_NODE__NAME".into(), name.into()));
+    let mftd = Mftd::start_with(&opts, binary(), env);
     mftd.wait_connected(1);
     Node { mftd, admin_port }
 }
@@ -420,4 +429,73 @@ fn prosody_keeps_one_connection_per_jid_and_a_standby_takes_over() {
         &["upload", "--file", file.path().to_str().unwrap()],
     );
     assert_eq!(out["put_status"], 201, "{out}");
+}
+
+/// `[limits] slots_per_minute` / `slot_burst` hold for the service, not per
+/// node: two nodes behind ejabberd grant one user a burst of 4 in all, not
+/// 4 each (the bucket lives in PostgreSQL).
+#[test]
+fn the_slot_rate_holds_across_nodes() {
+    let ejabberd = Ejabberd::start_router(&RouterOptions {
+        secret: SECRET.into(),
+        users: vec![("alice".into(), "alice-pw".into())],
+        mftd_module: None,
+    });
+    let pg = Postgres::start();
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = || {
+        vec![
+            ("MFTD_LIMITS__SLOTS_PER_MINUTE".to_owned(), "1".to_owned()),
+            ("MFTD_LIMITS__SLOT_BURST".to_owned(), "4".to_owned()),
+        ]
+    };
+    let nodes: Vec<Node> = (1..=2)
+        .map(|i| {
+            node_with(
+                &ejabberd,
+                &sshd,
+                &pg,
+                dir.path(),
+                &format!("node_{i}"),
+                limits(),
+            )
+        })
+        .collect();
+    let out = client::run_at(
+        &ejabberd.c2s_addr(),
+        ALICE.0,
+        ALICE.1,
+        &[
+            "slots",
+            "--to",
+            "upload.example.test",
+            "--count",
+            "24",
+            "--parallel",
+            "4",
+        ],
+    );
+    assert_eq!(out["count"], 24, "{out}");
+    let per_node: Vec<usize> = nodes.iter().map(granted).collect();
+    println!("slots granted per node: {per_node:?}");
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "ejabberd used one node only: {per_node:?}"
+    );
+    let total: usize = per_node.iter().sum();
+    // A minute's refill (1 token) may land while the requests run.
+    assert!(
+        (4..=5).contains(&total),
+        "granted {total} ({per_node:?}), the burst is 4 for the whole service"
+    );
+    assert_eq!(out["granted"], total, "{out}");
+    assert!(
+        out["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c == "resource-constraint"),
+        "{out}"
+    );
 }
