@@ -381,7 +381,9 @@ impl TransferLog {
     /// `sender` to `recipient`: a `shares` row — and, when the sender is the
     /// uploader and the upload names no recipient yet, its POST row's TO_JID
     /// and CHAT_TYPE and the `files` row (retention follows the chat type, so
-    /// nobody else's forward may change it). One statement on the shared
+    /// nobody else's forward may change it), and the CHAT_TYPE of GET rows
+    /// written before it (recipients fetch while the report is on its way).
+    /// One statement on the shared
     /// connection (no lock that slot requests wait behind); a share of a
     /// resource that has no `files` row writes nothing and returns `false`.
     pub async fn record_share(&self, share: &Share) -> Result<bool, DbError> {
@@ -402,8 +404,12 @@ impl TransferLog {
                         WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1), \
                  ul AS (UPDATE aft_log SET to_jid = $3, chat_type = $4 \
                         WHERE method = 'POST' AND filename = $1 AND to_jid = '' AND jid = $6 \
+                        AND EXISTS (SELECT 1 FROM f WHERE f.uploader = $6 AND f.to_jid = '') RETURNING 1), \
+                 ug AS (UPDATE aft_log SET chat_type = $4 \
+                        WHERE method = 'GET' AND filename = $1 AND chat_type <> $4 \
                         AND EXISTS (SELECT 1 FROM f WHERE f.uploader = $6 AND f.to_jid = '') RETURNING 1) \
-                 SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf), (SELECT count(*) FROM ul)",
+                 SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf), (SELECT count(*) FROM ul), \
+                        (SELECT count(*) FROM ug)",
                 &[
                     &resource,
                     &sender,
@@ -901,7 +907,12 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
         } = &job.op
         {
             tx.execute(
-                "UPDATE aft_log SET bytes_sent = $1, duration_ms = $2, http_status = $3 WHERE aft_index = $4",
+                // The file's chat type as known now: the uploader's share
+                // may have named a room while the download ran.
+                "UPDATE aft_log a SET bytes_sent = $1, duration_ms = $2, http_status = $3, \
+                 chat_type = COALESCE((SELECT f.chat_type FROM files f \
+                   WHERE f.resource = a.filename AND f.chat_type <> ''), a.chat_type) \
+                 WHERE aft_index = $4",
                 &[bytes_sent, duration_ms, status, id],
             )
             .await

@@ -98,7 +98,7 @@ pub fn download_record(
         resource: loc.resource().to_owned(),
         file_type: file_type(&real_filename),
         real_filename,
-        chat_type: loc.chat().as_str().to_owned(),
+        chat_type: chat_type_of(loc, row),
         file_server: place.file_server.clone(),
         file_path: loc.path(),
         file_size: i64::try_from(info.size).unwrap_or(i64::MAX),
@@ -116,6 +116,48 @@ pub fn download_record(
         bytes_sent: 0,
         duration_ms: 0,
         purpose: row.map(|r| r.purpose.clone()).unwrap_or_default(),
+        expires: None,
+    }
+}
+
+/// The file's chat type as the log knows it when the row is written (the
+/// uploader's first share may have named a room), else the one its URL
+/// was allocated with.
+fn chat_type_of(loc: &Location, row: Option<&FileRow>) -> String {
+    row.map(|r| r.chat_type.as_str())
+        .filter(|c| !c.is_empty())
+        .map_or_else(|| loc.chat().as_str().to_owned(), str::to_owned)
+}
+
+/// The GET row of a download refused before any byte (a forged, altered or
+/// missing claim; a removed or expired file): its status, no bytes.
+pub fn refusal_record(
+    place: &Place,
+    loc: &Location,
+    row: &FileRow,
+    client: IpAddr,
+    user_agent: &str,
+    status: StatusCode,
+) -> TransferRecord {
+    TransferRecord {
+        jid: String::new(),
+        to_jid: row.to_jid.clone(),
+        resource: loc.resource().to_owned(),
+        file_type: file_type(&row.real_filename),
+        real_filename: row.real_filename.clone(),
+        chat_type: chat_type_of(loc, Some(row)),
+        file_server: place.file_server.clone(),
+        file_path: loc.path(),
+        file_size: row.size,
+        sha256: row.sha256.clone(),
+        content_type: row.content_type.clone(),
+        node: place.node.clone(),
+        client_address: client.to_string(),
+        user_agent: user_agent.to_owned(),
+        http_status: i32::from(status.as_u16()),
+        bytes_sent: 0,
+        duration_ms: 0,
+        purpose: row.purpose.clone(),
         expires: None,
     }
 }

@@ -49,25 +49,45 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     let (resource, _) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let loc = Location::parse(resource).ok_or(HttpError::NotFound)?;
-    let downloader = downloader(app, resource, req.uri().query())?;
     let row = match &app.log {
-        Some(log) => {
-            let row = log.file(resource).await.map_err(HttpError::Log)?;
-            // A file the log does not know was never logged as uploaded
-            // (a crash between publishing and committing): not served.
-            let row = row.ok_or(HttpError::NotFound)?;
-            // Retired, or an ephemeral upload past its time (the sweeper
-            // removes it at its next round; it is not served meanwhile).
-            let expired = row
-                .expires
-                .is_some_and(|at| at <= std::time::SystemTime::now());
-            if row.deleted.is_some() || expired {
-                return Err(HttpError::Gone);
-            }
-            Some(row)
-        }
+        // A file the log does not know was never logged as uploaded (a
+        // crash between publishing and committing): not served, no row.
+        Some(log) => Some(
+            log.file(resource)
+                .await
+                .map_err(HttpError::Log)?
+                .ok_or(HttpError::NotFound)?,
+        ),
         None => None,
     };
+    let claimed = downloader(app, resource, req.uri().query());
+    // Retired, or an ephemeral upload past its time (the sweeper removes it
+    // at its next round; it is not served meanwhile).
+    let gone = row.as_ref().is_some_and(|r| {
+        r.deleted.is_some()
+            || r.expires
+                .is_some_and(|at| at <= std::time::SystemTime::now())
+    });
+    let refusal = match (&claimed, gone) {
+        (Err(_), _) => claimed.as_ref().err().map(HttpError::status),
+        (Ok(_), true) => Some(StatusCode::GONE),
+        (Ok(_), false) => None,
+    };
+    let head = req.method() == Method::HEAD;
+    if let (Some(status), Some(log), Some(row), false) = (refusal, &app.log, &row, head) {
+        // An attempt on a logged file is a row too: the auditor sees
+        // forged or missing claims and fetches of removed files.
+        let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
+        let mut record = audit::refusal_record(&app.place(), &loc, row, client, user_agent, status);
+        record.jid = claimed.as_ref().ok().cloned().flatten().unwrap_or_default();
+        if let Err(e) = log.record_download(record).await {
+            tracing::warn!(error = %e, status = status.as_u16(), "refused download not logged");
+        }
+    }
+    let downloader = claimed?;
+    if gone {
+        return Err(HttpError::Gone);
+    }
     // Any node serves any file: one stored through another node is read
     // from that node's directory on the shared file server.
     let store = match &row {

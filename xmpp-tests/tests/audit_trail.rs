@@ -348,7 +348,72 @@ fn rooms_give_group_chat_or_persistent_and_each_occupant_their_own_url() {
             ),
             "bob@example.test,carol@example.test"
         );
+        // Every download row carries the room's chat type, as the upload's.
+        // (The share may arrive after the fetches: rows written before it
+        // take the room's type when it does.)
+        assert_eq!(
+            w.pg.psql_eventually(
+                &format!("SELECT string_agg(DISTINCT chat_type, ',') FROM aft_log WHERE method = 'GET' AND filename = '{resource}'"),
+                kind
+            ),
+            kind
+        );
     }
+}
+
+/// Attempts are rows too: a download with an altered claim (403) and one of
+/// a removed file (410) each leave a GET row with that status and no bytes;
+/// a name that is no file leaves none.
+#[test]
+fn refused_downloads_of_logged_files_are_rows() {
+    let w = world(true);
+    let url = w.upload("attempts.txt");
+    let resource = resource_of(&url);
+    let bob = w.listen(BOB, None, 1);
+    w.send(BOB.0, &url, Some(&url), None);
+    let got = client::wait(bob);
+    let bobs = got["messages"][0]["oob"].as_str().unwrap().to_owned();
+    // eve alters bob's claim to read as hers.
+    let (base, claim) = bobs.split_once("?for=").unwrap();
+    let (_, mac) = claim.split_once('.').unwrap();
+    let eve = base64_url("eve@example.test");
+    let forged = format!("{base}?for={eve}.{mac}");
+    assert_eq!(xmpp_tests::http::status(&forged), 403);
+    assert_eq!(
+        w.pg.psql_eventually(
+            &format!("SELECT http_status, bytes_sent, jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND http_status = 403"),
+            "403|0|",
+        ),
+        "403|0|"
+    );
+    // The file is removed (as retention would); bob's fetch is a 410 row naming him.
+    w.pg.psql(&format!(
+        "UPDATE files SET deleted = now() WHERE resource = '{resource}'"
+    ));
+    assert_eq!(xmpp_tests::http::status(&bobs), 410);
+    assert_eq!(
+        w.pg.psql_eventually(
+            &format!("SELECT http_status, bytes_sent, jid FROM aft_log WHERE method = 'GET' AND filename = '{resource}' AND http_status = 410"),
+            "410|0|bob@example.test",
+        ),
+        "410|0|bob@example.test"
+    );
+    // An unknown name is no attempt on a file: no row.
+    let unknown = url.replace(&resource, "20261204-10-im-AAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(xmpp_tests::http::status(&unknown), 404);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        w.pg.psql(
+            "SELECT count(*) FROM aft_log WHERE filename = '20261204-10-im-AAAAAAAAAAAAAAAAAAAAAA'"
+        )
+        .trim(),
+        "0"
+    );
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
 
 #[test]
