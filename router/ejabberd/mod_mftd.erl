@@ -13,28 +13,68 @@
 %%% delivered copy carries it in mftd's own spelling with only the
 %%% recipient's claim, any claim already on it being dropped.
 %%%
+%%% Each report carries `stamp', the time the message was sent. A report
+%%% mftd does not take (it is not connected, answers with an error of type
+%%% `wait', or does not answer in time) waits in a per-host queue that
+%%% survives an ejabberd restart, oldest first, and goes again with back-off
+%%% (2 s doubling to 30 s, and at once when the component connects); later
+%%% reports queue behind it. The queue holds share_queue_max reports; when
+%%% full the oldest is dropped with an error in the log. Reports mftd refuses
+%%% for good (modify, auth, cancel) are logged and dropped. The same
+%%% behaviour as the Prosody module.
+%%%
 %%% ejabberd.yml:
 %%%   modules:
 %%%     mod_mftd:
 %%%       component: "upload.example.test"
 %%%       url_prefix: "https://upload.example.test:5443/"
 %%%       share_key: "…"
+%%%       share_queue_max: 10000        # optional
 -module(mod_mftd).
 -behaviour(gen_mod).
+-behaviour(gen_server).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1,
-         mod_doc/0, user_send_packet/1, user_receive_packet/1]).
+         mod_doc/0, user_send_packet/1, user_receive_packet/1, component_connected/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 
 -include("xmpp.hrl").
 -include("mod_muc_room.hrl").
 
 -ifdef(TEST).
-%% For mod_mftd_tests: the link recognition, which needs no running ejabberd.
+%% For mod_mftd_tests: the link recognition and the queue's pure parts,
+%% which need no running ejabberd.
 -export([parse_url/1, url_matcher/1, url_match/2, url_links/3, url_resources/3,
-         url_rewrite/4, targets/1, map_targets/2]).
+         url_rewrite/4, targets/1, map_targets/2,
+         stamp/1, next_retry/1, push/4, outcome/1, share_el/1]).
 -endif.
 
 -define(NS_SHARE, <<"urn:mftd:share:0">>).
+
+%% Back-off of the queue, in seconds; how long mftd has to answer a report.
+-define(RETRY_MIN, 2).
+-define(RETRY_MAX, 30).
+-define(REPLY_TIMEOUT, timer:seconds(15)).
+
+%% The queue of share reports mftd did not take, in mnesia: a disc_copies
+%% table lives in ejabberd's spool dir next to ejabberd's own tables, so it
+%% survives a restart (mnesia's log is replayed, a crash needs no repair
+%% as DETS does), is in `ejabberdctl backup', and a report is added or
+%% removed in O(log n) where a term file would be rewritten whole each time.
+%% An ordered_set keyed {Host, Node, Seq} keeps each host's reports in the
+%% order they came, apart for each cluster node (every node delivers the
+%% reports it queued itself, so none goes twice).
+-record(mftd_share_queue, {key :: {binary(), node(), non_neg_integer()}, share :: map()}).
+
+-record(qstate, {host :: binary(),
+                queue = queue:new() :: queue:queue({term(), map()}),
+                len = 0 :: non_neg_integer(),
+                max :: pos_integer(),
+                next_seq = 0 :: non_neg_integer(),
+                retry_in = ?RETRY_MIN :: pos_integer(),
+                timer :: undefined | reference(),
+                %% The key of the queued report whose answer is awaited.
+                sending :: undefined | term()}).
 
 start(Host, Opts) ->
     case url_matcher(gen_mod:get_opt(url_prefix, Opts)) of
@@ -42,25 +82,43 @@ start(Host, Opts) ->
                               "is reported nor URL claimed on ~ts", [Host]);
         _ -> ok
     end,
+    case catch jid:decode(gen_mod:get_opt(component, Opts)) of
+        #jid{luser = <<>>, lresource = <<>>, lserver = S} when S /= <<>> -> ok;
+        _ -> logger:error("mod_mftd: component is not a domain name; shares on ~ts are queued "
+                          "and never delivered", [Host])
+    end,
+    ejabberd_mnesia:create(?MODULE, mftd_share_queue,
+                           [{disc_copies, [node()]}, {type, ordered_set},
+                            {attributes, record_info(fields, mftd_share_queue)}]),
     ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet, 50),
     ejabberd_hooks:add(user_receive_packet, Host, ?MODULE, user_receive_packet, 50),
-    ok.
+    ejabberd_hooks:add(component_connected, ?MODULE, component_connected, 50),
+    gen_mod:start_child(?MODULE, Host, Opts).
 
 stop(Host) ->
     ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet, 50),
     ejabberd_hooks:delete(user_receive_packet, Host, ?MODULE, user_receive_packet, 50),
-    ok.
+    case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
+        false -> ejabberd_hooks:delete(component_connected, ?MODULE, component_connected, 50);
+        true -> ok
+    end,
+    gen_mod:stop_child(?MODULE, Host).
 
-reload(_Host, _NewOpts, _OldOpts) -> ok.
+reload(Host, NewOpts, _OldOpts) ->
+    gen_server:cast(proc(Host), {max, gen_mod:get_opt(share_queue_max, NewOpts)}).
+
 depends(_Host, _Opts) -> [].
 mod_doc() -> #{desc => <<"Reports file shares to mftd and signs per-recipient download URLs.">>}.
 
 mod_opt_type(component) -> econf:binary();
 mod_opt_type(url_prefix) -> econf:binary();
-mod_opt_type(share_key) -> econf:binary().
+mod_opt_type(share_key) -> econf:binary();
+mod_opt_type(share_queue_max) -> econf:pos_int().
 
 mod_options(_Host) ->
-    [{component, <<>>}, {url_prefix, <<>>}, {share_key, <<>>}].
+    [{component, <<>>}, {url_prefix, <<>>}, {share_key, <<>>}, {share_queue_max, 10000}].
+
+proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
 
 opt(Host, Name) -> gen_mod:get_module_opt(Host, ?MODULE, Name).
 
@@ -147,17 +205,12 @@ user_send_packet({#message{type = T, to = #jid{} = To, from = From} = Msg, State
             Sender = jid:encode(From),
             Recipient = jid:encode(jid:remove_resource(To)),
             Kind = chat_type(Msg),
-            Component = opt(Host, component),
+            Stamp = stamp(erlang:system_time(second)),
             lists:foreach(
               fun(R) ->
-                      Share = #xmlel{name = <<"share">>,
-                                     attrs = [{<<"xmlns">>, ?NS_SHARE}, {<<"resource">>, R},
-                                              {<<"sender">>, Sender}, {<<"recipient">>, Recipient},
-                                              {<<"chat-type">>, Kind}]},
-                      ejabberd_router:route(
-                        #iq{type = set, id = p1_rand:get_string(),
-                            from = jid:make(Host), to = jid:decode(Component),
-                            sub_els = [Share]})
+                      gen_server:cast(proc(Host), {report, #{resource => R, sender => Sender,
+                                                             recipient => Recipient, kind => Kind,
+                                                             stamp => Stamp}})
               end, Rs)
     end,
     Acc;
@@ -186,6 +239,206 @@ user_receive_packet({#message{type = T, to = #jid{} = To} = Msg, State} = Acc)
             {Msg2#message{sub_els = Els}, State}
     end;
 user_receive_packet(Acc) -> Acc.
+
+%%% ---------------------------------------------------------------------
+%%% Reporting shares to mftd, and the queue of the reports it did not take.
+%%%
+%%% One process per host (a gen_mod child) sends the reports. A report goes
+%%% at once while nothing is queued; if mftd does not take it, it joins the
+%%% queue (in mnesia, see #mftd_share_queue{}), and so does every report
+%%% that comes while something is queued, to keep the order. The oldest
+%%% queued report is sent alone; once mftd answered it, the next one.
+
+%% XEP-0082 date-time (UTC, whole seconds) of a system time in seconds.
+stamp(Seconds) ->
+    list_to_binary(calendar:system_time_to_rfc3339(Seconds, [{unit, second}, {offset, "Z"}])).
+
+%% The wait after a wait of Seconds: 2, 4, 8, 16, 30, 30…
+next_retry(Seconds) -> min(Seconds * 2, ?RETRY_MAX).
+
+%% Item added behind the Len items of Queue, which holds at most Max:
+%% {Queue1, Len1, Dropped}, Dropped the oldest items given up for it,
+%% oldest first.
+push(Item, Queue, Len, Max) -> drop_oldest(queue:in(Item, Queue), Len + 1, Max, []).
+
+drop_oldest(Queue, Len, Max, Dropped) when Len > Max ->
+    {{value, Oldest}, Queue1} = queue:out(Queue),
+    drop_oldest(Queue1, Len - 1, Max, [Oldest | Dropped]);
+drop_oldest(Queue, Len, _, Dropped) -> {Queue, Len, lists:reverse(Dropped)}.
+
+%% What to do with a report, given mftd's answer: ok (recorded), {retry, Why}
+%% (mftd away or busy: worth trying again) or {drop, Why} (refused for good:
+%% it would be refused again).
+outcome(#iq{type = result}) -> ok;
+outcome(#iq{type = error} = IQ) ->
+    case xmpp:get_error(IQ) of
+        #stanza_error{type = wait} = E -> {retry, describe(E)};
+        %% Bounced by ejabberd, not answered by mftd: the component went
+        %% away while the report was on its way.
+        #stanza_error{reason = R} = E when R == 'remote-server-not-found';
+                                           R == 'remote-server-timeout' -> {retry, describe(E)};
+        #stanza_error{} = E -> {drop, describe(E)};
+        undefined -> {drop, <<"an error without a condition">>}
+    end;
+outcome(timeout) -> {retry, <<"no answer in time">>};
+outcome(not_connected) -> {retry, <<"component not connected">>}.
+
+describe(#stanza_error{type = Type, reason = Reason, text = Text}) ->
+    R = case Reason of
+            A when is_atom(A) -> atom_to_binary(A, utf8);
+            Other -> iolist_to_binary(io_lib:format("~p", [element(1, Other)]))
+        end,
+    T = case xmpp:get_text(Text) of
+            <<>> -> <<>>;
+            Words -> <<": ", Words/binary>>
+        end,
+    <<(atom_to_binary(Type, utf8))/binary, "/", R/binary, T/binary>>.
+
+%% The <share/> element of a report.
+share_el(#{resource := R, sender := Sender, recipient := Recipient, kind := Kind,
+           stamp := Stamp}) ->
+    #xmlel{name = <<"share">>,
+           attrs = [{<<"xmlns">>, ?NS_SHARE}, {<<"resource">>, R}, {<<"sender">>, Sender},
+                    {<<"recipient">>, Recipient}, {<<"chat-type">>, Kind},
+                    {<<"stamp">>, Stamp}]}.
+
+%% Sends a report; this process gets {iq_reply, #iq{} | timeout | not_connected, Ctx}.
+send(Host, Share, Ctx) ->
+    Component = opt(Host, component),
+    case catch ejabberd_router:is_my_route(Component) of
+        true ->
+            IQ = #iq{type = set, from = jid:make(Host), to = jid:decode(Component),
+                     sub_els = [share_el(Share)]},
+            ejabberd_router:route_iq(IQ, Ctx, self(), ?REPLY_TIMEOUT);
+        _ ->
+            %% Without the component's own route ejabberd would take its
+            %% name for a remote server: a report must not leave for one.
+            self() ! {iq_reply, not_connected, Ctx},
+            ok
+    end.
+
+%% mftd's component (re)connected: deliver what waits without waiting out
+%% the back-off.
+component_connected(Component) ->
+    lists:foreach(
+      fun(Host) ->
+              case gen_mod:is_loaded(Host, ?MODULE)
+                  andalso jid:nameprep(opt(Host, component)) == jid:nameprep(Component) of
+                  true -> gen_server:cast(proc(Host), component_connected);
+                  false -> ok
+              end
+      end, ejabberd_option:hosts()).
+
+init([Host, Opts]) ->
+    Node = node(),
+    Rows = mnesia:dirty_select(mftd_share_queue,
+                               [{#mftd_share_queue{key = {Host, Node, '_'}, _ = '_'}, [], ['$_']}]),
+    Items = [{K, Share} || #mftd_share_queue{key = K, share = Share}
+                               <- lists:keysort(#mftd_share_queue.key, Rows)],
+    NextSeq = case Items of
+                  [] -> 0;
+                  _ -> {{_, _, Last}, _} = lists:last(Items), Last + 1
+              end,
+    State = #qstate{host = Host, queue = queue:from_list(Items), len = length(Items),
+                   max = gen_mod:get_opt(share_queue_max, Opts), next_seq = NextSeq},
+    case Items of
+        [] -> {ok, State};
+        _ ->
+            logger:info("mod_mftd: ~B share reports queued from before on ~ts; delivering them to mftd",
+                        [length(Items), Host]),
+            {ok, schedule(State)}
+    end.
+
+handle_call(_Request, _From, State) -> {reply, {error, badarg}, State}.
+
+handle_cast({report, Share}, #qstate{len = 0, host = Host} = State) ->
+    send(Host, Share, {direct, Share}),
+    {noreply, State};
+handle_cast({report, Share}, State) ->
+    %% Behind what is already waiting.
+    {noreply, enqueue(Share, State)};
+handle_cast({max, Max}, State) ->
+    {noreply, State#qstate{max = Max}};
+handle_cast(component_connected, #qstate{timer = Timer} = State) ->
+    case Timer of
+        undefined -> ok;
+        _ -> erlang:cancel_timer(Timer)
+    end,
+    {noreply, flush(State#qstate{timer = undefined, retry_in = ?RETRY_MIN})};
+handle_cast(_Msg, State) -> {noreply, State}.
+
+handle_info({iq_reply, Reply, {direct, #{resource := R} = Share}}, State) ->
+    case outcome(Reply) of
+        ok -> {noreply, State};
+        {retry, Why} ->
+            logger:warning("mod_mftd: mftd did not take the share of ~ts (~ts); queued, will retry",
+                           [R, Why]),
+            {noreply, enqueue(Share, State)};
+        {drop, Why} ->
+            logger:warning("mod_mftd: mftd refused the share of ~ts: ~ts", [R, Why]),
+            {noreply, State}
+    end;
+handle_info({iq_reply, Reply, {queued, Key}}, #qstate{sending = Key} = State) ->
+    State1 = State#qstate{sending = undefined},
+    case outcome(Reply) of
+        {retry, _} -> {noreply, schedule(State1)};
+        Done ->
+            case Done of
+                {drop, Why} ->
+                    logger:warning("mod_mftd: mftd refused a queued share: ~ts; dropped", [Why]);
+                ok -> ok
+            end,
+            State2 = remove_head(Key, State1#qstate{retry_in = ?RETRY_MIN}),
+            case State2#qstate.len of
+                0 ->
+                    logger:info("mod_mftd: all queued share reports delivered to mftd (~ts)",
+                                [State2#qstate.host]),
+                    {noreply, State2};
+                _ -> {noreply, flush(State2)}
+            end
+    end;
+handle_info(flush, State) ->
+    {noreply, flush(State#qstate{timer = undefined})};
+handle_info(_Info, State) -> {noreply, State}.
+
+terminate(_Reason, _State) -> ok.
+code_change(_OldVsn, State, _Extra) -> {ok, State}.
+
+%% Share queued (in mnesia first) behind the others, the oldest dropped if
+%% the queue is full.
+enqueue(Share, #qstate{host = Host, queue = Q, len = Len, max = Max, next_seq = Seq} = State) ->
+    Key = {Host, node(), Seq},
+    mnesia:dirty_write(#mftd_share_queue{key = Key, share = Share}),
+    {Q1, Len1, Dropped} = push({Key, Share}, Q, Len, Max),
+    lists:foreach(
+      fun({K, #{resource := R, sender := Sender}}) ->
+              mnesia:dirty_delete(mftd_share_queue, K),
+              logger:error("mod_mftd: share report queue full (~B, share_queue_max): dropped the "
+                           "share of ~ts by ~ts", [Max, R, Sender])
+      end, Dropped),
+    schedule(State#qstate{queue = Q1, len = Len1, next_seq = Seq + 1}).
+
+%% The oldest report is done with (unless the queue gave it up meanwhile).
+remove_head(Key, #qstate{queue = Q, len = Len} = State) ->
+    case queue:peek(Q) of
+        {value, {Key, _}} ->
+            mnesia:dirty_delete(mftd_share_queue, Key),
+            State#qstate{queue = queue:drop(Q), len = Len - 1};
+        _ -> State
+    end.
+
+%% A try of the oldest report after the current back-off.
+schedule(#qstate{timer = undefined, sending = undefined, retry_in = In} = State) ->
+    Timer = erlang:send_after(timer:seconds(In), self(), flush),
+    State#qstate{timer = Timer, retry_in = next_retry(In)};
+schedule(State) -> State.
+
+%% Sends the oldest report, unless one is on its way.
+flush(#qstate{sending = undefined, len = Len, queue = Q, host = Host} = State) when Len > 0 ->
+    {value, {Key, Share}} = queue:peek(Q),
+    send(Host, Share, {queued, Key}),
+    State#qstate{sending = Key};
+flush(State) -> State.
 
 %%% ---------------------------------------------------------------------
 %%% Recognising mftd's links the way a client does.

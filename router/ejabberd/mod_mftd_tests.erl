@@ -1,7 +1,8 @@
-%%% eunit tests of mod_mftd.erl's link recognition, without ejabberd
-%%% running: scripts/test-router-modules.sh compiles mod_mftd.erl with
-%%% -DTEST (which exports the URL functions) and runs these. The same cases
-%%% as router/prosody/test_url.lua.
+%%% eunit tests of mod_mftd.erl's link recognition and of the pure parts
+%%% of its queue of share reports, without ejabberd running:
+%%% scripts/test-router-modules.sh compiles mod_mftd.erl with -DTEST (which
+%%% exports these functions) and runs these. The link cases are the same as
+%%% router/prosody/test_url.lua's.
 -module(mod_mftd_tests).
 
 -include("xmpp.hrl").
@@ -18,7 +19,8 @@
 
 -export([a_ours_test_/0, b_ours_test_/0, c_ours_test_/0, d_ours_test_/0, a_not_ours_test_/0,
          b_not_ours_test_/0, others_not_ours_test_/0, hosts_test_/0, text_test_/0,
-         claim_test_/0, whole_test_/0, cost_test_/0, file_sharing_test_/0]).
+         claim_test_/0, whole_test_/0, cost_test_/0, file_sharing_test_/0,
+         stamp_test_/0, retry_test_/0, queue_bound_test_/0, outcome_test_/0, share_el_test_/0]).
 
 assert_equal(Want, Want) -> ok;
 assert_equal(Want, Got) -> erlang:error({not_equal, [{want, Want}, {got, Got}]}).
@@ -283,3 +285,73 @@ file_sharing_test_() ->
                              mod_mftd:targets(#message{sub_els = [FS]})),
                 ?assertEqual(lists:last(Sent), Body)
             end)].
+
+%%% The queue of share reports.
+
+%% XEP-0082 date-time in UTC, whole seconds, as mftd parses it.
+stamp_test_() ->
+    [?_assertEqual(<<"1970-01-01T00:00:00Z">>, mod_mftd:stamp(0)),
+     ?_assertEqual(<<"2026-11-26T09:14:03Z">>, mod_mftd:stamp(1795684443)),
+     ?_assertEqual(<<"2000-02-29T23:59:59Z">>, mod_mftd:stamp(951868799))].
+
+%% 2 s doubling to 30 s, as the Prosody module.
+retry_test_() ->
+    Waits = lists:sublist(lists:foldl(fun(_, [W | _] = Acc) -> [mod_mftd:next_retry(W) | Acc] end,
+                                      [2], lists:seq(1, 6)), 7),
+    [?_assertEqual([2, 4, 8, 16, 30, 30, 30], lists:reverse(Waits))].
+
+%% Bounded: the oldest reports are given up, in order, for the new one.
+queue_bound_test_() ->
+    Fill = fun(Items, Max) ->
+                   lists:foldl(fun(I, {Q, Len, Dropped}) ->
+                                       {Q1, Len1, D} = mod_mftd:push(I, Q, Len, Max),
+                                       {Q1, Len1, Dropped ++ D}
+                               end, {queue:new(), 0, []}, Items)
+           end,
+    [?_test(begin
+                {Q, Len, Dropped} = Fill([a, b, c], 3),
+                ?assertEqual({[a, b, c], 3, []}, {queue:to_list(Q), Len, Dropped})
+            end),
+     ?_test(begin
+                {Q, Len, Dropped} = Fill([a, b, c, d, e], 3),
+                ?assertEqual({[c, d, e], 3, [a, b]}, {queue:to_list(Q), Len, Dropped})
+            end),
+     ?_test(begin
+                {Q, Len, Dropped} = Fill([a, b], 1),
+                ?assertEqual({[b], 1, [a]}, {queue:to_list(Q), Len, Dropped})
+            end),
+     %% A queue longer than a lowered share_queue_max shrinks to it.
+     ?_test(begin
+                {Q, Len, Dropped} = mod_mftd:push(e, queue:from_list([a, b, c, d]), 4, 2),
+                ?assertEqual({[d, e], 2, [a, b, c]}, {queue:to_list(Q), Len, Dropped})
+            end)].
+
+%% Which answers keep a report for another try.
+outcome_test_() ->
+    Err = fun(Type, Reason) ->
+                  #iq{type = error, sub_els = [#stanza_error{type = Type, reason = Reason}]}
+          end,
+    [?_assertEqual(ok, mod_mftd:outcome(#iq{type = result})),
+     ?_assertMatch({retry, <<"wait/resource-constraint">>}, mod_mftd:outcome(Err(wait, 'resource-constraint'))),
+     ?_assertMatch({retry, _}, mod_mftd:outcome(Err(wait, 'remote-server-timeout'))),
+     %% ejabberd's own bounces when the component vanished mid-way.
+     ?_assertMatch({retry, _}, mod_mftd:outcome(Err(cancel, 'remote-server-not-found'))),
+     ?_assertMatch({retry, _}, mod_mftd:outcome(timeout)),
+     ?_assertMatch({retry, _}, mod_mftd:outcome(not_connected)),
+     ?_assertMatch({drop, <<"modify/bad-request">>}, mod_mftd:outcome(Err(modify, 'bad-request'))),
+     ?_assertMatch({drop, <<"auth/forbidden">>}, mod_mftd:outcome(Err(auth, forbidden))),
+     ?_assertMatch({drop, <<"cancel/service-unavailable">>}, mod_mftd:outcome(Err(cancel, 'service-unavailable'))),
+     ?_assertMatch({drop, _}, mod_mftd:outcome(#iq{type = error}))].
+
+%% Every report carries the message's time.
+share_el_test_() ->
+    Share = #{resource => <<"RES">>, sender => <<"alice@example.test/phone">>,
+              recipient => <<"lunch@conference.example.test">>, kind => <<"groupchat">>,
+              stamp => <<"2026-11-26T09:14:03Z">>},
+    [?_assertEqual({xmlel, <<"share">>,
+                    [{<<"xmlns">>, <<"urn:mftd:share:0">>}, {<<"resource">>, <<"RES">>},
+                     {<<"sender">>, <<"alice@example.test/phone">>},
+                     {<<"recipient">>, <<"lunch@conference.example.test">>},
+                     {<<"chat-type">>, <<"groupchat">>}, {<<"stamp">>, <<"2026-11-26T09:14:03Z">>}],
+                    []},
+                   mod_mftd:share_el(Share))].

@@ -179,18 +179,38 @@ impl Ejabberd {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&d, perms).unwrap();
         chown_to(&d, "ejabberd");
-        let child = e
+        e.run_foreground();
+    }
+
+    fn run_foreground(&mut self) {
+        let child = self
             .ctl()
             .arg("foreground")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("ejabberdctl: scripts/install-deps.sh --bench");
-        e.guard = Guard(Some(child));
+        self.guard = Guard(Some(child));
         assert!(
-            wait_for_port(e.c2s_port, Duration::from_secs(60)),
+            wait_for_port(self.c2s_port, Duration::from_secs(60)),
             "ejabberd did not start"
         );
+    }
+
+    /// Stops ejabberd as an operator would (`ejabberdctl stop`) and starts
+    /// it again with the same configuration, spool (its database), log and
+    /// ports.
+    pub fn restart(&mut self) {
+        let _ = self
+            .ctl()
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if self.guard.wait_exit(Duration::from_secs(60)).is_none() {
+            kill_tree(self.guard.pid());
+        }
+        self.run_foreground();
     }
 
     /// ejabberd's log so far.
