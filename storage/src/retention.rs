@@ -310,10 +310,16 @@ fn jittered(every: Duration) -> Duration {
     every.mul_f64(0.9 + 0.2 * unit)
 }
 
+/// How soon after start the first round runs (at most): a sweep that a
+/// crash interrupted between removing a file and recording it left a live
+/// row without its file, and the next round records that removal.
+const FIRST_ROUND_WITHIN: Duration = Duration::from_secs(30);
+
 /// The in-service sweeper: applies `rules` (and ephemeral expiries) to
-/// this node's files every `every`, jittered, until `stop` turns true. A
-/// file server or database that is down postpones the work to the next
-/// round; nothing is marked deleted that was not removed.
+/// this node's files every `every`, jittered, until `stop` turns true — the
+/// first round soon after start ([`FIRST_ROUND_WITHIN`]). A file server or
+/// database that is down postpones the work to the next round; nothing is
+/// marked deleted that was not removed.
 pub async fn sweep_periodically(
     log: TransferLog,
     store: Store,
@@ -322,11 +328,13 @@ pub async fn sweep_periodically(
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut wait = jittered(every.min(FIRST_ROUND_WITHIN));
     loop {
         tokio::select! {
-            () = tokio::time::sleep(jittered(every)) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        wait = jittered(every);
         let plan = SweepPlan {
             node: &node,
             rules,
