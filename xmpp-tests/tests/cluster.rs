@@ -413,6 +413,18 @@ fn prosody_keeps_one_connection_per_jid_and_a_standby_takes_over() {
     assert!(readyz.ends_with("\n200"), "{readyz}");
     let xmpp = curl("/readyz/xmpp");
     assert!(xmpp.ends_with("\n503"), "{xmpp}");
+    // It serves: the PUT of a slot signed with the service's key (as the
+    // active node signs them) and its download.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), b"stored through the standby").unwrap();
+    let (path, token) = mint_slot(26, "standby.txt", mft_storage::ChatType::Im);
+    let base = format!("http://127.0.0.1:{}", standby.http_port);
+    assert_eq!(
+        curl_put(&format!("{base}{path}"), &token, file.path()),
+        "201"
+    );
+    let (status, body) = get_with(&format!("{base}{path}"), &[]);
+    assert_eq!((status, body.as_str()), (200, "stored through the standby"));
     first.kill9();
     standby.wait_connected(1);
     let found = client::run(&prosody, ALICE.0, "alice-pw", &["discover"]);
