@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use mft_storage::quota::{QuotaAnswer, QuotaScope, QuotaVerdict, Quotas};
+use mft_storage::retention::RetentionFloor;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 
@@ -105,8 +106,13 @@ pub struct UploadService {
     pub slot_rate: SlotRateLimiter,
     /// Destination → chat type rules.
     pub chat: ChatRules,
-    /// Accept `permanent` uploads (exempt from age-based retention).
+    /// Offer `ephemeral` uploads (they also need the transfer log).
+    pub allow_ephemeral: bool,
+    /// Offer `permanent` uploads (exempt from age-based retention).
     pub allow_permanent: bool,
+    /// The retention floor: an ephemeral upload may not ask to be gone
+    /// before its chat type's floor has passed.
+    pub floor: RetentionFloor,
     /// Router domains whose module may report shares, each for its own
     /// users' messages only (lower case).
     pub share_reporters: Vec<String>,
@@ -144,7 +150,9 @@ impl UploadService {
             quotas: Quotas::default(),
             slot_rate: SlotRateLimiter::new(0, 1),
             chat: ChatRules::default(),
+            allow_ephemeral: true,
             allow_permanent: false,
+            floor: RetentionFloor::default(),
             share_rate: SlotRateLimiter::new(SHARES_PER_SENDER_MINUTE, SHARES_PER_SENDER_MINUTE),
             reporter_rate: SlotRateLimiter::new(
                 SHARES_PER_REPORTER_MINUTE,
@@ -268,11 +276,12 @@ impl UploadService {
         }
     }
 
-    /// The XEP-0363 1.2 purposes offered: ephemeral needs the transfer log
-    /// (its expiry is kept there), permanent the administrator's consent.
+    /// The XEP-0363 1.2 purposes offered, exactly as disco#info lists them:
+    /// ephemeral needs the administrator's consent and the transfer log (its
+    /// expiry is kept there), permanent the administrator's consent.
     fn purposes(&self) -> Vec<&'static str> {
         let mut offered = vec!["message", "profile"];
-        if self.log.is_some() {
+        if self.allow_ephemeral && self.log.is_some() {
             offered.push("ephemeral");
         }
         if self.allow_permanent {
@@ -404,6 +413,36 @@ impl UploadService {
         }
     }
 
+    /// Refuses an ephemeral upload that asks to be gone before the retention
+    /// floor of its chat type: `modify/not-acceptable`, saying the earliest
+    /// `expire-before` that would be accepted. Refused rather than stretched
+    /// to the floor: the client promised its user the file would be gone by
+    /// then, and only the client can tell the user otherwise.
+    fn check_floor(
+        &self,
+        from: &str,
+        chat: mft_storage::ChatType,
+        expire_before: u64,
+    ) -> Result<(), Refusal> {
+        let floor = self.floor.for_chat(chat.as_str());
+        let earliest = mft_storage::utc::unix_now() + floor.as_secs();
+        if expire_before >= earliest {
+            return Ok(());
+        }
+        let earliest = mft_storage::utc::UtcTime::from_unix(earliest).xep0082();
+        tracing::info!(
+            from,
+            chat_type = chat.as_str(),
+            earliest = earliest.as_str(),
+            "slot refused: ephemeral expiry before the retention floor"
+        );
+        Err(refused(SlotOutcome::BadRequest)(StanzaError::not_acceptable(format!(
+            "Files here are kept at least {} ({} chats) by policy; ask for expire-before {earliest} or later.",
+            human_days(floor),
+            chat.as_str()
+        ))))
+    }
+
     async fn grant(&self, iq: &Element) -> Result<Element, Refusal> {
         let (ns, req) = find_request(iq)
             .ok_or_else(|| refused(SlotOutcome::BadRequest)(StanzaError::bad_request("")))?;
@@ -483,6 +522,9 @@ impl UploadService {
             })?),
         };
         let chat = crate::policy::chat_type(&self.chat, destination.as_ref());
+        if let Purpose::Ephemeral { expire_before } = request.purpose {
+            self.check_floor(from, chat, expire_before)?;
+        }
         let loc = self.store.allocate(chat).await.map_err(|e| {
             tracing::warn!(error = %e, "slot refused: file server unavailable");
             refused(SlotOutcome::StoreDown)(slot::retry_later(
@@ -519,6 +561,19 @@ impl UploadService {
         );
         Ok(slot::slot_element(ns, &url, &url, &token))
     }
+}
+
+/// A floor as people say it: `30 days`, `12 hours`, `90 seconds`.
+fn human_days(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s >= 86_400 && s.is_multiple_of(86_400) {
+        (s / 86_400, "day")
+    } else if s >= 3600 && s.is_multiple_of(3600) {
+        (s / 3600, "hour")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -759,5 +814,44 @@ mod tests {
             .child(p("profile"));
         let reply = svc.handle(&iq("get", two)).await.expect("answer");
         assert!(reply.to_xml(NS_COMPONENT).contains("<bad-request"));
+    }
+
+    #[test]
+    fn an_ephemeral_expiry_before_the_floor_is_refused_naming_the_earliest_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut svc = service(dir.path());
+        let day = Duration::from_secs(86_400);
+        svc.floor = RetentionFloor {
+            im: 7 * day,
+            groupchat: day,
+            persistent: Duration::ZERO,
+        };
+        let now = mft_storage::utc::unix_now();
+        let im = mft_storage::ChatType::Im;
+        let e = svc
+            .check_floor("a@example.test", im, now + 3600)
+            .err()
+            .expect("below the floor");
+        let xml = e.error.reply_to(&iq("get", Element::new("ping", NS_PING)));
+        let xml = xml.to_xml(NS_COMPONENT);
+        assert!(
+            xml.contains("type='modify'") && xml.contains("<not-acceptable"),
+            "{xml}"
+        );
+        assert!(xml.contains("at least 7 days (im chats)"), "{xml}");
+        assert!(svc
+            .check_floor("a@example.test", im, now + 8 * 86_400)
+            .is_ok());
+        let group = mft_storage::ChatType::Groupchat;
+        assert!(svc
+            .check_floor("a@example.test", group, now + 3600)
+            .is_err());
+        assert!(svc
+            .check_floor("a@example.test", group, now + 86_401)
+            .is_ok());
+        let room = mft_storage::ChatType::Persistent;
+        assert!(svc.check_floor("a@example.test", room, now + 1).is_ok());
+        assert_eq!(human_days(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(human_days(Duration::from_secs(90)), "90 seconds");
     }
 }

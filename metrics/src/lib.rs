@@ -140,6 +140,7 @@ pub struct Metrics {
     /// HTTP connections open now.
     pub http_connections: Gauge,
     removed_files: Family<Labels, Counter>,
+    kept_files: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -287,6 +288,12 @@ impl Metrics {
             "Files retired from the store, by reason (retention, expired, purge)",
             removed_files.clone(),
         );
+        let kept_files = Family::<Labels, Gauge>::default();
+        registry.register(
+            "retention_kept_files",
+            "Files due for removal that this node's last sweep kept, by why (hold: under a legal hold; floor: younger than [retention] minimum)",
+            kept_files.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         registry.register("build_info", "mftd's version", build_info.clone());
         build_info
@@ -329,6 +336,7 @@ impl Metrics {
             log_failed_rows,
             http_connections,
             removed_files,
+            kept_files,
         };
         // Export every label value from the start, so rates and alerts see
         // a 0 rather than no series.
@@ -344,6 +352,9 @@ impl Metrics {
         }
         for reason in ["retention", "expired", "purge"] {
             let _ = metrics.removed_files.get_or_create(&[("reason", reason)]);
+        }
+        for why in ["hold", "floor"] {
+            let _ = metrics.kept_files.get_or_create(&[("why", why)]);
         }
         metrics
     }
@@ -403,6 +414,18 @@ impl Metrics {
         self.removed_files
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// What the last sweep kept although due: `held` files under a legal
+    /// hold, `under_floor` files younger than the retention floor.
+    pub fn files_kept(&self, held: u64, under_floor: u64) {
+        let set = |why: &'static str, n: u64| {
+            self.kept_files
+                .get_or_create(&[("why", why)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set("hold", held);
+        set("floor", under_floor);
     }
 
     /// Everything in the Prometheus text format (0.0.4), which every

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "slot rates",
         include_str!("../migrations/0007_slot_rates.sql"),
     ),
+    (
+        8,
+        "legal holds and audited removals",
+        include_str!("../migrations/0008_compliance.sql"),
+    ),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS

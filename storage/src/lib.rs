@@ -13,7 +13,9 @@
 //! - [`log_schema`] and [`log_query`]: the log's column widths, and the
 //!   operator's queries on it as typed rows;
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
-//!   `files` table and their migrations.
+//!   `files` table and their migrations;
+//! - [`retention`] and [`holds`]: retiring files (retention, expiry, purge,
+//!   the retention floor, audited removals) and the legal holds that stop it.
 //!
 //! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
 //!
@@ -25,6 +27,7 @@ pub mod backoff;
 pub mod db;
 mod db_tls;
 pub mod error;
+pub mod holds;
 pub mod hostkey;
 pub mod jid;
 pub mod layout;

@@ -22,8 +22,10 @@ pub const LABEL: usize = 255;
 pub const ADDRESS: usize = 64;
 /// `user_agent`.
 pub const USER_AGENT: usize = 511;
-/// `purpose`, `reason`.
+/// `purpose`, `reason`, a hold's `kind`, a hold event's `action`.
 pub const PURPOSE: usize = 16;
+/// What an operator wrote: a hold's reason, a removal's note.
+pub const NOTE: usize = 1024;
 
 /// Every text column of the log's tables with the width its writers use:
 /// (table, column, width).
@@ -67,7 +69,18 @@ pub const TEXT_COLUMNS: &[(&str, &str, usize)] = &[
     ("removals", "purpose", PURPOSE),
     ("removals", "sha256", SHA256),
     ("removals", "reason", PURPOSE),
-    ("removals", "removed_by", LABEL),
+    ("removals", "removed_by", JID),
+    ("removals", "note", NOTE),
+    ("holds", "kind", PURPOSE),
+    ("holds", "subject", JID),
+    ("holds", "reason", NOTE),
+    ("holds", "placed_by", JID),
+    ("holds", "released_by", JID),
+    ("holds", "release_reason", NOTE),
+    ("hold_events", "action", PURPOSE),
+    ("hold_events", "actor", JID),
+    ("hold_events", "reason", NOTE),
+    ("hold_events", "db_user", LABEL),
 ];
 
 /// Cuts a text to a column's width (in characters) and removes NUL, which

@@ -1,18 +1,26 @@
 //! Retiring files: which live files of a node are due (older than their
 //! chat type's retention, past an ephemeral upload's own expiry, or older
-//! than an operator's purge), and removing each: from the store first, then
-//! one transaction records the removal in `removals` and marks the `files`
-//! row deleted (GET answers `410`). A file the store could not remove is
-//! never marked. One sweep runs at a time across the cluster, under a
-//! PostgreSQL advisory lock; `mftd purge` and the in-service sweeper share
-//! this code.
+//! than an operator's purge), and removing each. Two things keep a due file:
+//! a legal hold in force ([`crate::holds`]; nothing overrides it), and the
+//! retention floor — no file goes before it is `[retention] minimum` old,
+//! unless an operator's purge says `before_floor` and why.
+//!
+//! Each removal is one transaction that first re-checks the holds (under
+//! the hold lock, so a hold placed meanwhile wins), then removes the file
+//! from the store, then records the removal in `removals` — reason, who,
+//! the operator's note — and marks the `files` row deleted (GET answers
+//! `410`). A file the store could not remove is never marked. One sweep
+//! runs at a time across the cluster, under a PostgreSQL advisory lock;
+//! `mftd purge` and the in-service sweeper share this code.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Client;
 
 use crate::db::DbError;
+use crate::holds::{HELD, HOLD_LOCK};
 use crate::layout::Location;
+use crate::log_schema::{fit, JID, NOTE};
 use crate::transfer_log::{file_row, FileRow, TransferLog, FILE_ROW_COLUMNS};
 use crate::utc::{unix_secs, UtcTime};
 use crate::{Store, StoreError};
@@ -63,6 +71,43 @@ impl RetentionRules {
     }
 }
 
+/// How young a file may not be removed, per chat type (zero: no floor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionFloor {
+    /// 1:1 chats.
+    pub im: Duration,
+    /// Ad-hoc group chats.
+    pub groupchat: Duration,
+    /// Persistent chat rooms.
+    pub persistent: Duration,
+}
+
+impl RetentionFloor {
+    /// The floor of one chat type (zero for an unknown one: the sweep's
+    /// queries never select those).
+    pub fn for_chat(&self, chat_type: &str) -> Duration {
+        match chat_type {
+            "im" => self.im,
+            "groupchat" => self.groupchat,
+            "persistent" => self.persistent,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// True when no chat type has a floor.
+    pub fn is_none(&self) -> bool {
+        *self == RetentionFloor::default()
+    }
+
+    /// When a file created at `created` of `chat_type` reaches the floor.
+    pub fn reached_at(&self, chat_type: &str, created: SystemTime) -> SystemTime {
+        created + self.for_chat(chat_type)
+    }
+}
+
+/// Who retires files in the service's own sweeps (`removals.removed_by`).
+pub const SWEEPER: &str = "sweeper";
+
 /// Why a file was retired (the `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -94,6 +139,13 @@ pub struct SweepReport {
     pub bytes: u64,
     /// Of those, files the store no longer had (retired all the same).
     pub missing: u64,
+    /// Of those, files younger than the retention floor (an operator's
+    /// `before_floor` purge).
+    pub before_floor: u64,
+    /// Files due but kept: under a legal hold.
+    pub held: u64,
+    /// Files due by age or expiry but kept: younger than the retention floor.
+    pub under_floor: u64,
 }
 
 /// The start of the UTC hour holding `now`: age limits never reach it.
@@ -102,28 +154,77 @@ pub fn hour_start(now: SystemTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs - secs % 3600)
 }
 
-/// The live files of `node` due at `now`, oldest first, each with its reason.
-/// Expired ephemeral uploads are due at once; age limits spare the current
-/// UTC hour (its directory may still be written to).
+/// The moments a sweep compares `created` with, per chat type (im,
+/// groupchat, persistent): files older than `age` are due by age; expired
+/// ephemeral files older than `expiry` are due (the floor's moment, or
+/// `now` without one).
+struct Cutoffs {
+    age: [Option<SystemTime>; 3],
+    expiry: [SystemTime; 3],
+}
+
+const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
+
+impl Cutoffs {
+    fn new(rules: &RetentionRules, floor: Option<&RetentionFloor>, now: SystemTime) -> Cutoffs {
+        let spare_from = hour_start(now);
+        let ago = |d: Duration| now.checked_sub(d).unwrap_or(UNIX_EPOCH);
+        let floor_at = |chat: &str| floor.map_or(now, |f| ago(f.for_chat(chat)));
+        Cutoffs {
+            age: CHAT_TYPES.map(|c| {
+                rules
+                    .for_chat(c)
+                    .map(|a| ago(a).min(spare_from).min(floor_at(c)))
+            }),
+            expiry: CHAT_TYPES.map(floor_at),
+        }
+    }
+}
+
+/// The SQL condition "file `f` is due", its cutoffs in parameters
+/// `$first`..`$first+5` (see [`Cutoffs`]); `$1` is the node, `$2` now, `$3`
+/// whether `permanent` uploads are exempt from age limits.
+fn due_sql(first: usize) -> String {
+    let p = |i: usize| format!("${}::timestamptz", first + i);
+    format!(
+        "f.deleted IS NULL AND f.node = $1 AND ( \
+           (f.expires IS NOT NULL AND f.expires <= $2 AND f.created <= CASE f.chat_type \
+              WHEN 'im' THEN {e0} WHEN 'groupchat' THEN {e1} WHEN 'persistent' THEN {e2} END) \
+           OR ((f.purpose <> 'permanent' OR NOT $3) AND ( \
+             (f.chat_type = 'im' AND f.created < {a0}) \
+             OR (f.chat_type = 'groupchat' AND f.created < {a1}) \
+             OR (f.chat_type = 'persistent' AND f.created < {a2}))))",
+        a0 = p(0),
+        a1 = p(1),
+        a2 = p(2),
+        e0 = p(3),
+        e1 = p(4),
+        e2 = p(5),
+    )
+}
+
+/// The floor a sweep applies: none for an operator's `before_floor` purge.
+fn applied_floor(plan_floor: &RetentionFloor, before_floor: bool) -> Option<&RetentionFloor> {
+    (!before_floor).then_some(plan_floor)
+}
+
+/// The live files of `node` due at `now` and not under a hold, oldest
+/// first, each with its reason. Expired ephemeral uploads are due at once
+/// (once past the floor); age limits spare the current UTC hour (its
+/// directory may still be written to) and files younger than the floor.
 pub async fn due(
     client: &Client,
     node: &str,
     rules: &RetentionRules,
+    floor: Option<&RetentionFloor>,
     reason: Reason,
     now: SystemTime,
 ) -> Result<Vec<(FileRow, Reason)>, DbError> {
-    let spare_from = hour_start(now);
-    let cutoff = |age: Option<Duration>| {
-        age.map(|a| now.checked_sub(a).unwrap_or(UNIX_EPOCH).min(spare_from))
-    };
+    let c = Cutoffs::new(rules, floor, now);
     let sql = format!(
-        "SELECT {FILE_ROW_COLUMNS} FROM files WHERE deleted IS NULL AND node = $1 AND ( \
-           (expires IS NOT NULL AND expires <= $2) \
-           OR ((purpose <> 'permanent' OR NOT $6) AND ( \
-             (chat_type = 'im' AND created < $3) \
-             OR (chat_type = 'groupchat' AND created < $4) \
-             OR (chat_type = 'persistent' AND created < $5)))) \
-         ORDER BY created LIMIT $7"
+        "SELECT {FILE_ROW_COLUMNS} FROM files f WHERE {} AND NOT {HELD} \
+         ORDER BY f.created LIMIT $10",
+        due_sql(4)
     );
     let rows = client
         .query(
@@ -131,10 +232,13 @@ pub async fn due(
             &[
                 &node,
                 &now,
-                &cutoff(rules.im),
-                &cutoff(rules.groupchat),
-                &cutoff(rules.persistent),
                 &rules.permanent_exempt,
+                &c.age[0],
+                &c.age[1],
+                &c.age[2],
+                &c.expiry[0],
+                &c.expiry[1],
+                &c.expiry[2],
                 &SWEEP_BATCH,
             ],
         )
@@ -160,43 +264,134 @@ pub async fn due(
         .collect())
 }
 
-/// Records one removal and marks the file deleted, in one transaction;
-/// false when another sweeper had already retired it.
-async fn record_removal(
+/// The files of `node` a sweep keeps although its rules make them due:
+/// (under a legal hold, younger than the floor).
+pub async fn kept(
+    client: &Client,
+    node: &str,
+    rules: &RetentionRules,
+    floor: Option<&RetentionFloor>,
+    now: SystemTime,
+) -> Result<(u64, u64), DbError> {
+    let with = Cutoffs::new(rules, floor, now);
+    let without = Cutoffs::new(rules, None, now);
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE due AND held), count(*) FILTER (WHERE NOT due) \
+         FROM (SELECT ({}) AS due, {HELD} AS held FROM files f WHERE {}) k",
+        due_sql(4),
+        due_sql(10)
+    );
+    let row = client
+        .query_one(
+            &sql,
+            &[
+                &node,
+                &now,
+                &rules.permanent_exempt,
+                &with.age[0],
+                &with.age[1],
+                &with.age[2],
+                &with.expiry[0],
+                &with.expiry[1],
+                &with.expiry[2],
+                &without.age[0],
+                &without.age[1],
+                &without.age[2],
+                &without.expiry[0],
+                &without.expiry[1],
+                &without.expiry[2],
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query("counting files kept by holds and the floor", e))?;
+    let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok((count(0), count(1)))
+}
+
+/// What became of one file a sweep meant to retire.
+enum Retired {
+    /// Removed and recorded.
+    Removed {
+        /// The store no longer had it.
+        missing: bool,
+    },
+    /// A hold placed since the sweep listed it keeps it.
+    Held,
+    /// Another sweeper retired it first, or its name is not ours.
+    Gone,
+}
+
+/// Retires one file in one transaction: re-checks the holds under the hold
+/// lock, removes the file from the store, marks it deleted and records the
+/// removal. A store error rolls everything back.
+async fn retire(
     client: &mut Client,
+    store: &Store,
     file: &FileRow,
     reason: Reason,
-    by: &str,
-) -> Result<bool, DbError> {
+    plan: &SweepPlan<'_>,
+    before_floor: bool,
+) -> Result<Retired, SweepError> {
     let q = |what: &'static str| move |e| DbError::query(what, e);
     let tx = client
         .transaction()
         .await
         .map_err(q("starting a removal"))?;
-    let marked = tx
-        .execute(
-            "UPDATE files SET deleted = now() WHERE resource = $1 AND deleted IS NULL",
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&HOLD_LOCK])
+        .await
+        .map_err(q("taking the hold lock"))?;
+    let held = tx
+        .query_opt(
+            &format!(
+                "SELECT {HELD} FROM files f WHERE f.resource = $1 AND f.deleted IS NULL FOR UPDATE"
+            ),
             &[&file.resource],
         )
         .await
-        .map_err(q("marking a file deleted"))?;
-    if marked == 1 {
-        tx.execute(
-            "INSERT INTO removals (resource, storage_path, file_server, node, chat_type, purpose, \
-             size, sha256, created, reason, removed_by) \
-             SELECT resource, storage_path, file_server, node, chat_type, purpose, size, sha256, \
-             created, $2, $3 FROM files WHERE resource = $1",
-            &[
-                &file.resource,
-                &reason.as_str(),
-                &crate::log_schema::fit(by, crate::log_schema::LABEL),
-            ],
-        )
-        .await
-        .map_err(q("recording a removal"))?;
+        .map_err(q("checking a file's holds"))?
+        .map(|r| r.get::<_, bool>(0));
+    let Some(held) = held else {
+        return Ok(Retired::Gone);
+    };
+    if held {
+        return Ok(Retired::Held);
     }
+    let Some(loc) = Location::parse(&file.resource) else {
+        return Ok(Retired::Gone);
+    };
+    let missing = match store.remove(&loc).await {
+        Ok(()) => false,
+        Err(e) if e.is_not_found() => true,
+        Err(source) => {
+            return Err(SweepError::Store {
+                path: file.storage_path.clone(),
+                source,
+            })
+        }
+    };
+    tx.execute(
+        "UPDATE files SET deleted = now() WHERE resource = $1",
+        &[&file.resource],
+    )
+    .await
+    .map_err(q("marking a file deleted"))?;
+    tx.execute(
+        "INSERT INTO removals (resource, storage_path, file_server, node, chat_type, purpose, \
+         size, sha256, created, reason, removed_by, note, before_floor) \
+         SELECT resource, storage_path, file_server, node, chat_type, purpose, size, sha256, \
+         created, $2, $3, $4, $5 FROM files WHERE resource = $1",
+        &[
+            &file.resource,
+            &reason.as_str(),
+            &fit(plan.by, JID),
+            &fit(plan.note, NOTE),
+            &before_floor,
+        ],
+    )
+    .await
+    .map_err(q("recording a removal"))?;
     tx.commit().await.map_err(q("committing a removal"))?;
-    Ok(marked == 1)
+    Ok(Retired::Removed { missing })
 }
 
 /// Why a sweep stopped.
@@ -223,12 +418,19 @@ pub struct SweepPlan<'a> {
     pub node: &'a str,
     /// Age limits.
     pub rules: RetentionRules,
+    /// The retention floor (`[retention] minimum`).
+    pub floor: RetentionFloor,
+    /// Remove files younger than the floor too (an operator's purge that
+    /// says why in `note`); holds still win.
+    pub before_floor: bool,
     /// Recorded for files retired by age.
     pub reason: Reason,
     /// The moment the rules are evaluated at.
     pub now: SystemTime,
-    /// Who retires them (`removed_by`).
+    /// Who retires them (`removed_by`): the operator, or [`SWEEPER`].
     pub by: &'a str,
+    /// Why, in the operator's words (`removals.note`; may be empty).
+    pub note: &'a str,
     /// Only count.
     pub dry_run: bool,
 }
@@ -262,41 +464,58 @@ async fn sweep_locked(
     store: &Store,
     plan: &SweepPlan<'_>,
 ) -> Result<SweepReport, SweepError> {
-    let mut report = SweepReport::default();
-    for (file, why) in due(client, plan.node, &plan.rules, plan.reason, plan.now).await? {
+    let floor = applied_floor(&plan.floor, plan.before_floor);
+    let (held, under_floor) = kept(client, plan.node, &plan.rules, floor, plan.now).await?;
+    let mut report = SweepReport {
+        held,
+        under_floor,
+        ..SweepReport::default()
+    };
+    for (file, why) in due(client, plan.node, &plan.rules, floor, plan.reason, plan.now).await? {
         let size = u64::try_from(file.size).unwrap_or(0);
+        let young = plan.floor.reached_at(&file.chat_type, file.created) > plan.now;
         if plan.dry_run {
             report.removed += 1;
             report.bytes += size;
+            report.before_floor += u64::from(young);
             continue;
         }
-        let Some(loc) = Location::parse(&file.resource) else {
-            continue;
-        };
-        let missing = match store.remove(&loc).await {
-            Ok(()) => false,
-            Err(e) if e.is_not_found() => true,
-            Err(source) => {
-                return Err(SweepError::Store {
-                    path: file.storage_path.clone(),
-                    source,
-                })
+        match retire(client, store, &file, why, plan, young).await? {
+            Retired::Removed { missing } => {
+                report.removed += 1;
+                report.bytes += size;
+                report.missing += u64::from(missing);
+                report.before_floor += u64::from(young);
+                mft_metrics::metrics().file_removed(why.as_str());
+                tracing::info!(
+                    resource = %file.resource,
+                    chat_type = %file.chat_type,
+                    purpose = %file.purpose,
+                    reason = why.as_str(),
+                    by = plan.by,
+                    before_floor = young,
+                    missing,
+                    "file retired"
+                );
             }
-        };
-        if record_removal(client, &file, why, plan.by).await? {
-            report.removed += 1;
-            report.bytes += size;
-            report.missing += u64::from(missing);
-            mft_metrics::metrics().file_removed(why.as_str());
-            tracing::info!(
-                resource = %file.resource,
-                chat_type = %file.chat_type,
-                purpose = %file.purpose,
-                reason = why.as_str(),
-                missing,
-                "file retired"
-            );
+            Retired::Held => {
+                report.held += 1;
+                tracing::info!(resource = %file.resource, "file kept: a legal hold was placed on it during the sweep");
+            }
+            Retired::Gone => {}
         }
+    }
+    if report.held > 0 {
+        tracing::info!(
+            held = report.held,
+            "files due for removal kept: under legal hold (`mftd hold list`)"
+        );
+    }
+    if report.under_floor > 0 {
+        tracing::info!(
+            under_floor = report.under_floor,
+            "files due for removal kept: younger than the retention floor ([retention] minimum)"
+        );
     }
     Ok(report)
 }
@@ -325,6 +544,7 @@ pub async fn sweep_periodically(
     store: Store,
     node: String,
     rules: RetentionRules,
+    floor: RetentionFloor,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -338,17 +558,26 @@ pub async fn sweep_periodically(
         let plan = SweepPlan {
             node: &node,
             rules,
+            floor,
+            before_floor: false,
             reason: Reason::Retention,
             now: SystemTime::now(),
-            by: &node,
+            by: SWEEPER,
+            note: "",
             dry_run: false,
         };
-        match sweep(&log, &store, &plan).await {
+        let result = sweep(&log, &store, &plan).await;
+        if let Ok(Some(r)) = &result {
+            mft_metrics::metrics().files_kept(r.held, r.under_floor);
+        }
+        match result {
             Ok(Some(r)) if r.removed > 0 => {
                 tracing::info!(
                     removed = r.removed,
                     bytes = r.bytes,
                     missing = r.missing,
+                    held = r.held,
+                    under_floor = r.under_floor,
                     "retention sweep done"
                 )
             }

@@ -279,7 +279,9 @@ pub async fn run(
         quotas,
         slot_rate: SlotRateLimiter::new(cfg.limits.slots_per_minute, cfg.limits.slot_burst),
         chat: cfg.chat.clone(),
-        allow_permanent: cfg.retention.allow_permanent || cfg.retention.rules().keeps_forever(),
+        allow_ephemeral: cfg.retention.allow_ephemeral,
+        allow_permanent: cfg.retention.offers_permanent(),
+        floor: cfg.retention.floor(),
         share_reporters: settings.share_reporters.clone(),
         share_rate: SlotRateLimiter::new(
             cfg.recipients.shares_per_minute,
@@ -303,6 +305,7 @@ pub async fn run(
             store.clone(),
             cfg.node.name.clone(),
             cfg.retention.rules(),
+            cfg.retention.floor(),
             cfg.retention.sweep_interval.0,
             stop_rx.clone(),
         ));

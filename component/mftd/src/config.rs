@@ -190,12 +190,33 @@ pub struct RetentionConfig {
     /// Files of persistent chat rooms.
     #[serde(default)]
     pub persistent: KeepFor,
-    /// Accept XEP-0363 `permanent` uploads, exempt from the limits above.
+    /// The retention floor: no file is removed younger than this (retention,
+    /// ephemeral expiry, an ordinary purge), whatever its chat type.
     #[serde(default)]
-    pub allow_permanent: bool,
+    pub minimum: Option<HumanDuration>,
+    /// The floor of 1:1 chats' files, when stricter than `minimum`.
+    #[serde(default)]
+    pub minimum_im: Option<HumanDuration>,
+    /// The floor of group chats' files, when stricter than `minimum`.
+    #[serde(default)]
+    pub minimum_groupchat: Option<HumanDuration>,
+    /// The floor of persistent rooms' files, when stricter than `minimum`.
+    #[serde(default)]
+    pub minimum_persistent: Option<HumanDuration>,
+    /// Offer XEP-0363 `ephemeral` uploads (with `[database]`).
+    #[serde(default = "default_true")]
+    pub allow_ephemeral: bool,
+    /// Offer XEP-0363 `permanent` uploads, exempt from the limits above.
+    /// Unset: offered only when every limit is `"forever"`.
+    #[serde(default)]
+    pub allow_permanent: Option<bool>,
     /// How often the sweeper looks for files due (jittered ±10 %).
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: HumanDuration,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for RetentionConfig {
@@ -204,7 +225,12 @@ impl Default for RetentionConfig {
             im: KeepFor::default(),
             groupchat: KeepFor::default(),
             persistent: KeepFor::default(),
-            allow_permanent: false,
+            minimum: None,
+            minimum_im: None,
+            minimum_groupchat: None,
+            minimum_persistent: None,
+            allow_ephemeral: true,
+            allow_permanent: None,
             sweep_interval: default_sweep_interval(),
         }
     }
@@ -223,6 +249,49 @@ impl RetentionConfig {
             persistent: self.persistent.0,
             permanent_exempt: true,
         }
+    }
+
+    /// The retention floor per chat type: the stricter of `minimum` and
+    /// the chat type's own `minimum_<chat type>`.
+    pub fn floor(&self) -> mft_storage::retention::RetentionFloor {
+        let global = self.minimum.map_or(Duration::ZERO, |d| d.0);
+        let of = |own: Option<HumanDuration>| own.map_or(global, |d| d.0.max(global));
+        mft_storage::retention::RetentionFloor {
+            im: of(self.minimum_im),
+            groupchat: of(self.minimum_groupchat),
+            persistent: of(self.minimum_persistent),
+        }
+    }
+
+    /// Whether `permanent` uploads are offered: as configured, or when
+    /// nothing has an age limit.
+    pub fn offers_permanent(&self) -> bool {
+        self.allow_permanent
+            .unwrap_or_else(|| self.rules().keeps_forever())
+    }
+
+    /// Refuses an age limit shorter than its chat type's floor: the sweeper
+    /// could never honour it.
+    fn check_floor(&self) -> Result<(), ConfigError> {
+        let floor = self.floor();
+        for (chat, key, limit) in [
+            ("im", "retention.im", self.im.0),
+            ("groupchat", "retention.groupchat", self.groupchat.0),
+            ("persistent", "retention.persistent", self.persistent.0),
+        ] {
+            let min = floor.for_chat(chat);
+            if let Some(limit) = limit.filter(|l| *l < min) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} is shorter than the retention floor of {} for {chat} files (retention.minimum / retention.minimum_{chat}): raise retention.{chat} or lower the floor",
+                        humantime::format_duration(limit),
+                        humantime::format_duration(min)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1296,6 +1365,7 @@ impl Settings {
         if retention.sweep_interval.0 < Duration::from_secs(1) {
             return Err(invalid("retention.sweep_interval", "at least 1s"));
         }
+        retention.check_floor()?;
         if config.http.stall_timeout.0 < Duration::from_secs(1) {
             return Err(invalid("http.stall_timeout", "at least 1s"));
         }
@@ -1453,6 +1523,44 @@ slot_ttl = "5m"
     }
 
     #[test]
+    fn the_retention_floor_is_the_stricter_of_global_and_per_chat_and_limits_respect_it() {
+        let db = "[database]\nurl = \"postgresql://mftd@127.0.0.1/mftd\"\n";
+        let with = |retention: &str| format!("{GOOD}\n{db}[retention]\n{retention}\n");
+        let s = Settings::from_toml(
+            &with("minimum = \"7d\"\nminimum_persistent = \"365d\"\nminimum_im = \"1d\"\nim = \"30d\""),
+            "test.toml",
+        )
+        .expect("valid");
+        let floor = s.config.retention.floor();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            floor.im,
+            7 * day,
+            "a per-chat floor cannot weaken the global one"
+        );
+        assert_eq!(floor.groupchat, 7 * day);
+        assert_eq!(floor.persistent, 365 * day);
+        // Purposes: ephemeral by default, permanent only when nothing ages out.
+        assert!(s.config.retention.allow_ephemeral);
+        assert!(!s.config.retention.offers_permanent());
+        let forever =
+            Settings::from_toml(&with("allow_ephemeral = false"), "test.toml").expect("valid");
+        assert!(!forever.config.retention.allow_ephemeral);
+        assert!(forever.config.retention.offers_permanent());
+        let refused =
+            Settings::from_toml(&with("allow_permanent = false"), "test.toml").expect("valid");
+        assert!(!refused.config.retention.offers_permanent());
+        // A limit below its floor could never be honoured: refused, naming both.
+        let e = err(&with("minimum = \"30d\"\ngroupchat = \"1d\""));
+        assert!(
+            e.contains("retention.groupchat") && e.contains("30days") && e.contains("raise"),
+            "{e}"
+        );
+        let e = err(&with("minimum_im = \"2d\"\nim = \"1d\""));
+        assert!(e.contains("retention.im"), "{e}");
+    }
+
+    #[test]
     fn environment_overrides_any_key_with_typed_values() {
         let env = [
             ("MFTD_HTTP__MAX_TRANSFERS", "64"),
@@ -1470,7 +1578,7 @@ slot_ttl = "5m"
         assert_eq!(s.config.node.name, "node_7");
         assert_eq!(s.config.log.format, LogFormat::Json);
         assert_eq!(s.allowed_domains, vec!["a.test", "b.test"]);
-        assert!(s.config.retention.allow_permanent);
+        assert_eq!(s.config.retention.allow_permanent, Some(true));
         // A new section, a nested table, and a wrong key name each say what went wrong.
         let admin = [("MFTD_ADMIN__LISTEN".to_owned(), "127.0.0.1:5281".to_owned())];
         let s = Settings::from_toml_with_env(GOOD, "test.toml", admin).expect("valid");

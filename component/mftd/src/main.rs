@@ -10,8 +10,11 @@ mod admin;
 mod app;
 mod config;
 mod fileserver;
+mod hold;
 mod keys;
 mod monitor;
+mod operator;
+mod purge;
 mod systemd;
 mod units;
 mod verify;
@@ -115,30 +118,11 @@ enum Command {
         textfile: Option<PathBuf>,
     },
     /// Remove old files from the store; their log history stays.
-    Purge {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Age, e.g. 30d (files of the current UTC hour are never purged).
-        #[arg(
-            long,
-            required_unless_present = "retention",
-            conflicts_with = "retention"
-        )]
-        older_than: Option<String>,
-        /// Only this chat type (with --older-than).
-        #[arg(long, requires = "older_than")]
-        chat_type: Option<String>,
-        /// Apply the [retention] rules and ephemeral expiries once, as the
-        /// service's sweeper does.
-        #[arg(long)]
-        retention: bool,
-        /// Report what would be removed without removing anything.
-        #[arg(long)]
-        dry_run: bool,
-        /// Evaluate as if it were this time (RFC 3339); for tests and drills.
-        #[arg(long, hide = true)]
-        now: Option<String>,
+    Purge(purge::PurgeArgs),
+    /// Legal holds: files a hold covers are kept from every removal.
+    Hold {
+        #[command(subcommand)]
+        action: hold::HoldCommand,
     },
 }
 
@@ -461,70 +445,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Purge {
-            config,
-            older_than,
-            chat_type,
-            retention,
-            dry_run,
-            now,
-        } => {
-            let (settings, url) = database_url(&config)?;
-            let now = match now {
-                Some(t) => admin::time_arg(&t)?,
-                None => std::time::SystemTime::now(),
-            };
-            let (rules, reason) = if retention {
-                (
-                    settings.config.retention.rules(),
-                    mft_storage::retention::Reason::Retention,
-                )
-            } else {
-                let age = units::parse_duration(older_than.as_deref().unwrap_or_default())
-                    .map_err(anyhow::Error::msg)?;
-                let mut rules = mft_storage::retention::RetentionRules::all(age);
-                if let Some(c) = &chat_type {
-                    let chat: mft_storage::ChatType = c.parse().map_err(anyhow::Error::msg)?;
-                    rules = mft_storage::retention::RetentionRules {
-                        im: None,
-                        groupchat: None,
-                        persistent: None,
-                        permanent_exempt: false,
-                    };
-                    match chat {
-                        mft_storage::ChatType::Im => rules.im = Some(age),
-                        mft_storage::ChatType::Groupchat => rules.groupchat = Some(age),
-                        mft_storage::ChatType::Persistent => rules.persistent = Some(age),
-                    }
-                }
-                (rules, mft_storage::retention::Reason::Purge)
-            };
-            let node = settings.config.node.name.clone();
-            let by = format!("mftd purge on {node}");
-            let plan = mft_storage::retention::SweepPlan {
-                node: &node,
-                rules,
-                reason,
-                now,
-                by: &by,
-                dry_run,
-            };
-            let report = block_on(async {
-                let (log, store) = log_and_store(&settings, &url).await?;
-                admin::purge(&log, &store, &plan).await
-            })?;
-            let verb = if dry_run { "would remove" } else { "removed" };
-            println!(
-                "{verb} {} files, {} bytes{}",
-                report.removed,
-                report.bytes,
-                if report.missing > 0 {
-                    format!(" ({} were already gone from the store)", report.missing)
-                } else {
-                    String::new()
-                }
-            );
-        }
+        Command::Purge(args) => return purge::run(args),
+        Command::Hold { action } => return hold::run(action),
     }
     Ok(ExitCode::SUCCESS)
 }
