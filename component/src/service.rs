@@ -830,8 +830,7 @@ mod tests {
         let im = mft_storage::ChatType::Im;
         let e = svc
             .check_floor("a@example.test", im, now + 3600)
-            .err()
-            .expect("below the floor");
+            .expect_err("below the floor");
         let xml = e.error.reply_to(&iq("get", Element::new("ping", NS_PING)));
         let xml = xml.to_xml(NS_COMPONENT);
         assert!(

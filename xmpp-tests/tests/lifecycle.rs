@@ -76,7 +76,7 @@ impl World {
             .arg("--config")
             .arg(self.mftd.config_path())
             .args(args)
-            .args(["--now", &at.xep0082()])
+            .args(["--now", &at.xep0082(), "--by", "ops-erin"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -134,7 +134,7 @@ fn retention_removes_each_chat_type_after_its_own_age_and_records_it() {
     // Each removal is on record for good; the log's history is untouched.
     assert_eq!(
         w.sql("SELECT string_agg(chat_type || ':' || reason || ':' || removed_by, ',' ORDER BY removal_id) FROM removals"),
-        "im:retention:mftd purge on node_1,groupchat:retention:mftd purge on node_1"
+        "im:retention:ops-erin,groupchat:retention:ops-erin"
     );
     assert_eq!(
         w.sql("SELECT count(*) FROM aft_log WHERE method = 'POST'"),
