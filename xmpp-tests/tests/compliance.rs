@@ -433,6 +433,39 @@ fn held_files_survive_sweeps_expiry_and_purge_and_go_once_the_hold_is_lifted() {
             d = ids[3]
         )
     );
+    // Every query docs/compliance.md gives an auditor runs, on this history;
+    // none finds a removal that contradicted a hold in force at the time.
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/compliance.md"),
+    )
+    .unwrap();
+    let queries: Vec<&str> = docs
+        .split("```sql\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(queries.len() >= 6, "{queries:?}");
+    let bob_resource = World::resource(&by_bob);
+    for query in &queries {
+        let query = query
+            .replace("20261126-08-im-Qm9hcmQgbWludXRlcw", &bob_resource)
+            .replace(":'res'", &format!("'{bob_resource}'"))
+            .replace("hold_id = 3", &format!("hold_id = {}", ids[0]));
+        let out = w.sql(&query);
+        if query.contains("contradicted") || query.contains("h.placed_at <= r.removed_at") {
+            assert_eq!(out, "", "a removal under a hold: {out}");
+        } else if query.contains("UNION ALL") {
+            let story: Vec<&str> = out.lines().map(|l| l.split('|').nth(1).unwrap()).collect();
+            // The upload, the downloads (the client's and this test's), the removal.
+            assert_eq!(story.first(), Some(&"POST"), "{out}");
+            assert_eq!(story.last(), Some(&"REMOVED retention"), "{out}");
+            assert!(
+                story[1..story.len() - 1].iter().all(|m| *m == "GET"),
+                "{out}"
+            );
+            assert!(out.contains("ops-erin"), "{out}");
+        }
+    }
     let history = w.mftd_ok(&["hold", "history", "--id", ids[0]]);
     assert_eq!(history.lines().count(), 3, "{history}");
     assert!(
