@@ -3,6 +3,13 @@
 //! Migrations are SQL files compiled into the binary, applied in order in one
 //! transaction each under an advisory lock (so nodes starting together do
 //! not race), and recorded in `mftd_schema_migrations`.
+//!
+//! Least privilege: an owner role runs the migrations and grants the role
+//! mftd runs as exactly what [`RUNTIME_PRIVILEGES`] lists (no DDL, no
+//! `DELETE`/`TRUNCATE` on `aft_log`, `UPDATE` only of the columns a
+//! download's end or a share fills in) and auditors `SELECT` on every table.
+//! The grantees are remembered in `mftd_roles`, so every later migration run
+//! grants on what it created.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,7 +84,182 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "legal holds and audited removals",
         include_str!("../migrations/0008_compliance.sql"),
     ),
+    (9, "roles", include_str!("../migrations/0009_roles.sql")),
 ];
+
+/// The schema version this build needs.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// What the role mftd runs as may do, table by table: what the service and
+/// its operator commands (`mftd purge`, `mftd verify`) execute, and nothing
+/// more. `aft_log` rows are appended; only a download's end (status, bytes,
+/// duration) and the first share's recipient are filled in later.
+pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
+    ("mftd_schema_migrations", "SELECT"),
+    ("mftd_roles", "SELECT"),
+    (
+        "aft_log",
+        "SELECT, INSERT, UPDATE (to_jid, chat_type, http_status, bytes_sent, duration_ms)",
+    ),
+    (
+        "files",
+        "SELECT, INSERT, UPDATE (to_jid, chat_type, deleted)",
+    ),
+    ("slot_reservations", "SELECT, INSERT, DELETE"),
+    ("shares", "SELECT, INSERT"),
+    ("removals", "SELECT, INSERT"),
+    ("used_slots", "SELECT, INSERT, DELETE"),
+    ("slot_rates", "SELECT, INSERT, UPDATE (tokens, updated, taken)"),
+];
+
+/// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).
+pub const RUNTIME_SEQUENCES: &[&str] = &[
+    "aft_log_seq",
+    "shares_share_id_seq",
+    "removals_removal_id_seq",
+    "holds_hold_id_seq",
+    "hold_events_event_id_seq",
+];
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKind {
+    /// The role mftd runs as: [`RUNTIME_PRIVILEGES`].
+    Runtime,
+    /// Read-only: `SELECT` on every table of the schema (`mftd log`,
+    /// compliance queries).
+    Auditor,
+}
+
+impl RoleKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Runtime => "runtime",
+            RoleKind::Auditor => "auditor",
+        }
+    }
+}
+
+/// `name` as an SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Whether the connected role may apply migrations: `CREATE` on its
+/// current schema and, once the schema exists, membership in the role that
+/// owns it. A role without these rights never attempts DDL.
+pub async fn may_migrate(client: &Client) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            "SELECT current_schema() IS NOT NULL \
+                    AND has_schema_privilege(current_schema(), 'CREATE') \
+                    AND coalesce((SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c \
+                                  WHERE c.oid = to_regclass('mftd_schema_migrations')), true)",
+            &[],
+        )
+        .await
+        .map_err(|e| DbError::query("reading the role's rights on the schema", e))?;
+    Ok(row.get(0))
+}
+
+/// At start: applies pending migrations when the connected role may (the
+/// role owns the schema, as in a one-role set-up), and otherwise refuses to
+/// start on an older schema without attempting any DDL. Returns the
+/// versions applied.
+pub async fn migrate_if_permitted(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    let version = schema_version(client).await?;
+    let latest = latest_version();
+    if version >= latest {
+        return Ok(Vec::new());
+    }
+    if !may_migrate(client).await? {
+        return Err(DbError::Schema(format!(
+            "the database is at schema version {version} and this mftd needs {latest}; \
+             the role it connects as may not change the schema (as intended for least privilege): \
+             run `mftd db migrate` as the owner role first"
+        )));
+    }
+    migrate(client).await
+}
+
+/// Remembers `roles` in `mftd_roles` and grants every remembered role its
+/// privileges on the current schema's mftd objects (idempotent; run by the
+/// owner after the migrations). Returns the roles granted to.
+pub async fn grant(
+    client: &mut Client,
+    roles: &[(String, RoleKind)],
+) -> Result<Vec<(String, RoleKind)>, DbError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| DbError::query("starting the grants", e))?;
+    for (role, kind) in roles {
+        tx.execute(
+            "INSERT INTO mftd_roles (role, kind) VALUES ($1, $2) \
+             ON CONFLICT (role) DO UPDATE SET kind = EXCLUDED.kind, granted_at = now()",
+            &[role, &kind.as_str()],
+        )
+        .await
+        .map_err(|e| DbError::query(format!("remembering role {role}"), e))?;
+    }
+    let remembered: Vec<(String, RoleKind)> = tx
+        .query("SELECT role::text, kind FROM mftd_roles ORDER BY role", &[])
+        .await
+        .map_err(|e| DbError::query("reading mftd_roles", e))?
+        .iter()
+        .map(|r| {
+            let kind: String = r.get(1);
+            let kind = if kind == "auditor" {
+                RoleKind::Auditor
+            } else {
+                RoleKind::Runtime
+            };
+            (r.get::<_, String>(0), kind)
+        })
+        .collect();
+    let schema: Option<String> = tx
+        .query_one("SELECT current_schema()::text", &[])
+        .await
+        .map_err(|e| DbError::query("reading the current schema", e))?
+        .get(0);
+    let schema = schema.ok_or_else(|| {
+        DbError::Schema("no current schema: check the owner role's search_path".into())
+    })?;
+    let tables: Vec<&str> = RUNTIME_PRIVILEGES.iter().map(|(t, _)| *t).collect();
+    for (role, kind) in &remembered {
+        let who = quote_ident(role);
+        let mut sql = format!("GRANT USAGE ON SCHEMA {} TO {who};\n", quote_ident(&schema));
+        match kind {
+            RoleKind::Runtime => {
+                for (table, privileges) in RUNTIME_PRIVILEGES {
+                    sql.push_str(&format!("GRANT {privileges} ON {table} TO {who};\n"));
+                }
+                sql.push_str(&format!(
+                    "GRANT USAGE ON SEQUENCE {} TO {who};\n",
+                    RUNTIME_SEQUENCES.join(", ")
+                ));
+            }
+            RoleKind::Auditor => {
+                sql.push_str(&format!(
+                    "GRANT SELECT ON {} TO {who};\n",
+                    tables.join(", ")
+                ));
+            }
+        }
+        tx.batch_execute(&sql).await.map_err(|e| {
+            DbError::query(
+                format!("granting {} privileges to {role}", kind.as_str()),
+                e,
+            )
+        })?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| DbError::query("committing the grants", e))?;
+    Ok(remembered)
+}
 
 /// Connects with a timeout and drives the connection on a task: over TLS
 /// (rustls) when the connection string says `sslmode=require`, in clear

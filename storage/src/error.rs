@@ -210,6 +210,10 @@ pub enum DbError {
     /// The URL is not usable.
     #[error("database.url: {0}")]
     Config(String),
+    /// The schema is older than this mftd and the role it connects as may
+    /// not change it: the owner role must run `mftd db migrate` first.
+    #[error("transfer log schema: {0}")]
+    Schema(String),
     /// The slot's resource was already used (on any node, possibly retired
     /// since): this row was not written, and no other row suffered for it.
     #[error("slot {resource} was already used")]

@@ -166,8 +166,10 @@ impl Reader {
 }
 
 impl TransferLog {
-    /// Connects (retrying with backoff until `give_up_after`), applies the
-    /// migrations, and starts the writer.
+    /// Connects (retrying with backoff until `give_up_after`), applies
+    /// pending migrations when the role may (see
+    /// [`db::migrate_if_permitted`]: a least-privilege role never attempts
+    /// DDL and refuses an older schema), and starts the writer.
     pub async fn start(
         db: impl Into<DbConfig>,
         give_up_after: Duration,
@@ -186,7 +188,7 @@ impl TransferLog {
                 Err(e) => return Err(e),
             }
         };
-        let applied = db::migrate(&mut client).await?;
+        let applied = db::migrate_if_permitted(&mut client).await?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "database migrations applied");
         }

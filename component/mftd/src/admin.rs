@@ -15,23 +15,37 @@ use mft_storage::{db, Store};
 
 use crate::units::parse_duration;
 
-/// `mftd db migrate`: applies pending migrations, prints what it did.
-pub async fn migrate(db: &DbConfig) -> anyhow::Result<String> {
+/// `mftd db migrate`: applies pending migrations, then grants `roles` (and
+/// every role granted to before) their privileges; prints what it did.
+pub async fn migrate(db: &DbConfig, roles: &[(String, db::RoleKind)]) -> anyhow::Result<String> {
     let mut client = db::connect(db, Duration::from_secs(10)).await?;
     let applied = db::migrate(&mut client).await?;
     let version = db::schema_version(&client).await?;
-    Ok(if applied.is_empty() {
+    let mut out = if applied.is_empty() {
         format!("schema is up to date (version {version})")
     } else {
         format!("applied migrations {applied:?}; schema version {version}")
-    })
+    };
+    let granted = db::grant(&mut client, roles).await.context(
+        "while granting privileges (run `mftd db migrate` as the role that owns the schema)",
+    )?;
+    for (role, kind) in granted {
+        let what = match kind {
+            db::RoleKind::Runtime => {
+                "runtime (mftd run: read, append, no DDL, no DELETE on aft_log)"
+            }
+            db::RoleKind::Auditor => "auditor (read-only)",
+        };
+        let _ = write!(out, "\ngranted {role}: {what}");
+    }
+    Ok(out)
 }
 
 /// `mftd db status`: schema version and row counts.
 pub async fn status(db: &DbConfig) -> anyhow::Result<String> {
     let client = db::connect(db, Duration::from_secs(10)).await?;
     let version = db::schema_version(&client).await?;
-    let latest = db::MIGRATIONS.last().map_or(0, |m| m.0);
+    let latest = db::latest_version();
     let mut out = format!("schema version {version} (this mftd knows {latest})");
     if version > 0 {
         let counts = log_query::counts(&client).await?;
@@ -42,7 +56,7 @@ pub async fn status(db: &DbConfig) -> anyhow::Result<String> {
         );
     }
     if version < latest {
-        out.push_str("\npending migrations: run `mftd db migrate` (mftd run applies them too)");
+        out.push_str("\npending migrations: run `mftd db migrate` as the role that owns the schema (mftd run applies them too when it is that role)");
     }
     Ok(out)
 }

@@ -64,9 +64,8 @@ enum Command {
     },
     /// Query the transfer log: who sent and fetched what.
     Log {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
         /// Uploader or downloader (bare or full JID).
         #[arg(long)]
         jid: Option<String>,
@@ -126,19 +125,68 @@ enum Command {
     },
 }
 
+/// Where a database-only command connects: the configuration's
+/// `[database]`, or a URL file alone (the owner's for `db migrate`, an
+/// auditor's for `log`), which needs no access to the rest of the
+/// configuration.
+#[derive(clap::Args)]
+struct DbArgs {
+    /// The configuration file (its [database] section).
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Connect with the PostgreSQL URL in this file instead of the
+    /// configuration's [database] (the configuration is not read).
+    #[arg(long, value_name = "FILE")]
+    database_url_file: Option<PathBuf>,
+    /// With --database-url-file: the CA that signed the server's
+    /// certificate, for sslmode=require.
+    #[arg(long, value_name = "FILE", requires = "database_url_file")]
+    database_ca_file: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn resolve(&self) -> anyhow::Result<mft_storage::db::DbConfig> {
+        let Some(path) = &self.database_url_file else {
+            return Ok(database_url(&self.config)?.1);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--database-url-file {}: {e}", path.display()))?;
+        let url = text.trim_end_matches(['\r', '\n']);
+        if url.trim().is_empty() {
+            anyhow::bail!(
+                "--database-url-file {} is empty: write the PostgreSQL URL into it",
+                path.display()
+            );
+        }
+        mft_storage::db::parse_url(url)
+            .map_err(|e| anyhow::anyhow!("--database-url-file {}: {e}", path.display()))?;
+        Ok(mft_storage::db::DbConfig {
+            url: url.to_owned(),
+            ca_file: self.database_ca_file.clone(),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum DbCommand {
-    /// Apply pending migrations.
+    /// Apply pending migrations (as the role that owns the schema) and
+    /// grant the roles mftd runs as and auditors their privileges.
     Migrate {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        /// The role mftd runs as: may read, append and finish log rows, never
+        /// change the schema or delete log rows (remembered for later runs).
+        #[arg(long, value_name = "ROLE")]
+        grant_to: Vec<String>,
+        /// A read-only role for `mftd log` and compliance queries
+        /// (remembered for later runs).
+        #[arg(long, value_name = "ROLE")]
+        auditor: Vec<String>,
     },
     /// Show the schema version and row counts.
     Status {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -379,19 +427,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Db {
-            action: DbCommand::Migrate { config },
+            action:
+                DbCommand::Migrate {
+                    db,
+                    grant_to,
+                    auditor,
+                },
         } => {
-            let (_, url) = database_url(&config)?;
-            println!("{}", block_on(admin::migrate(&url))?);
+            let url = db.resolve()?;
+            let roles: Vec<(String, mft_storage::db::RoleKind)> = grant_to
+                .into_iter()
+                .map(|r| (r, mft_storage::db::RoleKind::Runtime))
+                .chain(
+                    auditor
+                        .into_iter()
+                        .map(|r| (r, mft_storage::db::RoleKind::Auditor)),
+                )
+                .collect();
+            println!("{}", block_on(admin::migrate(&url, &roles))?);
         }
         Command::Db {
-            action: DbCommand::Status { config },
+            action: DbCommand::Status { db },
         } => {
-            let (_, url) = database_url(&config)?;
-            println!("{}", block_on(admin::status(&url))?);
+            println!("{}", block_on(admin::status(&db.resolve()?))?);
         }
         Command::Log {
-            config,
+            db,
             jid,
             to,
             method,
@@ -402,7 +463,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             format,
             shares,
         } => {
-            let (_, url) = database_url(&config)?;
+            let url = db.resolve()?;
             let filter = mft_storage::log_query::LogFilter {
                 jid,
                 to,
