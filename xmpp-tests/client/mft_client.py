@@ -14,6 +14,7 @@ import re
 import logging
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
@@ -175,8 +176,11 @@ class Client(slixmpp.ClientXMPP):
         oob = msg["oob"]["url"] or None
         fetched = []
         if self.args.fetch:
-            # Only loopback URLs are fetched: the tests never leave this machine.
-            for url in sorted(set(u for u in urls + ([oob] if oob else []) if u.startswith("http://127.0.0.1"))):
+            # Only loopback URLs (and hosts --resolve maps) are fetched: the
+            # tests never leave this machine.
+            def local(u):
+                return u.startswith("http://127.0.0.1") or urllib.parse.urlsplit(u).hostname in RESOLVED
+            for url in sorted(set(u for u in urls + ([oob] if oob else []) if local(u))):
                 try:
                     status, body, _ = http("GET", url)
                 except OSError:
@@ -232,13 +236,31 @@ class Client(slixmpp.ClientXMPP):
             self.disconnect()
 
 
+# --cafile: the TLS context for HTTPS (None: the system's trust store).
+HTTPS_CONTEXT = None
+# --resolve: host -> address.
+RESOLVED = {}
+
+
 def http(method, url, data=None, headers=None):
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60, context=HTTPS_CONTEXT) as resp:
             return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as e:
         return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
+
+
+def resolve(table):
+    """Answers name lookups of the hosts in `table` with their given address."""
+    import socket
+    RESOLVED.update(table)
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *rest, **kw):
+        return real(table.get(host, host), *rest, **kw)
+
+    socket.getaddrinfo = getaddrinfo
 
 
 def main():
@@ -246,6 +268,11 @@ def main():
     p.add_argument("--jid", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--server", required=True, help="host:port of c2s")
+    p.add_argument("--starttls", action="store_true",
+                   help="require STARTTLS on c2s (verified against --cafile or the system's CAs)")
+    p.add_argument("--cafile", help="trust these PEM certificates (XMPP and HTTPS) instead of the system's")
+    p.add_argument("--resolve", action="append", default=[], metavar="HOST:ADDRESS",
+                   help="connect to ADDRESS whenever HOST is asked for (as curl --resolve)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("discover")
     iq = sub.add_parser("iq")
@@ -285,9 +312,20 @@ def main():
     sls.add_argument("--parallel", type=int, default=10)
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.resolve:
+        resolve(dict(r.split(":", 1) for r in args.resolve))
+    global HTTPS_CONTEXT
+    if args.cafile:
+        import ssl
+        HTTPS_CONTEXT = ssl.create_default_context(cafile=args.cafile)
     host, port = args.server.rsplit(":", 1)
     client = Client(args.jid, args.password, args)
-    client.connect(address=(host, int(port)), use_ssl=False, force_starttls=False, disable_starttls=True)
+    if args.starttls:
+        if args.cafile:
+            client.ca_certs = args.cafile
+        client.connect(address=(host, int(port)), use_ssl=False, force_starttls=True, disable_starttls=False)
+    else:
+        client.connect(address=(host, int(port)), use_ssl=False, force_starttls=False, disable_starttls=True)
     loop = asyncio.get_event_loop()
     loop.run_until_complete(asyncio.wait_for(client.disconnected, 600))
     if client.result is None:

@@ -1,0 +1,315 @@
+//! PostgreSQL least privilege against a real PostgreSQL: an owner role runs
+//! `mftd db migrate --grant-to … --auditor …`; mftd runs as the runtime
+//! role (uploads, downloads and a purge through Prosody and the real
+//! client work) and that role can neither change the schema nor delete or
+//! rewrite log rows; the auditor runs `mftd log`, `mftd db status` and the
+//! compliance queries of docs/operations.md and can change nothing; and a
+//! runtime role facing an older schema refuses to start without attempting
+//! any DDL.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use xmpp_tests::client;
+use xmpp_tests::mftd::{binary, Mftd, MftdOptions};
+use xmpp_tests::postgres::Postgres;
+use xmpp_tests::prosody::{Prosody, ProsodyOptions};
+
+const OWNER: &str = "mftd_owner";
+const RUNTIME: &str = "mftd_rt";
+const AUDITOR: &str = "mftd_audit";
+
+/// The three roles and the database as docs/install.md sets them up
+/// (trust authentication on the harness's loopback server, so no passwords).
+fn roles(pg: &Postgres) {
+    for role in [OWNER, RUNTIME, AUDITOR] {
+        pg.psql(&format!("CREATE ROLE {role} LOGIN"));
+    }
+    pg.psql(&format!("ALTER DATABASE mftd OWNER TO {OWNER}"));
+    pg.psql("REVOKE ALL ON DATABASE mftd FROM PUBLIC");
+    pg.psql(&format!(
+        "GRANT CONNECT ON DATABASE mftd TO {RUNTIME}, {AUDITOR}"
+    ));
+    pg.psql("REVOKE ALL ON SCHEMA public FROM PUBLIC");
+}
+
+fn url(pg: &Postgres, role: &str) -> String {
+    format!("postgresql://{role}@127.0.0.1:{}/mftd", pg.port)
+}
+
+/// A URL file for `--database-url-file`.
+fn url_file(dir: &std::path::Path, pg: &Postgres, role: &str) -> String {
+    let path = dir.join(format!("{role}.url"));
+    std::fs::write(&path, format!("{}\n", url(pg, role))).unwrap();
+    path.display().to_string()
+}
+
+/// `psql` as `role`: (succeeded, stdout + stderr).
+fn psql_as(pg: &Postgres, role: &str, sql: &str) -> (bool, String) {
+    let out = Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(url(pg, role))
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn refused(pg: &Postgres, role: &str, sql: &str) {
+    let (ok, out) = psql_as(pg, role, sql);
+    assert!(
+        !ok && (out.contains("permission denied") || out.contains("must be owner")),
+        "{role} may run {sql:?}: {out}"
+    );
+}
+
+fn mftd_cmd(args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The `sql` blocks of docs/operations.md's compliance section.
+fn documented_queries() -> Vec<String> {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .unwrap();
+    let mut queries = Vec::new();
+    let mut block: Option<String> = None;
+    for line in page.lines() {
+        match &mut block {
+            Some(_) if line.trim_end() == "```" => queries.push(block.take().unwrap()),
+            Some(text) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            None if line.trim_end() == "```sql" => block = Some(String::new()),
+            None => {}
+        }
+    }
+    queries
+}
+
+#[test]
+fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads() {
+    let pg = Postgres::start();
+    roles(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let owner_url = url_file(dir.path(), &pg, OWNER);
+    let audit_url = url_file(dir.path(), &pg, AUDITOR);
+
+    // Before any migration: mftd as the runtime role stops at start,
+    // naming `mftd db migrate`, and sends no DDL (every statement of the
+    // role is in the server's log).
+    pg.psql(&format!("ALTER ROLE {RUNTIME} SET log_statement = 'all'"));
+    let log_before = pg.log().len();
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let mut opts = MftdOptions::for_prosody(&prosody);
+    opts.extra = format!("[database]\nurl = \"{}\"\n", url(&pg, RUNTIME));
+    let config = dir.path().join("early.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xmpp]\ncomponent_jid = \"{}\"\nsecret = \"{}\"\nrouter = \"{}\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n\
+             token_key = \"test-token-key-0123456789abcdef\"\n\
+             [node]\nname = \"node_1\"\n[store]\nkind = \"local\"\npath = \"{}\"\n{}",
+            opts.component_jid,
+            opts.secret,
+            opts.router,
+            dir.path().join("node_1").display(),
+            opts.extra
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args(["60"])
+        .arg(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("mftd db migrate")
+            && said.contains("schema version 0"),
+        "{said}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{said}");
+    let statements = pg.log()[log_before..].to_owned();
+    assert!(
+        statements.contains("mftd_schema_migrations"),
+        "the runtime role's statements are logged: {statements}"
+    );
+    for ddl in ["CREATE ", "ALTER ", "DROP ", "GRANT "] {
+        assert!(
+            !statements.contains(ddl),
+            "the runtime role attempted {ddl}: {statements}"
+        );
+    }
+
+    // The owner migrates and grants; the grantees are remembered.
+    let (ok, out) = mftd_cmd(&[
+        "db",
+        "migrate",
+        "--database-url-file",
+        &owner_url,
+        "--grant-to",
+        RUNTIME,
+        "--auditor",
+        AUDITOR,
+    ]);
+    assert!(
+        ok && out.contains("granted mftd_rt") && out.contains("granted mftd_audit"),
+        "{out}"
+    );
+    let (ok, out) = mftd_cmd(&["db", "migrate", "--database-url-file", &owner_url]);
+    assert!(
+        ok && out.contains("up to date") && out.contains("granted mftd_rt"),
+        "{out}"
+    );
+    // Every table of the schema is reachable by both roles: a migration
+    // that adds a table without privileges fails here.
+    let tables = pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+    let tables: Vec<&str> = tables.lines().collect();
+    assert!(
+        tables.contains(&"aft_log") && tables.len() >= 8,
+        "{tables:?}"
+    );
+    for table in &tables {
+        for role in [RUNTIME, AUDITOR] {
+            let (ok, out) = psql_as(&pg, role, &format!("SELECT count(*) FROM {table}"));
+            assert!(ok, "{role} cannot read {table}: {out}");
+        }
+    }
+
+    // mftd as the runtime role: an upload and downloads, rows committed.
+    let mftd = Mftd::start(&opts);
+    mftd.wait_connected(1);
+    let file = dir.path().join("least-privilege.bin");
+    std::fs::write(&file, vec![7u8; 200_000]).unwrap();
+    let up = client::run(
+        &prosody,
+        "alice@example.test",
+        "alice-pw",
+        &[
+            "upload",
+            "--file",
+            &file.display().to_string(),
+            "--destination",
+            "bob@example.test",
+        ],
+    );
+    assert_eq!(up["put_status"], 201, "{up}");
+    assert_eq!(up["get_status"], 200, "{up}");
+    assert_eq!(
+        pg.psql_eventually(
+            "SELECT string_agg(method || ':' || http_status, ',' ORDER BY aft_index) FROM aft_log",
+            "POST:201,GET:200"
+        ),
+        "POST:201,GET:200",
+        "{}",
+        mftd.log()
+    );
+    let resource = pg.psql("SELECT filename FROM aft_log WHERE method = 'POST'");
+    let resource = resource.trim();
+
+    // What the runtime role cannot do.
+    for sql in [
+        "ALTER TABLE aft_log ADD COLUMN note text",
+        "DROP TABLE aft_log",
+        "CREATE TABLE scratch (x int)",
+        "DELETE FROM aft_log",
+        "TRUNCATE aft_log",
+        "UPDATE aft_log SET jid = 'someone@else.test'",
+        "UPDATE aft_log SET file_size = 0",
+        "DELETE FROM files",
+        "DELETE FROM shares",
+        "DELETE FROM removals",
+        "UPDATE files SET storage_path = '/elsewhere'",
+        "INSERT INTO mftd_schema_migrations (version, name) VALUES (99, 'x')",
+        "INSERT INTO mftd_roles (role, kind) VALUES ('intruder', 'runtime')",
+    ] {
+        refused(&pg, RUNTIME, sql);
+    }
+    // What it does need beyond transfers: the sweeper's and `mftd purge`'s
+    // retirement (UPDATE files.deleted, INSERT removals).
+    let later = Command::new("date")
+        .args(["-u", "-d", "+3 hours", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let later = String::from_utf8_lossy(&later.stdout).trim().to_owned();
+    let (ok, out) = mftd_cmd(&[
+        "purge",
+        "--config",
+        &mftd.config_path().display().to_string(),
+        "--older-than",
+        "1h",
+        "--now",
+        &later,
+    ]);
+    assert!(ok && out.contains("removed 1 files"), "{out}");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM removals WHERE resource = '{resource}'"
+        ))
+        .trim(),
+        "1"
+    );
+
+    // The auditor: mftd log and db status with nothing but its URL, the
+    // documented compliance queries, and no change of any kind.
+    let (ok, out) = mftd_cmd(&["log", "--database-url-file", &audit_url, "--format", "csv"]);
+    assert!(
+        ok && out.contains("least-privilege.bin") && out.contains(resource),
+        "{out}"
+    );
+    let (ok, out) = mftd_cmd(&["db", "status", "--database-url-file", &audit_url]);
+    assert!(ok && out.contains("aft_log rows: 2"), "{out}");
+    let queries = documented_queries();
+    assert!(queries.len() >= 4, "{queries:?}");
+    for sql in &queries {
+        let (ok, out) = psql_as(&pg, AUDITOR, sql);
+        assert!(ok, "the auditor cannot run {sql}: {out}");
+    }
+    for sql in [
+        "DELETE FROM aft_log",
+        "TRUNCATE aft_log",
+        "UPDATE aft_log SET http_status = 200",
+        "INSERT INTO aft_log (jid, to_jid, method, filename, real_filename, file_type, chat_type, \
+         file_server, file_path, file_size, date_time) VALUES ('', '', 'POST', 'x', 'x', '', 'im', '', '', 0, now())",
+        "UPDATE files SET deleted = now()",
+        "DELETE FROM removals",
+        "CREATE TABLE scratch (x int)",
+    ] {
+        refused(&pg, AUDITOR, sql);
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM aft_log").trim(),
+        "2",
+        "nothing changed the log"
+    );
+}
