@@ -27,7 +27,7 @@
 %%%   modules:
 %%%     mod_mftd:
 %%%       component: "upload.example.test"
-%%%       url_prefix: "https://upload.example.test:5443/"
+%%%       url_prefix: "https://upload.example.test:8443/"
 %%%       share_key: "…"
 %%%       share_queue_max: 10000        # optional
 -module(mod_mftd).

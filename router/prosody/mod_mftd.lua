@@ -24,7 +24,7 @@
 --
 -- Configuration (in the VirtualHost section or globally):
 --   mftd_component  = "upload.example.test"        -- mftd's component JID
---   mftd_url_prefix = "https://upload.example.test:5443/"  -- [http] public_url
+--   mftd_url_prefix = "https://upload.example.test:8443/"  -- [http] public_url
 --   mftd_share_key  = "…"                          -- [recipients] share_key
 
 ---------------------------------------------------------------------------

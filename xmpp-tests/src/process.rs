@@ -151,3 +151,49 @@ impl Drop for Guard {
         }
     }
 }
+
+/// A host-wide lock for tests that install the system's `mftd` package
+/// (dpkg -i, then purge): two of them at once, from this suite or another
+/// checkout's, would purge each other's install. The lock is a directory
+/// holding the owner's pid; one whose owner is gone is taken over.
+pub struct SystemPackageLock(std::path::PathBuf);
+
+impl SystemPackageLock {
+    /// Waits (up to 15 minutes) for the lock and takes it.
+    pub fn acquire() -> SystemPackageLock {
+        let dir = Path::new("/run/lock/mftd-system-package");
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            if std::fs::create_dir(dir).is_ok() {
+                std::fs::write(dir.join("pid"), std::process::id().to_string()).unwrap();
+                return SystemPackageLock(dir.to_owned());
+            }
+            let owner: Option<u32> = std::fs::read_to_string(dir.join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+            let alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            let age = std::fs::metadata(dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            // No pid yet: its owner is between mkdir and write (give it 5 s).
+            if (owner.is_some() && !alive) || (owner.is_none() && age > Duration::from_secs(5)) {
+                let _ = std::fs::remove_dir_all(dir);
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is held by pid {owner:?}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for SystemPackageLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

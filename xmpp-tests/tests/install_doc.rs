@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use xmpp_tests::client;
 use xmpp_tests::mftd::binary;
-use xmpp_tests::process::is_root;
+use xmpp_tests::process::{free_port, is_root, SystemPackageLock};
 
 /// Where the page hands over to the test's client.
 const UPLOAD_MARKER: &str = "<!-- install-test: upload -->";
@@ -134,6 +134,9 @@ fn psql(db: &str, sql: &str) -> (bool, String) {
 /// The host as it was: what to restore and remove when the test ends.
 struct Restore {
     work: PathBuf,
+    /// Prosody's client and server ports in the sandbox.
+    c2s_port: u16,
+    s2s_port: u16,
     state: PathBuf,
     backups: PathBuf,
     had_user_mftd: bool,
@@ -157,6 +160,8 @@ impl Restore {
         assert!(ok, "backing up Prosody's files: {out}");
         Restore {
             work: work.to_owned(),
+            c2s_port: free_port(),
+            s2s_port: free_port(),
             state: work.join("state"),
             backups,
             had_user_mftd: user_exists("mftd"),
@@ -265,6 +270,8 @@ fn run_blocks(restore: &Restore, blocks: &[(usize, String)], what: &str) -> Stri
         .arg(&path)
         .current_dir(&restore.work)
         .env("SANDBOX_STATE", &restore.state)
+        .env("SANDBOX_C2S_PORT", restore.c2s_port.to_string())
+        .env("SANDBOX_S2S_PORT", restore.s2s_port.to_string())
         .env("HOME", "/root")
         .stdin(Stdio::null())
         .output()
@@ -299,6 +306,9 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
         "docs/install.md needs sh blocks on both sides of {UPLOAD_MARKER}"
     );
 
+    // One test at a time installs the system's mftd package (packaging.rs
+    // too, also from other checkouts on this host).
+    let _package = SystemPackageLock::acquire();
     // A host that already has any of this is left alone.
     let found: Vec<&&str> = CREATED.iter().filter(|p| exists(p)).collect();
     assert!(
@@ -312,7 +322,7 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
     // The page's ports (docs/install.md's table): a server already on one
     // would answer instead of the page's.
     let (_, busy) = sh("ss -ltnpH | awk '{ n = split($4, a, \":\"); p = a[n] } \
-         p ~ /^(5222|5269|5347|8443|8444|2222)$/ { print }'");
+         p ~ /^(5347|8443|8444|2222)$/ { print }'");
     assert!(
         busy.trim().is_empty(),
         "the page's ports are taken on this host:\n{busy}"
@@ -358,6 +368,7 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
     // Section 8: a real client. Bob listens; alice uploads through the slot
     // mftd gives her, downloads it, and sends bob the link through Prosody,
     // whose mftd module gives bob a URL of his own; bob fetches it.
+    let c2s = format!("127.0.0.1:{}", restore.c2s_port);
     let bundle = work.join("trusted.pem");
     let (ok, out) = sh(&format!(
         "cat /etc/prosody/certs/example.test.crt /etc/mftd/tls/fullchain.pem > {}",
@@ -387,12 +398,7 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
         "--ready",
         ready_arg.as_str(),
     ]);
-    let bob = client::spawn_at(
-        "127.0.0.1:5222",
-        "bob@example.test",
-        "bob-password",
-        &bob_args,
-    );
+    let bob = client::spawn_at(&c2s, "bob@example.test", "bob-password", &bob_args);
     let mut bob = bob;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready.exists() && Instant::now() < deadline && bob.try_wait().unwrap().is_none() {
@@ -418,12 +424,7 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
         "--destination",
         "bob@example.test",
     ]);
-    let up = client::run_at(
-        "127.0.0.1:5222",
-        "alice@example.test",
-        "alice-password",
-        &up_args,
-    );
+    let up = client::run_at(&c2s, "alice@example.test", "alice-password", &up_args);
     assert_eq!(up["service"], "upload.example.test", "{up}");
     assert_eq!(up["put_status"], 201, "{up}");
     assert_eq!(up["get_status"], 200, "{up}");
@@ -443,12 +444,7 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
         "--oob",
         get_url.as_str(),
     ]);
-    client::run_at(
-        "127.0.0.1:5222",
-        "alice@example.test",
-        "alice-password",
-        &send_args,
-    );
+    client::run_at(&c2s, "alice@example.test", "alice-password", &send_args);
     let got = client::wait(bob);
     let fetched = &got["messages"][0]["fetched"][0];
     assert_eq!(fetched["status"], 200, "{got}");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use xmpp_tests::certs::self_signed;
 use xmpp_tests::mftd::{binary, mint_slot, Mftd, MftdOptions};
-use xmpp_tests::process::is_root;
+use xmpp_tests::process::{is_root, SystemPackageLock};
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};
 
 fn repo() -> PathBuf {
@@ -34,6 +34,8 @@ fn run(cmd: &mut Command) -> String {
 #[test]
 fn the_debian_package_installs_a_user_a_hardened_unit_and_a_conffile() {
     assert!(is_root(), "dpkg -i needs root");
+    // One test at a time installs the system's package (install_doc.rs too).
+    let _package = SystemPackageLock::acquire();
     let built = run(Command::new("bash")
         .arg(repo().join("scripts/build-deb.sh"))
         .env("MFTD_DEB_BINARY", binary()));

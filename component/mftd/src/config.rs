@@ -823,7 +823,7 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 /// `https://host/upload/`), parsed as a client would parse it; why not when
 /// clients could not use it.
 pub fn public_url_base_path(url: &str) -> Result<String, String> {
-    let example = "a base URL such as https://upload.example.test:5443/";
+    let example = "a base URL such as https://upload.example.test:8443/";
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL ({e}); write {example}"))?;
@@ -1460,7 +1460,7 @@ impl Settings {
                 return Err(invalid(
                     "store.sftp.private_key",
                     format!(
-                        "{} does not exist: create the node's key pair with `mftd keys generate --config {}` and add the printed line to the file server user's authorized_keys",
+                        "{} does not exist: create the node's key pair as the service user with `sudo -u mftd mftd keys generate --config {}` and add the printed line to the file server user's authorized_keys",
                         s.private_key.display(),
                         config_path.display()
                     ),

@@ -12,8 +12,11 @@
 #                (scripts/install-deps.sh installs them) instead of
 #                installing or upgrading anything
 #   loopback     Prosody starts with a configuration that sets
-#                interfaces = { "127.0.0.1" } and includes the stock one;
-#                mftd starts with MFTD_HTTP__LISTEN=127.0.0.1:8443
+#                interfaces = { "127.0.0.1" }, its client and server ports
+#                to SANDBOX_C2S_PORT and SANDBOX_S2S_PORT (free ones the test
+#                picks, so an XMPP server already on 5222/5269 does not
+#                answer instead) and includes the stock one; mftd starts
+#                with MFTD_HTTP__LISTEN=127.0.0.1:8443
 #
 # SANDBOX_STATE (a directory) holds each started unit's pid and log; the
 # test stops every unit recorded there when it ends (`sandbox_stop_all`).
@@ -37,6 +40,8 @@ sandbox_args() {
       # resolve as they do for the stock configuration.
       printf '%s\n' '-- written by the install test: loopback only' \
         'interfaces = { "127.0.0.1" }' \
+        "c2s_ports = { ${SANDBOX_C2S_PORT:?} }" \
+        "s2s_ports = { ${SANDBOX_S2S_PORT:?} }" \
         'Include "/etc/prosody/prosody.cfg.lua"' > "$wrapper"
       echo "--config $wrapper"
       ;;
