@@ -45,8 +45,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A block of the page: its first line's number and its text.
+type Block = (usize, String);
+
 /// The page's `sh` blocks before and after the upload marker.
-fn shell_blocks(page: &str) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+fn shell_blocks(page: &str) -> (Vec<Block>, Vec<Block>) {
     let (mut before, mut after) = (Vec::new(), Vec::new());
     let mut past_marker = false;
     let mut block: Option<(usize, String)> = None;
@@ -252,7 +255,7 @@ impl Drop for Restore {
 
 /// Runs `blocks` as one bash script (after the sandbox) in `work`; returns
 /// the output, or panics with it.
-fn run_blocks(restore: &Restore, blocks: &[(usize, String)], what: &str) -> String {
+fn run_blocks(restore: &Restore, blocks: &[Block], what: &str) -> String {
     let sandbox = repo().join("xmpp-tests/tests/install_doc/sandbox.sh");
     let mut script = format!(
         "set -euo pipefail\nsource {}\n",
