@@ -36,7 +36,11 @@ fn roles(pg: &Postgres) {
 }
 
 fn url(pg: &Postgres, role: &str) -> String {
-    format!("postgresql://{role}@127.0.0.1:{}/mftd", pg.port)
+    url_db(pg, role, "mftd")
+}
+
+fn url_db(pg: &Postgres, role: &str, db: &str) -> String {
+    format!("postgresql://{role}@127.0.0.1:{}/{db}", pg.port)
 }
 
 /// A URL file for `--database-url-file`.
@@ -48,9 +52,14 @@ fn url_file(dir: &std::path::Path, pg: &Postgres, role: &str) -> String {
 
 /// `psql` as `role`: (succeeded, stdout + stderr).
 fn psql_as(pg: &Postgres, role: &str, sql: &str) -> (bool, String) {
+    psql_in(pg, role, "mftd", sql)
+}
+
+/// `psql` as `role` in database `db`.
+fn psql_in(pg: &Postgres, role: &str, db: &str, sql: &str) -> (bool, String) {
     let out = Command::new("psql")
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(url(pg, role))
+        .arg(url_db(pg, role, db))
         .args(["-c", sql])
         .output()
         .unwrap();
@@ -88,13 +97,37 @@ fn mftd_cmd(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// The `sql` blocks of docs/operations.md's compliance section.
+/// The `sql` blocks of docs/operations.md (its compliance queries).
 fn documented_queries() -> Vec<String> {
-    let page = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/operations.md"
-    ))
-    .unwrap();
+    sql_blocks("operations.md")
+}
+
+/// What `grantee` may do in `db`'s public schema, as one sorted line.
+fn privileges(pg: &Postgres, db: &str, grantee: &str) -> String {
+    let (ok, out) = psql_in(
+        pg,
+        "postgres",
+        db,
+        &format!(
+            "SELECT string_agg(x, ' ' ORDER BY x) FROM ( \
+               SELECT table_name || ':' || privilege_type AS x FROM information_schema.role_table_grants \
+                 WHERE grantee = '{grantee}' AND table_schema = 'public' \
+               UNION ALL SELECT table_name || '.' || column_name || ':UPDATE' FROM information_schema.column_privileges \
+                 WHERE grantee = '{grantee}' AND table_schema = 'public' AND privilege_type = 'UPDATE' \
+               UNION ALL SELECT object_name || ':' || privilege_type FROM information_schema.usage_privileges \
+                 WHERE grantee = '{grantee}' AND object_schema = 'public' \
+               UNION ALL SELECT 'schema:USAGE' WHERE has_schema_privilege('{grantee}', 'public', 'USAGE') \
+             ) p"
+        ),
+    );
+    assert!(ok, "{out}");
+    out.trim().to_owned()
+}
+
+/// The `sql` blocks of a page in docs/.
+fn sql_blocks(page: &str) -> Vec<String> {
+    let page =
+        std::fs::read_to_string(format!("{}/../docs/{page}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut queries = Vec::new();
     let mut block: Option<String> = None;
     for line in page.lines() {
@@ -311,5 +344,57 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
         pg.psql("SELECT count(*) FROM aft_log").trim(),
         "2",
         "nothing changed the log"
+    );
+
+    // docs/install.md lists the grants as SQL: run them in a second
+    // database migrated without grants; the privileges must be exactly the
+    // ones `mftd db migrate` gave.
+    pg.psql(&format!("CREATE DATABASE listed OWNER {OWNER}"));
+    pg.psql("CREATE ROLE mftd LOGIN");
+    pg.psql("CREATE ROLE mftd_audit_listed LOGIN");
+    psql_in(
+        &pg,
+        "postgres",
+        "listed",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+    );
+    let listed_url = dir.path().join("listed.url");
+    std::fs::write(&listed_url, url_db(&pg, OWNER, "listed")).unwrap();
+    let (ok, out) = mftd_cmd(&[
+        "db",
+        "migrate",
+        "--database-url-file",
+        &listed_url.display().to_string(),
+    ]);
+    assert!(ok, "{out}");
+    let grants: Vec<String> = sql_blocks("install.md")
+        .into_iter()
+        .filter(|b| b.contains("GRANT"))
+        .collect();
+    assert_eq!(grants.len(), 1, "one block of grants in docs/install.md");
+    let (ok, out) = psql_in(
+        &pg,
+        OWNER,
+        "listed",
+        &grants[0].replace("mftd_audit", "mftd_audit_listed"),
+    );
+    assert!(ok, "docs/install.md's grants: {out}");
+    let runtime = privileges(&pg, "mftd", RUNTIME);
+    assert!(
+        runtime.contains("aft_log:INSERT")
+            && runtime.contains("aft_log.http_status:UPDATE")
+            && !runtime.contains("aft_log:DELETE")
+            && runtime.contains("aft_log_seq:USAGE"),
+        "{runtime}"
+    );
+    assert_eq!(
+        privileges(&pg, "listed", "mftd"),
+        runtime,
+        "docs/install.md's grants for mftd differ from what mftd db migrate grants"
+    );
+    assert_eq!(
+        privileges(&pg, "listed", "mftd_audit_listed"),
+        privileges(&pg, "mftd", AUDITOR),
+        "docs/install.md's grants for mftd_audit differ from what mftd db migrate grants"
     );
 }
