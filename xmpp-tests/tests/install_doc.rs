@@ -213,7 +213,11 @@ impl Drop for Restore {
         );
         step(
             "purging the package",
-            "dpkg-query -W mftd >/dev/null 2>&1 || exit 0; dpkg --purge mftd >/dev/null".into(),
+            // dpkg may be busy with another install for a while.
+            "dpkg-query -W mftd >/dev/null 2>&1 || exit 0; \
+             for i in $(seq 1 60); do dpkg --purge mftd >/dev/null 2>&1 && exit 0; sleep 1; done; \
+             dpkg --purge mftd"
+                .into(),
         );
         let mut script = String::from("set -u\n");
         for path in CREATED {
@@ -257,13 +261,14 @@ impl Drop for Restore {
 /// the output, or panics with it.
 fn run_blocks(restore: &Restore, blocks: &[Block], what: &str) -> String {
     let sandbox = repo().join("xmpp-tests/tests/install_doc/sandbox.sh");
+    // One stream, so each block's output follows its marker.
     let mut script = format!(
-        "set -euo pipefail\nsource {}\n",
+        "set -euo pipefail\nexec 2>&1\nsource {}\n",
         sandbox.display().to_string().replace(' ', "\\ ")
     );
     for (line, text) in blocks {
         script.push_str(&format!(
-            "echo '>>> docs/install.md block at line {line}' >&2\n{text}"
+            "echo '>>> docs/install.md block at line {line}'\n{text}"
         ));
     }
     let path = restore.work.join(format!("{what}.sh"));
@@ -458,8 +463,19 @@ fn the_install_page_takes_a_clean_host_to_a_first_upload() {
     );
 
     let rest = run_blocks(&restore, &after, "after-upload");
+    // What `mftd log` printed as the auditor: its block's output.
+    let (line, _) = after
+        .iter()
+        .find(|(_, text)| text.contains("mftd log --database-url-file"))
+        .expect("docs/install.md runs mftd log as the auditor");
+    let marker = format!(">>> docs/install.md block at line {line}\n");
+    let logged = rest.split(&marker).nth(1).unwrap_or_default();
+    let logged = logged
+        .split(">>> docs/install.md")
+        .next()
+        .unwrap_or_default();
     assert!(
-        rest.contains("install-check.txt"),
+        logged.contains("install-check.txt") && logged.contains("alice@example.test"),
         "mftd log as the auditor shows the upload:\n{rest}"
     );
     // The rows, as the database holds them: alice's upload to bob, the

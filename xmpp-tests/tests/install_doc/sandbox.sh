@@ -17,11 +17,16 @@
 #                picks, so an XMPP server already on 5222/5269 does not
 #                answer instead) and includes the stock one; mftd starts
 #                with MFTD_HTTP__LISTEN=127.0.0.1:8443
+#   free space   every mftd command runs with the file server's free-space
+#                alarm off (MFTD_STORE__SFTP__ALARM_FREE_PERCENT=0): the
+#                file store shares this machine's disk, and a CI disk below
+#                the example's 10 % would fail `mftd fileserver status`
 #
 # SANDBOX_STATE (a directory) holds each started unit's pid and log; the
 # test stops every unit recorded there when it ends (`sandbox_stop_all`).
 
 : "${SANDBOX_STATE:?SANDBOX_STATE must name a directory}"
+export MFTD_STORE__SFTP__ALARM_FREE_PERCENT=0
 mkdir -p "$SANDBOX_STATE"
 
 # What runs differently from the unit file, per unit: environment and the
@@ -92,7 +97,7 @@ sandbox_exec_line() {
   local -a words
   read -r -a words <<< "$line"
   if [ -n "$user" ] && [ "$user" != root ]; then
-    words=(setpriv "--reuid=$user" "--regid=$user" --init-groups -- "${words[@]}")
+    words=(setpriv "--reuid=$user" "--regid=$(id -g "$user")" --init-groups -- "${words[@]}")
   fi
   if [ "$mode" = exec ]; then exec "${words[@]}"; fi
   if [ "$ignore" -eq 1 ]; then "${words[@]}" || true; else "${words[@]}"; fi
