@@ -111,7 +111,10 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
     ("shares", "SELECT, INSERT"),
     ("removals", "SELECT, INSERT"),
     ("used_slots", "SELECT, INSERT, DELETE"),
-    ("slot_rates", "SELECT, INSERT, UPDATE (tokens, updated, taken)"),
+    (
+        "slot_rates",
+        "SELECT, INSERT, UPDATE (tokens, updated, taken)",
+    ),
 ];
 
 /// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).
