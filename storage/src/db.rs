@@ -115,6 +115,13 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
         "slot_rates",
         "SELECT, INSERT, UPDATE (tokens, updated, taken)",
     ),
+    // Legal holds: `mftd hold add|remove` (an operator command with the
+    // service's database role) places and releases; sweeps read them.
+    (
+        "holds",
+        "SELECT, INSERT, UPDATE (released_by, released_at, release_reason)",
+    ),
+    ("hold_events", "SELECT, INSERT"),
 ];
 
 /// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).

@@ -3,9 +3,9 @@
 //! role (uploads, downloads and a purge through Prosody and the real
 //! client work) and that role can neither change the schema nor delete or
 //! rewrite log rows; the auditor runs `mftd log`, `mftd db status` and the
-//! compliance queries of docs/operations.md and can change nothing; and a
-//! runtime role facing an older schema refuses to start without attempting
-//! any DDL.
+//! queries of docs/operations.md and docs/compliance.md and can change
+//! nothing; and a runtime role facing an older schema refuses to start
+//! without attempting any DDL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -97,9 +97,43 @@ fn mftd_cmd(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// The `sql` blocks of docs/operations.md (its compliance queries).
+/// The `sql` blocks of docs/operations.md and docs/compliance.md: the
+/// queries an auditor runs.
 fn documented_queries() -> Vec<String> {
-    sql_blocks("operations.md")
+    let mut queries = sql_blocks("operations.md");
+    queries.extend(sql_blocks("compliance.md"));
+    queries
+}
+
+/// A script through psql's standard input as `role`, with `res` set (the
+/// documented queries use `:'res'`).
+fn psql_script_as(pg: &Postgres, role: &str, sql: &str, res: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-v"])
+        .arg(format!("res={res}"))
+        .arg("-d")
+        .arg(url(pg, role))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// What `grantee` may do in `db`'s public schema, as one sorted line.
@@ -288,8 +322,37 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     ] {
         refused(&pg, RUNTIME, sql);
     }
-    // What it does need beyond transfers: the sweeper's and `mftd purge`'s
-    // retirement (UPDATE files.deleted, INSERT removals).
+    // What it does need beyond transfers: legal holds placed and released
+    // (`mftd hold`), and the sweeper's and `mftd purge`'s retirement
+    // (UPDATE files.deleted, INSERT removals).
+    let config = mftd.config_path().display().to_string();
+    let (ok, out) = mftd_cmd(&[
+        "hold",
+        "add",
+        "--config",
+        &config,
+        "--user",
+        "bob@example.test",
+        "--reason",
+        "case 1",
+    ]);
+    assert!(ok, "{out}");
+    let hold = pg.psql("SELECT max(hold_id) FROM holds");
+    let (ok, out) = mftd_cmd(&[
+        "hold",
+        "remove",
+        "--config",
+        &config,
+        hold.trim(),
+        "--reason",
+        "case closed",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM hold_events").trim(),
+        "2",
+        "placed and released"
+    );
     let later = Command::new("date")
         .args(["-u", "-d", "+3 hours", "+%Y-%m-%dT%H:%M:%SZ"])
         .output()
@@ -323,9 +386,9 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     let (ok, out) = mftd_cmd(&["db", "status", "--database-url-file", &audit_url]);
     assert!(ok && out.contains("aft_log rows: 2"), "{out}");
     let queries = documented_queries();
-    assert!(queries.len() >= 4, "{queries:?}");
+    assert!(queries.len() >= 10, "{queries:?}");
     for sql in &queries {
-        let (ok, out) = psql_as(&pg, AUDITOR, sql);
+        let (ok, out) = psql_script_as(&pg, AUDITOR, sql, resource);
         assert!(ok, "the auditor cannot run {sql}: {out}");
     }
     for sql in [
@@ -336,6 +399,8 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
          file_server, file_path, file_size, date_time) VALUES ('', '', 'POST', 'x', 'x', '', 'im', '', '', 0, now())",
         "UPDATE files SET deleted = now()",
         "DELETE FROM removals",
+        "INSERT INTO holds (kind, subject, reason, placed_by) VALUES ('user', 'a@b', 'x', 'x')",
+        "UPDATE holds SET released_at = now()",
         "CREATE TABLE scratch (x int)",
     ] {
         refused(&pg, AUDITOR, sql);
