@@ -463,6 +463,12 @@ impl Store {
         self.backend.describe()
     }
 
+    /// Bytes an upload gathers before each write to its temporary file: a
+    /// live upload can leave that file unchanged while it fills this much.
+    pub fn write_size(&self) -> usize {
+        self.backend.write_size()
+    }
+
     /// A new location for a file of `chat` type uploaded now.
     pub async fn allocate(&self, chat: ChatType) -> Result<Location, StoreError> {
         self.allocate_at(chat, UtcTime::now()).await
