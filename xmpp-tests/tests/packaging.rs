@@ -45,6 +45,10 @@ fn the_debian_package_installs_a_user_a_hardened_unit_and_a_conffile() {
         "./etc/mftd/mftd.toml",
         "./lib/systemd/system/mftd.service",
         "./usr/share/mftd/router/prosody/mod_mftd.lua",
+        "./usr/share/man/man1/mftd.1.gz",
+        "./usr/share/man/man1/mftd-log.1.gz",
+        "./usr/share/man/man1/mftd-status.1.gz",
+        "./usr/share/man/man1/mftd-verify.1.gz",
     ] {
         assert!(listing.contains(path), "{path} missing:\n{listing}");
     }
