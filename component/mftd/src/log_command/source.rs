@@ -47,7 +47,16 @@ pub fn resolve(
         None if env_names_it => None,
         None => Some(default_config),
     };
-    let db = sections::database(path, env)?;
+    let db = sections::database(path, env).with_context(|| {
+        if config.is_none() && !env_names_it {
+            format!(
+                "no --database-url-file, --config or MFTD_DATABASE__URL given, and the default {} cannot be used",
+                default_config.display()
+            )
+        } else {
+            "while reading [database]".to_owned()
+        }
+    })?;
     db.ok_or_else(|| {
         anyhow::anyhow!(
             "{} has no [database] section: give the transfer log's URL with --database-url-file PATH \
@@ -81,7 +90,10 @@ mod tests {
                 .err()
                 .unwrap()
         );
-        assert!(e.contains("no-such.toml"), "{e}");
+        assert!(
+            e.contains("no-such.toml") && e.contains("--database-url-file"),
+            "{e}"
+        );
         let empty = dir.path().join("empty.toml");
         std::fs::write(&empty, "").unwrap();
         let e = format!(
