@@ -566,6 +566,12 @@ fn every_help_has_an_example_and_the_man_pages_come_from_the_cli() {
         &["log"],
         &["verify"],
         &["purge"],
+        &["hold"],
+        &["hold", "add"],
+        &["hold", "remove"],
+        &["hold", "list"],
+        &["hold", "history"],
+        &["hold", "check"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
