@@ -2,7 +2,9 @@
 # Builds the Debian package target/debian/mftd_<version>_<arch>.deb from this
 # tree with dpkg-deb (no extra tooling): /usr/bin/mftd, /etc/mftd/mftd.toml
 # (a conffile, from mftd.example.toml), the hardened systemd unit, the router
-# modules under /usr/share/mftd/router and the docs.
+# modules under /usr/share/mftd/router, the docs, and the manual pages
+# (mftd(1), mftd-log(1) …), which the binary writes from its own command-line
+# definition (`mftd man`), so they always match `--help`.
 #   scripts/build-deb.sh                      release build, then package
 #   MFTD_DEB_BINARY=target/debug/mftd scripts/build-deb.sh   package a given binary
 set -euo pipefail
@@ -20,6 +22,9 @@ trap 'rm -rf "$root"' EXIT
 
 install -D -m 0755 "$binary" "$root/usr/bin/mftd"
 strip --strip-debug "$root/usr/bin/mftd" 2>/dev/null || true
+install -d "$root/usr/share/man/man1"
+"$binary" man --out "$root/usr/share/man/man1" >/dev/null
+gzip -9n "$root/usr/share/man/man1/"*.1
 install -D -m 0644 mftd.example.toml "$root/etc/mftd/mftd.toml"
 install -D -m 0644 packaging/debian/mftd.service "$root/lib/systemd/system/mftd.service"
 install -D -m 0644 router/prosody/mod_mftd.lua "$root/usr/share/mftd/router/prosody/mod_mftd.lua"

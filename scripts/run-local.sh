@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Brings up mftd's main job on this machine, on loopback only: a local Prosody
-# (the router) with two accounts, a local OpenSSH sshd as the external file
-# server (user mftfiles, key-only, pinned host key), and mftd registered as
-# the upload component, storing files over SFTP in the MFT layout under
-# $RUN_DIR/mftFileStore/node_1, and a local PostgreSQL holding the transfer
-# log (aft_log) of every upload and download.
-# It checks the whole path once with a real client, prints the accounts and
-# where files land, then runs until Ctrl-C and stops everything it started
-# (also when it fails half-way).
+# (the router) with two accounts and mftd's router module (mod_mftd, which
+# reports who a file was sent to and gives each recipient a URL naming them),
+# a local OpenSSH sshd as the external file server (user mftfiles, key-only,
+# pinned host key), and mftd registered as the upload component, storing
+# files over SFTP in the MFT layout under $RUN_DIR/mftFileStore/node_1, and a
+# local PostgreSQL holding the transfer log (aft_log) of every upload and
+# download.
+# It shows the product once with real clients: alice uploads a file and sends
+# it to bob, bob's client fetches it, and the transfer log printed names bob
+# as the recipient of the upload and as the downloader. Then it prints the
+# accounts and where files land, runs until Ctrl-C and stops everything it
+# started (also when it fails half-way).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 RUN_DIR="${MFTD_RUN_DIR:-/tmp/mftd-local}"
@@ -19,6 +23,10 @@ SSH_PORT="${MFTD_SSH_PORT:-2222}"
 PG_PORT="${MFTD_PG_PORT:-5433}"
 ADMIN_PORT="${MFTD_ADMIN_PORT:-8444}"
 PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+# These settings are the script's, not configuration overrides: mftd refuses
+# an MFTD_<SECTION>_<KEY> with one underscore (MFTD_HTTP_PORT would read as a
+# misspelt MFTD_HTTP__PORT), so they stay out of the servers' environment.
+export -n MFTD_RUN_DIR MFTD_DOMAIN MFTD_C2S_PORT MFTD_COMPONENT_PORT MFTD_HTTP_PORT MFTD_SSH_PORT MFTD_PG_PORT MFTD_ADMIN_PORT
 
 bash "$repo/scripts/install-deps.sh"
 (cd "$repo" && cargo build --release --bins)
@@ -35,6 +43,10 @@ chmod 755 "$RUN_DIR"
 secret="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 head -c 32 /dev/urandom | base64 | tr -d '\n' > "$RUN_DIR/token.key"
 chmod 600 "$RUN_DIR/token.key"
+# The key mod_mftd signs recipients' claims with, shared with mftd.
+share_key="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+printf '%s' "$share_key" > "$RUN_DIR/share.key"
+chmod 600 "$RUN_DIR/share.key"
 
 cat > "$RUN_DIR/prosody/prosody.cfg.lua" <<CFG
 data_path = "$RUN_DIR/prosody/data"
@@ -47,8 +59,12 @@ component_interfaces = { "127.0.0.1" }
 s2s_ports = { }
 http_ports = { }
 https_ports = { }
-modules_enabled = { "roster", "saslauth", "disco", "ping", "posix" }
+modules_enabled = { "roster", "saslauth", "disco", "ping", "posix", "mftd" }
 modules_disabled = { "s2s" }
+plugin_paths = { "$repo/router/prosody" }
+mftd_component = "upload.$DOMAIN"
+mftd_url_prefix = "http://127.0.0.1:$HTTP_PORT/"
+mftd_share_key = "$share_key"
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
@@ -89,6 +105,9 @@ max_file_size = "100 MiB"
 
 [database]
 url = "postgresql://postgres@127.0.0.1:$PG_PORT/mftd"
+
+[recipients]
+share_key_file = "$RUN_DIR/share.key"
 
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
@@ -207,11 +226,48 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo "== checking the whole path with a real client (slixmpp)"
+client() {
+  /usr/bin/python3 "$repo/xmpp-tests/client/mft_client.py" --password "$2" --jid "$1@$DOMAIN" \
+    --server "127.0.0.1:$C2S_PORT" "${@:3}"
+}
+json_field() { /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1]) or "")' "$1"; }
+
+echo "== alice sends a file to bob with real clients (slixmpp), bob fetches it"
+ready="$RUN_DIR/bob.ready"
+rm -f "$ready"
+client bob bob-pw receive --fetch --count 1 --ready "$ready" > "$RUN_DIR/bob.json" 2>/dev/null &
+bob_pid=$!
+pids+=("$bob_pid")
+for _ in $(seq 1 200); do [ -f "$ready" ] && break; sleep 0.1; done
+[ -f "$ready" ] || { echo "error: bob's client did not come online (see $RUN_DIR/prosody/prosody.log)" >&2; exit 1; }
 sample="$RUN_DIR/hello.txt"
 echo "hello from mftd $(date -u +%FT%TZ)" > "$sample"
-/usr/bin/python3 "$repo/xmpp-tests/client/mft_client.py" --jid "alice@$DOMAIN" --password alice-pw \
-  --server "127.0.0.1:$C2S_PORT" upload --file "$sample" --content-type text/plain 2>/dev/null
+upload="$(client alice alice-pw upload --file "$sample" --content-type text/plain 2>/dev/null)"
+get_url="$(printf '%s' "$upload" | json_field get_url)"
+if [ "$(printf '%s' "$upload" | json_field put_status)" != 201 ] || [ -z "$get_url" ]; then
+  echo "error: the upload failed: $upload (mftd log: $RUN_DIR/mftd.log)" >&2
+  exit 1
+fi
+echo "   alice uploaded hello.txt: $get_url"
+client alice alice-pw send --to "bob@$DOMAIN" --body "$get_url" --oob "$get_url" >/dev/null 2>&1
+wait "$bob_pid" || true
+echo "   bob received: $(/usr/bin/python3 -c 'import json, sys
+m = json.load(open(sys.argv[1]))["messages"]
+print(m[0]["oob"] + " and fetched it: HTTP " + str(m[0]["fetched"][0]["status"]) if m and m[0]["fetched"] else "nothing")' "$RUN_DIR/bob.json")"
+# The share report and bob's fetch are committed just after the messages.
+resource="$(printf '%s' "$get_url" | awk -F/ '{print $(NF-1)}')"
+named=""
+for _ in $(seq 1 100); do
+  named="$(psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d mftd -Atc \
+    "SELECT (SELECT count(*) FROM aft_log WHERE method = 'POST' AND filename = '$resource' AND to_jid = 'bob@$DOMAIN') \
+         || ' ' || (SELECT count(*) FROM aft_log WHERE method = 'GET' AND filename = '$resource' AND jid = 'bob@$DOMAIN' AND http_status = 200)")"
+  [ "$named" = "1 1" ] && break
+  sleep 0.1
+done
+if [ "$named" != "1 1" ]; then
+  echo "error: the transfer log does not name bob as recipient and downloader (POST, GET rows: $named); see $RUN_DIR/mftd.log and $RUN_DIR/prosody/prosody.log" >&2
+  exit 1
+fi
 
 cat <<INFO
 
@@ -220,14 +276,21 @@ mftd is running (logs: $RUN_DIR/mftd.log, Prosody: $RUN_DIR/prosody/prosody.log)
   accounts      alice@$DOMAIN / alice-pw     bob@$DOMAIN / bob-pw
   upload        component upload.$DOMAIN, HTTP on http://127.0.0.1:$HTTP_PORT/
   file server   sftp://mftfiles@127.0.0.1:$SSH_PORT (sshd log: $RUN_DIR/sshd/sshd.log)
+  router module mod_mftd in Prosody: shares reported, each recipient's URL names them
   status page   http://127.0.0.1:$ADMIN_PORT/ (metrics: /metrics, readiness: /readyz)
+                try: $repo/target/release/mftd status --config $RUN_DIR/mftd.toml
   transfer log  postgresql://postgres@127.0.0.1:$PG_PORT/mftd, table aft_log
-                try: $repo/target/release/mftd log --config $RUN_DIR/mftd.toml
+                try: $repo/target/release/mftd log --config $RUN_DIR/mftd.toml --to bob@$DOMAIN
   files land in $RUN_DIR/mftFileStore/node_1/files/im/<YYYYMMDD>/<HH>/<resource name>
 Files stored so far:
 $(find "$RUN_DIR/mftFileStore/node_1/files" -type f ! -name '*.meta' 2>/dev/null | sed 's/^/  /')
 
-Transfer log so far:
+Node status (mftd status):
+$("$repo/target/release/mftd" status --config "$RUN_DIR/mftd.toml" | sed 's/^/  /')
+
+Transfer log so far, newest first (mftd log): bob is the upload's recipient (to_jid)
+and the downloader (jid of his GET row); the anonymous GET is alice's client
+checking its own upload:
 $("$repo/target/release/mftd" log --config "$RUN_DIR/mftd.toml" | sed 's/^/  /')
 
 Press Ctrl-C to stop.

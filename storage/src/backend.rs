@@ -59,6 +59,9 @@ pub trait Session: Send {
     fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError>;
     /// The names in a directory (no `.` or `..`).
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError>;
+    /// When a file's content last changed, by the file server's clock
+    /// (`None` when the server does not say).
+    fn modified(&mut self, path: &str) -> Result<Option<std::time::SystemTime>, StoreError>;
     /// Free and total space where the node directory lives, when the
     /// server can tell.
     fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {

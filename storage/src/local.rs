@@ -190,6 +190,12 @@ impl Session for LocalSession {
         Ok(names)
     }
 
+    fn modified(&mut self, path: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let full = self.full(path)?;
+        let meta = fs::metadata(&full).map_err(|e| StoreError::io(format!("stat of {path}"), e))?;
+        Ok(meta.modified().ok())
+    }
+
     fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {
         let st = rustix::fs::statvfs(&self.root).map_err(|e| {
             StoreError::io(

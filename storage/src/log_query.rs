@@ -1,33 +1,50 @@
 //! The operator's questions to the transfer log — "who sent and fetched
 //! what" (`mftd log`) and "how much is there" (`mftd db status`) — as typed
 //! rows. Every SQL statement on the log's tables lives in this crate; the
-//! command-line program only renders what it gets.
+//! command-line program only renders what it gets. Listings stream from a
+//! [`Cursor`] (newest first, in batches) so an export of millions of rows
+//! holds one batch in memory.
+
+mod cursor;
+
+pub use cursor::{open_log, open_shares, Cursor};
 
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::db::DbError;
 use crate::utc::UtcTime;
 
-/// Which rows of `aft_log` to list.
+/// Which rows to list. Every filter given must hold; `None` matches all.
 #[derive(Debug, Default, Clone)]
 pub struct LogFilter {
     /// Uploader or downloader: a bare JID matches every resource of it.
     pub jid: Option<String>,
-    /// Recipient (bare JID, or a room).
+    /// Who uploaded the file: their POST rows and the GET rows of their
+    /// files. For shares, the sender.
+    pub sender: Option<String>,
+    /// Recipient (a bare JID or a room): the upload's `to_jid`, or any
+    /// share of the file to it.
     pub to: Option<String>,
-    /// `POST` or `GET`.
+    /// A group chat or persistent room: as `to`, for rooms only.
+    pub room: Option<String>,
+    /// `POST` or `GET` (any case).
     pub method: Option<String>,
     /// `im`, `groupchat`, `persistent`.
     pub chat_type: Option<String>,
+    /// The name the user uploaded; `*` stands for any run of characters.
+    pub file_name: Option<String>,
+    /// The resource name (the `filename` column, the URL's file part).
+    pub resource: Option<String>,
+    /// SHA-256 of the content (hex, any case).
+    pub sha256: Option<String>,
     /// From this time on.
     pub since: Option<SystemTime>,
     /// Before this time.
     pub until: Option<SystemTime>,
-    /// Most rows.
+    /// Most rows; 0 or less: all.
     pub limit: i64,
 }
 
@@ -81,44 +98,6 @@ pub struct ShareRow {
     pub real_filename: String,
 }
 
-/// Lists shares matching `filter` (`jid` is the sender, `to` the
-/// recipient; `method` does not apply), oldest first.
-pub async fn shares(client: &Client, filter: &LogFilter) -> Result<Vec<ShareRow>, DbError> {
-    let rows = client
-        .query(
-            "SELECT s.share_id, s.date_time, s.sender, s.recipient, s.chat_type, s.resource, \
-             coalesce(f.real_filename, '') FROM shares s LEFT JOIN files f USING (resource) \
-             WHERE ($1::text IS NULL OR s.sender = $1 OR split_part(s.sender, '/', 1) = $1) \
-             AND ($2::text IS NULL OR s.recipient = $2) \
-             AND ($3::text IS NULL OR s.chat_type = $3) \
-             AND ($4::timestamptz IS NULL OR s.date_time >= $4) \
-             AND ($5::timestamptz IS NULL OR s.date_time < $5) \
-             ORDER BY s.share_id LIMIT $6",
-            &[
-                &filter.jid as &(dyn ToSql + Sync),
-                &filter.to,
-                &filter.chat_type,
-                &filter.since,
-                &filter.until,
-                &filter.limit.max(1),
-            ],
-        )
-        .await
-        .map_err(|e| DbError::query("querying shares", e))?;
-    Ok(rows
-        .iter()
-        .map(|r| ShareRow {
-            share_id: r.get(0),
-            date_time: stamp(r.get(1)),
-            sender: r.get(2),
-            recipient: r.get(3),
-            chat_type: r.get(4),
-            filename: r.get(5),
-            real_filename: r.get(6),
-        })
-        .collect())
-}
-
 /// How much the log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogCounts {
@@ -128,44 +107,15 @@ pub struct LogCounts {
     pub live_files: i64,
 }
 
-fn stamp(t: SystemTime) -> String {
+pub(crate) fn stamp(t: SystemTime) -> String {
     UtcTime::from_system(t).xep0082()
 }
 
-/// Lists `aft_log` rows matching `filter`, oldest first.
-pub async fn query(client: &Client, filter: &LogFilter) -> Result<Vec<LogRow>, DbError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {LOG_ROW_COLUMNS} FROM aft_log \
-             WHERE ($1::text IS NULL OR jid = $1 OR split_part(jid, '/', 1) = $1) \
-             AND ($2::text IS NULL OR split_part(to_jid, '/', 1) = $2) \
-             AND ($3::text IS NULL OR method = upper($3)) \
-             AND ($4::text IS NULL OR chat_type = $4) \
-             AND ($5::timestamptz IS NULL OR date_time >= $5) \
-             AND ($6::timestamptz IS NULL OR date_time < $6) \
-             ORDER BY aft_index LIMIT $7"
-            ),
-            &[
-                &filter.jid as &(dyn ToSql + Sync),
-                &filter.to,
-                &filter.method,
-                &filter.chat_type,
-                &filter.since,
-                &filter.until,
-                &filter.limit.max(1),
-            ],
-        )
-        .await
-        .map_err(|e| DbError::query("querying aft_log", e))?;
-    Ok(rows.iter().map(log_row).collect())
-}
-
 /// The columns [`log_row`] reads, in its order.
-const LOG_ROW_COLUMNS: &str = "aft_index, date_time, method, jid, to_jid, chat_type, \
+pub(crate) const LOG_ROW_COLUMNS: &str = "aft_index, date_time, method, jid, to_jid, chat_type, \
      real_filename, filename, file_size, http_status, bytes_sent, client_address, sha256";
 
-fn log_row(r: &tokio_postgres::Row) -> LogRow {
+pub(crate) fn log_row(r: &tokio_postgres::Row) -> LogRow {
     LogRow {
         aft_index: r.get(0),
         date_time: stamp(r.get(1)),

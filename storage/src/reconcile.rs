@@ -85,6 +85,28 @@ fn walk(session: &mut dyn Session, since: Option<&str>) -> Result<Inventory, Sto
     Ok(inv)
 }
 
+/// When each temporary file in `paths` last changed (`None` when the file
+/// server does not say). Files gone since the walk — uploads that finished
+/// or were abandoned meanwhile — are left out.
+pub async fn temporary_ages(
+    store: &Store,
+    paths: Vec<String>,
+) -> Result<Vec<(String, Option<std::time::SystemTime>)>, StoreError> {
+    store
+        .with_session(move |session| {
+            let mut out = Vec::with_capacity(paths.len());
+            for path in paths {
+                match session.modified(&path) {
+                    Ok(at) => out.push((path, at)),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+        .await
+}
+
 /// What start-up recovery did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovery {

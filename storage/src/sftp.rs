@@ -534,6 +534,17 @@ impl Session for SftpSession {
             .collect())
     }
 
+    fn modified(&mut self, path: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let full = self.full(path)?;
+        let stat = self
+            .sftp()?
+            .stat(&full)
+            .map_err(|e| self.fail(format!("stat of {}", full.display()), e))?;
+        Ok(stat
+            .mtime
+            .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t)))
+    }
+
     fn free_space(&mut self) -> Result<Option<FreeSpace>, StoreError> {
         // fstatvfs@openssh.com needs a file handle; OpenSSH opens a
         // directory read-only as a file just fine. Before the first upload

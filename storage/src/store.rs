@@ -124,12 +124,36 @@ impl Upload {
                 // The partial file still takes its room: the rest must fit.
                 let still_needed = self.meta.size.saturating_sub(self.got) + self.write_size as u64;
                 let backend = self.backend.clone();
-                return Err(
-                    told_apart(e, backend, &self.out_of_space, &self.temp, still_needed).await,
-                );
+                let e = told_apart(e, backend, &self.out_of_space, &self.temp, still_needed).await;
+                self.discard().await;
+                return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// Removes the temporary file now: a write failed and the upload cannot
+    /// go on. Whoever answers the client (`507`, `503`) then does so once
+    /// the partial file is gone, rather than racing the removal that
+    /// dropping the upload would start. When the upload's own session
+    /// cannot (a broken link), [`remove_leftover`]'s retries on fresh
+    /// sessions carry on in the background.
+    async fn discard(&mut self) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let temp = self.temp.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            drop(writer.file);
+            let mut session = writer.session;
+            session.remove(&temp)
+        })
+        .await;
+        self.done = true;
+        if !matches!(removed, Ok(Ok(())) | Ok(Err(StoreError::NotFound(_)))) {
+            let (backend, temp) = (self.backend.clone(), self.temp.clone());
+            tokio::spawn(remove_leftover(backend, None, temp));
+        }
     }
 
     /// Starts writing the gathered bytes on a blocking thread; the next piece
@@ -461,6 +485,12 @@ impl Store {
     /// The file server's name, for logs.
     pub fn file_server(&self) -> String {
         self.backend.describe()
+    }
+
+    /// Bytes an upload gathers before each write to its temporary file: a
+    /// live upload can leave that file unchanged while it fills this much.
+    pub fn write_size(&self) -> usize {
+        self.backend.write_size()
     }
 
     /// A new location for a file of `chat` type uploaded now.

@@ -185,6 +185,21 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
     let inv = reconcile::inventory(&store, None).await.unwrap();
     assert_eq!(inv.temporaries.len(), 1, "{inv:?}");
     assert_eq!(inv.orphan_metas.len(), 1, "{inv:?}");
+    // Its age by the file server's clock (what `mftd verify` tells an upload
+    // in progress by): just written. One gone since the walk is left out.
+    let ages = reconcile::temporary_ages(&store, inv.temporaries.clone())
+        .await
+        .unwrap();
+    let written = ages[0].1.expect("the store tells when a file changed");
+    assert!(
+        written.elapsed().unwrap_or_default() < Duration::from_secs(60),
+        "{ages:?}"
+    );
+    let gone = vec![format!("{}/.gone.data.0.part", loc.dir())];
+    assert!(reconcile::temporary_ages(&store, gone)
+        .await
+        .unwrap()
+        .is_empty());
     let done = reconcile::recover(&store, None, None).await.unwrap();
     assert_eq!(
         (done.temporaries_removed, done.orphan_metas_removed),

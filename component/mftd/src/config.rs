@@ -15,6 +15,8 @@ use mft_storage::sftp::SftpSettings;
 use crate::units::{ByteSize, HumanDuration, KeepFor};
 
 use mft_component::policy::ChatRules;
+
+pub mod sections;
 pub use mft_component::slot::MAX_FILE_SIZE_CAP;
 
 /// A secret string; `Debug` never shows it, and no error quotes it: a value
@@ -395,6 +397,23 @@ pub struct DatabaseConfig {
     pub url_file: Option<PathBuf>,
     /// PEM CA certificates for `sslmode=require` in the URL.
     pub ca_file: Option<PathBuf>,
+}
+
+impl DatabaseConfig {
+    /// The URL, read from `url_file` when given there, checked: it parses,
+    /// and `sslmode=require` comes with `ca_file`.
+    pub fn resolve_url(&self) -> Result<Secret, ConfigError> {
+        let url = load_secret(&self.url, &self.url_file, "database.url")?;
+        mft_storage::db::parse_url(url.expose())
+            .map_err(|e| invalid("database.url", e.to_string()))?;
+        if mft_storage::db::wants_tls(url.expose()) && self.ca_file.is_none() {
+            return Err(invalid(
+                "database.ca_file",
+                "sslmode=require (or verify-full) needs the CA that signed the server's certificate: set database.ca_file",
+            ));
+        }
+        Ok(url)
+    }
 }
 
 /// `[quotas]`
@@ -1304,20 +1323,9 @@ impl Settings {
                 .collect()
         };
         let database_url = match &config.database {
-            Some(db) => Some(load_secret(&db.url, &db.url_file, "database.url")?),
+            Some(db) => Some(db.resolve_url()?),
             None => None,
         };
-        if let Some(url) = &database_url {
-            mft_storage::db::parse_url(url.expose())
-                .map_err(|e| invalid("database.url", e.to_string()))?;
-            let ca = config.database.as_ref().and_then(|d| d.ca_file.as_ref());
-            if mft_storage::db::wants_tls(url.expose()) && ca.is_none() {
-                return Err(invalid(
-                    "database.ca_file",
-                    "sslmode=require (or verify-full) needs the CA that signed the server's certificate: set database.ca_file",
-                ));
-            }
-        }
         let quotas_set = [config.quotas.per_user_daily, config.quotas.global_daily]
             .iter()
             .any(|q| q.is_some_and(|b| b.0 > 0));

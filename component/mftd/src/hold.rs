@@ -19,6 +19,9 @@ use crate::DEFAULT_CONFIG;
 pub enum HoldCommand {
     /// Place a legal hold: the files it covers are kept from retention,
     /// ephemeral expiry and purge until the hold is removed.
+    #[command(
+        after_help = "Examples:\n  mftd hold add --user alice@example.test --reason 'matter 2026-17'\n  mftd hold add --room board@conference.example.test --reason 'audit Q4'"
+    )]
     Add {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -33,6 +36,7 @@ pub enum HoldCommand {
         by: Option<String>,
     },
     /// Lift a hold (recorded in its history; the hold itself stays on record).
+    #[command(after_help = "Example:\n  mftd hold remove 3 --reason 'matter closed'")]
     Remove {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -47,6 +51,7 @@ pub enum HoldCommand {
         by: Option<String>,
     },
     /// The holds in force.
+    #[command(after_help = "Example:\n  mftd hold list --all --json")]
     List {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -59,6 +64,7 @@ pub enum HoldCommand {
         json: bool,
     },
     /// Every placing and lifting of holds: when, who, why.
+    #[command(after_help = "Example:\n  mftd hold history --id 3")]
     History {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -71,6 +77,9 @@ pub enum HoldCommand {
         json: bool,
     },
     /// Whether one file is held, and by which holds (exit 0 when held, 1 when not).
+    #[command(
+        after_help = "Example:\n  mftd hold check https://upload.example.test/20261126-08-im-Qx3…/minutes.docx"
+    )]
     Check {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]

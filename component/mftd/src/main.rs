@@ -1,5 +1,8 @@
 //! The `mftd` command: run the service, check a configuration, manage the
-//! node's SSH key, and check the file server.
+//! node's SSH key, check the file server, and the operator's commands on a
+//! running node (`status`) and on the transfer log (`log`, `verify`,
+//! `purge`). Every subcommand's `--help` ends with examples; `mftd man`
+//! (hidden, for packaging) writes the manual pages from this definition.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,9 +15,12 @@ mod config;
 mod fileserver;
 mod hold;
 mod keys;
+mod log_command;
+mod manpages;
 mod monitor;
 mod operator;
 mod purge;
+mod status;
 mod systemd;
 mod units;
 mod verify;
@@ -25,103 +31,91 @@ use keys::KeyType;
 /// mftd: XEP-0363 HTTP File Upload as an XMPP component, with managed file
 /// transfer storage and logging.
 #[derive(Parser)]
-#[command(name = "mftd", version)]
+#[command(name = "mftd", version, after_help = TOP_EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-const DEFAULT_CONFIG: &str = "/etc/mftd/mftd.toml";
+const TOP_EXAMPLES: &str = "\
+Examples:
+  mftd check-config                       check /etc/mftd/mftd.toml
+  mftd status                             is the running node ready?
+  mftd log --since 24h                    who sent and fetched what today
+  mftd help log                           every option of one command
+
+Every command reads /etc/mftd/mftd.toml unless given --config PATH.";
+
+/// The configuration file every command reads unless given `--config`.
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/mftd/mftd.toml";
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the component and its HTTP endpoint.
+    #[command(
+        after_help = "Example:\n  mftd run --config /etc/mftd/mftd.toml   (systemd runs this; stop with SIGTERM, reload TLS with SIGHUP)"
+    )]
     Run {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Check a configuration file and exit (0 = valid).
+    #[command(
+        after_help = "Example:\n  sudo -u mftd mftd check-config --config /etc/mftd/mftd.toml"
+    )]
     CheckConfig {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// The node's SSH key pair for the file server.
+    #[command(
+        after_help = "Examples:\n  mftd keys generate                 create store.sftp.private_key, print its public line\n  mftd keys show --key /etc/mftd/node_1.key"
+    )]
     Keys {
         #[command(subcommand)]
         action: KeysCommand,
     },
     /// Check the SFTP file server.
+    #[command(
+        after_help = "Examples:\n  mftd fileserver status\n  mftd fileserver transferspeed --size 1GiB"
+    )]
     Fileserver {
         #[command(subcommand)]
         action: FileserverCommand,
     },
     /// The transfer log database's schema.
+    #[command(
+        after_help = "Examples:\n  mftd db status\n  mftd db migrate --config /etc/mftd/mftd.toml"
+    )]
     Db {
         #[command(subcommand)]
         action: DbCommand,
     },
-    /// Query the transfer log: who sent and fetched what.
-    Log {
-        #[command(flatten)]
-        db: DbArgs,
-        /// Uploader or downloader (bare or full JID).
-        #[arg(long)]
-        jid: Option<String>,
-        /// Recipient (user, group chat or room).
-        #[arg(long)]
-        to: Option<String>,
-        /// POST (uploads) or GET (downloads).
-        #[arg(long)]
-        method: Option<String>,
-        /// im, groupchat or persistent.
-        #[arg(long)]
-        chat_type: Option<String>,
-        /// From: an RFC 3339 time or a duration ago (24h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// Until: same forms.
-        #[arg(long)]
-        until: Option<String>,
-        /// Most rows.
-        #[arg(long, default_value_t = 1000)]
-        limit: i64,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: admin::Format,
-        /// List shares instead (who each file was sent to, as the router
-        /// module reported): --jid is the sender, --to the recipient.
-        #[arg(long)]
-        shares: bool,
-    },
-    /// Check that the store and the transfer log agree (exit 1 if not).
-    Verify {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Re-hash this many files against their logged SHA-256.
-        #[arg(long, default_value_t = 10)]
-        sample: usize,
-        /// Re-hash every file (overrides --sample).
-        #[arg(long)]
-        all: bool,
-        /// Read at most this many MB/s while re-hashing.
-        #[arg(long, default_value_t = 50)]
-        max_rate_mb: u64,
-        /// Move stored files that have no log row to quarantine/.
-        #[arg(long)]
-        quarantine: bool,
-        /// Also write the findings as Prometheus metrics to this file.
-        #[arg(long)]
-        textfile: Option<PathBuf>,
-    },
+    /// Is the running node ready? Link, file server, transfer log,
+    /// transfers in flight (asks its [admin] listener).
+    Status(status::StatusArgs),
+    /// Query the transfer log: who sent and fetched what, newest first.
+    Log(Box<log_command::LogArgs>),
+    /// Check that the store and the transfer log agree (for cron).
+    Verify(verify::VerifyArgs),
     /// Remove old files from the store; their log history stays.
     Purge(purge::PurgeArgs),
     /// Legal holds: files a hold covers are kept from every removal.
+    #[command(
+        after_help = "Examples:\n  mftd hold add --user alice@example.test --reason 'matter 2026-17'\n  mftd hold list\n  mftd hold check 20261126-08-im-Qx3…"
+    )]
     Hold {
         #[command(subcommand)]
         action: hold::HoldCommand,
+    },
+    /// Write the manual pages (mftd.1, mftd-<command>.1) to a directory.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -171,6 +165,9 @@ impl DbArgs {
 enum DbCommand {
     /// Apply pending migrations (as the role that owns the schema) and
     /// grant the roles mftd runs as and auditors their privileges.
+    #[command(
+        after_help = "Example:\n  mftd db migrate --config /etc/mftd/mftd.toml --grant-to mftd --auditor mftd_audit   (mftd run applies them at start too)"
+    )]
     Migrate {
         #[command(flatten)]
         db: DbArgs,
@@ -184,6 +181,7 @@ enum DbCommand {
         auditor: Vec<String>,
     },
     /// Show the schema version and row counts.
+    #[command(after_help = "Example:\n  mftd db status --config /etc/mftd/mftd.toml")]
     Status {
         #[command(flatten)]
         db: DbArgs,
@@ -193,14 +191,17 @@ enum DbCommand {
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create the key pair and print the public line for authorized_keys.
+    #[command(
+        after_help = "Examples:\n  mftd keys generate                               store.sftp.private_key of /etc/mftd/mftd.toml\n  mftd keys generate --key /etc/mftd/node_2.key --node node_2 --type rsa"
+    )]
     Generate {
         /// The configuration file (key path: store.sftp.private_key, comment: node.name).
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Write the key here instead of store.sftp.private_key.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Node name for the key comment when --out is given without a config.
+        #[arg(long, value_name = "PATH", alias = "out")]
+        key: Option<PathBuf>,
+        /// Node name for the key comment when --key is given without a config.
         #[arg(long)]
         node: Option<String>,
         /// Key type.
@@ -211,12 +212,15 @@ enum KeysCommand {
         force: bool,
     },
     /// Print the public line of the existing key.
+    #[command(
+        after_help = "Examples:\n  mftd keys show\n  mftd keys show --key /etc/mftd/node_1.key >> ~mftfiles/.ssh/authorized_keys"
+    )]
     Show {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Read this key instead of store.sftp.private_key.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         key: Option<PathBuf>,
     },
 }
@@ -224,19 +228,25 @@ enum KeysCommand {
 #[derive(Subcommand)]
 enum FileserverCommand {
     /// Reachable, host key, authentication, writable node directory, free space.
+    #[command(
+        after_help = "Example:\n  mftd fileserver status --config /etc/mftd/mftd.toml   (exit 1 when a check fails)"
+    )]
     Status {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Write and read back a test file and print MB/s each way.
+    #[command(
+        after_help = "Example:\n  mftd fileserver transferspeed --size 1GiB   (exit 1 below the 60 MB/s the link must exceed)"
+    )]
     Transferspeed {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Test file size.
-        #[arg(long, default_value = "256MiB")]
-        size: String,
+        /// Test file size (e.g. 256MiB, 1GB).
+        #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = units::parse_size)]
+        size: u64,
     },
 }
 
@@ -351,20 +361,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             action:
                 KeysCommand::Generate {
                     config,
-                    out,
+                    key,
                     node,
                     key_type,
                     force,
                 },
         } => {
-            let (path, node) = match (out, node) {
-                (Some(out), Some(node)) => (out, node),
-                (out, node) => {
+            let (path, node) = match (key, node) {
+                (Some(key), Some(node)) => (key, node),
+                (key, node) => {
                     let s = load(&config)?;
-                    let key = s.store.sftp().map(|x| x.private_key.clone());
-                    let path = out.or(key).ok_or_else(|| {
+                    let configured = s.store.sftp().map(|x| x.private_key.clone());
+                    let path = key.or(configured).ok_or_else(|| {
                         anyhow::anyhow!(
-                            "no key path: set store.sftp.private_key in {} or pass --out",
+                            "no key path: set store.sftp.private_key in {} or pass --key",
                             config.display()
                         )
                     })?;
@@ -414,7 +424,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             action: FileserverCommand::Transferspeed { config, size },
         } => {
             let (_, sftp) = sftp_settings(&config)?;
-            let size = units::parse_size(&size).map_err(anyhow::Error::msg)?;
             let (write, read) = fileserver::transfer_speed(&sftp, size)?;
             println!(
                 "write {write:.1} MB/s, read {read:.1} MB/s ({size} bytes to {}:{})",
@@ -451,60 +460,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             println!("{}", block_on(admin::status(&db.resolve()?))?);
         }
-        Command::Log {
-            db,
-            jid,
-            to,
-            method,
-            chat_type,
-            since,
-            until,
-            limit,
-            format,
-            shares,
-        } => {
-            let url = db.resolve()?;
-            let filter = mft_storage::log_query::LogFilter {
-                jid,
-                to,
-                method,
-                chat_type,
-                since: since.as_deref().map(admin::time_arg).transpose()?,
-                until: until.as_deref().map(admin::time_arg).transpose()?,
-                limit,
-            };
-            if shares {
-                print!("{}", block_on(admin::query_shares(&url, &filter, format))?);
-            } else {
-                print!("{}", block_on(admin::query(&url, &filter, format))?);
-            }
-        }
-        Command::Verify {
-            config,
-            sample,
-            all,
-            max_rate_mb,
-            quarantine,
-            textfile,
-        } => {
-            let (settings, url) = database_url(&config)?;
-            let opts = verify::VerifyOptions {
-                sample: if all { usize::MAX } else { sample },
-                max_rate: max_rate_mb * 1_000_000,
-                quarantine,
-            };
-            let node = settings.config.node.name.clone();
-            let report = block_on(async {
-                let (log, store) = log_and_store(&settings, &url).await?;
-                verify::verify(&store, &log, &node, &opts).await
-            })?;
-            print!("{}", report.render());
-            if let Some(path) = textfile {
-                verify::write_textfile(&path, &report.metrics(&node))?;
-            }
-            if !report.is_clean() {
-                return Ok(ExitCode::from(1));
-            }
+        Command::Status(args) => return Ok(status::run(&args).into()),
+        Command::Log(args) => log_command::run(*args, Path::new(DEFAULT_CONFIG))?,
+        Command::Verify(args) => return Ok(verify::run(args)),
+        Command::Man { out } => {
+            let written = manpages::write(&out)?;
+            println!("wrote {written} manual pages to {}", out.display());
         }
         Command::Purge(args) => return purge::run(args),
         Command::Hold { action } => return hold::run(action),

@@ -13,6 +13,9 @@ use crate::{admin, units, DEFAULT_CONFIG};
 
 /// Remove old files from the store; their log history stays.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  mftd purge --retention --dry-run          what the [retention] rules would remove now\n  mftd purge --older-than 30d --chat-type groupchat\n  mftd purge --older-than 7d --before-floor --reason 'ticket 4711'\n\nFiles of the current UTC hour are never purged by age; files under a legal hold never."
+)]
 pub struct PurgeArgs {
     /// The configuration file.
     #[arg(long, short, default_value = DEFAULT_CONFIG)]

@@ -2,19 +2,128 @@
 //! node it lists live `files` rows whose file is missing, published files
 //! with no row, leftover temporary files, and — for a sample, at a bounded
 //! rate — files whose content no longer matches the SHA-256 logged at
-//! upload. Exit status 0 when all agree, 1 when something does not (for
-//! cron), and an optional Prometheus textfile for the node exporter.
+//! upload. A temporary file changed within the upload timeout
+//! ([`upload_timeout`]) is an upload in progress on the running node, not a
+//! finding. Exit status ([`EXIT_CODES`]): 0 when all agree, 1 when
+//! something does not, 4 when the check could not run — so cron can tell a
+//! finding from an outage — and an optional Prometheus textfile for the
+//! node exporter.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use mft_storage::reconcile;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::{Location, Store};
 use sha2::{Digest, Sha256};
+
+use crate::config::HttpConfig;
+use crate::units::{parse_duration, parse_size};
+
+/// The exit statuses, as `--help` and docs/operations.md give them.
+pub const EXIT_CODES: &str = "\
+Exit status: 0 store and log agree; 1 they do not (a missing, unlogged or
+altered file, or a leftover temporary file older than the upload timeout);
+2 bad arguments; 4 the check could not run (configuration, database or file
+server unreachable) — nothing was concluded.";
+
+const EXAMPLES: &str = "\
+Examples:
+  mftd verify                                   10 files re-hashed
+  mftd verify --all --max-rate 100MB            re-hash everything at 100 MB/s at most
+  mftd verify --quarantine                      move files without rows to quarantine/
+  mftd verify --textfile /var/lib/prometheus/node-exporter/mftd.prom   (cron, hourly)
+
+A temporary file (an upload being written) changed within the upload timeout
+is counted as an upload in progress, not a finding. The timeout is derived
+from [http]: rate_grace + one write buffer at min_rate + body_idle_timeout
+(about 18 min with the defaults over SFTP); --upload-timeout overrides it.
+";
+
+/// Check that the store and the transfer log agree.
+#[derive(Debug, clap::Args)]
+#[command(after_help = format!("{EXAMPLES}\n{EXIT_CODES}"))]
+pub struct VerifyArgs {
+    /// The configuration file.
+    #[arg(long, short, value_name = "PATH", default_value = crate::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Re-hash this many files against their logged SHA-256.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub sample: usize,
+    /// Re-hash every file (overrides --sample).
+    #[arg(long)]
+    pub all: bool,
+    /// Read at most this much per second while re-hashing (e.g. 50MB, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "50MB", value_parser = parse_size)]
+    pub max_rate: u64,
+    /// Read at most this many MB/s (the older spelling of --max-rate).
+    #[arg(long, value_name = "N", hide = true, conflicts_with = "max_rate")]
+    pub max_rate_mb: Option<u64>,
+    /// A temporary file changed within this is an upload in progress
+    /// (default: derived from [http], see below).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub upload_timeout: Option<Duration>,
+    /// Move stored files that have no log row to quarantine/.
+    #[arg(long)]
+    pub quarantine: bool,
+    /// Also write the findings as Prometheus metrics to this file.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+}
+
+/// Runs `mftd verify` and turns its outcome into the exit status.
+pub fn run(args: VerifyArgs) -> ExitCode {
+    match check(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            eprintln!("verify could not run: nothing was concluded (exit 4)");
+            ExitCode::from(4)
+        }
+    }
+}
+
+/// True when clean.
+fn check(args: VerifyArgs) -> anyhow::Result<bool> {
+    let (settings, url) = crate::database_url(&args.config)?;
+    let node = settings.config.node.name.clone();
+    let report = crate::block_on(async {
+        let (log, store) = crate::log_and_store(&settings, &url).await?;
+        let opts = VerifyOptions {
+            sample: if args.all { usize::MAX } else { args.sample },
+            max_rate: args.max_rate_mb.map_or(args.max_rate, |mb| mb * 1_000_000),
+            quarantine: args.quarantine,
+            upload_timeout: args
+                .upload_timeout
+                .unwrap_or_else(|| upload_timeout(&settings.config.http, store.write_size())),
+        };
+        verify(&store, &log, &node, &opts).await
+    })?;
+    print!("{}", report.render());
+    if let Some(path) = &args.textfile {
+        write_textfile(path, &report.metrics(&node))?;
+    }
+    Ok(report.is_clean())
+}
+
+/// How long an upload in progress may leave its temporary file unchanged:
+/// it gathers `write_size` bytes between writes, which at the slowest rate
+/// mftd lets a body move (`http.min_rate`, once `http.rate_grace` has
+/// passed) takes `write_size / min_rate`; a body where nothing moves for
+/// `http.body_idle_timeout` is cut. Without a rate floor there is no such
+/// bound, and an hour is taken.
+pub fn upload_timeout(http: &HttpConfig, write_size: usize) -> Duration {
+    let idle = http.rate_grace.0 + http.body_idle_timeout.0;
+    match http.min_rate.0 {
+        0 => idle.max(Duration::from_secs(3600)),
+        rate => idle + Duration::from_secs_f64(write_size as f64 / rate as f64),
+    }
+}
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -25,6 +134,8 @@ pub struct VerifyOptions {
     pub max_rate: u64,
     /// Move published files without rows to `quarantine/`.
     pub quarantine: bool,
+    /// A temporary file changed within this is an upload in progress.
+    pub upload_timeout: Duration,
 }
 
 /// The findings.
@@ -38,8 +149,12 @@ pub struct VerifyReport {
     pub missing: Vec<String>,
     /// Files with no `files` row.
     pub unlogged: Vec<String>,
-    /// Leftover temporary files.
+    /// Temporary files older than the upload timeout: uploads that ended
+    /// without cleaning up.
     pub temporaries: Vec<String>,
+    /// Temporary files changed within the upload timeout: uploads being
+    /// written now (not findings).
+    pub in_progress: Vec<String>,
     /// Files re-hashed.
     pub hashed: usize,
     /// Files whose content differs from the logged SHA-256.
@@ -63,6 +178,7 @@ impl VerifyReport {
             ("not in the transfer log (file without row)", &self.unlogged),
             ("leftover temporary file", &self.temporaries),
             ("content differs from the logged SHA-256", &self.mismatched),
+            ("upload in progress (not a finding)", &self.in_progress),
         ] {
             for item in list {
                 let _ = writeln!(out, "{what}: {item}");
@@ -70,12 +186,13 @@ impl VerifyReport {
         }
         let _ = writeln!(
             out,
-            "{} rows, {} files, {} missing, {} unlogged, {} temporary, {} re-hashed, {} mismatched: {}",
+            "{} rows, {} files, {} missing, {} unlogged, {} temporary, {} uploads in progress, {} re-hashed, {} mismatched: {}",
             self.rows,
             self.files,
             self.missing.len(),
             self.unlogged.len(),
             self.temporaries.len(),
+            self.in_progress.len(),
             self.hashed,
             self.mismatched.len(),
             if self.is_clean() { "clean" } else { "PROBLEMS" }
@@ -102,6 +219,11 @@ impl VerifyReport {
                 "mftd_verify_temporary_files",
                 "Leftover temporary upload files.",
                 self.temporaries.len(),
+            ),
+            (
+                "mftd_verify_uploads_in_progress",
+                "Temporary files changed within the upload timeout (uploads being written).",
+                self.in_progress.len(),
             ),
             (
                 "mftd_verify_hash_mismatches",
@@ -141,9 +263,22 @@ pub async fn verify(
     let mut report = VerifyReport {
         rows: rows.len(),
         files: inv.files.len(),
-        temporaries: inv.temporaries.clone(),
         ..VerifyReport::default()
     };
+    let now = SystemTime::now();
+    for (path, modified) in reconcile::temporary_ages(store, inv.temporaries.clone()).await? {
+        // A file server clock ahead of ours gives a negative age: recent.
+        let age = modified.map(|m| now.duration_since(m).unwrap_or_default());
+        match age {
+            Some(age) if age < opts.upload_timeout => report.in_progress.push(path),
+            Some(age) => report
+                .temporaries
+                .push(format!("{path} (unchanged for {}s)", age.as_secs())),
+            None => report
+                .temporaries
+                .push(format!("{path} (the file server gives no age)")),
+        }
+    }
     let stored: HashSet<&str> = inv.files.iter().map(Location::resource).collect();
     report.missing = rows
         .iter()
