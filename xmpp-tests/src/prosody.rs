@@ -88,7 +88,8 @@ impl Prosody {
         p
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// Prosody's data directory (accounts, mod_http_file_share's files).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 

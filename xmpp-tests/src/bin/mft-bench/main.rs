@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use mft_storage::utc::UtcTime;
 
+mod chat;
+mod chat_client;
+mod chat_load;
 mod cluster;
 mod https;
 mod local;
@@ -33,7 +36,16 @@ pub struct Args {
     /// Runs per figure (median, min and max are reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`); all when empty.
+    /// The chat workload at CI size (20 users, small files, 3 s windows).
+    #[arg(long)]
+    pub quick: bool,
+    /// Simulated users of the chat workload.
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Seconds each chat-workload phase is measured for.
+    #[arg(long, default_value_t = 15)]
+    pub window: u64,
+    /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`, `chat`); all when empty.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where the report goes.
@@ -73,7 +85,7 @@ fn main() {
     let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n");
 
     type Scenario = fn(&Args, &std::path::Path, &mut String);
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("local", local::run),
         ("https", https::run),
         ("sftp", sftp::run),
@@ -81,6 +93,7 @@ fn main() {
         ("slots", slots::run),
         ("log", log::run),
         ("cluster", cluster::run),
+        ("chat", chat::run),
     ];
     for (name, run) in scenarios {
         if a.only.is_empty() || a.only.iter().any(|o| o == name) {
