@@ -50,6 +50,9 @@ pub struct FileInfo {
     pub size: u64,
     /// The stored description, if it could be read.
     pub meta: Option<FileMeta>,
+    /// The whole file, when it fits one read piece: read with the same open
+    /// as the size, so a small download costs one blocking call, not three.
+    contents: Option<Bytes>,
 }
 
 /// The result of a completed upload.
@@ -68,7 +71,19 @@ struct Writer {
     hasher: Sha256,
 }
 
-type WriteResult = (Writer, Vec<u8>, Result<(), StoreError>);
+type WriteResult = (Option<Writer>, Vec<u8>, Result<(), StoreError>);
+
+/// Opens an upload's temporary file (creating its directory if needed).
+fn open_writer(backend: &dyn Backend, dir: &str, temp: &str) -> Result<Writer, StoreError> {
+    let mut session = backend.session()?;
+    session.create_dir_all(dir)?;
+    let file = session.create_new(temp)?;
+    Ok(Writer {
+        session,
+        file,
+        hasher: Sha256::new(),
+    })
+}
 
 /// An upload in progress; dropping it without [`finish`](Upload::finish)
 /// abandons it and removes the partial file.
@@ -87,6 +102,10 @@ pub struct Upload {
     spare: Vec<u8>,
     /// The writer, when no write is in flight.
     writer: Option<Writer>,
+    /// Whether the temporary file was opened (or its opening started). A
+    /// body that fits one write opens nothing until it is complete: then
+    /// create, write, fsync and publish are one blocking call.
+    opened: bool,
     /// The write in flight, which hands the writer back.
     pending: Option<JoinHandle<WriteResult>>,
     done: bool,
@@ -118,7 +137,7 @@ impl Upload {
     async fn settle(&mut self) -> Result<(), StoreError> {
         if let Some(pending) = self.pending.take() {
             let (writer, spare, result) = pending.await.map_err(join_error)?;
-            self.writer = Some(writer);
+            self.writer = writer;
             self.spare = spare;
             if let Err(e) = result {
                 // The partial file still takes its room: the rest must fit.
@@ -160,22 +179,38 @@ impl Upload {
     /// is gathered while this one is written.
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.settle().await?;
-        let Some(mut writer) = self.writer.take() else {
-            return Err(StoreError::Aborted);
-        };
+        let writer = self.take_writer()?;
         let next = std::mem::take(&mut self.spare);
         let mut chunk = std::mem::replace(&mut self.buf, next);
         let temp = self.temp.clone();
+        let (backend, dir) = (self.backend.clone(), self.loc.dir());
         self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut writer = match writer {
+                Some(w) => w,
+                None => match open_writer(backend.as_ref(), &dir, &temp) {
+                    Ok(w) => w,
+                    Err(e) => return (None, chunk, Err(e)),
+                },
+            };
             writer.hasher.update(&chunk);
             let result = writer
                 .file
                 .write_all(&chunk)
                 .map_err(|e| StoreError::io(format!("writing {temp}"), e));
             chunk.clear();
-            (writer, chunk, result)
+            (Some(writer), chunk, result)
         }));
         Ok(())
+    }
+
+    /// The open writer, or `None` when the file is still to be opened (by
+    /// the blocking call the caller is about to make).
+    fn take_writer(&mut self) -> Result<Option<Writer>, StoreError> {
+        if !self.opened {
+            self.opened = true;
+            return Ok(None);
+        }
+        self.writer.take().map(Some).ok_or(StoreError::Aborted)
     }
 
     /// Declares the body complete: checks the length, makes the file durable
@@ -188,15 +223,19 @@ impl Upload {
                 got: self.got,
             });
         }
-        let Some(writer) = self.writer.take() else {
-            return Err(StoreError::Aborted);
-        };
+        let writer = self.take_writer()?;
         let rest = std::mem::take(&mut self.buf);
         let (loc, temp, meta) = (self.loc.clone(), self.temp.clone(), self.meta.clone());
-        let result =
-            tokio::task::spawn_blocking(move || finish_upload(writer, rest, &loc, &temp, meta))
-                .await
-                .map_err(join_error)?;
+        let backend = self.backend.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let writer = match writer {
+                Some(w) => w,
+                None => open_writer(backend.as_ref(), &loc.dir(), &temp)?,
+            };
+            finish_upload(writer, rest, &loc, &temp, meta)
+        })
+        .await
+        .map_err(join_error)?;
         // Success or not, the temporary name is gone (published or removed).
         self.done = true;
         match result {
@@ -221,6 +260,10 @@ impl Drop for Upload {
         if self.done {
             return;
         }
+        if !self.opened {
+            // Nothing was created.
+            return;
+        }
         // Abandoned: remove the temporary file once any write in flight ends.
         let (backend, temp) = (self.backend.clone(), self.temp.clone());
         let writer = self.writer.take();
@@ -230,7 +273,7 @@ impl Drop for Upload {
         };
         handle.spawn(async move {
             let writer = match pending {
-                Some(p) => p.await.ok().map(|(w, _, _)| w),
+                Some(p) => p.await.ok().and_then(|(w, _, _)| w),
                 None => writer,
             };
             remove_leftover(backend, writer.map(|w| w.session), temp).await;
@@ -516,22 +559,19 @@ impl Store {
 
     /// Starts an upload of exactly `meta.size` bytes to `loc`: opens a
     /// hidden temporary file in the target directory.
+    /// A body that fits one write opens its file only once it is complete
+    /// (one blocking call for the whole file); a larger one opens it now,
+    /// so a failing file server is known before its body is read.
     pub async fn begin_upload(&self, loc: Location, meta: FileMeta) -> Result<Upload, StoreError> {
-        let backend = self.backend.clone();
-        let temp = temp_name(&loc, "data");
-        let (dir, path) = (loc.dir(), temp.clone());
-        let writer = blocking(move || {
-            let mut session = backend.session()?;
-            session.create_dir_all(&dir)?;
-            let file = session.create_new(&path)?;
-            Ok(Writer {
-                session,
-                file,
-                hasher: Sha256::new(),
-            })
-        })
-        .await?;
         let write_size = self.backend.write_size();
+        let temp = temp_name(&loc, "data");
+        let writer = if meta.size <= write_size as u64 {
+            None
+        } else {
+            let backend = self.backend.clone();
+            let (dir, path) = (loc.dir(), temp.clone());
+            Some(blocking(move || open_writer(backend.as_ref(), &dir, &path)).await?)
+        };
         Ok(Upload {
             backend: self.backend.clone(),
             out_of_space: self.out_of_space.clone(),
@@ -542,7 +582,8 @@ impl Store {
             write_size,
             buf: Vec::with_capacity(write_size),
             spare: Vec::new(),
-            writer: Some(writer),
+            opened: writer.is_some(),
+            writer,
             pending: None,
             done: false,
         })
@@ -552,13 +593,61 @@ impl Store {
     pub async fn stat(&self, loc: &Location) -> Result<FileInfo, StoreError> {
         let backend = self.backend.clone();
         let loc = loc.clone();
+        let piece = self.backend.read_size() as u64;
         blocking(move || {
             let mut session = backend.session()?;
-            let (_, size) = session.open(&loc.path())?;
+            let path = loc.path();
+            let (mut file, size) = session.open(&path)?;
+            let contents = if size <= piece {
+                Some(read_exact(file.as_mut(), size as usize, &path)?)
+            } else {
+                None
+            };
+            drop(file);
             let meta = read_meta(session.as_mut(), &loc);
-            Ok(FileInfo { size, meta })
+            Ok(FileInfo {
+                size,
+                meta,
+                contents,
+            })
         })
         .await
+    }
+
+    /// [`Store::read`] of a file just [`stat`](Store::stat)ed: a small
+    /// file's bytes were read with its size and are handed out as they are.
+    pub async fn read_stated(
+        &self,
+        info: &FileInfo,
+        loc: &Location,
+        start: u64,
+        len: u64,
+    ) -> Result<Download, StoreError> {
+        let Some(contents) = &info.contents else {
+            return self.read(loc, start, len).await;
+        };
+        let (from, to) = (start as usize, (start + len) as usize);
+        if to > contents.len() {
+            return Err(StoreError::io(
+                format!("reading {}", loc.path()),
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
+        }
+        let mut ready = std::collections::VecDeque::new();
+        if len > 0 {
+            ready.push_back(contents.slice(from..to));
+        }
+        Ok(Download {
+            reader: None,
+            pending: None,
+            ready,
+            failed: None,
+            path: loc.path(),
+            left: len,
+            unread: 0,
+            chunk: self.backend.read_size(),
+            depth: self.backend.read_ahead(),
+        })
     }
 
     /// Opens `len` bytes of the file from offset `start` for streaming in

@@ -150,7 +150,7 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
         // Admitted and opened first: a download refused for capacity or a
         // store failure writes no row at all.
         let permit = app.admit_download(conn)?;
-        let download = store.read(&loc, start, len).await?;
+        let download = store.read_stated(&info, &loc, start, len).await?;
         // The row goes in before the first byte and says "not delivered"
         // (499, no bytes) until the body ends and records what it sent:
         // a client that vanishes, a reset stream, a request dropped while
