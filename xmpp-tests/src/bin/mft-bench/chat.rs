@@ -82,7 +82,10 @@ fn with_descendants(pid: u32) -> Vec<u32> {
 }
 
 fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap()
 }
 
 fn clear_files(dir: &Path) {
@@ -203,10 +206,29 @@ fn phase(
         watch,
     ));
     sys.users = users;
+    // Between phases too, but only when the disk runs short.
+    let avail_kib: u64 = sh(&format!(
+        "df --output=avail -k '{}' | tail -n1",
+        sys.stores[0].display()
+    ))
+    .trim()
+    .parse()
+    .unwrap_or(u64::MAX);
+    if avail_kib < 12 << 20 {
+        for d in &sys.stores {
+            clear_files(d);
+        }
+        sh("sync");
+    }
     out
 }
 
-fn measure(rt: &tokio::runtime::Runtime, sys: &mut System, load: Workload, body: &Arc<Vec<u8>>) -> RunFigures {
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    sys: &mut System,
+    load: Workload,
+    body: &Arc<Vec<u8>>,
+) -> RunFigures {
     let sat = phase(rt, sys, load, Mode::Closed, body);
     let secs = sat.window.as_secs_f64();
     let saturation = sat.files as f64 / secs;
@@ -280,7 +302,7 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
         users: if quick { 20 } else { a.users },
         seed: 26,
         shrink: if quick { 16 } else { 1 },
-        warmup: Duration::from_secs(if quick { 1 } else { 3 }),
+        warmup: Duration::from_secs(if quick { 1 } else { 2 }),
         window: Duration::from_secs(if quick { 3 } else { a.window }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -354,7 +376,9 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
             .others
             .iter()
             .enumerate()
-            .map(|(j, (name, _))| format!("{name} {}", spread(&med(f, &|r| r.others_per_1000[j]), 2)))
+            .map(|(j, (name, _))| {
+                format!("{name} {}", spread(&med(f, &|r| r.others_per_1000[j]), 2))
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let a50: Vec<&Outcome> = f.iter().map(|r| &r.at50).collect();
@@ -366,7 +390,11 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
             spread(&med(f, &|r| r.saturation), 1),
             spread(&med(f, &|r| r.gets_per_s), 1),
             spread(&med(f, &|r| r.cpu_per_1000), 2),
-            if others.is_empty() { "—".into() } else { others },
+            if others.is_empty() {
+                "—".into()
+            } else {
+                others
+            },
             hwm_mib(sys.server),
             lat(&a50, |o| &o.send_to_201),
             lat(&a80, |o| &o.send_to_201),
@@ -384,7 +412,10 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
     let rate = |f: &[RunFigures]| med(f, &|r| r.saturation).median();
     let cpu = |f: &[RunFigures]| med(f, &|r| r.cpu_per_1000).median();
     let p99_50 = |f: &[RunFigures]| {
-        let all: Vec<f64> = f.iter().flat_map(|r| r.at50.send_to_201.iter().copied()).collect();
+        let all: Vec<f64> = f
+            .iter()
+            .flat_map(|r| r.at50.send_to_201.iter().copied())
+            .collect();
         pct(&all, 0.99)
     };
     let _ = writeln!(report);
@@ -405,7 +436,10 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
         .map(|(_, f)| f)
         .collect();
     let best_rate = peers.iter().map(|f| rate(f)).fold(0.0, f64::max);
-    let best_p99 = peers.iter().map(|f| p99_50(f)).fold(f64::INFINITY, f64::min);
+    let best_p99 = peers
+        .iter()
+        .map(|f| p99_50(f))
+        .fold(f64::INFINITY, f64::min);
     let got = rate(m) / best_rate;
     let _ = writeln!(
         report,

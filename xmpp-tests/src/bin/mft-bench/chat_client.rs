@@ -91,7 +91,9 @@ impl XmppSession {
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
         ))
         .await?;
-        let reply = s.read_until_any(&["</success>", "<success", "</failure>"]).await?;
+        let reply = s
+            .read_until_any(&["</success>", "<success", "</failure>"])
+            .await?;
         if !reply.contains("success") {
             return Err(std::io::Error::other(format!("login refused: {reply}")));
         }
@@ -240,7 +242,8 @@ impl HttpConn {
         body: &[u8],
     ) -> std::io::Result<Answer> {
         let (host, path) = split_url(url);
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mft-bench\r\n");
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mft-bench\r\n");
         if method == "PUT" {
             head.push_str(&format!(
                 "Content-Length: {}\r\nContent-Type: application/octet-stream\r\n",
@@ -284,8 +287,7 @@ impl HttpConn {
         let close = field("connection:").is_some_and(|v| v.contains("close"));
         if field("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
             self.skip_chunked().await?;
-        } else if let Some(len) = field("content-length:").and_then(|v| v.parse::<usize>().ok())
-        {
+        } else if let Some(len) = field("content-length:").and_then(|v| v.parse::<usize>().ok()) {
             self.skip(len).await?;
         } else if method != "HEAD" && status != 204 && status != 304 {
             // Body until close.
@@ -375,7 +377,10 @@ mod tests {
     fn reads_a_slot_in_either_quote_style() {
         let iq = "<iq id=\"s1\" type=\"result\"><slot xmlns='urn:xmpp:http:upload:0'><put url='http://h/a?x=1&amp;y=2'><header name='Authorization'>Bearer t</header></put><get url=\"http://h/b\"/></slot></iq>";
         assert_eq!(attr(iq, "<iq", "id").as_deref(), Some("s1"));
-        assert_eq!(attr(iq, "<put", "url").as_deref(), Some("http://h/a?x=1&y=2"));
+        assert_eq!(
+            attr(iq, "<put", "url").as_deref(),
+            Some("http://h/a?x=1&y=2")
+        );
         assert_eq!(attr(iq, "<get", "url").as_deref(), Some("http://h/b"));
         assert_eq!(b64(b"\0a\0b"), "AGEAYg==");
     }

@@ -92,8 +92,14 @@ pub async fn login(target: &Arc<Target>, n: usize) -> Vec<User> {
         let sessions = batch.iter().map(|&i| {
             let t = target.clone();
             async move {
-                XmppSession::login(&t.c2s, &t.domain, &t.user, &t.password, &format!("bench{i}"))
-                    .await
+                XmppSession::login(
+                    &t.c2s,
+                    &t.domain,
+                    &t.user,
+                    &t.password,
+                    &format!("bench{i}"),
+                )
+                .await
             }
         });
         for s in futures_join(sessions).await {
@@ -150,10 +156,7 @@ struct Shared {
 impl Shared {
     fn error(&self, e: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.first_error
-            .lock()
-            .expect("lock")
-            .get_or_insert(e);
+        self.first_error.lock().expect("lock").get_or_insert(e);
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub users: usize,
     /// Seconds each chat-workload phase is measured for.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 8)]
     pub window: u64,
     /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`, `chat`); all when empty.
     #[arg(long, value_delimiter = ',')]
