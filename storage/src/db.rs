@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "legal holds and audited removals",
         include_str!("../migrations/0008_compliance.sql"),
     ),
+    (
+        9,
+        "scan verdicts",
+        include_str!("../migrations/0007_scan_verdicts.sql"),
+    ),
 ];
 
 /// Connects with a timeout and drives the connection on a task: over TLS
