@@ -454,3 +454,98 @@ fn refused_types_are_refused_at_slot_time_through_prosody_and_on_put() {
     );
     assert_eq!(data_files(&mftd.node_dir()).len(), 2);
 }
+
+/// The cost of scanning, for docs/performance.md (not part of the suite:
+/// run with a release build, `MFTD_BIN=target/release/mftd cargo test -p
+/// xmpp-tests --test content_policy scan_cost -- --ignored --nocapture`).
+/// Local store, no database, the same files through a node without
+/// `[scan]` and one with it, runs interleaved; and what scanning after the
+/// durable write would add instead: the same bytes streamed to clamd from
+/// the disk once stored.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn scan_cost() {
+    let clamd = Clamd::start();
+    let local = |scan: &str| {
+        let opts = MftdOptions {
+            router: format!("127.0.0.1:{}", free_port()),
+            component_jid: "upload.example.test".into(),
+            secret: "unused".into(),
+            limits: String::new(),
+            store: None,
+            extra: scan.into(),
+            http_port: None,
+        };
+        Mftd::start_with(&opts, binary(), Vec::new())
+    };
+    let plain = local("");
+    let scanned = local(&format!(
+        "[scan]\nclamd = \"{}\"\nmax_size = \"64 MiB\"\n",
+        clamd.addr()
+    ));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("| size | without [scan] | with [scan] (streamed) | cost | clamd INSTREAM of the stored file (after-write would add) |");
+    println!("|---|---|---|---|---|");
+    for mib in [1usize, 8, 32, 60] {
+        let mut data = vec![0u8; mib << 20];
+        // Not all zeros: clamd skips nothing, the store hashes real bytes.
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0];
+        }
+        let (mut a, mut b, mut after) = (vec![], vec![], vec![]);
+        for _ in 0..5 {
+            for (node, times) in [(&plain, &mut a), (&scanned, &mut b)] {
+                let (path, token) =
+                    mint_slot(data.len() as u64, "f.bin", mft_storage::ChatType::Im);
+                let started = Instant::now();
+                let (status, body) = put(node.http_port, &path, &token, &data, None);
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(status, 201, "{body}");
+            }
+            let stored = plain
+                .node_dir()
+                .join(data_files(&plain.node_dir()).pop().unwrap());
+            let started = Instant::now();
+            instream_file(&clamd, &stored);
+            after.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (a, b, after) = (median(a), median(b), median(after));
+        println!(
+            "| {mib} MiB | {a:.0} ms ({:.0} MB/s) | {b:.0} ms ({:.0} MB/s) | +{:.0} ms ({:+.0} %) | {after:.0} ms |",
+            mib as f64 * 1.048_576 / a * 1000.0,
+            mib as f64 * 1.048_576 / b * 1000.0,
+            b - a,
+            (b / a - 1.0) * 100.0
+        );
+    }
+}
+
+/// Streams a stored file to clamd as an after-write scan would: read back,
+/// sent in 256 KiB chunks, verdict awaited.
+fn instream_file(clamd: &Clamd, path: &std::path::Path) {
+    let socket = clamd.addr();
+    let socket = socket.strip_prefix("unix:").unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.write_all(b"zINSTREAM\0").unwrap();
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        s.write_all(&(n as u32).to_be_bytes()).unwrap();
+        s.write_all(&buf[..n]).unwrap();
+    }
+    s.write_all(&0u32.to_be_bytes()).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert!(
+        reply.starts_with(b"stream: OK"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
