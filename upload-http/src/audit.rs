@@ -163,6 +163,8 @@ pub fn refusal_record(
         duration_ms: 0,
         purpose: row.purpose.clone(),
         expires: None,
+        scan_verdict: String::new(),
+        scan_detail: String::new(),
     }
 }
 
