@@ -258,9 +258,9 @@ fn no_verdict_reason(e: &ClamdError) -> String {
     }
 }
 
-/// How long to wait for the verdict of a file, for documentation and the
-/// example configuration: the default `scan.timeout`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default `scan.timeout`: below `http.stall_timeout`'s default (15 s),
+/// which it must stay under.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

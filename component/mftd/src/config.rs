@@ -1393,7 +1393,12 @@ impl Settings {
         if config.admin.check_interval.0 < Duration::from_millis(200) {
             return Err(invalid("admin.check_interval", "at least 200ms"));
         }
-        let scan = config.scan.as_ref().map(|s| s.settings()).transpose()?;
+        let stall = config.http.stall_timeout.0;
+        let scan = config
+            .scan
+            .as_ref()
+            .map(|s| s.settings(stall))
+            .transpose()?;
         // No slot for what the scanner would refuse as too large.
         let max_file_size = match &scan {
             Some(s) if s.above_max_size == mft_upload_http::scan::AboveMaxSize::Refuse => {

@@ -2,6 +2,8 @@
 //! clamd) and the media types of `[limits]` (`allowed_types`,
 //! `refused_types`), each validated once into the type the runtime uses.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use mft_upload_http::clamd::{Clamd, ClamdAddr};
@@ -83,8 +85,11 @@ fn default_max_size() -> ByteSize {
 }
 
 impl ScanConfig {
-    /// The scanner's runtime settings.
-    pub fn settings(&self) -> Result<ScanSettings, ConfigError> {
+    /// The scanner's runtime settings. `stall_timeout` is
+    /// `http.stall_timeout`: a scanner that stops taking bytes holds the
+    /// body up to `scan.timeout`, which must end first so the upload is
+    /// decided by the scan policy, not cut as a stalled transfer.
+    pub fn settings(&self, stall_timeout: Duration) -> Result<ScanSettings, ConfigError> {
         let addr = ClamdAddr::parse(&self.clamd).map_err(|why| invalid("scan.clamd", why))?;
         if let ClamdAddr::Unix(path) = &addr {
             if !path.is_absolute() {
@@ -98,6 +103,15 @@ impl ScanConfig {
             return Err(invalid(
                 "scan.timeout",
                 "at least 100ms; clamd needs time for large files",
+            ));
+        }
+        if self.timeout.0 >= stall_timeout {
+            return Err(invalid(
+                "scan.timeout",
+                format!(
+                    "must be shorter than http.stall_timeout ({stall_timeout:?}): a scanner that stops \
+                     reading holds the body that long; lower scan.timeout or raise http.stall_timeout"
+                ),
             ));
         }
         if self.max_size.0 == 0 {
@@ -136,4 +150,66 @@ pub fn type_policy(allowed: &[String], refused: &[String]) -> Result<TypePolicy,
         allowed: parse(allowed, "limits.allowed_types")?,
         refused: parse(refused, "limits.refused_types")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    const BASE: &str = r#"
+[xmpp]
+component_jid = "upload.example.test"
+secret = "s3cret"
+[http]
+listen = "127.0.0.1:5443"
+public_url = "https://upload.example.test:5443/"
+token_key = "0123456789abcdef0123"
+[node]
+name = "node_1"
+[store]
+kind = "local"
+path = "/tmp/node_1"
+"#;
+
+    fn err(text: &str) -> String {
+        Settings::from_toml(text, "test.toml")
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn scan_defaults_are_closed_keep_and_cap_slots_at_max_size() {
+        let text = format!("{BASE}[scan]\nclamd = \"unix:/run/clamav/clamd.ctl\"\n");
+        let s = Settings::from_toml(&text, "test.toml").expect("valid");
+        let scan = s.scan.expect("configured");
+        assert_eq!(scan.fail, mft_upload_http::scan::FailMode::Closed);
+        assert_eq!(scan.quarantine, mft_upload_http::scan::Quarantine::Keep);
+        assert_eq!(scan.max_size, 25 << 20);
+        assert_eq!(
+            s.max_file_size,
+            25 << 20,
+            "no slot above what can be scanned"
+        );
+        let text = format!("{text}above_max_size = \"unscanned\"\n");
+        let s = Settings::from_toml(&text, "test.toml").expect("valid");
+        assert_eq!(s.max_file_size, 100 << 20);
+    }
+
+    #[test]
+    fn scan_mistakes_name_the_key_and_line() {
+        let bad = format!("{BASE}[scan]\nclamd = \"localhost\"\n");
+        let e = err(&bad);
+        assert!(e.contains("scan.clamd (line 15)"), "{e}");
+        let slow = format!("{BASE}[scan]\nclamd = \"127.0.0.1:3310\"\ntimeout = \"20s\"\n");
+        let e = err(&slow);
+        assert!(
+            e.contains("scan.timeout") && e.contains("http.stall_timeout"),
+            "{e}"
+        );
+        let typo = format!("{BASE}[scan]\nclamd = \"127.0.0.1:3310\"\nfail = \"shut\"\n");
+        assert!(err(&typo).contains("unknown variant"), "{}", err(&typo));
+        let types = format!("{BASE}[limits]\nallowed_types = [\"image\"]\n");
+        let e = err(&types);
+        assert!(e.contains("limits.allowed_types"), "{e}");
+    }
 }
