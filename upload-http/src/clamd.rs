@@ -115,6 +115,11 @@ impl Clamd {
         &self.addr
     }
 
+    /// The most each step may take (`scan.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     async fn within<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, ClamdError>>,
