@@ -1,11 +1,10 @@
 //! The malware scan of an upload (`[scan]`): the body is streamed to clamd
 //! while it is received (beside the store, never instead of it), and the
 //! verdict is awaited after the last byte, before anything is published or
-//! answered. A task of its own writes to clamd, a few chunks behind the
-//! body at most, so the upload never waits for a context switch to clamd
-//! on every chunk (it did: scanning cost +150 % on a loaded machine) but
-//! does wait once clamd falls that far behind. What the verdict means is
-//! decided here, once:
+//! answered. A task of its own writes to clamd, at most 1 MiB behind the
+//! body, so a scanner briefly slow to take bytes costs the body nothing
+//! until it falls that far behind. What the verdict means is decided here,
+//! once:
 //!
 //! - clean → publish, recorded `clean`;
 //! - infected → refused (422), the file set aside (quarantined or removed
