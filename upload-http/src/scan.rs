@@ -141,11 +141,6 @@ impl Scanner {
         }
     }
 
-    /// Whether an upload of `size` bytes is refused outright (no slot, no PUT).
-    pub fn refuses_size(&self, size: u64) -> bool {
-        size > self.settings.max_size && self.settings.above_max_size == AboveMaxSize::Refuse
-    }
-
     /// Checks the scanner answers, and updates the health gauge.
     pub async fn health_check(&self) -> Result<String, ClamdError> {
         let result = match self.settings.clamd.ping().await {
