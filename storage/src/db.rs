@@ -80,7 +80,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         9,
         "scan verdicts",
-        include_str!("../migrations/0008_scan_verdicts.sql"),
+        include_str!("../migrations/0009_scan_verdicts.sql"),
     ),
 ];
 
