@@ -17,8 +17,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # in it (compiled with erlc, which ejabberd's dependencies bring), and the
 # benchmark suite runs its mod_http_upload beside mftd. prometheus brings
 # promtool (the metrics and alert-rule checks), chromium renders the status
-# page, haproxy fronts several nodes in the cluster tests.
-packages=(prosody ejabberd erlang-eunit lua5.4 openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy)
+# page, haproxy fronts several nodes in the cluster tests. clamav-daemon
+# brings clamd, the malware scanner behind [scan]: the content-policy tests
+# start their own clamd on a temporary socket with a signature database
+# they generate (no download: freshclam never runs, its service is stopped
+# and disabled below like every other daemon).
+packages=(prosody ejabberd erlang-eunit lua5.4 openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy clamav-daemon)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -89,8 +93,8 @@ $SUDO env DEBIAN_FRONTEND=noninteractive ERL_EPMD_ADDRESS=127.0.0.1 \
 
 # The network daemons these packages (and their dependencies) ship as system
 # services: erlang-base's epmd, ssh, PostgreSQL, Prosody, ejabberd, haproxy,
-# Prometheus and its node exporter, ClamAV's clamd and freshclam (pulled in
-# by some setups). Those of a package this run installed are stopped, however
+# Prometheus and its node exporter, ClamAV's clamd and freshclam (clamd's
+# signature updater, a dependency of clamav-daemon). Those of a package this run installed are stopped, however
 # they were started, and disabled at boot, so a reboot does not bring them up
 # on their default (public) addresses; services of packages that were
 # installed before are left alone.

@@ -120,6 +120,8 @@ pub struct UploadService {
     pub share_rate: SlotRateLimiter,
     /// Share reports per reporting router.
     pub reporter_rate: SlotRateLimiter,
+    /// Media types that may be uploaded (`limits.allowed_types`, `refused_types`).
+    pub types: mft_upload_http::type_policy::TypePolicy,
 }
 
 /// Share reports one sender may cause a minute (and at once); a message
@@ -158,6 +160,7 @@ impl UploadService {
                 SHARES_PER_REPORTER_MINUTE,
                 SHARES_PER_REPORTER_MINUTE / 10,
             ),
+            types: Default::default(),
         }
     }
 
@@ -491,6 +494,12 @@ impl UploadService {
                 ns,
                 self.max_file_size,
             )));
+        }
+        if let Err(why) = self.types.check(request.content_type.as_deref()) {
+            tracing::info!(from, content_type = ?request.content_type, "slot refused: content type");
+            return Err(refused(SlotOutcome::TypeRefused)(
+                StanzaError::not_acceptable(why),
+            ));
         }
         let retry_stamp = || stamp_in(RETRY_AFTER_UNAVAILABLE);
         if !self.store.is_available() {

@@ -23,6 +23,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE;
 
+mod scan;
+pub use scan::{ScanMetrics, ScanVerdict};
+
 /// The content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,6 +51,8 @@ pub enum SlotOutcome {
     LogDown,
     /// The request itself is malformed.
     BadRequest,
+    /// The content type is refused (`limits.allowed_types`, `refused_types`).
+    TypeRefused,
 }
 
 impl SlotOutcome {
@@ -63,11 +68,12 @@ impl SlotOutcome {
             SlotOutcome::StoreFull => "store_full",
             SlotOutcome::LogDown => "log_down",
             SlotOutcome::BadRequest => "bad_request",
+            SlotOutcome::TypeRefused => "type_refused",
         }
     }
 
     /// Every outcome, so each is exported (as 0) before it first happens.
-    pub const ALL: [SlotOutcome; 9] = [
+    pub const ALL: [SlotOutcome; 10] = [
         SlotOutcome::Granted,
         SlotOutcome::TooLarge,
         SlotOutcome::Forbidden,
@@ -77,6 +83,7 @@ impl SlotOutcome {
         SlotOutcome::StoreFull,
         SlotOutcome::LogDown,
         SlotOutcome::BadRequest,
+        SlotOutcome::TypeRefused,
     ];
 }
 
@@ -141,6 +148,8 @@ pub struct Metrics {
     pub http_connections: Gauge,
     removed_files: Family<Labels, Counter>,
     kept_files: Family<Labels, Gauge>,
+    /// The malware scanner's verdicts, errors, latency and health.
+    pub scan: ScanMetrics,
 }
 
 impl Metrics {
@@ -294,6 +303,7 @@ impl Metrics {
             "Files due for removal that this node's last sweep kept, by why (hold: under a legal hold; floor: younger than [retention] minimum)",
             kept_files.clone(),
         );
+        let scan = ScanMetrics::register(&mut registry);
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         registry.register("build_info", "mftd's version", build_info.clone());
         build_info
@@ -337,6 +347,7 @@ impl Metrics {
             http_connections,
             removed_files,
             kept_files,
+            scan,
         };
         // Export every label value from the start, so rates and alerts see
         // a 0 rather than no series.

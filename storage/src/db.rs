@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0008_compliance.sql"),
     ),
     (9, "roles", include_str!("../migrations/0009_roles.sql")),
+    (
+        10,
+        "scan verdicts",
+        include_str!("../migrations/0010_scan_verdicts.sql"),
+    ),
 ];
 
 /// The schema version this build needs.

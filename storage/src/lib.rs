@@ -47,4 +47,4 @@ pub mod utc;
 pub use error::{ConnectError, StoreError};
 pub use layout::{ChatType, Location};
 pub use meta::FileMeta;
-pub use store::{Download, FileInfo, Store, StoredFile, Upload};
+pub use store::{Download, FileInfo, SetAside, Store, StoredFile, Upload};

@@ -26,6 +26,10 @@ pub const USER_AGENT: usize = 511;
 pub const PURPOSE: usize = 16;
 /// What an operator wrote: a hold's reason, a removal's note.
 pub const NOTE: usize = 1024;
+/// `scan_verdict`.
+pub const SCAN_VERDICT: usize = 16;
+/// `scan_detail`.
+pub const SCAN_DETAIL: usize = 255;
 
 /// Every text column of the log's tables with the width its writers use:
 /// (table, column, width).
@@ -43,6 +47,8 @@ pub const TEXT_COLUMNS: &[(&str, &str, usize)] = &[
     ("aft_log", "node", LABEL),
     ("aft_log", "client_address", ADDRESS),
     ("aft_log", "user_agent", USER_AGENT),
+    ("aft_log", "scan_verdict", SCAN_VERDICT),
+    ("aft_log", "scan_detail", SCAN_DETAIL),
     ("files", "resource", NAME),
     ("files", "storage_path", PATH),
     ("files", "file_server", FILE_SERVER),

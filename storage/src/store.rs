@@ -255,6 +255,102 @@ impl Upload {
     }
 }
 
+impl Upload {
+    /// Declares the body complete but never publishes it: the file a
+    /// content check refused. With `keep` it is made durable and moved to
+    /// `quarantine/<resource>` below the node directory, its description
+    /// beside it (`<resource>.meta`), out of every path that is served or
+    /// swept; without, it is removed. Either way its SHA-256 is returned
+    /// with the quarantine path, if kept.
+    pub async fn set_aside(mut self, keep: bool) -> Result<SetAside, StoreError> {
+        self.settle().await?;
+        if self.got < self.meta.size {
+            return Err(StoreError::ShortBody {
+                expected: self.meta.size,
+                got: self.got,
+            });
+        }
+        // A small body may not have opened its temporary file yet.
+        let writer = self.take_writer()?;
+        let rest = std::mem::take(&mut self.buf);
+        let (resource, temp, meta) = (
+            self.loc.resource().to_owned(),
+            self.temp.clone(),
+            self.meta.clone(),
+        );
+        let (backend, dir) = (self.backend.clone(), self.loc.dir());
+        let result = tokio::task::spawn_blocking(move || {
+            let writer = match writer {
+                Some(w) => w,
+                None => open_writer(backend.as_ref(), &dir, &temp)?,
+            };
+            set_aside_upload(writer, rest, &resource, &temp, meta, keep)
+        })
+        .await
+        .map_err(join_error)?;
+        self.done = result.is_ok();
+        result
+    }
+}
+
+/// Where a refused upload went ([`Upload::set_aside`]).
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    /// `quarantine/<resource>` when kept, `None` when removed.
+    pub path: Option<String>,
+    /// The description, with the refused content's SHA-256.
+    pub meta: FileMeta,
+}
+
+/// The directory below the node directory that holds refused uploads.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+fn set_aside_upload(
+    writer: Writer,
+    rest: Vec<u8>,
+    resource: &str,
+    temp: &str,
+    mut meta: FileMeta,
+    keep: bool,
+) -> Result<SetAside, StoreError> {
+    let Writer {
+        mut session,
+        mut file,
+        mut hasher,
+    } = writer;
+    hasher.update(&rest);
+    meta.sha256 = format!("{:x}", hasher.finalize());
+    meta.created = unix_now();
+    if !keep {
+        drop(file);
+        session.remove(temp)?;
+        return Ok(SetAside { path: None, meta });
+    }
+    let path = format!("{QUARANTINE_DIR}/{resource}");
+    let result = (|| {
+        file.write_all(&rest)
+            .map_err(|e| StoreError::io(format!("writing {temp}"), e))?;
+        file.sync()?;
+        drop(file);
+        session.create_dir_all(QUARANTINE_DIR)?;
+        let meta_temp = format!("{QUARANTINE_DIR}/.{resource}.meta.part");
+        let mut m = session.create_new(&meta_temp)?;
+        m.write_all(&meta.to_bytes())
+            .map_err(|e| StoreError::io(format!("writing {meta_temp}"), e))?;
+        m.sync()?;
+        drop(m);
+        session.publish(&meta_temp, &format!("{path}.meta"))?;
+        session.publish(temp, &path)
+    })();
+    if result.is_err() {
+        let _ = session.remove(temp);
+    }
+    result.map(|()| SetAside {
+        path: Some(path),
+        meta,
+    })
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if self.done {

@@ -71,6 +71,11 @@ pub struct TransferRecord {
     pub purpose: String,
     /// When an ephemeral upload must be gone.
     pub expires: Option<SystemTime>,
+    /// The malware scanner's verdict (`clean`, `infected`, `unscanned`);
+    /// empty without `[scan]` and on GET rows.
+    pub scan_verdict: String,
+    /// The signature name (infected) or why the file was not scanned.
+    pub scan_detail: String,
 }
 
 /// A row of `files`.
@@ -115,6 +120,9 @@ pub(crate) const FILE_ROW_COLUMNS: &str =
 
 enum Op {
     Upload(TransferRecord),
+    /// The POST row of an upload that was refused after its body arrived
+    /// (malware, scanner down): a row, but no `files` row.
+    Refused(TransferRecord),
     Download(TransferRecord),
     Finish {
         id: i64,
@@ -233,6 +241,12 @@ impl TransferLog {
     /// Commits the POST row and the `files` row of a stored upload.
     pub async fn record_upload(&self, rec: TransferRecord) -> Result<i64, DbError> {
         self.submit(Op::Upload(rec)).await
+    }
+
+    /// Commits the POST row of an upload refused after its body arrived
+    /// (no `files` row: nothing is served); its `http_status` says how.
+    pub async fn record_refused_upload(&self, rec: TransferRecord) -> Result<i64, DbError> {
+        self.submit(Op::Refused(rec)).await
     }
 
     /// Commits a GET row; returns its `aft_index` for [`finish_download`](Self::finish_download).
@@ -751,13 +765,18 @@ fn log_params(id: i64, method: &str, r: &TransferRecord, now: SystemTime) -> Vec
         Box::new(r.http_status),
         Box::new(r.bytes_sent),
         Box::new(r.duration_ms),
+        Box::new(fit(&r.scan_verdict, w::SCAN_VERDICT)),
+        Box::new(fit(&r.scan_detail, w::SCAN_DETAIL)),
     ]
 }
 
 const LOG_COLUMNS: &str =
     "aft_index, jid, to_jid, method, filename, real_filename, file_type, chat_type, \
      file_server, file_path, file_size, date_time, sha256, content_type, node, client_address, \
-     user_agent, http_status, bytes_sent, duration_ms";
+     user_agent, http_status, bytes_sent, duration_ms, scan_verdict, scan_detail";
+
+/// Parameters per `aft_log` row ([`log_params`]).
+const LOG_WIDTH: usize = 22;
 
 fn file_params(r: &TransferRecord, now: SystemTime) -> Vec<Param> {
     vec![
@@ -887,6 +906,12 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
                     }));
                 }
             }
+            Op::Refused(r) => {
+                let id = next_id.next().unwrap_or_default();
+                log_rows.extend(log_params(id, "POST", r, now));
+                n_log += 1;
+                results.push(Ok(id));
+            }
             Op::Download(r) => {
                 let id = next_id.next().unwrap_or_default();
                 log_rows.extend(log_params(id, "GET", r, now));
@@ -897,7 +922,7 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
         }
     }
     if n_log > 0 {
-        let sql = multi_insert("aft_log", LOG_COLUMNS, 20, n_log);
+        let sql = multi_insert("aft_log", LOG_COLUMNS, LOG_WIDTH, n_log);
         query_params(&tx, &sql, &log_rows, "writing log rows").await?;
     }
     for job in batch {

@@ -111,6 +111,10 @@ pub struct App {
     pub recipients: Option<crate::claim::RecipientSigner>,
     /// Refuse downloads without a recipient claim.
     pub require_recipient: bool,
+    /// The malware scanner every upload goes through (`[scan]`).
+    pub scanner: Option<crate::scan::Scanner>,
+    /// Media types that may be uploaded (`limits.allowed_types`, `refused_types`).
+    pub types: crate::type_policy::TypePolicy,
     /// Transfers in flight per client key.
     per_client: Arc<Mutex<HashMap<String, usize>>>,
     /// The leases the stall watchdog looks at.
@@ -136,6 +140,8 @@ impl App {
             transfers,
             recipients: None,
             require_recipient: false,
+            scanner: None,
+            types: crate::type_policy::TypePolicy::default(),
             per_client: Arc::new(Mutex::new(HashMap::new())),
             leases: Mutex::new(Vec::new()),
         }
@@ -146,6 +152,17 @@ impl App {
     pub fn with_recipients(mut self, signer: crate::claim::RecipientSigner, require: bool) -> App {
         self.recipients = Some(signer);
         self.require_recipient = require;
+        self
+    }
+
+    /// Scans uploads with `scanner` (when set) and admits only `types`.
+    pub fn with_content_policy(
+        mut self,
+        scanner: Option<crate::scan::Scanner>,
+        types: crate::type_policy::TypePolicy,
+    ) -> App {
+        self.scanner = scanner;
+        self.types = types;
         self
     }
 

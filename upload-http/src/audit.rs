@@ -62,6 +62,8 @@ pub fn upload_record(
         expires: claims
             .expire_before
             .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+        scan_verdict: String::new(),
+        scan_detail: String::new(),
     }
 }
 
@@ -117,6 +119,8 @@ pub fn download_record(
         duration_ms: 0,
         purpose: row.map(|r| r.purpose.clone()).unwrap_or_default(),
         expires: None,
+        scan_verdict: String::new(),
+        scan_detail: String::new(),
     }
 }
 
@@ -159,6 +163,8 @@ pub fn refusal_record(
         duration_ms: 0,
         purpose: row.purpose.clone(),
         expires: None,
+        scan_verdict: String::new(),
+        scan_detail: String::new(),
     }
 }
 

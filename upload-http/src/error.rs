@@ -82,6 +82,18 @@ pub enum HttpError {
     /// The transfer fell below the minimum rate (`http.min_rate`).
     #[error("transfer too slow (below http.min_rate)")]
     TooSlow,
+    /// The malware scanner found a signature: nothing was published.
+    #[error("refused: malware detected ({0})")]
+    Infected(String),
+    /// No scan verdict under `scan.fail = "closed"`: nothing was published.
+    #[error("refused: the malware scanner is unavailable; retry later")]
+    ScanUnavailable,
+    /// Larger than the scanner takes (`scan.max_size`) under `above_max_size = "refuse"`.
+    #[error("refused: files above {0} bytes cannot be scanned here")]
+    ScanTooLarge(u64),
+    /// The content type is refused (`limits.allowed_types`, `refused_types`).
+    #[error("refused: {0}")]
+    TypeRefused(String),
     /// Anything else on our side.
     #[error("internal error")]
     Internal,
@@ -122,7 +134,17 @@ impl HttpError {
             HttpError::Quota(_) => StatusCode::FORBIDDEN,
             HttpError::TooSlow => StatusCode::REQUEST_TIMEOUT,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            HttpError::Infected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::ScanUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::ScanTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::TypeRefused(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
+    }
+
+    /// Whether the refusal uses up the slot (its attempt is on record and
+    /// retrying the same bytes would be refused again).
+    pub fn consumes_slot(&self) -> bool {
+        matches!(self, HttpError::Infected(_) | HttpError::ScanTooLarge(_))
     }
 }
 

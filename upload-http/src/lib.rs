@@ -10,6 +10,9 @@
 //! - [`proxy`]: the client's real address from trusted proxies (PROXY
 //!   protocol, `Forwarded`, `X-Forwarded-For`);
 //! - [`claim`]: per-recipient download claims signed with the router module's key;
+//! - [`scan`] and [`clamd`]: the malware scan of every upload through ClamAV's
+//!   clamd (streamed while received, decided before publishing);
+//! - [`type_policy`]: which media types may be uploaded;
 //! - [`error`]: the single mapping from failures to HTTP statuses.
 //!
 //! It knows nothing of XMPP.
@@ -19,6 +22,7 @@ mod app;
 mod audit;
 mod body;
 pub mod claim;
+pub mod clamd;
 pub mod conn;
 pub mod error;
 mod get;
@@ -27,10 +31,13 @@ pub mod media_type;
 pub mod proxy;
 mod put;
 mod range;
+mod refused;
+pub mod scan;
 pub mod server;
 mod slot_claim;
 pub mod tls;
 pub mod token;
+pub mod type_policy;
 pub mod urls;
 
 pub use server::{serve, App, HttpSettings};

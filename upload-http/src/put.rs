@@ -28,6 +28,8 @@ use crate::body::ResponseBody;
 use crate::conn::RateFloor;
 use crate::error::HttpError;
 use crate::media_type;
+use crate::refused;
+use crate::scan::ScanSession;
 use crate::slot_claim::SlotClaim;
 use crate::token::SlotClaims;
 use crate::urls::parse_path;
@@ -102,6 +104,9 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
         claims.content_type.as_deref(),
         header_str(&req, header::CONTENT_TYPE),
     )?;
+    app.types
+        .check(content_type.as_deref())
+        .map_err(HttpError::TypeRefused)?;
     if app.log.as_ref().is_some_and(|log| !log.is_available()) {
         // Refuse before the body arrives: it could not be logged.
         return Err(HttpError::Unavailable);
@@ -136,15 +141,39 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
         created: 0,
     };
     let mut upload = app.store.begin_upload(loc.clone(), meta).await?;
-    receive_body(app, req.into_body(), &mut upload, claims.size, &permit).await?;
+    let mut scan = match &app.scanner {
+        Some(scanner) => Some(scanner.begin(claims.size).await),
+        None => None,
+    };
+    receive_body(
+        app,
+        req.into_body(),
+        &mut upload,
+        &mut scan,
+        claims.size,
+        &permit,
+    )
+    .await?;
     permit.client_done();
 
     // From here on the outcome no longer depends on the client being there.
     let app = app.clone();
     let publish = tokio::spawn(async move {
-        let result =
-            publish_and_log(&app, upload, &claims, &loc, client, &user_agent, started).await;
-        if let (Ok(()), Some(claim)) = (&result, slot_claim) {
+        let result = publish_and_log(
+            &app,
+            upload,
+            scan,
+            &claims,
+            &loc,
+            client,
+            &user_agent,
+            started,
+        )
+        .await;
+        let used = result
+            .as_ref()
+            .map_or_else(HttpError::consumes_slot, |()| true);
+        if let (true, Some(claim)) = (used, slot_claim) {
             claim.keep();
         }
         drop(permit);
@@ -162,6 +191,7 @@ async fn receive_body(
     app: &App,
     mut body: Incoming,
     upload: &mut Upload,
+    scan: &mut Option<ScanSession>,
     size: u64,
     permit: &Admitted,
 ) -> Result<(), HttpError> {
@@ -191,7 +221,11 @@ async fn receive_body(
             got += data.len() as u64;
             permit.progressed();
             mft_metrics::metrics().add_received(data.len() as u64);
-            upload.write(data).await?;
+            match scan {
+                // The scanner takes the same piece while the store writes it.
+                Some(scan) => tokio::join!(upload.write(data.clone()), scan.feed(&data)).0?,
+                None => upload.write(data).await?,
+            }
         }
     }
 }
@@ -214,19 +248,33 @@ fn is_timeout(e: &hyper::Error) -> bool {
 /// Makes the upload durable and visible, then commits its rows; if they
 /// cannot be committed the file is removed again, so no file is ever served
 /// without its log rows.
+#[allow(clippy::too_many_arguments)]
 async fn publish_and_log(
     app: &App,
     upload: Upload,
+    scan: Option<ScanSession>,
     claims: &SlotClaims,
     loc: &Location,
     client: IpAddr,
     user_agent: &str,
     started: Instant,
 ) -> Result<(), HttpError> {
+    // Nothing is published before the scanner's verdict.
+    let decision = match scan {
+        Some(scan) => Some(scan.decide().await),
+        None => None,
+    };
+    if let Some(d) = decision.as_ref().filter(|d| d.refusal.is_some()) {
+        let e = refused::refuse(app, upload, d, claims, client, user_agent, started);
+        return Err(e.await);
+    }
     let stored = upload.finish().await?;
     if let Some(log) = &app.log {
-        let record =
+        let mut record =
             audit::upload_record(&app.place(), claims, &stored, client, user_agent, started);
+        if let Some(d) = decision {
+            (record.scan_verdict, record.scan_detail) = (d.verdict.as_str().to_owned(), d.detail);
+        }
         if let Err(e) = log.record_upload(record).await {
             tracing::error!(path = %stored.path, "upload stored but its log rows could not be committed: removing the file");
             if let Err(e) = app.store.remove(loc).await {

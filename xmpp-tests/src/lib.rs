@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod certs;
+pub mod clamd;
 pub mod client;
 pub mod delay_link;
 pub mod ejabberd;

@@ -274,6 +274,22 @@ pub fn mint_slot_with_key(
     name: &str,
     chat: mft_storage::ChatType,
 ) -> (String, String) {
+    mint_slot_full(key, size, name, chat, None)
+}
+
+/// [`mint_slot`] for a slot that declares `content_type`.
+pub fn mint_slot_typed(size: u64, name: &str, content_type: &str) -> (String, String) {
+    let chat = mft_storage::ChatType::Im;
+    mint_slot_full(TOKEN_KEY, size, name, chat, Some(content_type))
+}
+
+fn mint_slot_full(
+    key: &[u8],
+    size: u64,
+    name: &str,
+    chat: mft_storage::ChatType,
+    content_type: Option<&str>,
+) -> (String, String) {
     let now = mft_storage::utc::UtcTime::now();
     let loc =
         mft_storage::Location::new_random(chat, &now.compact_date(), &format!("{:02}", now.hour));
@@ -281,7 +297,7 @@ pub fn mint_slot_with_key(
         resource: loc.resource().to_owned(),
         filename: name.to_owned(),
         size,
-        content_type: None,
+        content_type: content_type.map(str::to_owned),
         uploader: "alice@example.test".into(),
         to: String::new(),
         expires: mft_storage::utc::unix_now() + 3600,

@@ -10,6 +10,7 @@ use mft_storage::local::LocalBackend;
 use mft_storage::sftp::SftpBackend;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
+use mft_upload_http::scan::Scanner;
 use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -237,6 +238,7 @@ pub async fn run(
         per_user: cfg.quotas.per_user_daily.map_or(0, |b| b.0),
         global: cfg.quotas.global_daily.map_or(0, |b| b.0),
     };
+    let scanner = settings.scan.clone().map(Scanner::new);
     let http_app = App::new(
         signer.clone(),
         store.clone(),
@@ -258,7 +260,8 @@ pub async fn run(
         },
         log.clone(),
         cfg.node.name.clone(),
-    );
+    )
+    .with_content_policy(scanner.clone(), settings.types.clone());
     let http_app = Arc::new(match &settings.share_key {
         Some(key) => http_app.with_recipients(
             mft_upload_http::claim::RecipientSigner::new(key.expose().as_bytes()),
@@ -291,6 +294,7 @@ pub async fn run(
             mft_component::service::SHARES_PER_REPORTER_MINUTE,
             mft_component::service::SHARES_PER_REPORTER_MINUTE / 10,
         ),
+        types: settings.types.clone(),
     });
     let link = LinkSettings {
         router: cfg.xmpp.router.clone(),
@@ -317,6 +321,14 @@ pub async fn run(
         http_app.log.clone(),
         stop_rx.clone(),
     );
+    if let Some(scanner) = scanner {
+        let every = cfg.admin.check_interval.0;
+        tokio::spawn(crate::monitor::scanner::watch(
+            scanner,
+            every,
+            stop_rx.clone(),
+        ));
+    }
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         crate::systemd::set_http_serving(true);

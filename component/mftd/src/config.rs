@@ -16,6 +16,7 @@ use crate::units::{ByteSize, HumanDuration, KeepFor};
 
 use mft_component::policy::ChatRules;
 
+pub mod content;
 pub mod sections;
 pub use mft_component::slot::MAX_FILE_SIZE_CAP;
 
@@ -177,6 +178,8 @@ pub struct Config {
     /// `[retention]`: how long files are kept (needs the database).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// `[scan]`: the malware scanner every upload goes through (ClamAV's clamd).
+    pub scan: Option<content::ScanConfig>,
 }
 
 /// `[retention]`
@@ -672,6 +675,13 @@ pub struct LimitsConfig {
     /// Slot requests one user may make at once.
     #[serde(default = "default_slot_burst")]
     pub slot_burst: u32,
+    /// Media types that may be uploaded (`image/*`, `application/pdf`);
+    /// empty means any.
+    #[serde(default)]
+    pub allowed_types: Vec<String>,
+    /// Media types that are never accepted; wins over `allowed_types`.
+    #[serde(default)]
+    pub refused_types: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -682,6 +692,8 @@ impl Default for LimitsConfig {
             allowed_domains: Vec::new(),
             slots_per_minute: default_slots_per_minute(),
             slot_burst: default_slot_burst(),
+            allowed_types: Vec::new(),
+            refused_types: Vec::new(),
         }
     }
 }
@@ -939,6 +951,7 @@ const SECTIONS: &[&str] = &[
     "recipients",
     "chat",
     "retention",
+    "scan",
     "admin",
     "log",
 ];
@@ -1109,6 +1122,10 @@ pub struct Settings {
     pub previous_token_keys: Vec<Secret>,
     /// `http.trusted_proxies`, parsed.
     pub trusted_proxies: mft_upload_http::proxy::TrustedProxies,
+    /// `[scan]`, validated, when a scanner is configured.
+    pub scan: Option<mft_upload_http::scan::ScanSettings>,
+    /// `limits.allowed_types` and `refused_types`, parsed.
+    pub types: mft_upload_http::type_policy::TypePolicy,
 }
 
 impl Settings {
@@ -1383,7 +1400,24 @@ impl Settings {
         if config.admin.check_interval.0 < Duration::from_millis(200) {
             return Err(invalid("admin.check_interval", "at least 200ms"));
         }
+        let stall = config.http.stall_timeout.0;
+        let scan = config
+            .scan
+            .as_ref()
+            .map(|s| s.settings(stall))
+            .transpose()?;
+        // No slot for what the scanner would refuse as too large.
+        let max_file_size = match &scan {
+            Some(s) if s.above_max_size == mft_upload_http::scan::AboveMaxSize::Refuse => {
+                max_file_size.min(s.max_size)
+            }
+            _ => max_file_size,
+        };
+        let types =
+            content::type_policy(&config.limits.allowed_types, &config.limits.refused_types)?;
         Ok(Settings {
+            scan,
+            types,
             previous_token_keys,
             trusted_proxies,
             admin_token,

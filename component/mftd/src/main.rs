@@ -344,6 +344,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.store.kind(),
                 s.max_file_size
             );
+            content_policy_report(&s);
         }
         Command::Run { config } => {
             let settings = load(&config)?;
@@ -481,5 +482,43 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check-config`'s lines about `[scan]` and the media types: what is in
+/// force, and whether clamd answers now (a warning, not an error: clamd may
+/// start after mftd).
+fn content_policy_report(s: &config::Settings) {
+    if !s.types.is_open() {
+        let list = |l: &[mft_upload_http::type_policy::TypePattern]| {
+            l.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "media types: allowed [{}], refused [{}]",
+            list(&s.types.allowed),
+            list(&s.types.refused)
+        );
+    }
+    let Some(scan) = &s.scan else {
+        return;
+    };
+    println!(
+        "malware scan: clamd at {}, fail {:?}, infected files {:?}, max_size {} bytes (above: {:?})",
+        scan.clamd.addr(),
+        scan.fail,
+        scan.quarantine,
+        scan.max_size,
+        scan.above_max_size
+    );
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(async { scan.clamd.ping().await.map_err(|e| e.to_string()) }));
+    if let Err(why) = answer {
+        eprintln!("warning: {why}");
     }
 }

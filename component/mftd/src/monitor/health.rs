@@ -83,12 +83,17 @@ pub fn refresh_live(log: Option<&TransferLog>) {
 /// [`crate::systemd::link`] for the link.
 pub fn not_ready() -> Option<Vec<&'static str>> {
     let m = metrics();
-    why_not_ready(
+    let mut down = why_not_ready(
         crate::systemd::http_serving(),
         m.file_server_up.get() == 1,
         m.log_configured.get() == 1,
         m.log_up.get() == 1,
     )
+    .unwrap_or_default();
+    if super::scanner::blocks_uploads() {
+        down.push("malware scanner unreachable (scan.fail = closed)");
+    }
+    (!down.is_empty()).then_some(down)
 }
 
 fn why_not_ready(
@@ -117,7 +122,11 @@ fn why_not_ready(
 /// ([`not_ready`]); the body's first line is `ready` or `not ready: …`,
 /// the second `xmpp: ` and the link state, which never changes the status.
 pub fn readyz() -> (bool, String) {
-    readyz_body(not_ready(), link())
+    let (ok, mut body) = readyz_body(not_ready(), link());
+    if let Some(scanner) = super::scanner::state() {
+        body.push_str(&format!("scan: {}\n", super::scanner::describe(&scanner)));
+    }
+    (ok, body)
 }
 
 fn readyz_body(not_ready: Option<Vec<&'static str>>, link: Link) -> (bool, String) {

@@ -6,6 +6,7 @@
 //! token or as the password of HTTP basic auth (so a browser can log in).
 
 mod health;
+pub mod scanner;
 mod status_page;
 
 use std::future::Future;
@@ -206,6 +207,10 @@ impl Monitor {
             checks,
             checks_age,
             database,
+            scanner: scanner::state().map(|s| match &s.answer {
+                Ok(_) => Ok(scanner::describe(&s)),
+                Err(_) => Err(scanner::describe(&s)),
+            }),
             uploads_in_flight: metrics().in_flight(Direction::Upload),
             downloads_in_flight: metrics().in_flight(Direction::Download),
         })

@@ -52,6 +52,9 @@ pub struct StatusView {
     pub checks_age: Duration,
     /// `None` without a database; `Some(Err)` when it cannot be read.
     pub database: Option<Result<DatabaseView, String>>,
+    /// The malware scanner, when `[scan]` is configured: `Ok(detail)` while
+    /// it answers, `Err(reason)` when it does not.
+    pub scanner: Option<Result<String, String>>,
     /// Uploads in flight.
     pub uploads_in_flight: i64,
     /// Downloads in flight.
@@ -113,7 +116,7 @@ pub fn render(v: &StatusView) -> String {
          <tr><th>Component</th><td>{jid}</td></tr>\
          <tr><th>XMPP link</th><td>{link}</td></tr>\
          <tr><th>Ready</th><td>{ready}</td></tr>\
-         <tr><th>Transfers in flight</th><td>{up} uploads, {down} downloads</td></tr></table>",
+         {scanner}<tr><th>Transfers in flight</th><td>{up} uploads, {down} downloads</td></tr></table>",
         node = escape(&v.node),
         version = escape(v.version),
         uptime = uptime_text(v.uptime),
@@ -130,6 +133,11 @@ pub fn render(v: &StatusView) -> String {
                 "",
                 &escape(&format!("not ready: {}", why.join("; ")))
             ),
+        },
+        scanner = match &v.scanner {
+            None => String::new(),
+            Some(Ok(up)) => format!("<tr><th>Malware scanner</th><td>{}</td></tr>", state(true, &escape(up), "")),
+            Some(Err(down)) => format!("<tr><th>Malware scanner</th><td>{}</td></tr>", state(false, "", &escape(down))),
         },
         up = v.uploads_in_flight,
         down = v.downloads_in_flight,
@@ -239,6 +247,7 @@ mod tests {
             component_jid: "upload.example.test".into(),
             link: crate::systemd::Link::Active,
             not_ready: None,
+            scanner: Some(Err("down at unix:/x: <refused>".into())),
             file_server: "sftp://files".into(),
             checks: vec![CheckLine {
                 name: "reachable".into(),
@@ -278,5 +287,8 @@ mod tests {
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;.txt"));
         assert!(page.contains("a@example.test/&quot;x"));
         assert!(page.contains("1d 01h 01m 01s"));
+        assert!(page.contains(
+            "Malware scanner</th><td><span class=\"bad\">down at unix:/x: &lt;refused&gt;"
+        ));
     }
 }
