@@ -330,6 +330,12 @@ impl Admitted {
     }
 }
 
+impl crate::body::Transfer for Admitted {
+    fn progressed(&self) {
+        Admitted::progressed(self);
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut counts = self.per_client.lock().unwrap_or_else(|e| e.into_inner());

@@ -26,8 +26,16 @@ pub enum ResponseBody {
         /// Bytes handed to hyper so far.
         sent: u64,
         /// The transfer's admission, released when the body ends.
-        permit: crate::app::Admitted,
+        permit: Box<dyn Transfer>,
     },
+}
+
+/// The admitted transfer a streaming body belongs to: told when bytes
+/// move (its stall clock), released when the body is dropped. Implemented
+/// by the admission in `app.rs`, which this module does not import.
+pub(crate) trait Transfer: Send + Sync {
+    /// Bytes moved.
+    fn progressed(&self);
 }
 
 impl Drop for ResponseBody {

@@ -184,7 +184,7 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
             report,
             floor: RateFloor::new(app.settings.rate_grace, app.settings.min_rate),
             sent: 0,
-            permit,
+            permit: Box::new(permit),
         }
     };
     let mut resp = with_status(status, body);

@@ -331,12 +331,12 @@ pub async fn run(
     }
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
-        crate::systemd::set_http_serving(true);
+        crate::node_state::set_http_serving(true);
         let served = serve(listener, http_app, tls, async move {
             let _ = http_stop.wait_for(|stop| *stop).await;
         })
         .await;
-        crate::systemd::set_http_serving(false);
+        crate::node_state::set_http_serving(false);
         served
     });
     tokio::spawn(crate::systemd::keep_watchdog(stop_rx.clone()));

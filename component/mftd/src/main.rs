@@ -18,6 +18,7 @@ mod keys;
 mod log_command;
 mod manpages;
 mod monitor;
+mod node_state;
 mod operator;
 mod purge;
 mod status;

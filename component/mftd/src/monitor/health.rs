@@ -4,7 +4,7 @@
 //! gauges; readiness is read back from those same gauges, so `/readyz`,
 //! `/metrics` and the status page cannot disagree. Readiness means "this
 //! node can serve HTTP transfers"; the XMPP link is reported beside it
-//! (`crate::systemd::link`) and never makes a node unready, so a standby
+//! (`crate::node_state::link`) and never makes a node unready, so a standby
 //! serves.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 use tokio::sync::watch;
 
-use crate::systemd::{link, Link};
+use crate::node_state::{link, Link};
 
 /// What is sampled and how often.
 #[derive(Clone)]
@@ -80,11 +80,11 @@ pub fn refresh_live(log: Option<&TransferLog>) {
 /// it: a node without the link (a standby under a Prosody component JID
 /// another node holds, or while the router restarts) still serves every
 /// download and the PUT of every slot signed with a key it holds; see
-/// [`crate::systemd::link`] for the link.
+/// [`crate::node_state::link`] for the link.
 pub fn not_ready() -> Option<Vec<&'static str>> {
     let m = metrics();
     let mut down = why_not_ready(
-        crate::systemd::http_serving(),
+        crate::node_state::http_serving(),
         m.file_server_up.get() == 1,
         m.log_configured.get() == 1,
         m.log_up.get() == 1,

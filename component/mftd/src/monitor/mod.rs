@@ -201,7 +201,7 @@ impl Monitor {
             version: env!("CARGO_PKG_VERSION"),
             uptime: self.started.elapsed(),
             component_jid: self.component_jid.clone(),
-            link: crate::systemd::link(),
+            link: crate::node_state::link(),
             not_ready: health::not_ready(),
             file_server: self.store.file_server(),
             checks,

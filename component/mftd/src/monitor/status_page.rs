@@ -41,7 +41,7 @@ pub struct StatusView {
     /// The component JID.
     pub component_jid: String,
     /// The XMPP link: active, connecting or standby.
-    pub link: crate::systemd::Link,
+    pub link: crate::node_state::Link,
     /// `None` when ready, else what is down.
     pub not_ready: Option<Vec<&'static str>>,
     /// The file server's name.
@@ -122,7 +122,7 @@ pub fn render(v: &StatusView) -> String {
         uptime = uptime_text(v.uptime),
         jid = escape(&v.component_jid),
         link = state(
-            v.link == crate::systemd::Link::Active,
+            v.link == crate::node_state::Link::Active,
             v.link.describe(),
             v.link.describe()
         ),
@@ -245,7 +245,7 @@ mod tests {
             version: "0.1.0",
             uptime: Duration::from_secs(90_061),
             component_jid: "upload.example.test".into(),
-            link: crate::systemd::Link::Active,
+            link: crate::node_state::Link::Active,
             not_ready: None,
             scanner: Some(Err("down at unix:/x: <refused>".into())),
             file_server: "sftp://files".into(),
