@@ -72,3 +72,51 @@ pub fn wait(child: std::process::Child) -> serde_json::Value {
     serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {stdout}"))
 }
+
+/// Starts `who` listening on the server at `c2s` (in `room` as `nick` if
+/// given) for `count` messages, fetching every URL, and returns once the
+/// client is ready (it writes a file in `dir`).
+pub fn listen_at(
+    c2s: &str,
+    dir: &std::path::Path,
+    who: (&str, &str),
+    room: Option<(&str, &str)>,
+    count: usize,
+) -> std::process::Child {
+    let ready = dir.join(format!("{}.ready", who.0));
+    let _ = std::fs::remove_file(&ready);
+    let count = count.to_string();
+    let mut args = vec![
+        "receive",
+        "--fetch",
+        "--count",
+        &count,
+        "--ready",
+        ready.to_str().unwrap(),
+    ];
+    if let Some((room, nick)) = room {
+        args.extend(["--join", room, "--nick", nick]);
+    }
+    let child = spawn_at(c2s, who.0, who.1, &args);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "client never got ready: {}",
+            ready.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// The resource name in one of mftd's GET URLs (`…/<resource>/<name>?…`).
+pub fn resource_of(url: &str) -> String {
+    url.split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}

@@ -333,3 +333,12 @@ pub fn stored_files(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The data files under a node directory (descriptions left out), split
+/// into published ones and temporaries (hidden `.…part` names).
+pub fn published_and_temporary(node: &Path) -> (Vec<String>, Vec<String>) {
+    stored_files(node)
+        .into_iter()
+        .filter(|f| !f.ends_with(".meta"))
+        .partition(|f| !f.rsplit('/').next().unwrap_or(f).starts_with('.'))
+}

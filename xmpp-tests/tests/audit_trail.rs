@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use xmpp_tests::client;
+use xmpp_tests::client::{self, listen_at, resource_of};
 use xmpp_tests::mftd::{Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::free_port;
@@ -91,56 +90,6 @@ impl World {
         }
         client::run(&self.prosody, ALICE.0, ALICE.1, &args);
     }
-}
-
-/// Starts `who` listening on the server at `c2s` (in `room` as `nick` if
-/// given) for `count` messages, fetching every URL, once they are ready.
-fn listen_at(
-    c2s: &str,
-    dir: &Path,
-    who: (&str, &str),
-    room: Option<(&str, &str)>,
-    count: usize,
-) -> std::process::Child {
-    let ready = dir.join(format!("{}.ready", who.0));
-    let _ = std::fs::remove_file(&ready);
-    let count = count.to_string();
-    let mut args = vec![
-        "receive",
-        "--fetch",
-        "--count",
-        &count,
-        "--ready",
-        ready.to_str().unwrap(),
-    ];
-    if let Some((room, nick)) = room {
-        args.extend(["--join", room, "--nick", nick]);
-    }
-    let child = client::spawn_at(c2s, who.0, who.1, &args);
-    wait_for_file(&ready);
-    child
-}
-
-fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "client never got ready: {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn resource_of(url: &str) -> String {
-    url.split('?')
-        .next()
-        .unwrap()
-        .rsplit('/')
-        .nth(1)
-        .unwrap()
-        .to_owned()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mft_storage::ChatType;
 use xmpp_tests::delay_link::DelayLink;
-use xmpp_tests::mftd::{mint_slot, stored_files, Mftd, MftdOptions};
+use xmpp_tests::mftd::{mint_slot, published_and_temporary, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::free_port;
 use xmpp_tests::sshd::Sshd;
@@ -78,18 +78,10 @@ fn recovers(mftd: &Mftd, name: &str) -> Duration {
     }
 }
 
-/// Published files, and temporary ones (dot files) left behind.
-fn files_in(node: &Path) -> (Vec<String>, Vec<String>) {
-    stored_files(node)
-        .into_iter()
-        .filter(|f| !f.ends_with(".meta"))
-        .partition(|f| !f.rsplit('/').next().unwrap().starts_with('.'))
-}
-
 fn no_temporaries_left(node: &Path, mftd: &Mftd) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, temps) = files_in(node);
+        let (_, temps) = published_and_temporary(node);
         if temps.is_empty() {
             return;
         }
@@ -168,7 +160,7 @@ fn stalls_resets_and_slowness_on_the_file_server_link_lose_nothing_and_heal() {
     link.heal();
 
     no_temporaries_left(&node, &mftd);
-    let (finals, _) = files_in(&node);
+    let (finals, _) = published_and_temporary(&node);
     assert_eq!(
         finals.len(),
         4,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mft_storage::ChatType;
 use xmpp_tests::client;
 use xmpp_tests::http::get_with;
-use xmpp_tests::mftd::{mint_slot, stored_files, Mftd, MftdOptions};
+use xmpp_tests::mftd::{mint_slot, published_and_temporary, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::{chown_to, free_port, is_root};
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};
@@ -161,14 +161,6 @@ fn is_wait(reply: &str) -> bool {
         && reply.contains("stamp=")
 }
 
-/// Files in the node directory: finals, and temporaries (dot files).
-fn files_in(node: &Path) -> (Vec<String>, Vec<String>) {
-    stored_files(node)
-        .into_iter()
-        .filter(|f| !f.ends_with(".meta"))
-        .partition(|f| !f.rsplit('/').next().unwrap().starts_with('.'))
-}
-
 /// The whole story on one node: `node` is the node directory, `fs` the
 /// tmpfs it lives on.
 fn fill_refuse_recover(
@@ -191,7 +183,7 @@ fn fill_refuse_recover(
     assert_eq!(status, 507, "{body}\n{}", mftd.log());
     assert!(body.contains("space"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(30));
-    let (finals, temps) = files_in(node);
+    let (finals, temps) = published_and_temporary(node);
     assert!(temps.is_empty(), "temporary files left: {temps:?}");
     assert!(!finals.iter().any(|f| f.contains("too-big")), "{finals:?}");
     let rows = pg.psql_eventually(
@@ -236,7 +228,7 @@ fn fill_refuse_recover(
     });
     let (status, body) = put(mftd.http_port, "after.bin", 4 * MIB);
     assert_eq!(status, 201, "{body}\n{}", mftd.log());
-    let (finals, temps) = files_in(node);
+    let (finals, temps) = published_and_temporary(node);
     assert!(temps.is_empty(), "{temps:?}");
     assert_eq!(finals.len(), 2, "{finals:?}");
 }
