@@ -27,6 +27,12 @@ pub struct DbConfig {
     pub url: String,
     /// PEM CA file for TLS.
     pub ca_file: Option<PathBuf>,
+    /// The longest one statement may run (or wait for a lock) before the
+    /// server cancels it; `None` keeps the server's setting (the owner's
+    /// migrations and auditors' reports run without a limit). The running
+    /// service sets it, so a database that cannot write (a full disk, a
+    /// held lock) fails a transfer instead of holding it forever.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl From<&String> for DbConfig {
@@ -40,6 +46,7 @@ impl From<&str> for DbConfig {
         DbConfig {
             url: url.to_owned(),
             ca_file: None,
+            statement_timeout: None,
         }
     }
 }
@@ -281,6 +288,9 @@ pub async fn grant(
 /// otherwise.
 pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError> {
     let mut config = parse_url(&db.url)?;
+    if let Some(limit) = db.statement_timeout {
+        limit_statements(&mut config, limit);
+    }
     let target = describe(&config);
     let timed_out = |_| {
         DbError::Unavailable(format!(
@@ -315,6 +325,21 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
         client
     };
     Ok(client)
+}
+
+/// Adds `statement_timeout` (and, four times as long, the limit on a
+/// transaction left idle) to the session options the URL may already carry.
+fn limit_statements(config: &mut tokio_postgres::Config, limit: Duration) {
+    let ms = limit.as_millis().max(1);
+    let ours = format!(
+        "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={}",
+        ms.saturating_mul(4)
+    );
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(&options);
 }
 
 /// Parses a connection string. libpq's `sslmode=verify-full` and

@@ -223,16 +223,27 @@ pub enum DbError {
     },
 }
 
+/// SQLSTATE classes that say the server cannot take the work now, whatever
+/// the row: 08 connection exception, 53 insufficient resources (a full
+/// disk, out of memory, too many connections), 57 operator intervention
+/// (a statement cancelled by `statement_timeout`, a shutdown), 58 system
+/// error (I/O). A batch refused for one of these fails as a whole at once
+/// instead of being retried row by row.
+fn server_cannot_write(code: &tokio_postgres::error::SqlState) -> bool {
+    matches!(code.code().get(..2), Some("08" | "53" | "57" | "58"))
+}
+
 impl DbError {
     /// Whether the row was refused because its slot was already used.
     pub fn is_slot_used(&self) -> bool {
         matches!(self, DbError::SlotUsed { .. })
     }
 
-    /// Wraps a driver error; connection-level failures become `Unavailable`.
+    /// Wraps a driver error; connection-level failures and the server's
+    /// lack of resources become `Unavailable` (see [`server_cannot_write`]).
     pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> DbError {
-        if source.is_closed() || source.code().is_none() {
-            DbError::Unavailable(format!("{}: {source}", context.into()))
+        if source.is_closed() || source.code().is_none_or(server_cannot_write) {
+            DbError::Unavailable(format!("{}: {}", context.into(), chain(&source)))
         } else {
             DbError::Query {
                 context: context.into(),

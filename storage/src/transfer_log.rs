@@ -27,6 +27,9 @@ const QUEUE_DEPTH: usize = 8192;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How much longer than the server's `statement_timeout` the writer waits
+/// for a batch before it gives the connection up.
+const CLIENT_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle writer checks its connection.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
@@ -660,6 +663,7 @@ async fn writer(
 ) {
     let mut client = Some(client);
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let deadline = db.statement_timeout.map(|t| t + CLIENT_GRACE);
     loop {
         // Idle ticks keep the health flag true to the database: a dead
         // connection is noticed, and a reachable database is reconnected
@@ -685,10 +689,10 @@ async fn writer(
         }
         let Some(c) = client.as_mut() else { continue };
         let started = Instant::now();
-        let outcome = match write_batch(c, &batch).await {
+        let outcome = match within(deadline, write_batch(c, &batch)).await {
             // A row the database refuses (a constraint, a value) must not
             // take its neighbours down: write each job on its own instead.
-            Err(DbError::Query { .. }) => write_one_by_one(c, &batch).await,
+            Err(DbError::Query { .. }) => within(deadline, write_one_by_one(c, &batch)).await,
             outcome => outcome,
         };
         match outcome {
@@ -711,6 +715,24 @@ async fn writer(
             }
         }
     }
+}
+
+/// The client's own limit on a batch: the server's `statement_timeout`
+/// cancels a statement stuck on a lock or a full disk; this catches a
+/// server that stopped answering at all (a network black hole), after
+/// which the connection is dropped and rebuilt.
+async fn within(
+    deadline: Option<Duration>,
+    work: impl std::future::Future<Output = BatchOutcome>,
+) -> BatchOutcome {
+    let Some(limit) = deadline else {
+        return work.await;
+    };
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(DbError::Unavailable(format!(
+            "the database did not answer within {limit:?}"
+        )))
+    })
 }
 
 /// Writes each job in a transaction of its own: one refused row fails only

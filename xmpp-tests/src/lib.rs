@@ -17,3 +17,4 @@ pub mod postgres;
 pub mod process;
 pub mod prosody;
 pub mod sshd;
+pub mod tmpfs;

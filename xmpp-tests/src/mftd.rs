@@ -342,3 +342,35 @@ pub fn published_and_temporary(node: &Path) -> (Vec<String>, Vec<String>) {
         .filter(|f| !f.ends_with(".meta"))
         .partition(|f| !f.rsplit('/').next().unwrap_or(f).starts_with('.'))
 }
+
+/// PUTs `size` bytes on a slot minted for `name` to the node at
+/// `127.0.0.1:port` (one byte pattern, written as the server reads, so a
+/// refusal mid-body is seen); returns the status code (0 when no answer
+/// came) and the response body.
+pub fn put_minted(port: u16, name: &str, size: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let (path, token) = mint_slot(size as u64, name, mft_storage::ChatType::Im);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {size}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.write_all(head.as_bytes());
+    let chunk = vec![1u8; 256 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let n = chunk.len().min(size - sent);
+        if s.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let body = String::from_utf8_lossy(&reply)
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (crate::http::status_of(&reply), body)
+}

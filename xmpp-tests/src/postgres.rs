@@ -8,6 +8,19 @@ use std::time::Duration;
 
 use crate::process::{as_user, chown_to, free_port, wait_for_port, Guard};
 
+/// A psql session kept open by [`Postgres::session`]; ends when dropped.
+pub struct Session {
+    _stdin: std::process::ChildStdin,
+    _guard: Guard,
+}
+
+impl Session {
+    /// Ends the session (releasing its locks and rolling back).
+    pub fn end(self) {
+        drop(self);
+    }
+}
+
 /// A running PostgreSQL.
 pub struct Postgres {
     guard: Guard,
@@ -217,6 +230,12 @@ impl Postgres {
 
     /// Runs SQL through psql and returns its unaligned output.
     pub fn psql(&self, sql: &str) -> String {
+        self.try_psql(sql)
+            .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    }
+
+    /// Runs SQL through psql: its output, or the server's error text.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new("psql")
             .args([
                 "-h",
@@ -233,14 +252,44 @@ impl Postgres {
                 "-c",
                 sql,
             ])
+            .args(["-v", "ON_ERROR_STOP=1"])
             .output()
             .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Opens a superuser session and runs `sql` in it (e.g. `BEGIN; LOCK
+    /// TABLE …`); the session stays open, holding what it took, until the
+    /// returned guard is dropped.
+    pub fn session(&self, sql: &str) -> Session {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "mftd",
+                "-q",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+        Session {
+            _stdin: stdin,
+            _guard: Guard(Some(child)),
+        }
     }
 
     /// The server log.

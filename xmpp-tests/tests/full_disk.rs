@@ -7,121 +7,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mft_storage::ChatType;
 use xmpp_tests::client;
 use xmpp_tests::http::get_with;
-use xmpp_tests::mftd::{mint_slot, published_and_temporary, Mftd, MftdOptions};
+use xmpp_tests::mftd::{published_and_temporary, put_minted, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::{chown_to, free_port, is_root};
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};
 use xmpp_tests::sshd::{Sshd, USER};
+use xmpp_tests::tmpfs::Tmpfs;
 
 const MIB: usize = 1 << 20;
-
-/// A size-limited tmpfs mounted over a directory; unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
-            .arg("tmpfs")
-            .arg(path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount tmpfs on {}", path.display());
-        Tmpfs {
-            path: path.to_owned(),
-        }
-    }
-
-    /// Fills the filesystem until `leave` bytes are free (as root, so the
-    /// file server's account cannot remove it).
-    fn fill_leaving(&self, leave: u64) {
-        let filler = self.path.join("filler");
-        let _ = std::fs::remove_file(&filler);
-        let free = free_bytes(&self.path);
-        let size = free.saturating_sub(leave);
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![7u8; 64 * 1024];
-        let mut written = 0u64;
-        while written < size {
-            let n = block.len().min((size - written) as usize);
-            f.write_all(&block[..n]).unwrap();
-            written += n as u64;
-        }
-        f.sync_all().unwrap();
-    }
-
-    fn free_filler(&self) {
-        std::fs::remove_file(self.path.join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// PUTs `size` bytes on a minted slot; returns the status code and body.
-fn put(port: u16, name: &str, size: usize) -> (u16, String) {
-    let (path, token) = mint_slot(size as u64, name, ChatType::Im);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Length: {size}\r\nConnection: close\r\n\r\n"
-    );
-    let _ = s.write_all(head.as_bytes());
-    let chunk = vec![1u8; 256 * 1024];
-    let mut sent = 0;
-    while sent < size {
-        let n = chunk.len().min(size - sent);
-        if s.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        sent += n;
-    }
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let status = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn slot_reply(prosody: &Prosody) -> String {
     let out = client::run(
@@ -171,7 +69,7 @@ fn fill_refuse_recover(
     node: &Path,
     admin: &str,
 ) {
-    let (status, body) = put(mftd.http_port, "before.bin", MIB);
+    let (status, body) = put_minted(mftd.http_port, "before.bin", MIB);
     assert_eq!(status, 201, "{body}\n{}", mftd.log());
 
     // 3 MiB left, 2 MiB the floor: slots are granted, but a 4 MiB body
@@ -179,7 +77,7 @@ fn fill_refuse_recover(
     fs.fill_leaving(3 * MIB as u64);
     slots_become(prosody, mftd, "granted", |r| r.contains("type=\"result\""));
     let started = Instant::now();
-    let (status, body) = put(mftd.http_port, "too-big.bin", 4 * MIB);
+    let (status, body) = put_minted(mftd.http_port, "too-big.bin", 4 * MIB);
     assert_eq!(status, 507, "{body}\n{}", mftd.log());
     assert!(body.contains("space"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -226,7 +124,7 @@ fn fill_refuse_recover(
     slots_become(prosody, mftd, "granted again", |r| {
         r.contains("type=\"result\"")
     });
-    let (status, body) = put(mftd.http_port, "after.bin", 4 * MIB);
+    let (status, body) = put_minted(mftd.http_port, "after.bin", 4 * MIB);
     assert_eq!(status, 201, "{body}\n{}", mftd.log());
     let (finals, temps) = published_and_temporary(node);
     assert!(temps.is_empty(), "{temps:?}");

@@ -497,6 +497,7 @@ async fn tls_to_the_database_when_the_url_asks_for_it() {
     let db = DbConfig {
         url: url.clone(),
         ca_file: Some(pg.ca_file()),
+        ..Default::default()
     };
     let log = TransferLog::start(db, Duration::from_secs(10))
         .await
@@ -523,6 +524,7 @@ async fn tls_to_the_database_when_the_url_asks_for_it() {
     let wrong = DbConfig {
         url,
         ca_file: Some(other_ca),
+        ..Default::default()
     };
     let err = TransferLog::start(wrong, Duration::ZERO)
         .await

@@ -400,6 +400,15 @@ pub struct DatabaseConfig {
     pub url_file: Option<PathBuf>,
     /// PEM CA certificates for `sslmode=require` in the URL.
     pub ca_file: Option<PathBuf>,
+    /// The longest one statement of the running service may take (a lock
+    /// wait included) before the server cancels it and the transfer fails
+    /// with `503`; `0` leaves the server's own setting.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: HumanDuration,
+}
+
+pub(crate) fn default_statement_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
 }
 
 impl DatabaseConfig {
@@ -1446,6 +1455,12 @@ impl Settings {
                 .database
                 .as_ref()
                 .and_then(|d| d.ca_file.clone()),
+            statement_timeout: self
+                .config
+                .database
+                .as_ref()
+                .map(|d| d.statement_timeout.0)
+                .filter(|t| !t.is_zero()),
         })
     }
 

@@ -158,6 +158,7 @@ impl DbArgs {
         Ok(mft_storage::db::DbConfig {
             url: url.to_owned(),
             ca_file: self.database_ca_file.clone(),
+            statement_timeout: None,
         })
     }
 }

@@ -68,6 +68,7 @@ pub fn database(
     Ok(Some(mft_storage::db::DbConfig {
         url: url.expose().to_owned(),
         ca_file: db.ca_file,
+        statement_timeout: None,
     }))
 }
 

@@ -32,6 +32,7 @@ pub fn resolve(
             url: None,
             url_file: Some(file.clone()),
             ca_file: ca_file.clone(),
+            statement_timeout: crate::config::default_statement_timeout(),
         };
         let url = db
             .resolve_url()
@@ -39,6 +40,7 @@ pub fn resolve(
         return Ok(DbConfig {
             url: url.expose().to_owned(),
             ca_file,
+            statement_timeout: None,
         });
     }
     let env_names_it = env.iter().any(|(k, _)| URL_VARS.contains(&k.as_str()));
