@@ -23,6 +23,7 @@ mod memory;
 mod report;
 mod sftp;
 mod slots;
+mod soak;
 mod tools;
 
 use tools::sh;
@@ -45,9 +46,15 @@ pub struct Args {
     /// Seconds each chat-workload phase is measured for.
     #[arg(long, default_value_t = 8)]
     pub window: u64,
-    /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`, `chat`); all when empty.
+    /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`, `chat`, `soak`); all but `soak` when empty.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Minutes the soak runs (`--only soak`; not part of a full run).
+    #[arg(long, default_value_t = 60.0)]
+    pub minutes: f64,
+    /// Uploads per second the soak offers.
+    #[arg(long, default_value_t = 4.0)]
+    pub rate: f64,
     /// Where the report goes.
     #[arg(long, default_value = "target/bench-report.md")]
     pub out: PathBuf,
@@ -85,7 +92,7 @@ fn main() {
     let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n");
 
     type Scenario = fn(&Args, &std::path::Path, &mut String);
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("local", local::run),
         ("https", https::run),
         ("sftp", sftp::run),
@@ -94,9 +101,16 @@ fn main() {
         ("log", log::run),
         ("cluster", cluster::run),
         ("chat", chat::run),
+        ("soak", soak::run),
     ];
     for (name, run) in scenarios {
-        if a.only.is_empty() || a.only.iter().any(|o| o == name) {
+        // The soak runs only when asked for: it takes an hour.
+        let wanted = if a.only.is_empty() {
+            name != "soak"
+        } else {
+            a.only.iter().any(|o| o == name)
+        };
+        if wanted {
             run(&a, work.path(), &mut report);
         }
     }
