@@ -146,6 +146,10 @@ pub struct Metrics {
     pub log_failed_rows: Counter,
     /// HTTP connections open now.
     pub http_connections: Gauge,
+    /// Bytes transfer buffers hold now (see `[http] memory_budget`).
+    pub buffer_bytes: Gauge,
+    /// Times a transfer waited for buffer room (the budget was spent).
+    pub buffer_waits: Counter,
     removed_files: Family<Labels, Counter>,
     kept_files: Family<Labels, Gauge>,
     /// The malware scanner's verdicts, errors, latency and health.
@@ -291,6 +295,18 @@ impl Metrics {
             "HTTP connections open on the upload endpoint",
             http_connections.clone(),
         );
+        let buffer_bytes = Gauge::default();
+        registry.register(
+            "transfer_buffer_bytes",
+            "Bytes held in transfer buffers (upload gather buffers, download pieces), at most [http] memory_budget",
+            buffer_bytes.clone(),
+        );
+        let buffer_waits = Counter::default();
+        registry.register(
+            "transfer_buffer_waits",
+            "Times a transfer waited for buffer room because the memory budget was spent",
+            buffer_waits.clone(),
+        );
         let removed_files = Family::<Labels, Counter>::default();
         registry.register(
             "removed_files",
@@ -345,6 +361,8 @@ impl Metrics {
             log_commit_duration,
             log_failed_rows,
             http_connections,
+            buffer_bytes,
+            buffer_waits,
             removed_files,
             kept_files,
             scan,

@@ -17,6 +17,7 @@
 //! - [`retention`] and [`holds`]: retiring files (retention, expiry, purge,
 //!   the retention floor, audited removals) and the legal holds that stop it.
 //!
+//! - [`budget`]: the one memory budget for transfer buffers;
 //! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
 //!
 //! It knows nothing of HTTP or XMPP.
@@ -24,6 +25,7 @@
 
 pub mod backend;
 pub mod backoff;
+pub mod budget;
 pub mod db;
 mod db_tls;
 pub mod error;

@@ -24,6 +24,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, ReadFile, Session, WriteFile};
+use crate::budget::{budgeted_bytes, Budget, Grant};
 use crate::layout::{is_data_file, parse_hour_dir, ChatType, HourCounters, Location};
 use crate::utc::{unix_now, UtcTime};
 use crate::{FileMeta, StoreError};
@@ -41,6 +42,8 @@ pub struct Store {
     counters: Arc<Mutex<HourCounters>>,
     /// Signalled when an upload ran out of space.
     out_of_space: Arc<Notify>,
+    /// Room for transfer buffers, shared by every transfer of the process.
+    budget: Budget,
 }
 
 /// What [`Store::stat`] knows about a stored file.
@@ -109,6 +112,12 @@ pub struct Upload {
     /// The write in flight, which hands the writer back.
     pending: Option<JoinHandle<WriteResult>>,
     done: bool,
+    budget: Budget,
+    /// Room for `buf`, held as long as the upload.
+    _first: Grant,
+    /// Room for a second buffer, gathered into while the first is written;
+    /// without it (the budget under pressure) each write is waited for.
+    second: Option<Grant>,
 }
 
 impl Upload {
@@ -180,7 +189,15 @@ impl Upload {
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.settle().await?;
         let writer = self.take_writer()?;
-        let next = std::mem::take(&mut self.spare);
+        if self.second.is_none() && !self.budget.under_pressure() {
+            self.second = self.budget.try_take(self.write_size);
+        }
+        let double = self.second.is_some();
+        let next = match std::mem::take(&mut self.spare) {
+            spare if spare.capacity() > 0 => spare,
+            _ if double => Vec::with_capacity(self.write_size),
+            _ => Vec::new(),
+        };
         let mut chunk = std::mem::replace(&mut self.buf, next);
         let temp = self.temp.clone();
         let (backend, dir) = (self.backend.clone(), self.loc.dir());
@@ -200,6 +217,11 @@ impl Upload {
             chunk.clear();
             (Some(writer), chunk, result)
         }));
+        if !double {
+            // One buffer only: it comes back when its write is done.
+            self.settle().await?;
+            self.buf = std::mem::take(&mut self.spare);
+        }
         Ok(())
     }
 
@@ -474,6 +496,11 @@ pub struct Download {
     chunk: usize,
     /// Pieces read ahead of the client at most.
     depth: usize,
+    budget: Budget,
+    /// Waiting for room for the piece the client needs next.
+    waiting: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Grant> + Send>>>,
+    /// Room that came after waiting, for the next read.
+    granted: Option<Grant>,
 }
 
 type ReadResult = (
@@ -488,23 +515,46 @@ impl Download {
         self.left
     }
 
-    /// Starts the next read when there is room ahead of the client.
+    /// Starts the next read when there is room ahead of the client and in
+    /// the budget: a full piece ahead of the client only while the budget
+    /// is not under pressure; the piece the client waits for as soon as
+    /// any room is free (waiting for one unit when none is).
     fn read_ahead(&mut self) {
         if self.unread == 0
             || self.pending.is_some()
             || self.failed.is_some()
             || self.ready.len() >= self.depth
+            || self.reader.is_none()
         {
             return;
         }
+        let want = usize::try_from(self.unread.min(self.chunk as u64)).unwrap_or(self.chunk);
+        let needed_now = self.ready.is_empty();
+        let grant = if needed_now {
+            self.granted
+                .take()
+                .or_else(|| self.budget.try_take_up_to(want))
+        } else if self.budget.under_pressure() {
+            None
+        } else {
+            self.budget.try_take(want)
+        };
+        let Some(grant) = grant else {
+            if needed_now && self.waiting.is_none() {
+                let budget = self.budget.clone();
+                self.waiting = Some(Box::pin(async move { budget.take_one().await }));
+            }
+            return;
+        };
         let Some((session, mut file)) = self.reader.take() else {
             return;
         };
-        let want = usize::try_from(self.unread.min(self.chunk as u64)).unwrap_or(self.chunk);
+        let want = want.min(grant.bytes());
         self.unread -= want as u64;
         let path = self.path.clone();
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            let result = read_exact(file.as_mut(), want, &path);
+            let result =
+                read_exact(file.as_mut(), want, &path).map(|buf| budgeted_bytes(buf, grant));
             (session, file, result)
         }));
     }
@@ -541,6 +591,15 @@ impl Download {
                     Poll::Pending => waiting = true,
                 }
             }
+            if let Some(room) = self.waiting.as_mut() {
+                match room.as_mut().poll(cx) {
+                    Poll::Ready(grant) => {
+                        self.waiting = None;
+                        self.granted = Some(grant);
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
             self.read_ahead();
             if let Some(bytes) = self.ready.pop_front() {
                 self.left = self.left.saturating_sub(bytes.len() as u64);
@@ -551,7 +610,7 @@ impl Download {
                 self.left = 0;
                 return Poll::Ready(Some(Err(e)));
             }
-            if self.pending.is_none() {
+            if self.pending.is_none() && self.waiting.is_none() && self.granted.is_none() {
                 return Poll::Ready(Some(Err(StoreError::Aborted)));
             }
             if waiting {
@@ -566,7 +625,7 @@ impl Download {
 /// `take` fills the buffer's spare capacity without zeroing it first (for
 /// local files std reads straight into it), which saved the memset that
 /// took about 9 % of a download's CPU.
-fn read_exact(file: &mut dyn ReadFile, want: usize, path: &str) -> Result<Bytes, StoreError> {
+fn read_exact(file: &mut dyn ReadFile, want: usize, path: &str) -> Result<Vec<u8>, StoreError> {
     let mut buf = Vec::with_capacity(want);
     let got = std::io::Read::take(file, want as u64)
         .read_to_end(&mut buf)
@@ -577,7 +636,7 @@ fn read_exact(file: &mut dyn ReadFile, want: usize, path: &str) -> Result<Bytes,
             std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
         ));
     }
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 impl Store {
@@ -587,7 +646,15 @@ impl Store {
             backend: Arc::new(backend),
             counters: Arc::new(Mutex::new(HourCounters::default())),
             out_of_space: Arc::new(Notify::new()),
+            budget: Budget::new(crate::budget::DEFAULT_BYTES),
         }
+    }
+
+    /// The same store with `budget` for its transfer buffers (shared with
+    /// every other store made from it, and with whoever holds a clone).
+    pub fn with_budget(mut self, budget: Budget) -> Store {
+        self.budget = budget;
+        self
     }
 
     /// The store of another node's directory on the same file server, to
@@ -607,6 +674,7 @@ impl Store {
             backend: self.backend.sibling(node)?,
             counters: Arc::new(Mutex::new(HourCounters::default())),
             out_of_space: self.out_of_space.clone(),
+            budget: self.budget.clone(),
         })
     }
 
@@ -659,7 +727,14 @@ impl Store {
     /// (one blocking call for the whole file); a larger one opens it now,
     /// so a failing file server is known before its body is read.
     pub async fn begin_upload(&self, loc: Location, meta: FileMeta) -> Result<Upload, StoreError> {
-        let write_size = self.backend.write_size();
+        let full = usize::try_from(meta.size)
+            .unwrap_or(usize::MAX)
+            .clamp(1, self.backend.write_size());
+        let first = match self.budget.try_take_up_to(full) {
+            Some(grant) => grant,
+            None => self.budget.take_one().await,
+        };
+        let write_size = full.min(first.bytes());
         let temp = temp_name(&loc, "data");
         let writer = if meta.size <= write_size as u64 {
             None
@@ -682,6 +757,9 @@ impl Store {
             writer,
             pending: None,
             done: false,
+            budget: self.budget.clone(),
+            _first: first,
+            second: None,
         })
     }
 
@@ -690,14 +768,22 @@ impl Store {
         let backend = self.backend.clone();
         let loc = loc.clone();
         let piece = self.backend.read_size() as u64;
+        let budget = self.budget.clone();
         blocking(move || {
             let mut session = backend.session()?;
             let path = loc.path();
             let (mut file, size) = session.open(&path)?;
-            let contents = if size <= piece {
-                Some(read_exact(file.as_mut(), size as usize, &path)?)
-            } else {
-                None
+            // Read with the size only when the budget has room to spare;
+            // otherwise the download streams it under the budget's rules.
+            let room = (size <= piece && !budget.under_pressure())
+                .then(|| budget.try_take(size as usize))
+                .flatten();
+            let contents = match room {
+                Some(grant) => Some(budgeted_bytes(
+                    read_exact(file.as_mut(), size as usize, &path)?,
+                    grant,
+                )),
+                None => None,
             };
             drop(file);
             let meta = read_meta(session.as_mut(), &loc);
@@ -743,6 +829,9 @@ impl Store {
             unread: 0,
             chunk: self.backend.read_size(),
             depth: self.backend.read_ahead(),
+            budget: self.budget.clone(),
+            waiting: None,
+            granted: None,
         })
     }
 
@@ -772,6 +861,9 @@ impl Store {
             unread: len,
             chunk: self.backend.read_size(),
             depth: self.backend.read_ahead(),
+            budget: self.budget.clone(),
+            waiting: None,
+            granted: None,
         })
     }
 

@@ -57,6 +57,11 @@ impl Drop for OpenConnection {
     }
 }
 
+/// The most an HTTP/1 connection's read buffer grows to. It lives outside
+/// the transfer memory budget (hyper owns it), so it is kept small: 1024
+/// stalled uploads hold 64 MiB of it at most.
+const HTTP1_READ_BUFFER: usize = 64 * 1024;
+
 /// Serves HTTP on `listener` until `shutdown` completes, then lets requests
 /// in flight finish for up to `shutdown_grace`.
 pub async fn serve(
@@ -73,7 +78,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.settings.header_timeout)
-        .max_buf_size(256 * 1024);
+        .max_buf_size(HTTP1_READ_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())

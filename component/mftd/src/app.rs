@@ -24,7 +24,8 @@ use mft_storage::quota::Quotas;
 
 /// Opens the configured store.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    match &settings.store {
+    let budget = mft_storage::budget::Budget::new(settings.config.http.memory_budget.0);
+    let store = match &settings.store {
         StoreSettings::Local { path, .. } => {
             let backend = LocalBackend::new(path).with_context(|| {
                 format!(
@@ -32,10 +33,11 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
                     path.display()
                 )
             })?;
-            Ok(Store::new(backend))
+            Store::new(backend)
         }
-        StoreSettings::Sftp { sftp, .. } => Ok(Store::new(SftpBackend::new((**sftp).clone()))),
-    }
+        StoreSettings::Sftp { sftp, .. } => Store::new(SftpBackend::new((**sftp).clone())),
+    };
+    Ok(store.with_budget(budget))
 }
 
 /// How many days back start-up recovery looks for leftovers of a crash.

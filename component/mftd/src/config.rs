@@ -505,6 +505,10 @@ pub struct HttpConfig {
     /// have in flight; `0` means a quarter of `max_transfers`.
     #[serde(default)]
     pub max_transfers_per_client: usize,
+    /// Bytes the buffers of all transfers together may hold (upload gather
+    /// buffers, download pieces not yet taken by the client).
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
     /// How long an admitted transfer may move no byte before its
     /// connection is closed and its permit freed.
     #[serde(default = "default_stall_timeout")]
@@ -719,6 +723,10 @@ fn default_max_connections() -> usize {
 fn default_stall_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
 }
+fn default_memory_budget() -> ByteSize {
+    ByteSize(mft_storage::budget::DEFAULT_BYTES)
+}
+
 fn default_max_transfers() -> usize {
     512
 }
@@ -1402,6 +1410,12 @@ impl Settings {
         retention.check_floor()?;
         if config.http.stall_timeout.0 < Duration::from_secs(1) {
             return Err(invalid("http.stall_timeout", "at least 1s"));
+        }
+        if config.http.memory_budget.0 < 1 << 20 {
+            return Err(invalid(
+                "http.memory_budget",
+                "at least 1 MiB (transfers wait for room in it; 128 MiB by default)",
+            ));
         }
         let trusted_proxies =
             mft_upload_http::proxy::TrustedProxies::parse(&config.http.trusted_proxies)
