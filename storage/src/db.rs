@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "scan verdicts",
         include_str!("../migrations/0010_scan_verdicts.sql"),
     ),
+    (
+        12,
+        "audited erasure",
+        include_str!("../migrations/0012_erasure.sql"),
+    ),
 ];
 
 /// The schema version this build needs.
@@ -134,6 +139,10 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
         "SELECT, INSERT, UPDATE (released_by, released_at, release_reason)",
     ),
     ("hold_events", "SELECT, INSERT"),
+    // Audited erasure (`mftd erase`): append-only, like removals.
+    ("erasures", "SELECT, INSERT"),
+    ("erasure_steps", "SELECT, INSERT"),
+    ("aft_log_erasures", "SELECT"),
 ];
 
 /// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).
@@ -143,6 +152,8 @@ pub const RUNTIME_SEQUENCES: &[&str] = &[
     "removals_removal_id_seq",
     "holds_hold_id_seq",
     "hold_events_event_id_seq",
+    "erasures_erasure_id_seq",
+    "erasure_steps_step_id_seq",
 ];
 
 /// Who a grant is for.

@@ -15,7 +15,9 @@
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
 //!   `files` table and their migrations;
 //! - [`retention`] and [`holds`]: retiring files (retention, expiry, purge,
-//!   the retention floor, audited removals) and the legal holds that stop it.
+//!   the retention floor, audited removals) and the legal holds that stop it;
+//! - [`erasure`] and [`discovery`]: erasing a person's files with the record
+//!   kept, and the records an e-discovery export carries.
 //!
 //! - [`budget`]: the one memory budget for transfer buffers;
 //! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
@@ -28,6 +30,8 @@ pub mod backoff;
 pub mod budget;
 pub mod db;
 mod db_tls;
+pub mod discovery;
+pub mod erasure;
 pub mod error;
 pub mod holds;
 pub mod hostkey;

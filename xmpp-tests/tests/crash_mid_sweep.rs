@@ -3,6 +3,8 @@
 //! started once more. Afterwards every file is gone with its removal
 //! recorded — never a live row without its file, never a removed file
 //! without its record, never a file left on disk that the log says is gone.
+//! The same for `mftd erase`, killed eight times while it erases a person's
+//! files, the node restarted after each kill.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,8 +20,9 @@ use xmpp_tests::process::free_port;
 const FILES: usize = 400;
 
 /// An ephemeral slot that must be gone `expire_in` seconds from now (age
-/// limits spare the current hour; an expiry is due at once).
-fn ephemeral_slot(size: u64, name: &str, expire_in: u64) -> (String, String) {
+/// limits spare the current hour; an expiry is due at once); with
+/// `expire_in` `None`, an ordinary upload that no sweep removes.
+fn ephemeral_slot(size: u64, name: &str, expire_in: Option<u64>) -> (String, String) {
     let now = mft_storage::utc::UtcTime::now();
     let loc = mft_storage::Location::new_random(
         ChatType::Im,
@@ -34,16 +37,20 @@ fn ephemeral_slot(size: u64, name: &str, expire_in: u64) -> (String, String) {
         uploader: "alice@example.test".into(),
         to: String::new(),
         expires: mft_storage::utc::unix_now() + 3600,
-        purpose: Some("ephemeral".into()),
-        expire_before: Some(mft_storage::utc::unix_now() + expire_in),
+        purpose: expire_in.map(|_| "ephemeral".into()),
+        expire_before: expire_in.map(|s| mft_storage::utc::unix_now() + s),
     };
     let token = mft_upload_http::SlotSigner::new(TOKEN_KEY).sign(&claims);
     (format!("/{}/{name}", loc.resource()), token)
 }
 
 fn put_small(port: u16, i: usize) {
+    put_file(port, i, Some(5));
+}
+
+fn put_file(port: u16, i: usize, expire_in: Option<u64>) {
     let body = format!("file number {i}");
-    let (path, token) = ephemeral_slot(body.len() as u64, &format!("f{i}.txt"), 5);
+    let (path, token) = ephemeral_slot(body.len() as u64, &format!("f{i}.txt"), expire_in);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -146,4 +153,143 @@ fn data_files(node: &std::path::Path) -> Vec<String> {
         .into_iter()
         .filter(|f| !f.ends_with(".meta"))
         .collect()
+}
+
+/// Every `files` row is either live with its file on disk, or removed —
+/// file gone, removal recorded once. `pending` intents (an erasure killed
+/// between deleting a file and recording it) are allowed only where noted.
+fn assert_live_or_recorded(pg: &Postgres, node: &std::path::Path, pending_allowed: bool) {
+    let on_disk = data_files(node);
+    let rows = pg.psql(
+        "SELECT f.resource || ':' || (f.deleted IS NOT NULL) || ':' || \
+         (SELECT count(*) FROM removals r WHERE r.resource = f.resource) FROM files f",
+    );
+    let pending = pending_intents(pg);
+    for line in rows.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.split(':');
+        let (resource, deleted, removals) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let present = on_disk.iter().any(|f| f.ends_with(resource));
+        match (deleted, present) {
+            ("false", true) => assert_eq!(removals, "0", "{resource} is live but has a removal"),
+            ("true", false) => assert_eq!(
+                removals, "1",
+                "{resource}: removal recorded {removals} times"
+            ),
+            ("true", true) => panic!("{resource} is marked removed but still on disk"),
+            _ => assert!(
+                pending_allowed && pending.iter().any(|p| p == resource),
+                "{resource} is live but its file is gone, with no erasure pending"
+            ),
+        }
+    }
+}
+
+/// Resources whose erasure intent has no later step.
+fn pending_intents(pg: &Postgres) -> Vec<String> {
+    pg.psql(
+        "SELECT s.resource FROM erasure_steps s WHERE s.step = 'intent' AND NOT EXISTS \
+         (SELECT 1 FROM erasure_steps t WHERE t.erasure_id = s.erasure_id \
+          AND t.resource = s.resource AND t.step <> 'intent')",
+    )
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn a_kill_mid_erase_leaves_every_file_either_live_or_recorded_as_erased() {
+    let pg = Postgres::start();
+    let mut mftd = Mftd::start(&MftdOptions {
+        router: format!("127.0.0.1:{}", free_port()),
+        component_jid: "upload.example.test".into(),
+        secret: "unused".into(),
+        limits: String::new(),
+        store: None,
+        extra: format!("[database]\nurl = \"{}\"\n", pg.url()),
+        http_port: None,
+    });
+    for i in 0..FILES {
+        put_file(mftd.http_port, i, None);
+    }
+    let node = mftd.node_dir();
+    let config = mftd.config_path();
+    let erase = || {
+        std::process::Command::new(xmpp_tests::mftd::binary())
+            .args([
+                "erase",
+                "--user",
+                "alice@example.test",
+                "--reason",
+                "DSAR 1",
+                "--by",
+                "dpo",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let done = || -> usize {
+        pg.psql("SELECT count(*) FROM erasure_steps WHERE step = 'done'")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Kill the erasure eight times, each time later in the run.
+    let mut interrupted = 0;
+    for kill_after in (1..=8).map(|k| k * 40) {
+        let mut child = erase();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done() < kill_after {
+            assert!(Instant::now() < deadline, "the erasure did not get going");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // At most the one file the kill interrupted is between its intent
+        // and its record; nothing is marked erased that is still on disk.
+        let pending = pending_intents(&pg);
+        assert!(pending.len() <= 1, "{pending:?}");
+        interrupted += pending.len();
+        assert_live_or_recorded(&pg, &node, true);
+        // A restarted node finishes the interrupted erasure before serving.
+        mftd.kill9();
+        mftd.restart();
+        assert!(pending_intents(&pg).is_empty(), "{}", mftd.log());
+        assert_live_or_recorded(&pg, &node, false);
+    }
+    // How many kills fell between a file's intent and its record (the
+    // case the restart must finish); the invariant held either way.
+    eprintln!("kills that interrupted a file's erasure: {interrupted} of 8");
+    // The erasure run again completes: every file erased, each recorded once.
+    let status = erase().wait().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM files WHERE deleted IS NULL")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(DISTINCT resource), count(*) FROM removals WHERE reason = 'erasure'")
+            .trim(),
+        format!("{FILES}|{FILES}"),
+        "each erasure recorded exactly once"
+    );
+    assert_live_or_recorded(&pg, &node, false);
+    assert!(data_files(&node).is_empty());
+    // The log rows stay: one POST row per file, each shown as erased.
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM aft_log_erasures WHERE method = 'POST' AND erased_by = 'dpo'"
+        )
+        .trim(),
+        FILES.to_string()
+    );
 }

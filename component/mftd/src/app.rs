@@ -226,6 +226,27 @@ pub async fn run(
             "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
         ),
     }
+    // An `mftd erase` killed between deleting a file and recording it left
+    // a pending intent: finish it before serving (the file must not be
+    // served as live once its bytes are gone).
+    if let Some(log) = &log {
+        let resumed = async {
+            let mut client = log.dedicated_client().await?;
+            Ok::<_, anyhow::Error>(
+                mft_storage::erasure::resume(&mut client, &store, &cfg.node.name).await?,
+            )
+        };
+        match resumed.await {
+            Ok(done) if done != Default::default() => {
+                tracing::warn!(?done, "finished erasures a crash interrupted")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "interrupted erasures not finished now (store or database unavailable); the next `mftd erase` finishes them"
+            ),
+        }
+    }
     let listener = listeners.http;
     tracing::info!(
         listen = %listener.local_addr().map_or_else(|_| cfg.http.listen.to_string(), |a| a.to_string()),

@@ -1,7 +1,7 @@
 //! The `mftd` command: run the service, check a configuration, manage the
 //! node's SSH key, check the file server, and the operator's commands on a
 //! running node (`status`) and on the transfer log (`log`, `verify`,
-//! `purge`). Every subcommand's `--help` ends with examples; `mftd man`
+//! `purge`, `hold`, `erase`, `export`). Every subcommand's `--help` ends with examples; `mftd man`
 //! (hidden, for packaging) writes the manual pages from this definition.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod app;
 mod config;
+mod erase;
+mod export;
 mod fileserver;
 mod hold;
 mod keys;
@@ -103,6 +105,12 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Remove old files from the store; their log history stays.
     Purge(purge::PurgeArgs),
+    /// Erase a person's files (GDPR erasure); the log keeps every
+    /// transfer, marked erased. Legal holds win.
+    Erase(erase::EraseArgs),
+    /// Write an e-discovery export: files, log rows, shares, removals,
+    /// holds and a manifest with SHA-256 of everything.
+    Export(Box<export::ExportArgs>),
     /// Legal holds: files a hold covers are kept from every removal.
     #[command(
         after_help = "Examples:\n  mftd hold add --user alice@example.test --reason 'matter 2026-17'\n  mftd hold list\n  mftd hold check 20261126-08-im-Qx3…"
@@ -472,6 +480,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Purge(args) => return purge::run(args),
         Command::Hold { action } => return hold::run(action),
+        Command::Erase(args) => return erase::run(args),
+        Command::Export(args) => return export::run(*args),
     }
     Ok(ExitCode::SUCCESS)
 }
