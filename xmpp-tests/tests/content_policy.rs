@@ -9,14 +9,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use xmpp_tests::clamd::{Clamd, EICAR, EICAR_SIGNATURE};
 use xmpp_tests::client;
 use xmpp_tests::delay_link::DelayLink;
-use xmpp_tests::http::get_with;
+use xmpp_tests::http::{get_with, put};
 use xmpp_tests::mftd::{binary, mint_slot, mint_slot_typed, stored_files, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::free_port;
@@ -43,39 +42,6 @@ fn node(name: &str, pg: &Postgres, scan: &str, limits: &str) -> (Mftd, String) {
         Mftd::start_with(&opts, binary(), env),
         format!("http://127.0.0.1:{admin_port}"),
     )
-}
-
-/// PUTs `body` to `path` with `token`; (status, response body).
-fn put(
-    port: u16,
-    path: &str,
-    token: &str,
-    body: &[u8],
-    content_type: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let ct = content_type.map_or_else(String::new, |t| format!("Content-Type: {t}\r\n"));
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{ct}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let status = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn resource(path: &str) -> &str {
