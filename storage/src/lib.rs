@@ -15,7 +15,8 @@
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
 //!   `files` table and their migrations;
 //! - [`retention`] and [`holds`]: retiring files (retention, expiry, purge,
-//!   the retention floor, audited removals) and the legal holds that stop it.
+//!   the retention floor, audited removals) and the legal holds that stop it;
+//! - [`rescan`]: quarantining a stored file a rescan found infected.
 //!
 //! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
 //!
@@ -38,6 +39,7 @@ pub mod meta;
 pub mod node_lock;
 pub mod quota;
 pub mod reconcile;
+pub mod rescan;
 pub mod retention;
 pub mod sftp;
 pub mod store;

@@ -111,12 +111,16 @@ pub struct FileRow {
     pub purpose: String,
     /// When it must be gone (ephemeral uploads).
     pub expires: Option<SystemTime>,
+    /// When a rescan found it infected (it is not served from then on).
+    pub quarantined: Option<SystemTime>,
+    /// The latest recorded verdict's detail (the signature name).
+    pub scan_detail: String,
 }
 
 /// The columns [`file_row`] reads, in its order.
 pub(crate) const FILE_ROW_COLUMNS: &str =
     "resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
-     real_filename, created, deleted, node, file_server, purpose, expires";
+     real_filename, created, deleted, node, file_server, purpose, expires, quarantined, scan_detail";
 
 enum Op {
     Upload(TransferRecord),
@@ -464,7 +468,8 @@ impl TransferLog {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL ORDER BY created"
+                    "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL \
+                     AND quarantined IS NULL ORDER BY created"
                 ),
                 &[&node],
             )
@@ -616,6 +621,8 @@ pub(crate) fn file_row(r: &tokio_postgres::Row) -> FileRow {
         file_server: r.get(12),
         purpose: r.get(13),
         expires: r.get(14),
+        quarantined: r.get(15),
+        scan_detail: r.get(16),
     }
 }
 

@@ -21,6 +21,7 @@ mod monitor;
 mod node_state;
 mod operator;
 mod purge;
+mod rescan;
 mod status;
 mod systemd;
 mod units;
