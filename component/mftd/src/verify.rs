@@ -29,9 +29,9 @@ use crate::units::{parse_duration, parse_size};
 pub const EXIT_CODES: &str = "\
 Exit status: 0 store and log agree; 1 they do not (a missing, unlogged or
 altered file, a leftover temporary file older than the upload timeout, or
-with --rescan a file newly found infected); 2 bad arguments; 4 the check
-could not run (configuration, database, file server or, with --rescan, the
-scanner unreachable) — nothing was concluded.";
+with --rescan a file newly found infected); 2 bad arguments;
+4 the check could not run (configuration, database, file server or, with
+--rescan, the scanner unreachable) — nothing was concluded.";
 
 const EXAMPLES: &str = "\
 Examples:
