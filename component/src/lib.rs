@@ -7,7 +7,8 @@
 //! - [`service`] and [`slot`]: disco, pings, XEP-0363 slot requests and their
 //!   errors ([`stanza`]);
 //! - [`policy`], [`rate`], [`space`]: chat types of destinations, the
-//!   per-user slot request limit, and the free-space guard.
+//!   per-user slot request limit, and the free-space guard;
+//! - [`groups`]: limits per group of users (`[[limits.group]]`).
 //!
 //! It does not speak HTTP itself (that is `mft-upload-http`), and the
 //! operator program — configuration, wiring, operator commands — is the
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod component;
+pub mod groups;
 pub mod link;
 pub mod policy;
 pub mod rate;

@@ -9,6 +9,7 @@ use mft_storage::retention::RetentionFloor;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 
+use crate::groups::GroupLimits;
 use crate::policy::ChatRules;
 use crate::policy::NS_DESTINATION;
 use crate::rate::SlotRateLimiter;
@@ -122,6 +123,26 @@ pub struct UploadService {
     pub reporter_rate: SlotRateLimiter,
     /// Media types that may be uploaded (`limits.allowed_types`, `refused_types`).
     pub types: mft_upload_http::type_policy::TypePolicy,
+    /// Limits per group of users (`[[limits.group]]`); the fields above
+    /// are the limits of everyone in no group.
+    pub groups: std::sync::Arc<GroupLimits>,
+}
+
+/// The limits that apply to one requester: their group's, or the
+/// service's defaults.
+pub struct Applied<'a> {
+    /// The group, when the requester is in one.
+    pub group: Option<&'a str>,
+    /// Largest file in bytes.
+    pub max_file_size: u64,
+    /// The quotas their uploads count against.
+    pub quotas: Quotas,
+    /// Their slot request buckets.
+    pub slot_rate: &'a SlotRateLimiter,
+    /// `ephemeral` uploads offered.
+    pub allow_ephemeral: bool,
+    /// `permanent` uploads offered.
+    pub allow_permanent: bool,
 }
 
 /// Share reports one sender may cause a minute (and at once); a message
@@ -161,6 +182,36 @@ impl UploadService {
                 SHARES_PER_REPORTER_MINUTE / 10,
             ),
             types: Default::default(),
+            groups: Default::default(),
+        }
+    }
+
+    /// The limits that apply to `requester` (the stanza's `from`; `None`
+    /// when it has none or it is no JID: the defaults).
+    pub fn limits_for(&self, requester: Option<&Jid>) -> Applied<'_> {
+        match requester.and_then(|j| self.groups.for_jid(j)) {
+            Some(m) => {
+                let l = &m.group.limits;
+                Applied {
+                    group: Some(m.group.name.as_str()),
+                    max_file_size: l.max_file_size,
+                    quotas: Quotas {
+                        per_user: l.per_user_daily,
+                        global: self.quotas.global,
+                    },
+                    slot_rate: &m.group.slot_rate,
+                    allow_ephemeral: l.allow_ephemeral,
+                    allow_permanent: l.allow_permanent,
+                }
+            }
+            None => Applied {
+                group: None,
+                max_file_size: self.max_file_size,
+                quotas: self.quotas,
+                slot_rate: &self.slot_rate,
+                allow_ephemeral: self.allow_ephemeral,
+                allow_permanent: self.allow_permanent,
+            },
         }
     }
 
@@ -174,25 +225,31 @@ impl UploadService {
             return None;
         }
         let payload = stanza.elements().next();
-        let reply = match (kind, payload.map(|p| (p.name.as_str(), p.ns.as_str()))) {
-            ("get", Some(("query", NS_DISCO_INFO)))
-                if payload.and_then(|p| p.get_attr("node")).is_none() =>
-            {
-                iq_result(stanza, Some(self.disco_info()))
-            }
-            ("get", Some(("query", NS_DISCO_ITEMS))) => {
-                iq_result(stanza, Some(Element::new("query", NS_DISCO_ITEMS)))
-            }
-            ("get", Some(("ping", NS_PING))) => iq_result(stanza, None),
-            ("get", Some(("request", _))) if find_request(stanza).is_some() => {
-                self.slot(stanza).await
-            }
-            ("set", Some(("share", NS_SHARE))) => match self.share(stanza).await {
-                Ok(()) => iq_result(stanza, None),
-                Err(e) => e.reply_to(stanza),
-            },
-            _ => StanzaError::service_unavailable().reply_to(stanza),
-        };
+        let reply =
+            match (kind, payload.map(|p| (p.name.as_str(), p.ns.as_str()))) {
+                ("get", Some(("query", NS_DISCO_INFO)))
+                    if payload.and_then(|p| p.get_attr("node")).is_none() =>
+                {
+                    iq_result(
+                        stanza,
+                        Some(self.disco_info(&self.limits_for(
+                            Jid::parse(stanza.get_attr("from").unwrap_or("")).as_ref(),
+                        ))),
+                    )
+                }
+                ("get", Some(("query", NS_DISCO_ITEMS))) => {
+                    iq_result(stanza, Some(Element::new("query", NS_DISCO_ITEMS)))
+                }
+                ("get", Some(("ping", NS_PING))) => iq_result(stanza, None),
+                ("get", Some(("request", _))) if find_request(stanza).is_some() => {
+                    self.slot(stanza).await
+                }
+                ("set", Some(("share", NS_SHARE))) => match self.share(stanza).await {
+                    Ok(()) => iq_result(stanza, None),
+                    Err(e) => e.reply_to(stanza),
+                },
+                _ => StanzaError::service_unavailable().reply_to(stanza),
+            };
         Some(reply)
     }
 
@@ -282,18 +339,20 @@ impl UploadService {
     /// The XEP-0363 1.2 purposes offered, exactly as disco#info lists them:
     /// ephemeral needs the administrator's consent and the transfer log (its
     /// expiry is kept there), permanent the administrator's consent.
-    fn purposes(&self) -> Vec<&'static str> {
+    fn purposes(&self, applied: &Applied<'_>) -> Vec<&'static str> {
         let mut offered = vec!["message", "profile"];
-        if self.allow_ephemeral && self.log.is_some() {
+        if applied.allow_ephemeral && self.log.is_some() {
             offered.push("ephemeral");
         }
-        if self.allow_permanent {
+        if applied.allow_permanent {
             offered.push("permanent");
         }
         offered
     }
 
-    fn disco_info(&self) -> Element {
+    /// disco#info as the asker sees it: their group's largest file and
+    /// purposes.
+    fn disco_info(&self, applied: &Applied<'_>) -> Element {
         let mut query = Element::new("query", NS_DISCO_INFO).child(
             Element::new("identity", NS_DISCO_INFO)
                 .attr("category", "store")
@@ -306,7 +365,7 @@ impl UploadService {
         {
             query = query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
         }
-        for purpose in self.purposes() {
+        for purpose in self.purposes(applied) {
             query = query.child(
                 Element::new("feature", NS_DISCO_INFO).attr("var", Purpose::feature(purpose)),
             );
@@ -320,7 +379,7 @@ impl UploadService {
             let form = Element::new("x", NS_DATA)
                 .attr("type", "result")
                 .child(field("FORM_TYPE", ns).attr("type", "hidden"))
-                .child(field("max-file-size", &self.max_file_size.to_string()));
+                .child(field("max-file-size", &applied.max_file_size.to_string()));
             query = query.child(form);
         }
         query
@@ -336,13 +395,14 @@ impl UploadService {
         uploader: &str,
         size: u64,
         expires: u64,
+        quotas: Quotas,
     ) -> Result<(), Refusal> {
-        let Some(log) = self.log.as_ref().filter(|_| !self.quotas.is_unlimited()) else {
+        let Some(log) = self.log.as_ref().filter(|_| !quotas.is_unlimited()) else {
             return Ok(());
         };
         let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(expires);
         let verdict = log
-            .reserve(resource, uploader, size, expires_at, self.quotas)
+            .reserve(resource, uploader, size, expires_at, quotas)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "slot refused: cannot read quotas from the database");
@@ -400,9 +460,13 @@ impl UploadService {
     /// One slot request from `uploader`, against this node's bucket and,
     /// with a transfer log, the service-wide one. A log that cannot answer
     /// leaves the node's own limit in force.
-    async fn take_slot_request(&self, uploader: &str) -> Result<(), std::time::Duration> {
-        self.slot_rate.take(uploader)?;
-        let (per_minute, burst) = self.slot_rate.limits();
+    async fn take_slot_request(
+        &self,
+        uploader: &str,
+        slot_rate: &SlotRateLimiter,
+    ) -> Result<(), std::time::Duration> {
+        slot_rate.take(uploader)?;
+        let (per_minute, burst) = slot_rate.limits();
         let Some(log) = self.log.as_ref().filter(|_| per_minute > 0) else {
             return Ok(());
         };
@@ -461,7 +525,9 @@ impl UploadService {
             )));
         };
         let uploader = requester.bare();
-        if let Err(wait) = self.take_slot_request(&uploader).await {
+        let applied = self.limits_for(Some(&requester));
+        let group = applied.group.unwrap_or("");
+        if let Err(wait) = self.take_slot_request(&uploader, applied.slot_rate).await {
             tracing::info!(from, "slot refused: too many slot requests");
             return Err(refused(SlotOutcome::RateLimited)(slot::retry_later(
                 ns,
@@ -470,9 +536,10 @@ impl UploadService {
             )));
         }
         let request = parse_request(ns, req).map_err(refused(SlotOutcome::BadRequest))?;
-        if !self.purposes().contains(&request.purpose.name()) {
+        if !self.purposes(&applied).contains(&request.purpose.name()) {
             tracing::info!(
                 from,
+                group,
                 purpose = request.purpose.name(),
                 "slot refused: purpose not offered"
             );
@@ -483,16 +550,17 @@ impl UploadService {
                 )),
             ));
         }
-        if request.size > self.max_file_size {
+        if request.size > applied.max_file_size {
             tracing::info!(
                 from,
+                group,
                 size = request.size,
-                max = self.max_file_size,
+                max = applied.max_file_size,
                 "slot refused: too large"
             );
             return Err(refused(SlotOutcome::TooLarge)(slot::too_large(
                 ns,
-                self.max_file_size,
+                applied.max_file_size,
             )));
         }
         if let Err(why) = self.types.check(request.content_type.as_deref()) {
@@ -543,8 +611,15 @@ impl UploadService {
             ))
         })?;
         let expires = mft_storage::utc::unix_now() + self.slot_ttl.as_secs();
-        self.reserve_quota(ns, loc.resource(), &uploader, request.size, expires)
-            .await?;
+        self.reserve_quota(
+            ns,
+            loc.resource(),
+            &uploader,
+            request.size,
+            expires,
+            applied.quotas,
+        )
+        .await?;
         let claims = SlotClaims {
             resource: loc.resource().to_owned(),
             filename: request.filename.clone(),
@@ -564,6 +639,7 @@ impl UploadService {
         let url = slot_url(&self.public_url, loc.resource(), &request.filename);
         tracing::info!(
             from,
+            group,
             size = request.size,
             resource = loc.resource(),
             "slot granted"

@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audited erasure",
         include_str!("../migrations/0012_erasure.sql"),
     ),
+    (
+        13,
+        "rescan verdicts and quarantine",
+        include_str!("../migrations/0013_rescan.sql"),
+    ),
 ];
 
 /// The schema version this build needs.
@@ -120,9 +125,11 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
         "aft_log",
         "SELECT, INSERT, UPDATE (to_jid, chat_type, http_status, bytes_sent, duration_ms)",
     ),
+    // `mftd verify --rescan` records a verdict and quarantines.
     (
         "files",
-        "SELECT, INSERT, UPDATE (to_jid, chat_type, deleted)",
+        "SELECT, INSERT, UPDATE (to_jid, chat_type, deleted, quarantined, quarantined_to, \
+         scan_verdict, scan_detail, scan_source, scanned_at)",
     ),
     ("slot_reservations", "SELECT, INSERT, DELETE"),
     ("shares", "SELECT, INSERT"),

@@ -23,15 +23,13 @@
 //! placed while a file is being erased waits for that file's removal and
 //! covers every later one; one erasure runs at a time, cluster-wide.
 
-use std::time::SystemTime;
-
 use tokio_postgres::Client;
 
 use crate::db::DbError;
 use crate::holds::{HELD, HOLD_LOCK};
 use crate::layout::Location;
 use crate::log_schema::{fit, JID, NOTE};
-use crate::transfer_log::{file_row, FileRow, FILE_ROW_COLUMNS};
+use crate::transfer_log::{file_row, file_row_at, FileRow, FILE_ROW_COLUMNS, FILE_ROW_WIDTH};
 use crate::{Store, StoreError};
 
 /// One erasure at a time, cluster-wide (session-level advisory lock).
@@ -154,7 +152,10 @@ pub async fn candidates(
         )
         .await
         .map_err(q("listing the files of an erasure"))?;
-    Ok(rows.iter().map(|r| (file_row(r), r.get(15))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (file_row(r), r.get(FILE_ROW_WIDTH)))
+        .collect())
 }
 
 async fn holds_on(client: &Client, resource: &str) -> Result<Vec<(i64, String, String)>, DbError> {
@@ -556,26 +557,5 @@ async fn still_stored(store: &Store, node: &str, file: &FileRow) -> Result<bool,
             path: file.storage_path.clone(),
             source: Box::new(source),
         }),
-    }
-}
-
-/// [`file_row`] of columns starting at `first`.
-fn file_row_at(r: &tokio_postgres::Row, first: usize) -> FileRow {
-    FileRow {
-        resource: r.get(first),
-        storage_path: r.get(first + 1),
-        size: r.get(first + 2),
-        content_type: r.get(first + 3),
-        sha256: r.get(first + 4),
-        uploader: r.get(first + 5),
-        to_jid: r.get(first + 6),
-        chat_type: r.get(first + 7),
-        real_filename: r.get(first + 8),
-        created: r.get::<_, SystemTime>(first + 9),
-        deleted: r.get(first + 10),
-        node: r.get(first + 11),
-        file_server: r.get(first + 12),
-        purpose: r.get(first + 13),
-        expires: r.get(first + 14),
     }
 }

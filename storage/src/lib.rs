@@ -18,6 +18,7 @@
 //!   the retention floor, audited removals) and the legal holds that stop it;
 //! - [`erasure`] and [`discovery`]: erasing a person's files with the record
 //!   kept, and the records an e-discovery export carries.
+//! - [`rescan`]: quarantining a stored file a rescan found infected.
 //!
 //! - [`budget`]: the one memory budget for transfer buffers;
 //! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
@@ -44,6 +45,7 @@ pub mod meta;
 pub mod node_lock;
 pub mod quota;
 pub mod reconcile;
+pub mod rescan;
 pub mod retention;
 pub mod sftp;
 pub mod store;

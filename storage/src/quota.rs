@@ -26,6 +26,20 @@ impl Quotas {
     }
 }
 
+/// The quotas that apply to each uploader, when they differ by user
+/// (limits per group of users); a plain [`Quotas`] applies to everyone.
+pub trait QuotaPolicy: Send + Sync {
+    /// The quotas `uploader` counts against: the JID a slot was granted to
+    /// (full or bare; normalised by the implementation).
+    fn quotas_for(&self, uploader: &str) -> Quotas;
+}
+
+impl QuotaPolicy for Quotas {
+    fn quotas_for(&self, _uploader: &str) -> Quotas {
+        *self
+    }
+}
+
 /// Which limit refused an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaScope {

@@ -114,12 +114,16 @@ pub struct FileRow {
     pub purpose: String,
     /// When it must be gone (ephemeral uploads).
     pub expires: Option<SystemTime>,
+    /// When a rescan found it infected (it is not served from then on).
+    pub quarantined: Option<SystemTime>,
+    /// The latest recorded verdict's detail (the signature name).
+    pub scan_detail: String,
 }
 
 /// The columns [`file_row`] reads, in its order.
 pub(crate) const FILE_ROW_COLUMNS: &str =
     "resource, storage_path, size, content_type, sha256, uploader, to_jid, chat_type, \
-     real_filename, created, deleted, node, file_server, purpose, expires";
+     real_filename, created, deleted, node, file_server, purpose, expires, quarantined, scan_detail";
 
 enum Op {
     Upload(TransferRecord),
@@ -467,7 +471,8 @@ impl TransferLog {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL ORDER BY created"
+                    "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL \
+                     AND quarantined IS NULL ORDER BY created"
                 ),
                 &[&node],
             )
@@ -602,23 +607,35 @@ async fn reserve_in(
     Ok(QuotaVerdict::Fits)
 }
 
+/// How many columns [`FILE_ROW_COLUMNS`] names: a query that selects more
+/// after them finds its own at this index.
+pub(crate) const FILE_ROW_WIDTH: usize = 17;
+
 pub(crate) fn file_row(r: &tokio_postgres::Row) -> FileRow {
+    file_row_at(r, 0)
+}
+
+/// [`file_row`] of the columns starting at `first`.
+pub(crate) fn file_row_at(r: &tokio_postgres::Row, first: usize) -> FileRow {
+    let at = |i: usize| first + i;
     FileRow {
-        resource: r.get(0),
-        storage_path: r.get(1),
-        size: r.get(2),
-        content_type: r.get(3),
-        sha256: r.get(4),
-        uploader: r.get(5),
-        to_jid: r.get(6),
-        chat_type: r.get(7),
-        real_filename: r.get(8),
-        created: r.get(9),
-        deleted: r.get(10),
-        node: r.get(11),
-        file_server: r.get(12),
-        purpose: r.get(13),
-        expires: r.get(14),
+        resource: r.get(at(0)),
+        storage_path: r.get(at(1)),
+        size: r.get(at(2)),
+        content_type: r.get(at(3)),
+        sha256: r.get(at(4)),
+        uploader: r.get(at(5)),
+        to_jid: r.get(at(6)),
+        chat_type: r.get(at(7)),
+        real_filename: r.get(at(8)),
+        created: r.get(at(9)),
+        deleted: r.get(at(10)),
+        node: r.get(at(11)),
+        file_server: r.get(at(12)),
+        purpose: r.get(at(13)),
+        expires: r.get(at(14)),
+        quarantined: r.get(at(15)),
+        scan_detail: r.get(at(16)),
     }
 }
 
@@ -976,6 +993,14 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_file_row_width_counts_its_columns() {
+        assert_eq!(
+            super::FILE_ROW_COLUMNS.split(", ").count(),
+            super::FILE_ROW_WIDTH
+        );
+    }
+
     use super::*;
 
     #[test]

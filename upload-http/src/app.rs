@@ -115,6 +115,9 @@ pub struct App {
     pub scanner: Option<crate::scan::Scanner>,
     /// Media types that may be uploaded (`limits.allowed_types`, `refused_types`).
     pub types: crate::type_policy::TypePolicy,
+    /// The quotas of each uploader when they differ by user (limits per
+    /// group); `None`: `settings.quotas` for everyone.
+    pub quota_policy: Option<Arc<dyn mft_storage::quota::QuotaPolicy>>,
     /// Transfers in flight per client key.
     per_client: Arc<Mutex<HashMap<String, usize>>>,
     /// The leases the stall watchdog looks at.
@@ -142,6 +145,7 @@ impl App {
             require_recipient: false,
             scanner: None,
             types: crate::type_policy::TypePolicy::default(),
+            quota_policy: None,
             per_client: Arc::new(Mutex::new(HashMap::new())),
             leases: Mutex::new(Vec::new()),
         }
@@ -164,6 +168,20 @@ impl App {
         self.scanner = scanner;
         self.types = types;
         self
+    }
+
+    /// Counts each uploader against the quotas `policy` gives them.
+    pub fn with_quota_policy(mut self, policy: Arc<dyn mft_storage::quota::QuotaPolicy>) -> App {
+        self.quota_policy = Some(policy);
+        self
+    }
+
+    /// The quotas `uploader` (the JID the slot names) counts against.
+    pub(crate) fn quotas_for(&self, uploader: &str) -> mft_storage::quota::Quotas {
+        match &self.quota_policy {
+            Some(policy) => policy.quotas_for(uploader),
+            None => self.settings.quotas,
+        }
     }
 
     /// This node and its file server, for log rows.

@@ -51,6 +51,10 @@ pub enum HttpError {
     /// The file was purged.
     #[error("this file has been removed")]
     Gone,
+    /// A rescan found malware in the file (`mftd verify --rescan`): it is
+    /// quarantined and never served again.
+    #[error("refused: this file is quarantined: a malware scan found {0}; it is no longer served")]
+    Quarantined(String),
     /// The slot was already used.
     #[error("this slot was already used; request a new one")]
     Conflict,
@@ -124,6 +128,7 @@ impl HttpError {
             HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::Conflict => StatusCode::CONFLICT,
             HttpError::Gone => StatusCode::GONE,
+            HttpError::Quarantined(_) => StatusCode::FORBIDDEN,
             HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             HttpError::Unavailable | HttpError::Busy | HttpError::Log(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -1,8 +1,8 @@
 //! `GET` and `HEAD`: serve a stored file (whole, one range, or `304` when
 //! the client holds the same content), with the security headers and the
 //! canonical media type. With a transfer log, only files that have a live
-//! `files` row are served (`404` without one, `410` once purged), and each
-//! GET is logged before its first byte.
+//! `files` row are served (`404` without one, `410` once purged, `403` once
+//! a rescan quarantined it), and each GET is logged before its first byte.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,10 +68,16 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
             || r.expires
                 .is_some_and(|at| at <= std::time::SystemTime::now())
     });
-    let refusal = match (&claimed, gone) {
-        (Err(_), _) => claimed.as_ref().err().map(HttpError::status),
-        (Ok(_), true) => Some(StatusCode::GONE),
-        (Ok(_), false) => None,
+    // Found infected by a rescan: never served again (the signature says why).
+    let quarantined = row
+        .as_ref()
+        .filter(|r| r.quarantined.is_some())
+        .map(|r| r.scan_detail.clone());
+    let refusal = match (&claimed, gone, &quarantined) {
+        (Err(_), _, _) => claimed.as_ref().err().map(HttpError::status),
+        (Ok(_), _, Some(_)) => Some(StatusCode::FORBIDDEN),
+        (Ok(_), true, None) => Some(StatusCode::GONE),
+        (Ok(_), false, None) => None,
     };
     let head = req.method() == Method::HEAD;
     if let (Some(status), Some(log), Some(row), false) = (refusal, &app.log, &row, head) {
@@ -80,11 +86,23 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
         let user_agent = header_str(&req, header::USER_AGENT).unwrap_or("");
         let mut record = audit::refusal_record(&app.place(), &loc, row, client, user_agent, status);
         record.jid = claimed.as_ref().ok().cloned().flatten().unwrap_or_default();
+        if let (Some(signature), Ok(_)) = (&quarantined, &claimed) {
+            record.scan_verdict = "infected".to_owned();
+            record.scan_detail = signature.clone();
+        }
         if let Err(e) = log.record_download(record).await {
             tracing::warn!(error = %e, status = status.as_u16(), "refused download not logged");
         }
     }
     let downloader = claimed?;
+    if let Some(signature) = quarantined {
+        tracing::warn!(
+            resource,
+            signature = signature.as_str(),
+            "download refused: the file is quarantined"
+        );
+        return Err(HttpError::Quarantined(signature));
+    }
     if gone {
         return Err(HttpError::Gone);
     }

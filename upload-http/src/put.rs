@@ -301,12 +301,12 @@ async fn publish_and_log(
 /// reservation (another node, quotas changed since): the slot's reservation
 /// is found, or the upload must fit now.
 async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> {
-    let quotas = app.settings.quotas;
+    let uploader = mft_storage::jid::bare_or_raw(&claims.uploader);
+    let quotas = app.quotas_for(&claims.uploader);
     let Some(log) = app.log.as_ref().filter(|_| !quotas.is_unlimited()) else {
         return Ok(());
     };
     let expires = UNIX_EPOCH + std::time::Duration::from_secs(claims.expires);
-    let uploader = mft_storage::jid::bare_or_raw(&claims.uploader);
     let verdict = log
         .reserve(
             &claims.resource,

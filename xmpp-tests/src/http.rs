@@ -1,4 +1,4 @@
-//! A plain HTTP/1.1 GET for tests, so a status can be checked without a client library.
+//! A plain HTTP/1.1 GET and PUT for tests, so a status can be checked without a client library.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -41,6 +41,36 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or_else(String::new, |(_, b)| b.to_owned());
     (status_of(&raw), body)
+}
+
+/// PUTs `body` to `path` on 127.0.0.1:`port` with the slot `token`;
+/// (status, response body).
+pub fn put(
+    port: u16,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let ct = content_type.map_or_else(String::new, |t| format!("Content-Type: {t}\r\n"));
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{ct}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, b)| b.to_owned());
+    (status_of(&reply), body)
 }
 
 /// The status code of a raw HTTP response (0 when there is none).

@@ -283,12 +283,36 @@ pub fn mint_slot_typed(size: u64, name: &str, content_type: &str) -> (String, St
     mint_slot_full(TOKEN_KEY, size, name, chat, Some(content_type))
 }
 
+/// [`mint_slot`] granted to `uploader` (a slot signed elsewhere, with no
+/// quota reservation: the PUT alone decides).
+pub fn mint_slot_by(uploader: &str, size: u64, name: &str) -> (String, String) {
+    mint_claims(
+        TOKEN_KEY,
+        size,
+        name,
+        mft_storage::ChatType::Im,
+        None,
+        uploader,
+    )
+}
+
 fn mint_slot_full(
     key: &[u8],
     size: u64,
     name: &str,
     chat: mft_storage::ChatType,
     content_type: Option<&str>,
+) -> (String, String) {
+    mint_claims(key, size, name, chat, content_type, "alice@example.test")
+}
+
+fn mint_claims(
+    key: &[u8],
+    size: u64,
+    name: &str,
+    chat: mft_storage::ChatType,
+    content_type: Option<&str>,
+    uploader: &str,
 ) -> (String, String) {
     let now = mft_storage::utc::UtcTime::now();
     let loc =
@@ -298,7 +322,7 @@ fn mint_slot_full(
         filename: name.to_owned(),
         size,
         content_type: content_type.map(str::to_owned),
-        uploader: "alice@example.test".into(),
+        uploader: uploader.into(),
         to: String::new(),
         expires: mft_storage::utc::unix_now() + 3600,
         purpose: None,

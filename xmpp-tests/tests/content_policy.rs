@@ -9,14 +9,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use xmpp_tests::clamd::{Clamd, EICAR, EICAR_SIGNATURE};
 use xmpp_tests::client;
 use xmpp_tests::delay_link::DelayLink;
-use xmpp_tests::http::get_with;
+use xmpp_tests::http::{get_with, put};
 use xmpp_tests::mftd::{binary, mint_slot, mint_slot_typed, stored_files, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::free_port;
@@ -43,39 +42,6 @@ fn node(name: &str, pg: &Postgres, scan: &str, limits: &str) -> (Mftd, String) {
         Mftd::start_with(&opts, binary(), env),
         format!("http://127.0.0.1:{admin_port}"),
     )
-}
-
-/// PUTs `body` to `path` with `token`; (status, response body).
-fn put(
-    port: u16,
-    path: &str,
-    token: &str,
-    body: &[u8],
-    content_type: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let ct = content_type.map_or_else(String::new, |t| format!("Content-Type: {t}\r\n"));
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{ct}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let status = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn resource(path: &str) -> &str {
@@ -564,4 +530,182 @@ fn instream_file(clamd: &Clamd, path: &std::path::Path) {
         "{}",
         String::from_utf8_lossy(&reply)
     );
+}
+
+/// Runs `mftd <args> --config <node's config>` as node `name`; (exit code, stdout + stderr).
+fn mftd_cmd(mftd: &Mftd, name: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(mftd.config_path())
+        .env("MFTD_NODE__NAME", name)
+        .env_remove("SUDO_USER")
+        .env("LOGNAME", "op-rescan")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The rescan columns of a `files` row: `quarantined?|quarantined_to|verdict|detail|source|scanned?`.
+fn rescan_columns(pg: &Postgres, resource: &str) -> String {
+    pg.psql(&format!(
+        "SELECT quarantined IS NOT NULL, quarantined_to, scan_verdict, scan_detail, scan_source, \
+         scanned_at IS NOT NULL FROM files WHERE resource = '{resource}'"
+    ))
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn a_rescan_quarantines_files_a_new_signature_detects_and_leaves_the_rest() {
+    let pg = Postgres::start();
+    let mut clamd = Clamd::start();
+    let (mftd, _admin) = node(
+        "node_1",
+        &pg,
+        &format!("clamd = \"{}\"\nquarantine = \"keep\"\n", clamd.addr()),
+        "",
+    );
+    // Three clean uploads of EICAR's length, all scanned clean at upload.
+    let upload = |name: &str, byte: u8| {
+        let body = vec![byte; EICAR.len()];
+        let (path, token) = mint_slot(body.len() as u64, name, mft_storage::ChatType::Im);
+        let (status, text) = put(mftd.http_port, &path, &token, &body, None);
+        assert_eq!(status, 201, "{text}\n{}", mftd.log());
+        assert_eq!(get_status(mftd.http_port, &path), 200);
+        path
+    };
+    let (infected, clean, held) = (
+        upload("a.txt", b'a'),
+        upload("b.txt", b'b'),
+        upload("c.txt", b'c'),
+    );
+    let data_path = |path: &str| {
+        let loc = mft_storage::Location::parse(resource(path)).unwrap();
+        (mftd.node_dir().join(loc.path()), loc.path())
+    };
+    // Today's signatures know what the stored bytes of a.txt and c.txt have
+    // become (on the file server: the same as a signature update).
+    std::fs::write(data_path(&infected).0, EICAR).unwrap();
+    std::fs::write(data_path(&held).0, EICAR).unwrap();
+    let (code, out) = mftd_cmd(
+        &mftd,
+        "node_1",
+        &[
+            "hold",
+            "add",
+            "--file",
+            resource(&held),
+            "--reason",
+            "case 25",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("mftd.prom");
+    let (code, out) = mftd_cmd(
+        &mftd,
+        "node_1",
+        &[
+            "verify",
+            "--rescan",
+            "--sample",
+            "0",
+            "--textfile",
+            prom.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "a finding: {out}");
+    assert!(
+        out.contains(
+            "rescan: 3 scanned, 2 newly infected (1 under a legal hold), 0 above scan.max_size"
+        ),
+        "{out}"
+    );
+    let (a_file, a_path) = data_path(&infected);
+    assert!(
+        out.contains(&format!(
+            "infected (rescan): {a_path}: {EICAR_SIGNATURE} — quarantined, moved to quarantine/{a_path}"
+        )),
+        "{out}"
+    );
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("mftd_verify_rescan_infected{node=\"node_1\"} 2")
+            && metrics.contains("mftd_verify_files_rescanned{node=\"node_1\"} 3"),
+        "{metrics}"
+    );
+
+    // a.txt: moved aside, recorded, refused on GET with a row that says why.
+    assert!(!a_file.exists());
+    assert_eq!(
+        std::fs::read(mftd.node_dir().join("quarantine").join(&a_path)).unwrap(),
+        EICAR
+    );
+    assert_eq!(
+        rescan_columns(&pg, resource(&infected)),
+        format!("t|quarantine/{a_path}|infected|{EICAR_SIGNATURE}|rescan|t")
+    );
+    let (status, body) = get_with(
+        &format!("http://127.0.0.1:{}{infected}", mftd.http_port),
+        &[],
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains(&format!(
+            "this file is quarantined: a malware scan found {EICAR_SIGNATURE}"
+        )),
+        "{body}"
+    );
+    let gets = pg.psql(&format!(
+        "SELECT http_status, scan_verdict, scan_detail FROM aft_log \
+         WHERE method = 'GET' AND filename = '{}' ORDER BY aft_index",
+        resource(&infected)
+    ));
+    assert_eq!(
+        gets.lines().collect::<Vec<_>>(),
+        [
+            "200||".to_owned(),
+            format!("403|infected|{EICAR_SIGNATURE}")
+        ]
+    );
+
+    // c.txt: under a legal hold, never moved or removed — but not served.
+    let (c_file, c_path) = data_path(&held);
+    assert_eq!(std::fs::read(&c_file).unwrap(), EICAR);
+    assert_eq!(
+        rescan_columns(&pg, resource(&held)),
+        format!("t|{c_path}|infected|{EICAR_SIGNATURE}|rescan|t")
+    );
+    assert_eq!(get_status(mftd.http_port, &held), 403);
+
+    // b.txt: untouched.
+    assert_eq!(rescan_columns(&pg, resource(&clean)), "f|||||f");
+    assert_eq!(get_status(mftd.http_port, &clean), 200);
+
+    // Again: nothing new, and the quarantined files are no finding.
+    let (code, out) = mftd_cmd(&mftd, "node_1", &["verify", "--rescan", "--sample", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rescan: 1 scanned, 0 newly infected"), "{out}");
+
+    // The scanner down: an error, exit 4, and nothing changes.
+    std::fs::write(data_path(&clean).0, EICAR).unwrap();
+    clamd.stop();
+    let (code, out) = mftd_cmd(&mftd, "node_1", &["verify", "--rescan", "--sample", "0"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("while asking the scanner ([scan] clamd); nothing was rescanned")
+            && out.contains("cannot connect to clamd"),
+        "{out}"
+    );
+    assert_eq!(rescan_columns(&pg, resource(&clean)), "f|||||f");
+    assert_eq!(get_status(mftd.http_port, &clean), 200);
 }

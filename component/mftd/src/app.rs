@@ -284,7 +284,11 @@ pub async fn run(
         log.clone(),
         cfg.node.name.clone(),
     )
-    .with_content_policy(scanner.clone(), settings.types.clone());
+    .with_content_policy(scanner.clone(), settings.types.clone())
+    .with_quota_policy(Arc::new(mft_component::groups::GroupQuotas {
+        groups: settings.groups.clone(),
+        default: quotas,
+    }));
     let http_app = Arc::new(match &settings.share_key {
         Some(key) => http_app.with_recipients(
             mft_upload_http::claim::RecipientSigner::new(key.expose().as_bytes()),
@@ -318,6 +322,7 @@ pub async fn run(
             mft_component::service::SHARES_PER_REPORTER_MINUTE / 10,
         ),
         types: settings.types.clone(),
+        groups: settings.groups.clone(),
     });
     let link = LinkSettings {
         router: cfg.xmpp.router.clone(),

@@ -695,6 +695,9 @@ pub struct LimitsConfig {
     /// Media types that are never accepted; wins over `allowed_types`.
     #[serde(default)]
     pub refused_types: Vec<String>,
+    /// `[[limits.group]]`: limits per group of users (`mft_component::groups`).
+    #[serde(default)]
+    pub group: Vec<mft_component::groups::GroupConfig<ByteSize>>,
 }
 
 impl Default for LimitsConfig {
@@ -707,6 +710,7 @@ impl Default for LimitsConfig {
             slot_burst: default_slot_burst(),
             allowed_types: Vec::new(),
             refused_types: Vec::new(),
+            group: Vec::new(),
         }
     }
 }
@@ -1143,6 +1147,10 @@ pub struct Settings {
     pub scan: Option<mft_upload_http::scan::ScanSettings>,
     /// `limits.allowed_types` and `refused_types`, parsed.
     pub types: mft_upload_http::type_policy::TypePolicy,
+    /// The limits of users in no group.
+    pub default_limits: mft_component::groups::Limits,
+    /// `[[limits.group]]`, validated.
+    pub groups: std::sync::Arc<mft_component::groups::GroupLimits>,
 }
 
 impl Settings {
@@ -1438,7 +1446,28 @@ impl Settings {
         };
         let types =
             content::type_policy(&config.limits.allowed_types, &config.limits.refused_types)?;
+        let default_limits = mft_component::groups::Limits {
+            max_file_size,
+            per_user_daily: config.quotas.per_user_daily.map_or(0, |b| b.0),
+            slots_per_minute: config.limits.slots_per_minute,
+            slot_burst: config.limits.slot_burst,
+            allow_ephemeral: config.retention.allow_ephemeral,
+            allow_permanent: config.retention.offers_permanent(),
+        };
+        let scan_cap = scan
+            .as_ref()
+            .filter(|s| s.above_max_size == mft_upload_http::scan::AboveMaxSize::Refuse)
+            .map(|s| s.max_size);
+        let groups = mft_component::groups::validate(
+            &config.limits.group,
+            &default_limits,
+            scan_cap,
+            database_url.is_some(),
+        )
+        .map_err(|e| invalid(e.key, e.message))?;
         Ok(Settings {
+            default_limits,
+            groups: std::sync::Arc::new(groups),
             scan,
             types,
             previous_token_keys,

@@ -23,6 +23,7 @@ mod monitor;
 mod node_state;
 mod operator;
 mod purge;
+mod rescan;
 mod status;
 mod systemd;
 mod units;
@@ -65,12 +66,16 @@ enum Command {
     },
     /// Check a configuration file and exit (0 = valid).
     #[command(
-        after_help = "Example:\n  sudo -u mftd mftd check-config --config /etc/mftd/mftd.toml"
+        after_help = "Examples:\n  sudo -u mftd mftd check-config --config /etc/mftd/mftd.toml\n  mftd check-config --for alice@example.org   the limits alice gets, and from which group"
     )]
     CheckConfig {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Also print the limits that apply to this JID and the
+        /// `[[limits.group]]` that matched it.
+        #[arg(long = "for", value_name = "JID")]
+        for_jid: Option<String>,
     },
     /// The node's SSH key pair for the file server.
     #[command(
@@ -333,7 +338,16 @@ fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyho
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, for_jid } => {
+            let for_jid = for_jid
+                .map(|text| {
+                    mft_storage::jid::Jid::parse(&text).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--for {text:?} is not a JID: write alice@example.org (or with /resource)"
+                        )
+                    })
+                })
+                .transpose()?;
             let s = load(&config)?;
             s.check_files(&config)?;
             if s.config.http.public_url.starts_with("http://") {
@@ -355,6 +369,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.max_file_size
             );
             content_policy_report(&s);
+            if let Some(jid) = for_jid {
+                print!(
+                    "{}",
+                    s.groups
+                        .explain(&jid, &s.default_limits, s.database_url.is_some())
+                );
+            }
         }
         Command::Run { config } => {
             let settings = load(&config)?;

@@ -2,7 +2,8 @@
 //! node it lists live `files` rows whose file is missing, published files
 //! with no row, leftover temporary files, and — for a sample, at a bounded
 //! rate — files whose content no longer matches the SHA-256 logged at
-//! upload. A temporary file changed within the upload timeout
+//! upload. With `--rescan`, every live file also goes through the malware
+//! scanner again at the same bounded rate ([`crate::rescan`]). A temporary file changed within the upload timeout
 //! ([`upload_timeout`]) is an upload in progress on the running node, not a
 //! finding. Exit status ([`EXIT_CODES`]): 0 when all agree, 1 when
 //! something does not, 4 when the check could not run — so cron can tell a
@@ -27,9 +28,10 @@ use crate::units::{parse_duration, parse_size};
 /// The exit statuses, as `--help` and docs/operations.md give them.
 pub const EXIT_CODES: &str = "\
 Exit status: 0 store and log agree; 1 they do not (a missing, unlogged or
-altered file, or a leftover temporary file older than the upload timeout);
-2 bad arguments; 4 the check could not run (configuration, database or file
-server unreachable) — nothing was concluded.";
+altered file, a leftover temporary file older than the upload timeout, or
+with --rescan a file newly found infected); 2 bad arguments;
+4 the check could not run (configuration, database, file server or, with
+--rescan, the scanner unreachable) — nothing was concluded.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -37,6 +39,7 @@ Examples:
   mftd verify --export /srv/matters/2026-17     re-check an e-discovery export
   mftd verify --all --max-rate 100MB            re-hash everything at 100 MB/s at most
   mftd verify --quarantine                      move files without rows to quarantine/
+  mftd verify --rescan --max-rate 20MB          scan every file again with today's signatures
   mftd verify --textfile /var/lib/prometheus/node-exporter/mftd.prom   (cron, hourly)
 
 A temporary file (an upload being written) changed within the upload timeout
@@ -71,6 +74,10 @@ pub struct VerifyArgs {
     /// Move stored files that have no log row to quarantine/.
     #[arg(long)]
     pub quarantine: bool,
+    /// Scan every live file again through [scan]'s clamd (at --max-rate);
+    /// quarantine what it now finds, per scan.quarantine.
+    #[arg(long)]
+    pub rescan: bool,
     /// Also write the findings as Prometheus metrics to this file.
     #[arg(long, value_name = "PATH")]
     pub textfile: Option<PathBuf>,
@@ -131,23 +138,51 @@ fn verify_export(dir: &Path) -> ExitCode {
 fn check(args: VerifyArgs) -> anyhow::Result<bool> {
     let (settings, url) = crate::database_url(&args.config)?;
     let node = settings.config.node.name.clone();
-    let report = crate::block_on(async {
+    let scan = match (&settings.scan, args.rescan) {
+        (Some(scan), true) => Some(scan.clone()),
+        (None, true) => anyhow::bail!(
+            "--rescan needs a scanner: configure [scan] clamd in {}",
+            args.config.display()
+        ),
+        (_, false) => None,
+    };
+    let max_rate = args.max_rate_mb.map_or(args.max_rate, |mb| mb * 1_000_000);
+    let (report, rescanned) = crate::block_on(async {
+        // Asked first: a scanner that does not answer leaves everything as it was.
+        if let Some(scan) = &scan {
+            crate::rescan::scanner_ready(scan).await?;
+        }
         let (log, store) = crate::log_and_store(&settings, &url).await?;
         let opts = VerifyOptions {
             sample: if args.all { usize::MAX } else { args.sample },
-            max_rate: args.max_rate_mb.map_or(args.max_rate, |mb| mb * 1_000_000),
+            max_rate,
             quarantine: args.quarantine,
             upload_timeout: args
                 .upload_timeout
                 .unwrap_or_else(|| upload_timeout(&settings.config.http, store.write_size())),
         };
-        verify(&store, &log, &node, &opts).await
+        let report = verify(&store, &log, &node, &opts).await?;
+        let rescanned = match &scan {
+            Some(scan) => Some(
+                crate::rescan::rescan(&store, &log, &node, scan, &mut Pace::new(max_rate)).await?,
+            ),
+            None => None,
+        };
+        Ok((report, rescanned))
     })?;
     print!("{}", report.render());
-    if let Some(path) = &args.textfile {
-        write_textfile(path, &report.metrics(&node))?;
+    let mut metrics = report.metrics(&node);
+    if let Some(r) = &rescanned {
+        print!("{}", r.render());
+        metrics.push_str(&r.metrics(&node));
     }
-    Ok(report.is_clean())
+    if let Some(path) = &args.textfile {
+        write_textfile(path, &metrics)?;
+    }
+    if let Some(why) = rescanned.as_ref().and_then(|r| r.stopped.as_ref()) {
+        anyhow::bail!("the rescan stopped on a scanner error: {why}");
+    }
+    Ok(report.is_clean() && rescanned.is_none_or(|r| r.infected.is_empty()))
 }
 
 /// How long an upload in progress may leave its temporary file unchanged:
@@ -336,14 +371,13 @@ pub async fn verify(
         .filter(|r| stored.contains(r.resource.as_str()) && !r.sha256.is_empty())
         .take(opts.sample)
         .collect();
-    let started = Instant::now();
-    let mut read_total: u64 = 0;
+    let mut pace = Pace::new(opts.max_rate);
     for row in to_hash {
         let Some(loc) = Location::parse(&row.resource) else {
             continue;
         };
         let size = u64::try_from(row.size).unwrap_or(0);
-        let sha = hash_file(store, &loc, size, opts.max_rate, started, &mut read_total).await?;
+        let sha = hash_file(store, &loc, size, &mut pace).await?;
         report.hashed += 1;
         if sha != row.sha256 {
             report.mismatched.push(row.storage_path.clone());
@@ -352,26 +386,49 @@ pub async fn verify(
     Ok(report)
 }
 
+/// Reading stored files at most `--max-rate` bytes a second, averaged
+/// over the whole run: the re-hash and the rescan share one.
+pub struct Pace {
+    max_rate: u64,
+    started: Instant,
+    read: u64,
+}
+
+impl Pace {
+    /// At most `max_rate` bytes a second (0: no limit), from now.
+    pub fn new(max_rate: u64) -> Pace {
+        Pace {
+            max_rate,
+            started: Instant::now(),
+            read: 0,
+        }
+    }
+
+    /// Counts `n` bytes read, then waits until the average is back under
+    /// the rate.
+    pub async fn read(&mut self, n: usize) {
+        self.read += n as u64;
+        if self.max_rate > 0 {
+            let due = Duration::from_secs_f64(self.read as f64 / self.max_rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 async fn hash_file(
     store: &Store,
     loc: &Location,
     size: u64,
-    max_rate: u64,
-    started: Instant,
-    read_total: &mut u64,
+    pace: &mut Pace,
 ) -> anyhow::Result<String> {
     let mut download = store.read(loc, 0, size).await?;
     let mut hasher = Sha256::new();
     while let Some(piece) = std::future::poll_fn(|cx| download.poll_next(cx)).await {
         let piece = piece?;
         hasher.update(&piece);
-        *read_total += piece.len() as u64;
-        if max_rate > 0 {
-            let due = Duration::from_secs_f64(*read_total as f64 / max_rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
+        pace.read(piece.len()).await;
     }
     Ok(format!("{:x}", hasher.finalize()))
 }
