@@ -16,7 +16,7 @@ use crate::service::UploadService;
 use crate::xml::Element;
 
 /// How to reach and authenticate with the router.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkSettings {
     /// `host:port` of the router's component port.
     pub router: String,
@@ -26,6 +26,18 @@ pub struct LinkSettings {
     pub secret: String,
     /// Ping interval; the link is declared dead after two silent intervals.
     pub keepalive: Duration,
+}
+
+/// The secret is never printed.
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSettings")
+            .field("router", &self.router)
+            .field("jid", &self.jid)
+            .field("secret", &"<redacted>")
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);

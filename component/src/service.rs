@@ -83,6 +83,10 @@ fn parse_share(
     })
 }
 
+/// How long a granted slot may be used (XEP-0363 suggests 300 s);
+/// `[limits] slot_ttl` by default.
+pub const DEFAULT_SLOT_TTL: Duration = Duration::from_secs(300);
+
 /// The upload service behind the component JID.
 pub struct UploadService {
     /// Slot tokens.
@@ -166,7 +170,7 @@ impl UploadService {
             store,
             public_url: public_url.to_owned(),
             max_file_size: slot::MAX_FILE_SIZE_CAP,
-            slot_ttl: Duration::from_secs(300),
+            slot_ttl: DEFAULT_SLOT_TTL,
             allowed_domains,
             space: crate::space::SpaceGuard::default(),
             log: None,

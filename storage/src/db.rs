@@ -35,6 +35,17 @@ pub struct DbConfig {
     pub statement_timeout: Option<Duration>,
 }
 
+/// The URL may hold a password: it is never printed.
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
 impl From<&String> for DbConfig {
     fn from(url: &String) -> Self {
         DbConfig::from(url.as_str())

@@ -11,20 +11,19 @@ use mft_storage::sftp::SftpBackend;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 use mft_upload_http::scan::Scanner;
-use mft_upload_http::{serve, App, HttpSettings, SlotSigner};
+use mft_upload_http::{serve, App, SlotSigner};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Settings, StoreSettings};
-use mft_component::component::{self, LinkSettings};
+use mft_component::component;
 use mft_component::rate::SlotRateLimiter;
 use mft_component::service::UploadService;
 use mft_component::space::SpaceGuard;
-use mft_storage::quota::Quotas;
 
 /// Opens the configured store.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let budget = mft_storage::budget::Budget::new(settings.config.http.memory_budget.0);
+    let budget = mft_storage::budget::Budget::new(settings.http.memory_budget);
     let store = match &settings.store {
         StoreSettings::Local { path, .. } => {
             let backend = LocalBackend::new(path).with_context(|| {
@@ -128,11 +127,11 @@ pub struct Listeners {
 impl Listeners {
     /// Binds what the configuration names.
     pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
-        let listen = settings.config.http.listen;
+        let listen = settings.http.listen;
         let http = TcpListener::bind(listen)
             .await
             .with_context(|| format!("while binding http.listen = {listen}"))?;
-        let admin = match settings.config.admin.listen {
+        let admin = match settings.admin.listen {
             Some(listen) => Some(
                 TcpListener::bind(listen)
                     .await
@@ -163,25 +162,26 @@ pub async fn run(
         tracing::info!("stop signal received: shutting down");
         let _ = stop_tx.send(true);
     });
-    let cfg = &settings.config;
     let store = open_store(&settings)?;
-    let max_connections = connection_budget(cfg.http.max_connections);
+    let mut http_settings = settings.http.settings.clone();
+    http_settings.max_connections = connection_budget(http_settings.max_connections);
     let signer = SlotSigner::new(settings.token_key.expose().as_bytes()).with_previous(
         settings
             .previous_token_keys
             .iter()
             .map(|k| k.expose().as_bytes().to_vec()),
     );
-    let (tls, certs) = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        (Some(cert), Some(key)) => {
-            let (acceptor, certs) = mft_upload_http::tls::acceptor(cert, key, cfg.http.http2)?;
+    let (tls, certs) = match &settings.http.tls {
+        Some(files) => {
+            let (acceptor, certs) =
+                mft_upload_http::tls::acceptor(&files.cert, &files.key, http_settings.http2)?;
             (Some(acceptor), Some(certs))
         }
-        _ => (None, None),
+        None => (None, None),
     };
     // SIGHUP's default action ends the process: it is always handled.
     tokio::spawn(reload_on_hangup(certs));
-    let log = match settings.database() {
+    let log = match settings.database.clone() {
         Some(db) => {
             tracing::info!("connecting to the transfer log database");
             let mut stopping = stop_rx.clone();
@@ -203,7 +203,7 @@ pub async fn run(
     // node directory (recovery below removes and quarantines files).
     let _node_lock = match &log {
         Some(log) => Some(
-            mft_storage::node_lock::NodeLock::acquire(log, &cfg.node.name, NODE_LOCK_WAIT)
+            mft_storage::node_lock::NodeLock::acquire(log, &settings.node_name, NODE_LOCK_WAIT)
                 .await
                 .context("while making sure no other process runs as this node")?,
         ),
@@ -233,7 +233,7 @@ pub async fn run(
         let resumed = async {
             let mut client = log.dedicated_client().await?;
             Ok::<_, anyhow::Error>(
-                mft_storage::erasure::resume(&mut client, &store, &cfg.node.name).await?,
+                mft_storage::erasure::resume(&mut client, &store, &settings.node_name).await?,
             )
         };
         match resumed.await {
@@ -249,50 +249,32 @@ pub async fn run(
     }
     let listener = listeners.http;
     tracing::info!(
-        listen = %listener.local_addr().map_or_else(|_| cfg.http.listen.to_string(), |a| a.to_string()),
-        public_url = %cfg.http.public_url,
+        listen = %listener.local_addr().map_or_else(|_| settings.http.listen.to_string(), |a| a.to_string()),
+        public_url = %settings.http.public_url,
         tls = tls.is_some(),
         file_server = %store.file_server(),
-        node = %cfg.node.name,
-        trusted_proxies = %settings.trusted_proxies,
+        node = %settings.node_name,
+        trusted_proxies = %http_settings.trusted_proxies,
         "HTTP: listening"
     );
-    let quotas = Quotas {
-        per_user: cfg.quotas.per_user_daily.map_or(0, |b| b.0),
-        global: cfg.quotas.global_daily.map_or(0, |b| b.0),
-    };
+    let quotas = settings.quotas;
     let scanner = settings.scan.clone().map(Scanner::new);
     let http_app = App::new(
         signer.clone(),
         store.clone(),
-        HttpSettings {
-            base_path: settings.base_path.clone(),
-            body_idle_timeout: cfg.http.body_idle_timeout.0,
-            header_timeout: cfg.http.header_timeout.0,
-            first_byte_timeout: cfg.http.first_byte_timeout.0,
-            shutdown_grace: cfg.http.shutdown_grace.0,
-            max_connections,
-            max_transfers: cfg.http.max_transfers,
-            max_transfers_per_client: cfg.http.max_transfers_per_client,
-            stall_timeout: cfg.http.stall_timeout.0,
-            min_rate: cfg.http.min_rate.0,
-            rate_grace: cfg.http.rate_grace.0,
-            quotas,
-            http2: cfg.http.http2,
-            trusted_proxies: settings.trusted_proxies.clone(),
-        },
+        http_settings,
         log.clone(),
-        cfg.node.name.clone(),
+        settings.node_name.clone(),
     )
     .with_content_policy(scanner.clone(), settings.types.clone())
     .with_quota_policy(Arc::new(mft_component::groups::GroupQuotas {
         groups: settings.groups.clone(),
         default: quotas,
     }));
-    let http_app = Arc::new(match &settings.share_key {
+    let http_app = Arc::new(match &settings.recipients.share_key {
         Some(key) => http_app.with_recipients(
             mft_upload_http::claim::RecipientSigner::new(key.expose().as_bytes()),
-            cfg.recipients.require_claim,
+            settings.recipients.require_claim,
         ),
         None => http_app,
     });
@@ -300,22 +282,22 @@ pub async fn run(
     let service = Arc::new(UploadService {
         signer,
         store: store.clone(),
-        public_url: cfg.http.public_url.clone(),
+        public_url: settings.http.public_url.clone(),
         max_file_size: settings.max_file_size,
-        slot_ttl: cfg.limits.slot_ttl.0,
+        slot_ttl: settings.slots.ttl,
         allowed_domains: settings.allowed_domains.clone(),
         space: space.clone(),
         log,
         quotas,
-        slot_rate: SlotRateLimiter::new(cfg.limits.slots_per_minute, cfg.limits.slot_burst),
-        chat: cfg.chat.clone(),
-        allow_ephemeral: cfg.retention.allow_ephemeral,
-        allow_permanent: cfg.retention.offers_permanent(),
-        floor: cfg.retention.floor(),
-        share_reporters: settings.share_reporters.clone(),
+        slot_rate: SlotRateLimiter::new(settings.slots.per_minute, settings.slots.burst),
+        chat: settings.chat.clone(),
+        allow_ephemeral: settings.default_limits.allow_ephemeral,
+        allow_permanent: settings.default_limits.allow_permanent,
+        floor: settings.retention.floor,
+        share_reporters: settings.recipients.reporters.clone(),
         share_rate: SlotRateLimiter::new(
-            cfg.recipients.shares_per_minute,
-            cfg.recipients.shares_per_minute,
+            settings.recipients.shares_per_minute,
+            settings.recipients.shares_per_minute,
         ),
         reporter_rate: SlotRateLimiter::new(
             mft_component::service::SHARES_PER_REPORTER_MINUTE,
@@ -324,21 +306,16 @@ pub async fn run(
         types: settings.types.clone(),
         groups: settings.groups.clone(),
     });
-    let link = LinkSettings {
-        router: cfg.xmpp.router.clone(),
-        jid: cfg.xmpp.component_jid.clone(),
-        secret: settings.component_secret.expose().to_owned(),
-        keepalive: cfg.xmpp.keepalive.0,
-    };
+    let link = settings.link.clone();
 
     if let Some(log) = http_app.log.clone() {
         tokio::spawn(mft_storage::retention::sweep_periodically(
             log,
             store.clone(),
-            cfg.node.name.clone(),
-            cfg.retention.rules(),
-            cfg.retention.floor(),
-            cfg.retention.sweep_interval.0,
+            settings.node_name.clone(),
+            settings.retention.rules,
+            settings.retention.floor,
+            settings.retention.sweep_interval,
             stop_rx.clone(),
         ));
     }
@@ -350,7 +327,7 @@ pub async fn run(
         stop_rx.clone(),
     );
     if let Some(scanner) = scanner {
-        let every = cfg.admin.check_interval.0;
+        let every = settings.admin.check_interval;
         tokio::spawn(crate::monitor::scanner::watch(
             scanner,
             every,
@@ -374,7 +351,7 @@ pub async fn run(
         store.clone(),
         limits.alarm_free_percent,
         limits.min_free_bytes,
-        cfg.admin.check_interval.0,
+        settings.admin.check_interval,
         stop_rx.clone(),
     ));
     if let Some(sftp) = settings.store.sftp() {

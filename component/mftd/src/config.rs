@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use mft_storage::hostkey::PinnedHostKey;
 use mft_storage::sftp::SftpSettings;
+use mft_upload_http::HttpSettings;
 
 use crate::units::{ByteSize, HumanDuration, KeepFor};
 
@@ -715,30 +716,35 @@ impl Default for LimitsConfig {
     }
 }
 
+// `[http]`'s defaults are the endpoint's own (`HttpSettings::default`):
+// each is written once, in the crate that uses it.
+fn http_default() -> HttpSettings {
+    HttpSettings::default()
+}
 fn default_first_byte() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
+    HumanDuration(http_default().first_byte_timeout)
 }
 fn default_header_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+    HumanDuration(http_default().header_timeout)
 }
 fn default_max_connections() -> usize {
-    10_000
+    http_default().max_connections
 }
 fn default_stall_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(15))
+    HumanDuration(http_default().stall_timeout)
 }
 fn default_memory_budget() -> ByteSize {
     ByteSize(mft_storage::budget::DEFAULT_BYTES)
 }
 
 fn default_max_transfers() -> usize {
-    512
+    http_default().max_transfers
 }
 fn default_min_rate() -> ByteSize {
-    ByteSize(1024)
+    ByteSize(http_default().min_rate)
 }
 fn default_rate_grace() -> HumanDuration {
-    HumanDuration(Duration::from_secs(20))
+    HumanDuration(http_default().rate_grace)
 }
 fn default_slots_per_minute() -> u32 {
     60
@@ -771,16 +777,16 @@ fn default_keepalive() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 fn default_body_idle() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
+    HumanDuration(http_default().body_idle_timeout)
 }
 fn default_grace() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+    HumanDuration(http_default().shutdown_grace)
 }
 fn default_max_file_size() -> ByteSize {
     ByteSize(100 << 20)
 }
 fn default_slot_ttl() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
+    HumanDuration(mft_component::service::DEFAULT_SLOT_TTL)
 }
 
 /// A configuration that cannot be used, with the key to fix.
@@ -1117,32 +1123,39 @@ fn load_secret(
 /// Everything resolved and checked, ready to run.
 #[derive(Debug)]
 pub struct Settings {
-    /// The parsed file.
-    pub config: Config,
-    /// The component secret.
-    pub component_secret: Secret,
+    /// `[node] name`: the node's directory on the file server, its lock and
+    /// its name in the log.
+    pub node_name: String,
+    /// `[log]`: how mftd writes its own log.
+    pub log: LogConfig,
+    /// `[xmpp]`, checked: the link to the router.
+    pub link: mft_component::component::LinkSettings,
+    /// `[http]`, checked: the upload endpoint.
+    pub http: HttpEndpoint,
+    /// `[limits]`' slot lifetime and rate.
+    pub slots: SlotSettings,
+    /// `[quotas]`, in bytes (0: none).
+    pub quotas: mft_storage::quota::Quotas,
+    /// `[chat]`.
+    pub chat: ChatRules,
+    /// `[recipients]`, checked.
+    pub recipients: RecipientSettings,
+    /// `[retention]`, resolved once.
+    pub retention: RetentionSettings,
+    /// `[admin]`, checked.
+    pub admin: AdminSettings,
+    /// `[database]`: where the transfer log is, when one is configured.
+    pub database: Option<mft_storage::db::DbConfig>,
     /// The slot-token key.
     pub token_key: Secret,
     /// Effective maximum file size in bytes.
     pub max_file_size: u64,
     /// Domains allowed to request slots.
     pub allowed_domains: Vec<String>,
-    /// Router domains trusted to report their own users' shares.
-    pub share_reporters: Vec<String>,
-    /// The path part of `public_url`.
-    pub base_path: String,
-    /// The database URL, when a transfer log is configured.
-    pub database_url: Option<Secret>,
     /// The store, validated.
     pub store: StoreSettings,
-    /// The key shared with the router module, when downloads are attributed.
-    pub share_key: Option<Secret>,
-    /// The admin listener's token, when one is set.
-    pub admin_token: Option<Secret>,
     /// Token keys still accepted (rotation), newest first.
     pub previous_token_keys: Vec<Secret>,
-    /// `http.trusted_proxies`, parsed.
-    pub trusted_proxies: mft_upload_http::proxy::TrustedProxies,
     /// `[scan]`, validated, when a scanner is configured.
     pub scan: Option<mft_upload_http::scan::ScanSettings>,
     /// `limits.allowed_types` and `refused_types`, parsed.
@@ -1151,6 +1164,79 @@ pub struct Settings {
     pub default_limits: mft_component::groups::Limits,
     /// `[[limits.group]]`, validated.
     pub groups: std::sync::Arc<mft_component::groups::GroupLimits>,
+}
+
+/// `[http]`, checked: where the endpoint listens, how clients reach it and
+/// everything the HTTP server needs ([`HttpSettings`]: its defaults are the
+/// endpoint's own, and the config's defaults are read from them).
+#[derive(Debug, Clone)]
+pub struct HttpEndpoint {
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `public_url`: the base of slot URLs.
+    pub public_url: String,
+    /// The certificate and key, both or neither.
+    pub tls: Option<TlsFiles>,
+    /// What the server needs; `max_connections` before the open-file limit
+    /// lowers it at start.
+    pub settings: HttpSettings,
+    /// `memory_budget`, in bytes.
+    pub memory_budget: u64,
+}
+
+/// A TLS certificate chain and its key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// `http.tls_cert`.
+    pub cert: PathBuf,
+    /// `http.tls_key`.
+    pub key: PathBuf,
+}
+
+/// A slot's lifetime and how fast one user may ask for slots.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotSettings {
+    /// `limits.slot_ttl`.
+    pub ttl: Duration,
+    /// `limits.slots_per_minute` (0: no limit).
+    pub per_minute: u32,
+    /// `limits.slot_burst`.
+    pub burst: u32,
+}
+
+/// `[recipients]`, checked.
+#[derive(Debug)]
+pub struct RecipientSettings {
+    /// The key shared with the router module, when downloads are attributed.
+    pub share_key: Option<Secret>,
+    /// Downloads without a valid claim are refused.
+    pub require_claim: bool,
+    /// Shares one user may report per minute.
+    pub shares_per_minute: u32,
+    /// Router domains trusted to report their own users' shares.
+    pub reporters: Vec<String>,
+}
+
+/// `[retention]`, resolved once.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// How long each chat type's files are kept.
+    pub rules: mft_storage::retention::RetentionRules,
+    /// How young a file may not be removed.
+    pub floor: mft_storage::retention::RetentionFloor,
+    /// How often the sweeper runs.
+    pub sweep_interval: Duration,
+}
+
+/// `[admin]`, checked.
+#[derive(Debug)]
+pub struct AdminSettings {
+    /// Where the admin listener is, if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// The token every request must carry, if set.
+    pub token: Option<Secret>,
+    /// How often the file server, database and scanner are checked.
+    pub check_interval: Duration,
 }
 
 impl Settings {
@@ -1239,15 +1325,19 @@ impl Settings {
         }
         let base_path = public_url_base_path(&config.http.public_url)
             .map_err(|why| invalid("http.public_url", why))?;
-        match (&config.http.tls_cert, &config.http.tls_key) {
-            (Some(_), None) | (None, Some(_)) => {
+        let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => {
                 return Err(invalid(
                     "http.tls_cert",
                     "set both tls_cert and tls_key, or neither",
                 ))
             }
-            _ => {}
-        }
+        };
         if !is_plain_node_name(&config.node.name) {
             return Err(invalid(
                 "node.name",
@@ -1364,14 +1454,18 @@ impl Settings {
                 .map(|d| d.to_lowercase())
                 .collect()
         };
-        let database_url = match &config.database {
-            Some(db) => Some(db.resolve_url()?),
+        let database = match &config.database {
+            Some(db) => Some(mft_storage::db::DbConfig {
+                url: db.resolve_url()?.expose().to_owned(),
+                ca_file: db.ca_file.clone(),
+                statement_timeout: Some(db.statement_timeout.0).filter(|t| !t.is_zero()),
+            }),
             None => None,
         };
         let quotas_set = [config.quotas.per_user_daily, config.quotas.global_daily]
             .iter()
             .any(|q| q.is_some_and(|b| b.0 > 0));
-        if quotas_set && database_url.is_none() {
+        if quotas_set && database.is_none() {
             return Err(invalid(
                 "quotas",
                 "quotas are counted from the transfer log: configure [database]",
@@ -1406,7 +1500,7 @@ impl Settings {
         }
         let retention = &config.retention;
         let limits_set = !retention.rules().keeps_forever();
-        if limits_set && database_url.is_none() {
+        if limits_set && database.is_none() {
             return Err(invalid(
                 "retention",
                 "retention is tracked in the transfer log: configure [database]",
@@ -1462,51 +1556,95 @@ impl Settings {
             &config.limits.group,
             &default_limits,
             scan_cap,
-            database_url.is_some(),
+            database.is_some(),
         )
         .map_err(|e| invalid(e.key, e.message))?;
+        let quotas = mft_storage::quota::Quotas {
+            per_user: config.quotas.per_user_daily.map_or(0, |b| b.0),
+            global: config.quotas.global_daily.map_or(0, |b| b.0),
+        };
+        let h = &config.http;
+        let http = HttpEndpoint {
+            listen: h.listen,
+            public_url: h.public_url.clone(),
+            tls,
+            memory_budget: h.memory_budget.0,
+            settings: HttpSettings {
+                base_path,
+                body_idle_timeout: h.body_idle_timeout.0,
+                header_timeout: h.header_timeout.0,
+                first_byte_timeout: h.first_byte_timeout.0,
+                shutdown_grace: h.shutdown_grace.0,
+                max_connections: h.max_connections,
+                max_transfers: h.max_transfers,
+                max_transfers_per_client: h.max_transfers_per_client,
+                stall_timeout: h.stall_timeout.0,
+                min_rate: h.min_rate.0,
+                rate_grace: h.rate_grace.0,
+                quotas,
+                http2: h.http2,
+                trusted_proxies,
+            },
+        };
+        let Config {
+            xmpp,
+            node,
+            limits,
+            chat,
+            recipients,
+            admin,
+            log,
+            retention,
+            ..
+        } = config;
         Ok(Settings {
+            node_name: node.name,
+            log,
+            link: mft_component::component::LinkSettings {
+                router: xmpp.router,
+                jid: xmpp.component_jid,
+                secret: component_secret.expose().to_owned(),
+                keepalive: xmpp.keepalive.0,
+            },
+            http,
+            slots: SlotSettings {
+                ttl: limits.slot_ttl.0,
+                per_minute: limits.slots_per_minute,
+                burst: limits.slot_burst,
+            },
+            quotas,
+            chat,
+            recipients: RecipientSettings {
+                share_key,
+                require_claim: recipients.require_claim,
+                shares_per_minute: recipients.shares_per_minute,
+                reporters: share_reporters,
+            },
+            retention: RetentionSettings {
+                rules: retention.rules(),
+                floor: retention.floor(),
+                sweep_interval: retention.sweep_interval.0,
+            },
+            admin: AdminSettings {
+                listen: admin.listen,
+                token: admin_token,
+                check_interval: admin.check_interval.0,
+            },
+            database,
             default_limits,
             groups: std::sync::Arc::new(groups),
             scan,
             types,
             previous_token_keys,
-            trusted_proxies,
-            admin_token,
-            database_url,
-            share_key,
             store,
-            config,
-            component_secret,
             token_key,
             max_file_size,
             allowed_domains,
-            share_reporters,
-            base_path,
         })
     }
 }
 
 impl Settings {
-    /// The transfer log database, when one is configured.
-    pub fn database(&self) -> Option<mft_storage::db::DbConfig> {
-        let url = self.database_url.as_ref()?;
-        Some(mft_storage::db::DbConfig {
-            url: url.expose().to_owned(),
-            ca_file: self
-                .config
-                .database
-                .as_ref()
-                .and_then(|d| d.ca_file.clone()),
-            statement_timeout: self
-                .config
-                .database
-                .as_ref()
-                .map(|d| d.statement_timeout.0)
-                .filter(|t| !t.is_zero()),
-        })
-    }
-
     /// Files `run` will read, opened as this process: the TLS pair (also
     /// parsed), the database CA and the node's SSH key. Errors name the key
     /// and its line.
@@ -1516,8 +1654,7 @@ impl Settings {
     }
 
     fn check_files_unlocated(&self, config_path: &Path) -> Result<(), ConfigError> {
-        let http = &self.config.http;
-        if let (Some(cert), Some(key)) = (&http.tls_cert, &http.tls_key) {
+        if let Some(TlsFiles { cert, key }) = &self.http.tls {
             for (name, path) in [("http.tls_cert", cert), ("http.tls_key", key)] {
                 std::fs::File::open(path).map_err(|e| {
                     invalid(
@@ -1526,15 +1663,10 @@ impl Settings {
                     )
                 })?;
             }
-            mft_upload_http::tls::acceptor(cert, key, http.http2)
+            mft_upload_http::tls::acceptor(cert, key, self.http.settings.http2)
                 .map_err(|e| invalid("http.tls_cert", mft_storage::error::chain(&e)))?;
         }
-        if let Some(ca) = self
-            .config
-            .database
-            .as_ref()
-            .and_then(|d| d.ca_file.as_ref())
-        {
+        if let Some(ca) = self.database.as_ref().and_then(|d| d.ca_file.as_ref()) {
             std::fs::File::open(ca).map_err(|e| {
                 invalid(
                     "database.ca_file",
@@ -1610,7 +1742,7 @@ slot_ttl = "5m"
         let with_token = format!("{off_loopback}token = \"0123456789abcdef-admin\"\n");
         let s = Settings::from_toml(&with_token, "test.toml").expect("valid with a token");
         assert_eq!(
-            s.admin_token.as_ref().map(Secret::expose),
+            s.admin.token.as_ref().map(Secret::expose),
             Some("0123456789abcdef-admin")
         );
         let short = format!("{off_loopback}token = \"short\"\n");
@@ -1618,8 +1750,8 @@ slot_ttl = "5m"
         let same_port = format!("{GOOD}[admin]\nlisten = \"127.0.0.1:5443\"\n");
         assert!(err(&same_port).contains("must differ from http.listen"));
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
-        assert!(s.config.admin.listen.is_none(), "off unless configured");
-        assert_eq!(s.config.admin.check_interval.0, Duration::from_secs(10));
+        assert!(s.admin.listen.is_none(), "off unless configured");
+        assert_eq!(s.admin.check_interval, Duration::from_secs(10));
     }
 
     #[test]
@@ -1631,7 +1763,7 @@ slot_ttl = "5m"
             "test.toml",
         )
         .expect("valid");
-        let floor = s.config.retention.floor();
+        let floor = s.retention.floor;
         let day = Duration::from_secs(86_400);
         assert_eq!(
             floor.im,
@@ -1641,15 +1773,15 @@ slot_ttl = "5m"
         assert_eq!(floor.groupchat, 7 * day);
         assert_eq!(floor.persistent, 365 * day);
         // Purposes: ephemeral by default, permanent only when nothing ages out.
-        assert!(s.config.retention.allow_ephemeral);
-        assert!(!s.config.retention.offers_permanent());
+        assert!(s.default_limits.allow_ephemeral);
+        assert!(!s.default_limits.allow_permanent);
         let forever =
             Settings::from_toml(&with("allow_ephemeral = false"), "test.toml").expect("valid");
-        assert!(!forever.config.retention.allow_ephemeral);
-        assert!(forever.config.retention.offers_permanent());
+        assert!(!forever.default_limits.allow_ephemeral);
+        assert!(forever.default_limits.allow_permanent);
         let refused =
             Settings::from_toml(&with("allow_permanent = false"), "test.toml").expect("valid");
-        assert!(!refused.config.retention.offers_permanent());
+        assert!(!refused.default_limits.allow_permanent);
         // A limit below its floor could never be honoured: refused, naming both.
         let e = err(&with("minimum = \"30d\"\ngroupchat = \"1d\""));
         assert!(
@@ -1674,16 +1806,16 @@ slot_ttl = "5m"
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let s = Settings::from_toml_with_env(GOOD, "test.toml", env).expect("valid");
-        assert_eq!(s.config.http.max_transfers, 64);
-        assert_eq!(s.config.node.name, "node_7");
-        assert_eq!(s.config.log.format, LogFormat::Json);
+        assert_eq!(s.http.settings.max_transfers, 64);
+        assert_eq!(s.node_name, "node_7");
+        assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.allowed_domains, vec!["a.test", "b.test"]);
-        assert_eq!(s.config.retention.allow_permanent, Some(true));
+        assert!(s.default_limits.allow_permanent);
         // A new section, a nested table, and a wrong key name each say what went wrong.
         let admin = [("MFTD_ADMIN__LISTEN".to_owned(), "127.0.0.1:5281".to_owned())];
         let s = Settings::from_toml_with_env(GOOD, "test.toml", admin).expect("valid");
         assert_eq!(
-            s.config.admin.listen,
+            s.admin.listen,
             Some("127.0.0.1:5281".parse().expect("addr"))
         );
         let typo = [("MFTD_HTTP__MAX_TRANSFER".to_owned(), "1".to_owned())];
@@ -1774,9 +1906,17 @@ slot_ttl = "5m"
         let key = "token_key = \"0123456789abcdef0123\"";
         let with = |list: &str| GOOD.replace(key, &format!("{key}\ntrusted_proxies = {list}"));
         let s = Settings::from_toml(&with(r#"["10.0.0.0/8", "::1"]"#), "t").expect("valid");
-        assert!(s.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+        assert!(s
+            .http
+            .settings
+            .trusted_proxies
+            .contains("10.1.2.3".parse().expect("ip")));
         let s = Settings::from_toml(GOOD, "t").expect("valid");
-        assert!(!s.trusted_proxies.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!s
+            .http
+            .settings
+            .trusted_proxies
+            .contains("127.0.0.1".parse().expect("ip")));
         let e = err(&with(r#"["10.0.0.0/8", "10.0.0.1/8"]"#));
         assert!(
             e.contains("http.trusted_proxies (line 9)") && e.contains("10.0.0.0/8"),
@@ -1807,7 +1947,7 @@ slot_ttl = "5m"
         }
         let s = Settings::from_toml(&with(url, "public_url = \"https://h.test\""), "t")
             .expect("no path is fine");
-        assert_eq!(s.base_path, "");
+        assert_eq!(s.http.settings.base_path, "");
         for bad in ["host:notaport", "host:0", "host:70000", ":5347", "host"] {
             let text = with(
                 "secret = \"s3cret\"",
@@ -1886,11 +2026,11 @@ slot_ttl = "5m"
     #[test]
     fn log_format_is_text_or_json() {
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
-        assert_eq!(s.config.log.format, LogFormat::Text);
+        assert_eq!(s.log.format, LogFormat::Text);
         let json = format!("{GOOD}[log]\nformat = \"json\"\nlevel = \"debug\"\n");
         let s = Settings::from_toml(&json, "test.toml").expect("valid");
-        assert_eq!(s.config.log.format, LogFormat::Json);
-        assert_eq!(s.config.log.level.as_deref(), Some("debug"));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.level.as_deref(), Some("debug"));
         let bad = format!("{GOOD}[log]\nformat = \"xml\"\n");
         assert!(err(&bad).contains("unknown variant"), "{}", err(&bad));
     }
@@ -1899,15 +2039,15 @@ slot_ttl = "5m"
     fn good_config_and_defaults() {
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
         assert_eq!(
-            s.config.recipients.shares_per_minute, 120,
+            s.recipients.shares_per_minute, 120,
             "the share rate limit holds without a [recipients] section"
         );
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
         assert_eq!(s.max_file_size, 4 << 30);
-        assert_eq!(s.base_path, "/files");
+        assert_eq!(s.http.settings.base_path, "/files");
         assert_eq!(s.allowed_domains, ["example.test"]);
-        assert_eq!(s.config.xmpp.router, "127.0.0.1:5347");
-        assert_eq!(s.config.limits.slot_ttl.0, Duration::from_secs(300));
+        assert_eq!(s.link.router, "127.0.0.1:5347");
+        assert_eq!(s.slots.ttl, Duration::from_secs(300));
         assert!(
             !format!("{s:?}").contains("s3cret"),
             "secrets must not be printed"
@@ -2009,6 +2149,6 @@ slot_ttl = "5m"
             &format!("secret_file = {:?}", file.display().to_string()),
         );
         let s = Settings::from_toml(&text, "t").expect("valid");
-        assert_eq!(s.component_secret.expose(), "from-file");
+        assert_eq!(s.link.secret, "from-file");
     }
 }

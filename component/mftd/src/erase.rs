@@ -45,7 +45,7 @@ pub fn run(args: EraseArgs) -> anyhow::Result<ExitCode> {
     let subject = HoldTarget::user(&args.user)?.subject().to_owned();
     let by = crate::operator::actor(args.by)?;
     let (settings, url) = crate::database_url(&args.config)?;
-    let node = settings.config.node.name.clone();
+    let node = settings.node_name.clone();
     let plan = ErasurePlan {
         subject: &subject,
         received: args.received,

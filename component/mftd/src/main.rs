@@ -311,7 +311,8 @@ fn sftp_settings(config: &Path) -> anyhow::Result<(Settings, mft_storage::sftp::
 fn database_url(config: &Path) -> anyhow::Result<(Settings, mft_storage::db::DbConfig)> {
     let settings = load(config)?;
     let db = settings
-        .database()
+        .database
+        .clone()
         .ok_or_else(|| anyhow::anyhow!("{}: no [database] section", config.display()))?;
     Ok((settings, db))
 }
@@ -350,21 +351,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             let s = load(&config)?;
             s.check_files(&config)?;
-            if s.config.http.public_url.starts_with("http://") {
+            if s.http.public_url.starts_with("http://") {
                 eprintln!(
                     "warning: http.public_url {} is plain HTTP: XEP-0363 wants HTTPS towards clients (tokens travel in headers); put a TLS-terminating proxy in front and give its https:// URL, or set http.tls_cert/tls_key",
-                    s.config.http.public_url
+                    s.http.public_url
                 );
             }
-            if s.config.database.is_none() {
+            if s.database.is_none() {
                 eprintln!("warning: no [database]: uploads and downloads will not be logged");
             }
             println!(
                 "{}: OK (component {}, HTTP {} as {}, store {:?}, max file size {} bytes)",
                 config.display(),
-                s.config.xmpp.component_jid,
-                s.config.http.listen,
-                s.config.http.public_url,
+                s.link.jid,
+                s.http.listen,
+                s.http.public_url,
                 s.store.kind(),
                 s.max_file_size
             );
@@ -373,13 +374,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 print!(
                     "{}",
                     s.groups
-                        .explain(&jid, &s.default_limits, s.database_url.is_some())
+                        .explain(&jid, &s.default_limits, s.database.is_some())
                 );
             }
         }
         Command::Run { config } => {
             let settings = load(&config)?;
-            init_tracing(&settings.config.log);
+            init_tracing(&settings.log);
             settings.check_files(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -410,7 +411,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                             config.display()
                         )
                     })?;
-                    (path, node.unwrap_or_else(|| s.config.node.name.clone()))
+                    (path, node.unwrap_or_else(|| s.node_name.clone()))
                 }
             };
             let line = keys::generate(&path, &node, key_type, force)?;

@@ -75,7 +75,7 @@ pub fn run(args: PurgeArgs) -> anyhow::Result<ExitCode> {
         None => std::time::SystemTime::now(),
     };
     let (rules, reason) = if args.retention {
-        (settings.config.retention.rules(), Reason::Retention)
+        (settings.retention.rules, Reason::Retention)
     } else {
         (
             age_rules(
@@ -90,8 +90,8 @@ pub fn run(args: PurgeArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--before-floor needs --reason saying why files are removed before the retention floor; it is recorded with each removal");
     }
     let by = crate::operator::actor(args.by)?;
-    let node = settings.config.node.name.clone();
-    let floor = settings.config.retention.floor();
+    let node = settings.node_name.clone();
+    let floor = settings.retention.floor;
     let plan = SweepPlan {
         node: &node,
         rules,

@@ -22,8 +22,8 @@ use mft_storage::transfer_log::TransferLog;
 use mft_storage::{Location, Store};
 use sha2::{Digest, Sha256};
 
-use crate::config::HttpConfig;
 use crate::units::{parse_duration, parse_size};
+use mft_upload_http::HttpSettings;
 
 /// The exit statuses, as `--help` and docs/operations.md give them.
 pub const EXIT_CODES: &str = "\
@@ -137,7 +137,7 @@ fn verify_export(dir: &Path) -> ExitCode {
 /// True when clean.
 fn check(args: VerifyArgs) -> anyhow::Result<bool> {
     let (settings, url) = crate::database_url(&args.config)?;
-    let node = settings.config.node.name.clone();
+    let node = settings.node_name.clone();
     let scan = match (&settings.scan, args.rescan) {
         (Some(scan), true) => Some(scan.clone()),
         (None, true) => anyhow::bail!(
@@ -159,7 +159,7 @@ fn check(args: VerifyArgs) -> anyhow::Result<bool> {
             quarantine: args.quarantine,
             upload_timeout: args
                 .upload_timeout
-                .unwrap_or_else(|| upload_timeout(&settings.config.http, store.write_size())),
+                .unwrap_or_else(|| upload_timeout(&settings.http.settings, store.write_size())),
         };
         let report = verify(&store, &log, &node, &opts).await?;
         let rescanned = match &scan {
@@ -191,9 +191,9 @@ fn check(args: VerifyArgs) -> anyhow::Result<bool> {
 /// passed) takes `write_size / min_rate`; a body where nothing moves for
 /// `http.body_idle_timeout` is cut. Without a rate floor there is no such
 /// bound, and an hour is taken.
-pub fn upload_timeout(http: &HttpConfig, write_size: usize) -> Duration {
-    let idle = http.rate_grace.0 + http.body_idle_timeout.0;
-    match http.min_rate.0 {
+pub fn upload_timeout(http: &HttpSettings, write_size: usize) -> Duration {
+    let idle = http.rate_grace + http.body_idle_timeout;
+    match http.min_rate {
         0 => idle.max(Duration::from_secs(3600)),
         rate => idle + Duration::from_secs_f64(write_size as f64 / rate as f64),
     }

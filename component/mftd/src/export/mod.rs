@@ -125,7 +125,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let by = crate::operator::actor(args.by)?;
     let (settings, url) = crate::database_url(&args.config)?;
     prepare_out(&args.out)?;
-    let node = settings.config.node.name.clone();
+    let node = settings.node_name.clone();
     let summary = crate::block_on(async {
         let store = crate::app::open_store(&settings)?;
         let client = mft_storage::db::connect(&url, Duration::from_secs(10)).await?;

@@ -66,18 +66,19 @@ impl Monitor {
         metrics().file_server_alarm_ratio.set(alarm / 100.0);
         let sftp = settings.store.sftp().map(|sftp| (sftp.clone(), alarm));
         Monitor {
-            node: settings.config.node.name.clone(),
-            component_jid: settings.config.xmpp.component_jid.clone(),
+            node: settings.node_name.clone(),
+            component_jid: settings.link.jid.clone(),
             store,
             sftp,
             log,
             token_digest: settings
-                .admin_token
+                .admin
+                .token
                 .as_ref()
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
             started: Instant::now(),
             checks_cache: tokio::sync::Mutex::new(None),
-            checks_every: settings.config.admin.check_interval.0,
+            checks_every: settings.admin.check_interval,
         }
     }
 
@@ -375,7 +376,7 @@ pub fn start(
     let sampler = Sampler {
         store: store.clone(),
         log: log.clone(),
-        every: settings.config.admin.check_interval.0,
+        every: settings.admin.check_interval,
     };
     tokio::spawn(sampler.run(stop.clone()));
     let Some(listener) = listener else {
@@ -383,7 +384,7 @@ pub fn start(
     };
     tracing::info!(
         listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
-        token = settings.admin_token.is_some(),
+        token = settings.admin.token.is_some(),
         "admin: listening (metrics, health, status page)"
     );
     let monitor = Arc::new(Monitor::new(settings, store, log));
