@@ -207,6 +207,22 @@ pub async fn run(
         ),
         None => None,
     };
+    // This process continues the node's log chains (it holds the node lock)
+    // and writes its daily checkpoint of their heads.
+    if let Some(log) = &log {
+        log.set_node(&cfg.node.name);
+        let key = match &cfg.log.checkpoint_key_file {
+            Some(path) => Some(Arc::new(crate::checkpoint_key::SshSigner::load(path)?)
+                as Arc<dyn mft_storage::log_chain::CheckpointSigner>),
+            None => None,
+        };
+        tokio::spawn(crate::checkpoint_key::daily(
+            log.clone(),
+            cfg.node.name.clone(),
+            key,
+            stop_rx.clone(),
+        ));
+    }
     // Before any upload can start: clean what a crash left behind.
     match mft_storage::reconcile::recover(
         &store,

@@ -26,8 +26,10 @@ use crate::units::{parse_duration, parse_size};
 
 /// The exit statuses, as `--help` and docs/operations.md give them.
 pub const EXIT_CODES: &str = "\
-Exit status: 0 store and log agree; 1 they do not (a missing, unlogged or
-altered file, or a leftover temporary file older than the upload timeout);
+Exit status: 0 store and log agree (with --log: every chain is intact); 1
+they do not (a missing, unlogged or altered file, or a leftover temporary
+file older than the upload timeout; with --log: an edited, inserted or
+deleted log record, or a checkpoint signature that does not verify);
 2 bad arguments; 4 the check could not run (configuration, database or file
 server unreachable) — nothing was concluded.";
 
@@ -37,6 +39,8 @@ Examples:
   mftd verify --all --max-rate 100MB            re-hash everything at 100 MB/s at most
   mftd verify --quarantine                      move files without rows to quarantine/
   mftd verify --textfile /var/lib/prometheus/node-exporter/mftd.prom   (cron, hourly)
+  mftd verify --log                             recompute the transfer log's hash chains
+  mftd verify --log --textfile /var/lib/prometheus/node-exporter/mftd-log.prom
 
 A temporary file (an upload being written) changed within the upload timeout
 is counted as an upload in progress, not a finding. The timeout is derived
@@ -73,6 +77,15 @@ pub struct VerifyArgs {
     /// Also write the findings as Prometheus metrics to this file.
     #[arg(long, value_name = "PATH")]
     pub textfile: Option<PathBuf>,
+    /// Check the transfer log's hash chains instead of the store: every
+    /// node's rows, amendments and checkpoints (docs/compliance.md).
+    #[arg(long)]
+    pub log: bool,
+    /// With --log: the public key (OpenSSH line, a `.pub` file) checkpoint
+    /// signatures must verify with; default: the public half of [log]
+    /// checkpoint_key_file when readable.
+    #[arg(long, value_name = "PATH", requires = "log")]
+    pub checkpoint_public_key: Option<PathBuf>,
 }
 
 /// Runs `mftd verify` and turns its outcome into the exit status.
@@ -90,6 +103,13 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 
 /// True when clean.
 fn check(args: VerifyArgs) -> anyhow::Result<bool> {
+    if args.log {
+        return crate::log_chain_check::run(
+            &args.config,
+            args.checkpoint_public_key.as_deref(),
+            args.textfile.as_deref(),
+        );
+    }
     let (settings, url) = crate::database_url(&args.config)?;
     let node = settings.config.node.name.clone();
     let report = crate::block_on(async {
