@@ -313,6 +313,17 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
         "TRUNCATE aft_log",
         "UPDATE aft_log SET jid = 'someone@else.test'",
         "UPDATE aft_log SET file_size = 0",
+        // The log is append-only (migration 11): no rewrite of a row, an
+        // amendment or a checkpoint.
+        "UPDATE aft_log_rows SET http_status = 200",
+        "UPDATE aft_log_rows SET to_jid = 'someone@else.test'",
+        "DELETE FROM aft_log_rows",
+        "TRUNCATE aft_log_rows",
+        "UPDATE aft_log_amends SET bytes_sent = 0",
+        "DELETE FROM aft_log_amends",
+        "DELETE FROM log_checkpoints",
+        "INSERT INTO aft_log (jid, to_jid, method, filename, real_filename, file_type, chat_type, \
+         file_server, file_path, file_size, date_time) VALUES ('', '', 'POST', 'x', 'x', '', 'im', '', '', 0, now())",
         "DELETE FROM files",
         "DELETE FROM shares",
         "DELETE FROM removals",
@@ -446,9 +457,12 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     assert!(ok, "docs/install.md's grants: {out}");
     let runtime = privileges(&pg, "mftd", RUNTIME);
     assert!(
-        runtime.contains("aft_log:INSERT")
-            && runtime.contains("aft_log.http_status:UPDATE")
-            && !runtime.contains("aft_log:DELETE")
+        runtime.contains("aft_log_rows:INSERT")
+            && runtime.contains("aft_log_amends:INSERT")
+            && !runtime.contains("aft_log_rows:UPDATE")
+            && !runtime.contains("aft_log_rows.http_status:UPDATE")
+            && !runtime.contains("aft_log_rows:DELETE")
+            && !runtime.contains("aft_log:INSERT")
             && runtime.contains("aft_log_seq:USAGE"),
         "{runtime}"
     );
