@@ -170,6 +170,52 @@ SELECT r.aft_index, r.jid,
        r.scan_verdict, r.scan_detail
 FROM aft_log_rows r;
 
+-- A row inserted into the view by hand (the owner, a superuser, a Cisco-era
+-- script; mftd's roles may not) is chained like mftd's own: after the head
+-- of its node's chain, under the node's chain lock.
+CREATE FUNCTION mftd_aft_log_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    r aft_log_rows;
+BEGIN
+    r.aft_index := COALESCE(NEW.aft_index, nextval('aft_log_seq'));
+    r.jid := NEW.jid;
+    r.to_jid := NEW.to_jid;
+    r.method := NEW.method;
+    r.filename := NEW.filename;
+    r.real_filename := NEW.real_filename;
+    r.file_type := NEW.file_type;
+    r.chat_type := NEW.chat_type;
+    r.file_server := NEW.file_server;
+    r.file_path := NEW.file_path;
+    r.file_size := NEW.file_size;
+    r.date_time := NEW.date_time;
+    r.sha256 := COALESCE(NEW.sha256, '');
+    r.content_type := COALESCE(NEW.content_type, '');
+    r.node := COALESCE(NEW.node, '');
+    r.client_address := COALESCE(NEW.client_address, '');
+    r.user_agent := COALESCE(NEW.user_agent, '');
+    r.http_status := COALESCE(NEW.http_status, 0);
+    r.bytes_sent := COALESCE(NEW.bytes_sent, 0);
+    r.duration_ms := COALESCE(NEW.duration_ms, 0);
+    r.scan_verdict := COALESCE(NEW.scan_verdict, '');
+    r.scan_detail := COALESCE(NEW.scan_detail, '');
+    PERFORM pg_advisory_xact_lock(7314605, hashtext(r.node));
+    SELECT COALESCE(max(chain_seq), 0) + 1 INTO r.chain_seq FROM aft_log_rows WHERE node = r.node;
+    SELECT COALESCE((SELECT chain_hash FROM aft_log_rows
+                     WHERE node = r.node AND chain_seq = r.chain_seq - 1), repeat('0', 64))
+      INTO r.chain_prev;
+    r.chain_hash := mftd_chain_hash(r.chain_prev, mftd_canon_row(r));
+    INSERT INTO aft_log_rows SELECT r.*;
+    NEW.aft_index := r.aft_index;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER aft_log_insert INSTEAD OF INSERT ON aft_log
+    FOR EACH ROW EXECUTE FUNCTION mftd_aft_log_insert();
+CREATE TRIGGER aft_log_append_only INSTEAD OF UPDATE OR DELETE ON aft_log
+    FOR EACH ROW EXECUTE FUNCTION mftd_refuse_rewrite();
+
 -- Append-only, whoever connects (as removals and hold_events since
 -- migration 8); the runtime role also loses the column UPDATE it had on
 -- aft_log for finishing rows in place.

@@ -88,7 +88,12 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     // what it uploaded): POST rows, GET rows and the downloads' ends
     // (amendments).
     for i in 0..3 {
-        upload(&prosody, dir.path(), &format!("f{i}.txt"), &"x".repeat(100 + i));
+        upload(
+            &prosody,
+            dir.path(),
+            &format!("f{i}.txt"),
+            &"x".repeat(100 + i),
+        );
     }
     assert_eq!(
         pg.psql_eventually(
@@ -117,8 +122,14 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     );
     let (code, report) = verify_log(&mftd);
     assert_eq!(code, 0, "{report}");
-    assert!(report.contains("node \"node_1\": 6 rows, 3 amendments, 1 checkpoints"), "{report}");
-    assert!(report.contains("1 checkpoints signed and verified"), "{report}");
+    assert!(
+        report.contains("node \"node_1\": 6 rows, 3 amendments, 1 checkpoints"),
+        "{report}"
+    );
+    assert!(
+        report.contains("1 checkpoints signed and verified"),
+        "{report}"
+    );
     assert!(report.ends_with("clean\n"), "{report}");
 
     // The SQL definition of the encoding gives the same hashes as mftd.
@@ -145,7 +156,15 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     let allowed = dir.path().join("allowed_signers");
     std::fs::write(&allowed, format!("log@mftd {public_line}\n")).unwrap();
     let mut check = Command::new("ssh-keygen")
-        .args(["-Y", "verify", "-n", "mftd-log-checkpoint", "-I", "log@mftd", "-f"])
+        .args([
+            "-Y",
+            "verify",
+            "-n",
+            "mftd-log-checkpoint",
+            "-I",
+            "log@mftd",
+            "-f",
+        ])
         .arg(&allowed)
         .arg("-s")
         .arg(&sig_file)
@@ -157,15 +176,27 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     use std::io::Write;
     check.stdin.take().unwrap().write_all(&msg).unwrap();
     let checked = check.wait_with_output().unwrap();
-    assert!(checked.status.success(), "ssh-keygen -Y verify: {}", text(&checked));
+    assert!(
+        checked.status.success(),
+        "ssh-keygen -Y verify: {}",
+        text(&checked)
+    );
 
     // Even the superuser cannot change a row without disabling the trigger.
     let refused = Command::new("psql")
-        .args([pg.url().as_str(), "-c", "UPDATE aft_log_rows SET jid = 'mallory@example.test'"])
+        .args([
+            pg.url().as_str(),
+            "-c",
+            "UPDATE aft_log_rows SET jid = 'mallory@example.test'",
+        ])
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("audit record"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("audit record"),
+        "{}",
+        text(&refused)
+    );
 
     // 1. An edit, by hand, with the trigger disabled on purpose.
     let (id, seq) = row_at(&pg, 3);
@@ -177,7 +208,9 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     assert_eq!(code, 1, "{report}");
     let first = report.lines().next().unwrap();
     assert!(
-        first.contains(&format!("aft_log_rows node \"node_1\" seq {seq} (aft_index {id}): EDITED")),
+        first.contains(&format!(
+            "aft_log_rows node \"node_1\" seq {seq} (aft_index {id}): EDITED"
+        )),
         "{report}"
     );
     pg.psql(&format!(
@@ -222,8 +255,10 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
             .contains("seq 7 (aft_index 999999): EDITED"),
         "{report}"
     );
-    pg.psql("DELETE FROM aft_log_rows WHERE aft_index = 999999; \
-             ALTER TABLE aft_log_rows ENABLE TRIGGER aft_log_rows_append_only");
+    pg.psql(
+        "DELETE FROM aft_log_rows WHERE aft_index = 999999; \
+             ALTER TABLE aft_log_rows ENABLE TRIGGER aft_log_rows_append_only",
+    );
     assert_eq!(verify_log(&mftd).0, 0);
 
     // A crash and a restart: the chain goes on from its head.
@@ -245,7 +280,10 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     );
     let (code, report) = verify_log(&mftd);
     assert_eq!(code, 0, "{report}");
-    assert!(report.contains("9 rows, 5 amendments, 1 checkpoints"), "{report}");
+    assert!(
+        report.contains("9 rows, 5 amendments, 1 checkpoints"),
+        "{report}"
+    );
 
     // A checkpoint changed by hand (here: the row head it recorded) no
     // longer gives its hash, its signature fails, and the row chain does
@@ -256,8 +294,14 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     );
     let (code, report) = verify_log(&mftd);
     assert_eq!(code, 1, "{report}");
-    assert!(report.contains("log_checkpoints node \"node_1\" seq 1 (checkpoint 1): EDITED"), "{report}");
-    assert!(report.contains("checkpoint signature does not verify"), "{report}");
+    assert!(
+        report.contains("log_checkpoints node \"node_1\" seq 1 (checkpoint 1): EDITED"),
+        "{report}"
+    );
+    assert!(
+        report.contains("checkpoint signature does not verify"),
+        "{report}"
+    );
     drop(sshd);
 }
 
@@ -328,9 +372,10 @@ fn two_nodes_writing_at_once_each_keep_a_valid_chain() {
         "node_a:100/100,node_b:100/100"
     );
     let report = rt.block_on(async {
-        let mut client = mft_storage::db::connect(&pg.url().as_str().into(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut client =
+            mft_storage::db::connect(&pg.url().as_str().into(), Duration::from_secs(5))
+                .await
+                .unwrap();
         verify_chains(&mut client).await.unwrap()
     });
     assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -341,13 +386,17 @@ fn two_nodes_writing_at_once_each_keep_a_valid_chain() {
          DELETE FROM aft_log_amends WHERE node = 'node_b' AND chain_seq = 50",
     );
     let report = rt.block_on(async {
-        let mut client = mft_storage::db::connect(&pg.url().as_str().into(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut client =
+            mft_storage::db::connect(&pg.url().as_str().into(), Duration::from_secs(5))
+                .await
+                .unwrap();
         verify_chains(&mut client).await.unwrap()
     });
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
     assert_eq!(report.findings[0].node, "node_b");
     assert_eq!(report.findings[0].seq, 51);
-    assert_eq!(report.findings[0].problem, Problem::Deleted { from: 50, to: 50 });
+    assert_eq!(
+        report.findings[0].problem,
+        Problem::Deleted { from: 50, to: 50 }
+    );
 }

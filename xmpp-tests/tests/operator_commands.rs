@@ -352,10 +352,10 @@ fn log_is_newest_first_says_what_a_limit_left_out_and_filters() {
     // A large export streams whole, newest first, past the table's window
     // and the cursor's batches.
     pg.psql(
-        "INSERT INTO aft_log_rows (jid, to_jid, method, filename, real_filename, file_type, chat_type, \
-         file_server, file_path, file_size, date_time, node, chain_seq, chain_prev, chain_hash) \
+        "INSERT INTO aft_log (jid, to_jid, method, filename, real_filename, file_type, chat_type, \
+         file_server, file_path, file_size, date_time) \
          SELECT 'carol@example.test', '', 'POST', 'r' || g, 'bulk' || g || '.bin', 'bin', 'im', 'fs', \
-         'files/im/x/00/r' || g, g, now(), 'bulk', g, '', '' FROM generate_series(1, 2500) g",
+         'files/im/x/00/r' || g, g, now() FROM generate_series(1, 2500) g",
     );
     let (csv, err) = log(
         &[
