@@ -400,3 +400,57 @@ fn two_nodes_writing_at_once_each_keep_a_valid_chain() {
         Problem::Deleted { from: 50, to: 50 }
     );
 }
+
+#[test]
+fn rows_written_before_the_chain_are_sealed_by_the_migration() {
+    let pg = Postgres::start();
+    // A database at schema 10, with rows of two nodes and an unnamed one.
+    for (version, name, sql) in &mft_storage::db::MIGRATIONS[..10] {
+        pg.psql(sql);
+        pg.psql(&format!(
+            "CREATE TABLE IF NOT EXISTS mftd_schema_migrations (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+             INSERT INTO mftd_schema_migrations (version, name) VALUES ({version}, '{name}')"
+        ));
+    }
+    pg.psql(
+        "INSERT INTO aft_log (jid, to_jid, method, filename, real_filename, file_type, chat_type, \
+         file_server, file_path, file_size, date_time, node, http_status) \
+         SELECT 'a@x', 'b@x', CASE WHEN g % 2 = 0 THEN 'GET' ELSE 'POST' END, 'r' || g, 'é ' || g, 'txt', \
+         'im', 'fs', 'files/im/r' || g, g, now() - g * interval '1 hour', \
+         (ARRAY['node_1', 'node_2', ''])[g % 3 + 1], 200 FROM generate_series(1, 30) g",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async {
+        let log = TransferLog::start(&pg.url(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        log.set_node("node_1");
+        // Chained on after the sealed rows.
+        log.record_download(TransferRecord {
+            jid: "c@x".into(),
+            resource: "r1".into(),
+            node: "node_1".into(),
+            http_status: 200,
+            ..TransferRecord::default()
+        })
+        .await
+        .unwrap();
+        let mut client =
+            mft_storage::db::connect(&pg.url().as_str().into(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        verify_chains(&mut client).await.unwrap()
+    });
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    use mft_storage::log_chain::ChainTable::Rows;
+    assert_eq!(report.records[&(Rows, "node_1".to_owned())], 11);
+    assert_eq!(report.records[&(Rows, "node_2".to_owned())], 10);
+    assert_eq!(report.records[&(Rows, String::new())], 10);
+    assert_eq!(
+        pg.psql("SELECT string_agg(chain_seq::text, ',' ORDER BY aft_index) FROM aft_log_rows WHERE node = 'node_2'")
+            .trim(),
+        "1,2,3,4,5,6,7,8,9,10",
+        "sealed oldest aft_index first"
+    );
+}
