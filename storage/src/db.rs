@@ -5,9 +5,9 @@
 //! not race), and recorded in `mftd_schema_migrations`.
 //!
 //! Least privilege: an owner role runs the migrations and grants the role
-//! mftd runs as exactly what [`RUNTIME_PRIVILEGES`] lists (no DDL, no
-//! `DELETE`/`TRUNCATE` on `aft_log`, `UPDATE` only of the columns a
-//! download's end or a share fills in) and auditors `SELECT` on every table.
+//! mftd runs as exactly what [`RUNTIME_PRIVILEGES`] lists (no DDL; the log
+//! tables are only appended to: no `UPDATE`, `DELETE` or `TRUNCATE`) and
+//! auditors `SELECT` on every table.
 //! The grantees are remembered in `mftd_roles`, so every later migration run
 //! grants on what it created.
 
@@ -109,6 +109,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0010_scan_verdicts.sql"),
     ),
     (
+        11,
+        "append-only, hash-chained log",
+        include_str!("../migrations/0011_log_chain.sql"),
+    ),
+    (
         12,
         "audited erasure",
         include_str!("../migrations/0012_erasure.sql"),
@@ -127,15 +132,17 @@ pub fn latest_version() -> i32 {
 
 /// What the role mftd runs as may do, table by table: what the service and
 /// its operator commands (`mftd purge`, `mftd verify`) execute, and nothing
-/// more. `aft_log` rows are appended; only a download's end (status, bytes,
-/// duration) and the first share's recipient are filled in later.
+/// more. The log's rows are appended, never changed: a download's end and
+/// the first share's recipient are amendment rows (migration 11).
 pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
     ("mftd_schema_migrations", "SELECT"),
     ("mftd_roles", "SELECT"),
-    (
-        "aft_log",
-        "SELECT, INSERT, UPDATE (to_jid, chat_type, http_status, bytes_sent, duration_ms)",
-    ),
+    // The log is appended to, never rewritten: what is learnt later is an
+    // amendment row; `aft_log` is the view readers query.
+    ("aft_log", "SELECT"),
+    ("aft_log_rows", "SELECT, INSERT"),
+    ("aft_log_amends", "SELECT, INSERT"),
+    ("log_checkpoints", "SELECT, INSERT"),
     // `mftd verify --rescan` records a verdict and quarantines.
     (
         "files",
@@ -166,6 +173,7 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
 /// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).
 pub const RUNTIME_SEQUENCES: &[&str] = &[
     "aft_log_seq",
+    "aft_log_amends_amend_id_seq",
     "shares_share_id_seq",
     "removals_removal_id_seq",
     "holds_hold_id_seq",

@@ -8,7 +8,7 @@
 //! cannot take it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -17,6 +17,9 @@ use tokio_postgres::Client;
 
 use crate::backoff::Backoff;
 use crate::db::{self, DbConfig, DbError};
+use crate::log_chain::{
+    to_micros, AmendRecord, ChainTable, CheckpointRecord, CheckpointSigner, Head, Heads, RowRecord,
+};
 use crate::log_schema::{self as w, fit};
 use crate::quota::{check_quota, QuotaAnswer, QuotaScope, QuotaVerdict, Quotas, QUOTA_WINDOW};
 
@@ -137,6 +140,15 @@ enum Op {
         duration_ms: i64,
         status: i32,
     },
+    /// A share report: its `shares` row and, for the uploader's first
+    /// share, the recipient and chat type amended onto the file's rows.
+    Share(Share),
+    /// Today's checkpoint of a node's chain heads, unless it has one.
+    Checkpoint {
+        node: String,
+        day: String,
+        signer: Option<Arc<dyn CheckpointSigner>>,
+    },
 }
 
 struct Job {
@@ -148,6 +160,9 @@ struct Job {
 #[derive(Clone)]
 pub struct TransferLog {
     tx: mpsc::Sender<Job>,
+    /// The node whose chains this process continues with amendments and
+    /// checkpoints (see [`set_node`](Self::set_node)).
+    chain_node: Arc<OnceLock<String>>,
     healthy: Arc<AtomicBool>,
     reader: Arc<Reader>,
 }
@@ -209,9 +224,17 @@ impl TransferLog {
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(writer(db.clone(), client, rx, healthy.clone()));
+        let chain_node = Arc::new(OnceLock::new());
+        tokio::spawn(writer(
+            db.clone(),
+            client,
+            rx,
+            healthy.clone(),
+            chain_node.clone(),
+        ));
         Ok(TransferLog {
             tx,
+            chain_node,
             healthy,
             reader: Arc::new(Reader {
                 db,
@@ -219,6 +242,33 @@ impl TransferLog {
                 quota: Mutex::new(None),
             }),
         })
+    }
+
+    /// Names the node this process runs as: amendments (a download's end, a
+    /// share's recipient) and checkpoints are chained in its chains. Set
+    /// once, before serving; until then an amendment goes into the chain of
+    /// the node that wrote the amended row.
+    pub fn set_node(&self, node: &str) {
+        let _ = self.chain_node.set(fit(node, w::LABEL));
+    }
+
+    /// Writes today's (UTC) checkpoint of `node`'s chain heads, signed when
+    /// a signer is given, unless the node has one for today. `true` when
+    /// written.
+    pub async fn checkpoint(
+        &self,
+        node: &str,
+        signer: Option<Arc<dyn CheckpointSigner>>,
+    ) -> Result<bool, DbError> {
+        let day = crate::utc::UtcTime::now().xep0082()[..10].to_owned();
+        let written = self
+            .submit(Op::Checkpoint {
+                node: fit(node, w::LABEL),
+                day,
+                signer,
+            })
+            .await?;
+        Ok(written > 0)
     }
 
     /// False while the writer cannot reach the database: new transfers are
@@ -402,51 +452,15 @@ impl TransferLog {
 
     /// Records that a message carrying `share.resource`'s URL went from
     /// `sender` to `recipient`: a `shares` row — and, when the sender is the
-    /// uploader and the upload names no recipient yet, its POST row's TO_JID
-    /// and CHAT_TYPE and the `files` row (retention follows the chat type, so
-    /// nobody else's forward may change it), and the CHAT_TYPE of GET rows
-    /// written before it (recipients fetch while the report is on its way).
-    /// One statement on the shared
-    /// connection (no lock that slot requests wait behind); a share of a
-    /// resource that has no `files` row writes nothing and returns `false`.
+    /// uploader and the upload names no recipient yet, the `files` row's
+    /// recipient and chat type (retention follows the chat type, so nobody
+    /// else's forward may change it) and, as amendments in the log, its POST
+    /// row's TO_JID and CHAT_TYPE and the CHAT_TYPE of GET rows written
+    /// before it (recipients fetch while the report is on its way). Written
+    /// by the log writer in one transaction; a share of a resource that has
+    /// no `files` row writes nothing and returns `false`.
     pub async fn record_share(&self, share: &Share) -> Result<bool, DbError> {
-        let client = self.reader.client().await?;
-        let resource = fit(&share.resource, w::NAME);
-        let sender = fit(&share.sender, w::JID);
-        let uploader = fit(&crate::jid::bare_or_raw(&share.sender), w::JID);
-        let recipient = fit(&share.recipient, w::JID);
-        let chat_type = fit(&share.chat_type, w::SHORT);
-        let reported_by = fit(&share.reported_by, w::JID);
-        let row = client
-            .query_one(
-                "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
-                 s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by, date_time) \
-                       SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar, \
-                              COALESCE(to_timestamp($7::float8), now()) FROM f RETURNING 1), \
-                 uf AS (UPDATE files SET to_jid = $3, chat_type = $4 \
-                        WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1), \
-                 ul AS (UPDATE aft_log SET to_jid = $3, chat_type = $4 \
-                        WHERE method = 'POST' AND filename = $1 AND to_jid = '' AND jid = $6 \
-                        AND EXISTS (SELECT 1 FROM f WHERE f.uploader = $6 AND f.to_jid = '') RETURNING 1), \
-                 ug AS (UPDATE aft_log SET chat_type = $4 \
-                        WHERE method = 'GET' AND filename = $1 AND chat_type <> $4 \
-                        AND EXISTS (SELECT 1 FROM f WHERE f.uploader = $6 AND f.to_jid = '') RETURNING 1) \
-                 SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf), (SELECT count(*) FROM ul), \
-                        (SELECT count(*) FROM ug)",
-                &[
-                    &resource,
-                    &sender,
-                    &recipient,
-                    &chat_type,
-                    &reported_by,
-                    &uploader,
-                    &share.sent_at.map(|s| s as f64),
-                ],
-            )
-            .await
-            .map_err(|e| DbError::query("recording a share", e))?;
-        let recorded: i64 = row.get(0);
-        Ok(recorded > 0)
+        Ok(self.submit(Op::Share(share.clone())).await? > 0)
     }
 
     /// Which of `resources` have a `files` row (live or purged).
@@ -677,8 +691,15 @@ async fn writer(
     client: Client,
     mut rx: mpsc::Receiver<Job>,
     healthy: Arc<AtomicBool>,
+    chain_node: Arc<OnceLock<String>>,
 ) {
     let mut client = Some(client);
+    // The chain heads this writer continues. One writer per process, and one
+    // process per node (the node lock), so the heads need no lock; another
+    // writer on the same chain (it should not exist) is caught by the
+    // unique (node, chain_seq) index, and any failed batch drops the heads
+    // so they are read again from the database.
+    let mut heads = Heads::new();
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let deadline = db.statement_timeout.map(|t| t + CLIENT_GRACE);
     loop {
@@ -706,10 +727,13 @@ async fn writer(
         }
         let Some(c) = client.as_mut() else { continue };
         let started = Instant::now();
-        let outcome = match within(deadline, write_batch(c, &batch)).await {
+        let node = chain_node.get().map(String::as_str);
+        let outcome = match within(deadline, write_batch(c, &batch, &mut heads, node)).await {
             // A row the database refuses (a constraint, a value) must not
             // take its neighbours down: write each job on its own instead.
-            Err(DbError::Query { .. }) => within(deadline, write_one_by_one(c, &batch)).await,
+            Err(DbError::Query { .. }) => {
+                within(deadline, write_one_by_one(c, &batch, &mut heads, node)).await
+            }
             outcome => outcome,
         };
         match outcome {
@@ -728,6 +752,9 @@ async fn writer(
                     healthy.store(false, Ordering::Relaxed);
                     backoff.failed();
                 }
+                // A batch given up mid-commit may have committed after all:
+                // the heads are read again before the next one.
+                heads.clear();
                 fail(batch, &e.to_string());
             }
         }
@@ -754,10 +781,15 @@ async fn within(
 
 /// Writes each job in a transaction of its own: one refused row fails only
 /// its own request. Stops at a lost connection (every job then fails).
-async fn write_one_by_one(client: &mut Client, batch: &[Job]) -> BatchOutcome {
+async fn write_one_by_one(
+    client: &mut Client,
+    batch: &[Job],
+    heads: &mut Heads,
+    node: Option<&str>,
+) -> BatchOutcome {
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        match write_batch(client, std::slice::from_ref(job)).await {
+        match write_batch(client, std::slice::from_ref(job), heads, node).await {
             Ok(mut one) => results.push(one.pop().unwrap_or(Ok(0))),
             Err(e @ DbError::Unavailable(_)) => return Err(e),
             Err(e) => {
@@ -782,40 +814,96 @@ fn fail(batch: Vec<Job>, why: &str) {
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-fn log_params(id: i64, method: &str, r: &TransferRecord, now: SystemTime) -> Vec<Param> {
+/// The row `r` is written as (texts cut to their columns), before chaining.
+fn row_record(id: i64, method: &str, r: &TransferRecord, now: SystemTime) -> RowRecord {
+    RowRecord {
+        node: fit(&r.node, w::LABEL),
+        aft_index: id,
+        jid: fit(&r.jid, w::JID),
+        to_jid: fit(&r.to_jid, w::JID),
+        method: method.to_owned(),
+        filename: fit(&r.resource, w::NAME),
+        real_filename: fit(&r.real_filename, w::NAME),
+        file_type: fit(&r.file_type, w::SHORT),
+        chat_type: fit(&r.chat_type, w::SHORT),
+        file_server: fit(&r.file_server, w::FILE_SERVER),
+        file_path: fit(&r.file_path, w::PATH),
+        file_size: r.file_size,
+        date_time: now,
+        sha256: fit(&r.sha256, w::SHA256),
+        content_type: fit(&r.content_type, w::LABEL),
+        client_address: fit(&r.client_address, w::ADDRESS),
+        user_agent: fit(&r.user_agent, w::USER_AGENT),
+        http_status: r.http_status,
+        bytes_sent: r.bytes_sent,
+        duration_ms: r.duration_ms,
+        scan_verdict: fit(&r.scan_verdict, w::SCAN_VERDICT),
+        scan_detail: fit(&r.scan_detail, w::SCAN_DETAIL),
+    }
+}
+
+fn log_params(r: RowRecord, (seq, prev, hash): (i64, String, String)) -> Vec<Param> {
     vec![
-        Box::new(id),
-        Box::new(fit(&r.jid, w::JID)),
-        Box::new(fit(&r.to_jid, w::JID)),
-        Box::new(method.to_owned()),
-        Box::new(fit(&r.resource, w::NAME)),
-        Box::new(fit(&r.real_filename, w::NAME)),
-        Box::new(fit(&r.file_type, w::SHORT)),
-        Box::new(fit(&r.chat_type, w::SHORT)),
-        Box::new(fit(&r.file_server, w::FILE_SERVER)),
-        Box::new(fit(&r.file_path, w::PATH)),
+        Box::new(r.aft_index),
+        Box::new(r.jid),
+        Box::new(r.to_jid),
+        Box::new(r.method),
+        Box::new(r.filename),
+        Box::new(r.real_filename),
+        Box::new(r.file_type),
+        Box::new(r.chat_type),
+        Box::new(r.file_server),
+        Box::new(r.file_path),
         Box::new(r.file_size),
-        Box::new(now),
-        Box::new(fit(&r.sha256, w::SHA256)),
-        Box::new(fit(&r.content_type, w::LABEL)),
-        Box::new(fit(&r.node, w::LABEL)),
-        Box::new(fit(&r.client_address, w::ADDRESS)),
-        Box::new(fit(&r.user_agent, w::USER_AGENT)),
+        Box::new(r.date_time),
+        Box::new(r.sha256),
+        Box::new(r.content_type),
+        Box::new(r.node),
+        Box::new(r.client_address),
+        Box::new(r.user_agent),
         Box::new(r.http_status),
         Box::new(r.bytes_sent),
         Box::new(r.duration_ms),
-        Box::new(fit(&r.scan_verdict, w::SCAN_VERDICT)),
-        Box::new(fit(&r.scan_detail, w::SCAN_DETAIL)),
+        Box::new(r.scan_verdict),
+        Box::new(r.scan_detail),
+        Box::new(seq),
+        Box::new(prev),
+        Box::new(hash),
     ]
 }
 
 const LOG_COLUMNS: &str =
     "aft_index, jid, to_jid, method, filename, real_filename, file_type, chat_type, \
      file_server, file_path, file_size, date_time, sha256, content_type, node, client_address, \
-     user_agent, http_status, bytes_sent, duration_ms, scan_verdict, scan_detail";
+     user_agent, http_status, bytes_sent, duration_ms, scan_verdict, scan_detail, \
+     chain_seq, chain_prev, chain_hash";
 
-/// Parameters per `aft_log` row ([`log_params`]).
-const LOG_WIDTH: usize = 22;
+/// Parameters per `aft_log_rows` row ([`log_params`]).
+const LOG_WIDTH: usize = 25;
+
+const AMEND_COLUMNS: &str = "amend_id, aft_index, node, what, to_jid, chat_type, http_status, \
+     bytes_sent, duration_ms, date_time, chain_seq, chain_prev, chain_hash";
+
+/// Parameters per `aft_log_amends` row ([`amend_params`]).
+const AMEND_WIDTH: usize = 13;
+
+fn amend_params(a: AmendRecord, (seq, prev, hash): (i64, String, String)) -> Vec<Param> {
+    vec![
+        Box::new(a.amend_id),
+        Box::new(a.aft_index),
+        Box::new(a.node),
+        Box::new(a.what),
+        Box::new(a.to_jid),
+        Box::new(a.chat_type),
+        Box::new(a.http_status),
+        Box::new(a.bytes_sent),
+        Box::new(a.duration_ms),
+        Box::new(a.date_time),
+        Box::new(seq),
+        Box::new(prev),
+        Box::new(hash),
+    ]
+}
 
 fn file_params(r: &TransferRecord, now: SystemTime) -> Vec<Param> {
     vec![
@@ -878,17 +966,74 @@ async fn query_params(
 /// not written; `Err` when the batch as a whole was not committed.
 type BatchOutcome = Result<Vec<Result<i64, DbError>>, DbError>;
 
-/// Writes one batch in one transaction. An upload whose resource already has
+/// Writes one batch in one transaction, chaining every record after
+/// `heads`; the heads move on only when the batch commits (and are dropped
+/// when it fails, to be read again). An upload whose resource already has
 /// a `files` row (its slot was used before, here or on another node) is
 /// refused on its own with [`DbError::SlotUsed`]; the rest commit.
-async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
+async fn write_batch(
+    client: &mut Client,
+    batch: &[Job],
+    heads: &mut Heads,
+    node: Option<&str>,
+) -> BatchOutcome {
+    let mut tentative = heads.clone();
+    match write_chained(client, batch, &mut tentative, node).await {
+        Ok(results) => {
+            *heads = tentative;
+            Ok(results)
+        }
+        Err(e) => {
+            heads.clear();
+            Err(e)
+        }
+    }
+}
+
+/// The head of `table`'s chain of `node`: from `heads`, else the database.
+async fn head<'h>(
+    tx: &tokio_postgres::Transaction<'_>,
+    heads: &'h mut Heads,
+    table: ChainTable,
+    node: &str,
+) -> Result<&'h mut Head, DbError> {
+    let key = (table, node.to_owned());
+    if !heads.contains_key(&key) {
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT chain_seq, chain_hash::text FROM {} WHERE node = $1 \
+                     ORDER BY chain_seq DESC LIMIT 1",
+                    table.table()
+                ),
+                &[&node],
+            )
+            .await
+            .map_err(|e| DbError::query("reading the head of the log chain", e))?;
+        let found = row.map_or_else(Head::empty, |r| Head {
+            seq: r.get(0),
+            hash: r.get(1),
+        });
+        heads.insert(key.clone(), found);
+    }
+    heads
+        .get_mut(&key)
+        .ok_or_else(|| DbError::Schema("log chain head vanished".into()))
+}
+
+async fn write_chained(
+    client: &mut Client,
+    batch: &[Job],
+    heads: &mut Heads,
+    chain_node: Option<&str>,
+) -> BatchOutcome {
     let tx = client
         .transaction()
         .await
         .map_err(|e| DbError::query("starting a log batch", e))?;
     let inserts = batch
         .iter()
-        .filter(|j| !matches!(j.op, Op::Finish { .. }))
+        .filter(|j| matches!(j.op, Op::Upload(_) | Op::Refused(_) | Op::Download(_)))
         .count();
     let mut ids: Vec<i64> = Vec::with_capacity(inserts);
     if inserts > 0 {
@@ -901,7 +1046,8 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
             .map_err(|e| DbError::query("numbering log rows", e))?;
         ids = rows.iter().map(|r| r.get(0)).collect();
     }
-    let now = SystemTime::now();
+    // The time hashed must be the time stored: whole microseconds.
+    let now = to_micros(SystemTime::now());
     let uploads: Vec<&TransferRecord> = batch
         .iter()
         .filter_map(|j| match &j.op {
@@ -930,65 +1076,251 @@ async fn write_batch(client: &mut Client, batch: &[Job]) -> BatchOutcome {
     let mut next_id = ids.into_iter();
     let mut n_log = 0;
     for job in batch {
-        match &job.op {
-            Op::Upload(r) => {
-                let id = next_id.next().unwrap_or_default();
-                // The first upload of a resource in the batch took the row;
-                // a later one (or one of a resource logged before) did not.
-                if fresh.remove(&fit(&r.resource, w::NAME)) {
-                    log_rows.extend(log_params(id, "POST", r, now));
-                    n_log += 1;
-                    results.push(Ok(id));
-                } else {
-                    results.push(Err(DbError::SlotUsed {
-                        resource: r.resource.clone(),
-                    }));
-                }
+        let (method, r) = match &job.op {
+            Op::Upload(r) | Op::Refused(r) => ("POST", r),
+            Op::Download(r) => ("GET", r),
+            _ => {
+                results.push(Ok(0));
+                continue;
             }
-            Op::Refused(r) => {
-                let id = next_id.next().unwrap_or_default();
-                log_rows.extend(log_params(id, "POST", r, now));
-                n_log += 1;
-                results.push(Ok(id));
-            }
-            Op::Download(r) => {
-                let id = next_id.next().unwrap_or_default();
-                log_rows.extend(log_params(id, "GET", r, now));
-                n_log += 1;
-                results.push(Ok(id));
-            }
-            Op::Finish { .. } => results.push(Ok(0)),
+        };
+        let id = next_id.next().unwrap_or_default();
+        // The first upload of a resource in the batch took the row; a later
+        // one (or one of a resource logged before) did not.
+        if matches!(job.op, Op::Upload(_)) && !fresh.remove(&fit(&r.resource, w::NAME)) {
+            results.push(Err(DbError::SlotUsed {
+                resource: r.resource.clone(),
+            }));
+            continue;
         }
+        let row = row_record(id, method, r, now);
+        let chained = head(&tx, heads, ChainTable::Rows, &row.node)
+            .await?
+            .append(|seq| row.canon(seq));
+        log_rows.extend(log_params(row, chained));
+        n_log += 1;
+        results.push(Ok(id));
     }
     if n_log > 0 {
-        let sql = multi_insert("aft_log", LOG_COLUMNS, LOG_WIDTH, n_log);
+        let sql = multi_insert("aft_log_rows", LOG_COLUMNS, LOG_WIDTH, n_log);
         query_params(&tx, &sql, &log_rows, "writing log rows").await?;
     }
-    for job in batch {
-        if let Op::Finish {
-            id,
-            bytes_sent,
-            duration_ms,
-            status,
-        } = &job.op
-        {
-            tx.execute(
-                // The file's chat type as known now: the uploader's share
-                // may have named a room while the download ran.
-                "UPDATE aft_log a SET bytes_sent = $1, duration_ms = $2, http_status = $3, \
-                 chat_type = COALESCE((SELECT f.chat_type FROM files f \
-                   WHERE f.resource = a.filename AND f.chat_type <> ''), a.chat_type) \
-                 WHERE aft_index = $4",
-                &[bytes_sent, duration_ms, status, id],
+    // What is learnt later is a new row of its own: shares (after the rows
+    // above, so a download logged in this batch is amended too), then the
+    // ends of downloads.
+    let mut amends: Vec<AmendRecord> = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        if let Op::Share(share) = &job.op {
+            let recorded = write_share(&tx, share, now, chain_node, &mut amends).await?;
+            results[i] = Ok(i64::from(recorded));
+        }
+    }
+    let finishes: Vec<(i64, i64, i64, i32)> = batch
+        .iter()
+        .filter_map(|j| match j.op {
+            Op::Finish {
+                id,
+                bytes_sent,
+                duration_ms,
+                status,
+            } => Some((id, bytes_sent, duration_ms, status)),
+            _ => None,
+        })
+        .collect();
+    if !finishes.is_empty() {
+        let ids: Vec<i64> = finishes.iter().map(|f| f.0).collect();
+        // The file's chat type as known now: the uploader's share may have
+        // named a room while the download ran.
+        let known = tx
+            .query(
+                "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
+                        nextval('aft_log_amends_amend_id_seq') \
+                 FROM aft_log_rows r LEFT JOIN files f ON f.resource = r.filename \
+                 WHERE r.aft_index = ANY($1)",
+                &[&ids],
             )
             .await
-            .map_err(|e| DbError::query("finishing a download row", e))?;
+            .map_err(|e| DbError::query("reading the rows of finished downloads", e))?;
+        let known: std::collections::HashMap<i64, &tokio_postgres::Row> =
+            known.iter().map(|r| (r.get::<_, i64>(0), r)).collect();
+        for (id, bytes_sent, duration_ms, status) in finishes {
+            let Some(row) = known.get(&id) else { continue };
+            let row_node: String = row.get(1);
+            let row_chat: String = row.get(2);
+            let file_chat: Option<String> = row.get(3);
+            amends.push(AmendRecord {
+                node: chain_node.map_or(row_node, str::to_owned),
+                amend_id: row.get(4),
+                aft_index: id,
+                what: "end".into(),
+                to_jid: None,
+                chat_type: file_chat.filter(|c| !c.is_empty() && *c != row_chat),
+                http_status: Some(status),
+                bytes_sent: Some(bytes_sent),
+                duration_ms: Some(duration_ms),
+                date_time: now,
+            });
+        }
+    }
+    if !amends.is_empty() {
+        let n = amends.len();
+        let mut params: Vec<Param> = Vec::with_capacity(n * AMEND_WIDTH);
+        for a in amends {
+            let chained = head(&tx, heads, ChainTable::Amends, &a.node)
+                .await?
+                .append(|seq| a.canon(seq));
+            params.extend(amend_params(a, chained));
+        }
+        let sql = multi_insert("aft_log_amends", AMEND_COLUMNS, AMEND_WIDTH, n);
+        query_params(&tx, &sql, &params, "writing log amendments").await?;
+    }
+    for (i, job) in batch.iter().enumerate() {
+        if let Op::Checkpoint { node, day, signer } = &job.op {
+            let written = write_checkpoint(&tx, heads, node, day, signer.as_deref(), now).await?;
+            results[i] = Ok(i64::from(written));
         }
     }
     tx.commit()
         .await
         .map_err(|e| DbError::query("committing a log batch", e))?;
     Ok(results)
+}
+
+/// A share's `shares` row and `files` update, and (for the uploader's first
+/// share) its amendments of the file's rows; `false` when the resource has
+/// no `files` row.
+async fn write_share(
+    tx: &tokio_postgres::Transaction<'_>,
+    share: &Share,
+    now: SystemTime,
+    chain_node: Option<&str>,
+    amends: &mut Vec<AmendRecord>,
+) -> Result<bool, DbError> {
+    let resource = fit(&share.resource, w::NAME);
+    let sender = fit(&share.sender, w::JID);
+    let uploader = fit(&crate::jid::bare_or_raw(&share.sender), w::JID);
+    let recipient = fit(&share.recipient, w::JID);
+    let chat_type = fit(&share.chat_type, w::SHORT);
+    let reported_by = fit(&share.reported_by, w::JID);
+    let row = tx
+        .query_one(
+            "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
+             s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by, date_time) \
+                   SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar, \
+                          COALESCE(to_timestamp($7::float8), now()) FROM f RETURNING 1), \
+             uf AS (UPDATE files SET to_jid = $3, chat_type = $4 \
+                    WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1) \
+             SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf)",
+            &[
+                &resource,
+                &sender,
+                &recipient,
+                &chat_type,
+                &reported_by,
+                &uploader,
+                &share.sent_at.map(|s| s as f64),
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query("recording a share", e))?;
+    let (recorded, first): (i64, i64) = (row.get(0), row.get(1));
+    if first > 0 {
+        // The uploader's POST row learns its recipient; its downloads so
+        // far, the chat type.
+        let rows = tx
+            .query(
+                "SELECT aft_index, node::text, method::text, nextval('aft_log_amends_amend_id_seq') \
+                 FROM aft_log WHERE filename = $1 \
+                 AND ((method = 'POST' AND to_jid = '' AND jid = $2) \
+                      OR (method = 'GET' AND chat_type <> $3)) \
+                 ORDER BY aft_index",
+                &[&resource, &uploader, &chat_type],
+            )
+            .await
+            .map_err(|e| DbError::query("reading the rows a share amends", e))?;
+        for r in rows {
+            let row_node: String = r.get(1);
+            let post = r.get::<_, String>(2) == "POST";
+            amends.push(AmendRecord {
+                node: chain_node.map_or(row_node, str::to_owned),
+                amend_id: r.get(3),
+                aft_index: r.get(0),
+                what: "share".into(),
+                to_jid: post.then(|| recipient.clone()),
+                chat_type: Some(chat_type.clone()),
+                http_status: None,
+                bytes_sent: None,
+                duration_ms: None,
+                date_time: now,
+            });
+        }
+    }
+    Ok(recorded > 0)
+}
+
+/// `node`'s checkpoint for `day` (the heads of its row and amendment
+/// chains, after this batch), unless it has one; `true` when written.
+async fn write_checkpoint(
+    tx: &tokio_postgres::Transaction<'_>,
+    heads: &mut Heads,
+    node: &str,
+    day: &str,
+    signer: Option<&dyn CheckpointSigner>,
+    now: SystemTime,
+) -> Result<bool, DbError> {
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM log_checkpoints WHERE node = $1 AND day = CAST($2::text AS date)",
+            &[&node, &day],
+        )
+        .await
+        .map_err(|e| DbError::query("looking for today's checkpoint", e))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    let rows = head(tx, heads, ChainTable::Rows, node).await?.clone();
+    let amends = head(tx, heads, ChainTable::Amends, node).await?.clone();
+    let record = CheckpointRecord {
+        node: node.to_owned(),
+        day: day.to_owned(),
+        rows,
+        amends,
+        created: now,
+        public_key: signer.map(|s| s.public_key()).unwrap_or_default(),
+    };
+    let cp_head = head(tx, heads, ChainTable::Checkpoints, node).await?;
+    let (seq, prev, hash) = cp_head.append(|seq| record.canon(seq));
+    let signature = match signer {
+        Some(s) => s.sign(record.canon(seq).as_bytes()).map_err(|e| {
+            DbError::Config(format!(
+                "cannot sign the log checkpoint with [log] checkpoint_key_file: {e}"
+            ))
+        })?,
+        None => String::new(),
+    };
+    tx.execute(
+        "INSERT INTO log_checkpoints (node, chain_seq, day, rows_seq, rows_hash, amends_seq, \
+         amends_hash, created, public_key, signature, chain_prev, chain_hash) \
+         VALUES ($1, $2, CAST($3::text AS date), $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &record.node,
+            &seq,
+            &record.day,
+            &record.rows.seq,
+            &record.rows.hash,
+            &record.amends.seq,
+            &record.amends.hash,
+            &record.created,
+            &record.public_key,
+            &signature,
+            &prev,
+            &hash,
+        ],
+    )
+    .await
+    .map_err(|e| DbError::query("writing the log checkpoint", e))?;
+    Ok(true)
 }
 
 #[cfg(test)]

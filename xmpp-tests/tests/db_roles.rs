@@ -260,7 +260,11 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     );
     // Every table of the schema is reachable by both roles: a migration
     // that adds a table without privileges fails here.
-    let tables = pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+    // (`aft_log` is a view over the append-only tables since migration 11.)
+    let tables = pg.psql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' \
+         UNION SELECT viewname FROM pg_views WHERE schemaname = 'public' ORDER BY 1",
+    );
     let tables: Vec<&str> = tables.lines().collect();
     assert!(
         tables.contains(&"aft_log") && tables.len() >= 8,
@@ -307,12 +311,21 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     // What the runtime role cannot do.
     for sql in [
         "ALTER TABLE aft_log ADD COLUMN note text",
-        "DROP TABLE aft_log",
+        "DROP VIEW aft_log",
+        "DROP TABLE aft_log_rows",
         "CREATE TABLE scratch (x int)",
         "DELETE FROM aft_log",
-        "TRUNCATE aft_log",
         "UPDATE aft_log SET jid = 'someone@else.test'",
         "UPDATE aft_log SET file_size = 0",
+        // The log is append-only (migration 11): no rewrite of a row, an
+        // amendment or a checkpoint.
+        "UPDATE aft_log_rows SET http_status = 200",
+        "UPDATE aft_log_rows SET to_jid = 'someone@else.test'",
+        "DELETE FROM aft_log_rows",
+        "TRUNCATE aft_log_rows",
+        "UPDATE aft_log_amends SET bytes_sent = 0",
+        "DELETE FROM aft_log_amends",
+        "DELETE FROM log_checkpoints",
         "DELETE FROM files",
         "DELETE FROM shares",
         "DELETE FROM removals",
@@ -393,7 +406,7 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     }
     for sql in [
         "DELETE FROM aft_log",
-        "TRUNCATE aft_log",
+        "TRUNCATE aft_log_rows",
         "UPDATE aft_log SET http_status = 200",
         "INSERT INTO aft_log (jid, to_jid, method, filename, real_filename, file_type, chat_type, \
          file_server, file_path, file_size, date_time) VALUES ('', '', 'POST', 'x', 'x', '', 'im', '', '', 0, now())",
@@ -446,9 +459,12 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
     assert!(ok, "docs/install.md's grants: {out}");
     let runtime = privileges(&pg, "mftd", RUNTIME);
     assert!(
-        runtime.contains("aft_log:INSERT")
-            && runtime.contains("aft_log.http_status:UPDATE")
-            && !runtime.contains("aft_log:DELETE")
+        runtime.contains("aft_log_rows:INSERT")
+            && runtime.contains("aft_log_amends:INSERT")
+            && !runtime.contains("aft_log_rows:UPDATE")
+            && !runtime.contains("aft_log_rows.http_status:UPDATE")
+            && !runtime.contains("aft_log_rows:DELETE")
+            && !runtime.contains("aft_log:INSERT")
             && runtime.contains("aft_log_seq:USAGE"),
         "{runtime}"
     );

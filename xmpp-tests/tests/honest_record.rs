@@ -415,7 +415,7 @@ async fn one_bad_row_fails_alone_and_never_takes_its_batch_down() {
     tokio::spawn(conn);
     client
         .batch_execute(
-            "ALTER TABLE aft_log ADD CONSTRAINT test_refuses_evil CHECK (real_filename <> 'evil')",
+            "ALTER TABLE aft_log_rows ADD CONSTRAINT test_refuses_evil CHECK (real_filename <> 'evil')",
         )
         .await
         .unwrap();

@@ -209,6 +209,22 @@ pub async fn run(
         ),
         None => None,
     };
+    // This process continues the node's log chains (it holds the node lock)
+    // and writes its daily checkpoint of their heads.
+    if let Some(log) = &log {
+        log.set_node(&settings.node_name);
+        let key = match &settings.log.checkpoint_key_file {
+            Some(path) => Some(Arc::new(crate::checkpoint_key::SshSigner::load(path)?)
+                as Arc<dyn mft_storage::log_chain::CheckpointSigner>),
+            None => None,
+        };
+        tokio::spawn(crate::checkpoint_key::daily(
+            log.clone(),
+            settings.node_name.clone(),
+            key,
+            stop_rx.clone(),
+        ));
+    }
     // Before any upload can start: clean what a crash left behind.
     match mft_storage::reconcile::recover(
         &store,

@@ -342,6 +342,10 @@ pub struct LogConfig {
     /// A level (`info`) or a filter (`info,mft_storage=debug`);
     /// `RUST_LOG` overrides it.
     pub level: Option<String>,
+    /// An OpenSSH Ed25519 private key (unencrypted, readable by the service
+    /// user only) that signs the transfer log's daily checkpoints; without
+    /// it checkpoints are written unsigned.
+    pub checkpoint_key_file: Option<PathBuf>,
 }
 
 /// How log lines are written.

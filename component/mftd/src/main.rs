@@ -11,12 +11,14 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod app;
+mod checkpoint_key;
 mod config;
 mod erase;
 mod export;
 mod fileserver;
 mod hold;
 mod keys;
+mod log_chain_check;
 mod log_command;
 mod manpages;
 mod monitor;

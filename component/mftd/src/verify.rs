@@ -27,11 +27,13 @@ use mft_upload_http::HttpSettings;
 
 /// The exit statuses, as `--help` and docs/operations.md give them.
 pub const EXIT_CODES: &str = "\
-Exit status: 0 store and log agree; 1 they do not (a missing, unlogged or
-altered file, a leftover temporary file older than the upload timeout, or
-with --rescan a file newly found infected); 2 bad arguments;
-4 the check could not run (configuration, database, file server or, with
---rescan, the scanner unreachable) — nothing was concluded.";
+Exit status: 0 store and log agree (with --log: every chain is intact); 1
+they do not (a missing, unlogged or altered file, a leftover temporary file
+older than the upload timeout, or with --rescan a file newly found infected;
+with --log: an edited, inserted or deleted log record, or a checkpoint
+signature that does not verify); 2 bad arguments; 4 the check could not run
+(configuration, database, file server or, with --rescan, the scanner
+unreachable) — nothing was concluded.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -41,6 +43,8 @@ Examples:
   mftd verify --quarantine                      move files without rows to quarantine/
   mftd verify --rescan --max-rate 20MB          scan every file again with today's signatures
   mftd verify --textfile /var/lib/prometheus/node-exporter/mftd.prom   (cron, hourly)
+  mftd verify --log                             recompute the transfer log's hash chains
+  mftd verify --log --textfile /var/lib/prometheus/node-exporter/mftd-log.prom
 
 A temporary file (an upload being written) changed within the upload timeout
 is counted as an upload in progress, not a finding. The timeout is derived
@@ -86,6 +90,15 @@ pub struct VerifyArgs {
     /// manifest, and nothing added (no configuration or database needed).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["all", "quarantine", "textfile"])]
     pub export: Option<PathBuf>,
+    /// Check the transfer log's hash chains instead of the store: every
+    /// node's rows, amendments and checkpoints (docs/compliance.md).
+    #[arg(long)]
+    pub log: bool,
+    /// With --log: the public key (OpenSSH line, a `.pub` file) checkpoint
+    /// signatures must verify with; default: the public half of [log]
+    /// checkpoint_key_file when readable.
+    #[arg(long, value_name = "PATH", requires = "log")]
+    pub checkpoint_public_key: Option<PathBuf>,
 }
 
 /// Runs `mftd verify` and turns its outcome into the exit status.
@@ -136,6 +149,13 @@ fn verify_export(dir: &Path) -> ExitCode {
 
 /// True when clean.
 fn check(args: VerifyArgs) -> anyhow::Result<bool> {
+    if args.log {
+        return crate::log_chain_check::run(
+            &args.config,
+            args.checkpoint_public_key.as_deref(),
+            args.textfile.as_deref(),
+        );
+    }
     let (settings, url) = crate::database_url(&args.config)?;
     let node = settings.node_name.clone();
     let scan = match (&settings.scan, args.rescan) {

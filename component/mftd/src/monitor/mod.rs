@@ -57,7 +57,15 @@ pub struct Monitor {
     /// SSH logins).
     checks_cache: tokio::sync::Mutex<Option<(Instant, Vec<CheckLine>)>>,
     checks_every: Duration,
+    /// The log chain check reads every record: at most once per
+    /// [`LOG_CHAIN_EVERY`], one page load at a time.
+    chain_cache: tokio::sync::Mutex<Option<(Instant, CheckLine)>>,
+    /// The key checkpoint signatures must verify with.
+    checkpoint_key: Option<ssh_key::PublicKey>,
 }
+
+/// How long the log chain check's result is shown before it runs again.
+const LOG_CHAIN_EVERY: Duration = Duration::from_secs(600);
 
 impl Monitor {
     /// The monitor of a node.
@@ -79,7 +87,46 @@ impl Monitor {
             started: Instant::now(),
             checks_cache: tokio::sync::Mutex::new(None),
             checks_every: settings.admin.check_interval,
+            chain_cache: tokio::sync::Mutex::new(None),
+            checkpoint_key: crate::log_chain_check::trusted_key(
+                None,
+                settings.log.checkpoint_key_file.as_deref(),
+            )
+            .ok()
+            .flatten(),
         }
+    }
+
+    /// "log chain": `mftd verify --log`'s verdict, cached for
+    /// [`LOG_CHAIN_EVERY`].
+    async fn chain_check(&self) -> Option<CheckLine> {
+        let log = self.log.as_ref()?;
+        let mut cache = self.chain_cache.lock().await;
+        if let Some((at, line)) = cache.as_ref() {
+            if at.elapsed() < LOG_CHAIN_EVERY {
+                return Some(line.clone());
+            }
+        }
+        let run = async {
+            let mut client = log.dedicated_client().await.map_err(|e| chain(&e))?;
+            crate::log_chain_check::check(&mut client, self.checkpoint_key.as_ref())
+                .await
+                .map_err(|e| chain(&e))
+        };
+        let result = match tokio::time::timeout(CHECKS_TIMEOUT, run).await {
+            Ok(Ok(check)) => check.summary(),
+            Ok(Err(e)) => Err(format!("could not run: {e}")),
+            Err(_) => Err(format!(
+                "did not finish within {}s: run `mftd verify --log` from cron instead",
+                CHECKS_TIMEOUT.as_secs()
+            )),
+        };
+        let line = CheckLine {
+            name: "log chain".into(),
+            result,
+        };
+        *cache = Some((Instant::now(), line.clone()));
+        Some(line)
     }
 
     /// The file server checks and their age: cached for `check_interval`.
@@ -196,7 +243,9 @@ impl Monitor {
     }
 
     async fn status_page(&self) -> String {
-        let ((checks, checks_age), database) = tokio::join!(self.cached_checks(), self.database());
+        let ((mut checks, checks_age), database, log_chain) =
+            tokio::join!(self.cached_checks(), self.database(), self.chain_check());
+        checks.extend(log_chain);
         status_page::render(&StatusView {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION"),

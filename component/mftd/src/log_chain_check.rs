@@ -1,0 +1,201 @@
+//! `mftd verify --log`: recomputes every node's hash chains of the transfer
+//! log ([`mft_storage::log_verify`]), checks each checkpoint's signature
+//! with the configured key, prints the findings (the first one is the
+//! first edited, inserted or deleted record) and optionally writes them as
+//! Prometheus metrics. The status page runs the same check
+//! ([`summary`]).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use mft_storage::log_verify::{verify_chains, ChainReport};
+use ssh_key::PublicKey;
+
+use crate::checkpoint_key;
+
+/// The outcome, signatures included.
+#[derive(Debug, Default)]
+pub struct LogCheck {
+    /// The chains as recomputed.
+    pub chains: ChainReport,
+    /// Checkpoints whose signature verified with the trusted key.
+    pub signed_ok: usize,
+    /// Checkpoints without a signature.
+    pub unsigned: usize,
+    /// Checkpoints whose signature does not verify (node, seq, day).
+    pub bad_signatures: Vec<String>,
+    /// Whether signatures were checked at all (a key was at hand).
+    pub key_known: bool,
+}
+
+impl LogCheck {
+    /// True when no record was edited, inserted or deleted and no signature
+    /// failed.
+    pub fn is_clean(&self) -> bool {
+        self.chains.findings.is_empty() && self.bad_signatures.is_empty()
+    }
+
+    /// One line for the status page.
+    pub fn summary(&self) -> Result<String, String> {
+        let records: u64 = self.chains.records.values().sum();
+        let nodes = self.chains.nodes().len();
+        if let Some(first) = self.chains.findings.first() {
+            return Err(format!(
+                "{} finding(s); first: {first} — run `mftd verify --log`",
+                self.chains.findings.len()
+            ));
+        }
+        if let Some(bad) = self.bad_signatures.first() {
+            return Err(format!("checkpoint signature does not verify: {bad}"));
+        }
+        Ok(format!(
+            "{records} records in the chains of {nodes} node(s) intact; {} checkpoints{}",
+            self.chains.checkpoints.len(),
+            if self.key_known {
+                format!(" ({} signed and verified)", self.signed_ok)
+            } else {
+                String::new()
+            }
+        ))
+    }
+
+    /// The human report.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for finding in &self.chains.findings {
+            let _ = writeln!(out, "{finding}");
+        }
+        for bad in &self.bad_signatures {
+            let _ = writeln!(out, "checkpoint signature does not verify: {bad}");
+        }
+        for node in self.chains.nodes() {
+            let count = |t| {
+                self.chains
+                    .records
+                    .get(&(t, node.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            use mft_storage::log_chain::ChainTable as T;
+            let _ = writeln!(
+                out,
+                "node {node:?}: {} rows, {} amendments, {} checkpoints",
+                count(T::Rows),
+                count(T::Amends),
+                count(T::Checkpoints)
+            );
+        }
+        let sig = if self.key_known {
+            format!(
+                "{} checkpoints signed and verified, {} unsigned, {} bad signatures",
+                self.signed_ok,
+                self.unsigned,
+                self.bad_signatures.len()
+            )
+        } else {
+            "checkpoint signatures not checked (no [log] checkpoint_key_file readable and no --checkpoint-public-key)".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "{} findings; {sig}: {}",
+            self.chains.findings.len(),
+            if self.is_clean() { "clean" } else { "PROBLEMS" }
+        );
+        out
+    }
+
+    /// Prometheus metrics (textfile collector format).
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP mftd_log_chain_ok 1 when the node's log chains recompute without a finding, 0 when a record was edited, inserted or deleted.\n# TYPE mftd_log_chain_ok gauge");
+        for node in self.chains.nodes() {
+            let ok = !self.chains.findings.iter().any(|f| f.node == node);
+            let _ = writeln!(out, "mftd_log_chain_ok{{node=\"{node}\"}} {}", u8::from(ok));
+        }
+        let _ = writeln!(out, "# HELP mftd_log_chain_records Records checked in the node's log chains.\n# TYPE mftd_log_chain_records gauge");
+        for node in self.chains.nodes() {
+            let n: u64 = self
+                .chains
+                .records
+                .iter()
+                .filter(|((_, n), _)| *n == node)
+                .map(|(_, c)| c)
+                .sum();
+            let _ = writeln!(out, "mftd_log_chain_records{{node=\"{node}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP mftd_log_chain_findings Edited, inserted or deleted log records found (all nodes).\n# TYPE mftd_log_chain_findings gauge\nmftd_log_chain_findings {}", self.chains.findings.len());
+        let _ = writeln!(out, "# HELP mftd_log_checkpoint_bad_signatures Checkpoints whose signature does not verify with the configured key.\n# TYPE mftd_log_checkpoint_bad_signatures gauge\nmftd_log_checkpoint_bad_signatures {}", self.bad_signatures.len());
+        let _ = writeln!(out, "# HELP mftd_log_chain_last_check_timestamp_seconds When verify --log last finished.\n# TYPE mftd_log_chain_last_check_timestamp_seconds gauge\nmftd_log_chain_last_check_timestamp_seconds {}", mft_storage::utc::unix_now());
+        out
+    }
+}
+
+/// Recomputes the chains on `client` and checks signatures with `key`.
+pub async fn check(
+    client: &mut tokio_postgres::Client,
+    key: Option<&PublicKey>,
+) -> Result<LogCheck, mft_storage::db::DbError> {
+    let chains = verify_chains(client).await?;
+    let mut out = LogCheck {
+        key_known: key.is_some(),
+        ..LogCheck::default()
+    };
+    for cp in &chains.checkpoints {
+        if cp.signature.is_empty() {
+            out.unsigned += 1;
+            continue;
+        }
+        let Some(key) = key else { continue };
+        if checkpoint_key::verify(key, cp.message().as_bytes(), &cp.signature) {
+            out.signed_ok += 1;
+        } else {
+            out.bad_signatures.push(format!(
+                "node {:?} checkpoint seq {} of {}",
+                cp.record.node, cp.seq, cp.record.day
+            ));
+        }
+    }
+    out.chains = chains;
+    Ok(out)
+}
+
+/// The key signatures must verify with: `--checkpoint-public-key`, else
+/// the public half of `[log] checkpoint_key_file` when readable.
+pub fn trusted_key(
+    public_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<Option<PublicKey>> {
+    if let Some(path) = public_file {
+        let key = PublicKey::read_openssh_file(path)
+            .with_context(|| format!("while reading the public key {}", path.display()))?;
+        return Ok(Some(key));
+    }
+    Ok(key_file
+        .and_then(|p| checkpoint_key::SshSigner::load(p).ok())
+        .map(|s| s.public().clone()))
+}
+
+/// `mftd verify --log`: true when clean.
+pub fn run(
+    config: &Path,
+    public_key: Option<&Path>,
+    textfile: Option<&Path>,
+) -> anyhow::Result<bool> {
+    let (settings, url) = crate::database_url(config)?;
+    let key = trusted_key(public_key, settings.log.checkpoint_key_file.as_deref())?;
+    let report = crate::block_on(async {
+        let mut client = mft_storage::db::connect(&url, Duration::from_secs(10))
+            .await
+            .context("while connecting to the transfer log ([database] url)")?;
+        check(&mut client, key.as_ref())
+            .await
+            .context("while recomputing the log chains")
+    })?;
+    print!("{}", report.render());
+    if let Some(path) = textfile {
+        crate::verify::write_textfile(path, &report.metrics())?;
+    }
+    Ok(report.is_clean())
+}
