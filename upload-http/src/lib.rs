@@ -18,6 +18,7 @@
 //! It knows nothing of XMPP.
 #![deny(missing_docs)]
 
+pub mod accept;
 mod app;
 mod audit;
 mod body;

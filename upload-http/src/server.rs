@@ -103,48 +103,13 @@ pub async fn serve(
         })
     };
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(app.settings.max_connections.max(1)));
-    let mut at_limit_logged = false;
-    tokio::pin!(shutdown);
-    loop {
-        // Past the cap, new connections wait in the kernel's backlog rather
-        // than take the descriptors every other part of mftd needs.
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit_logged = false;
-                p
-            }
-            Err(_) => {
-                if !at_limit_logged {
-                    tracing::warn!(
-                        max_connections = app.settings.max_connections,
-                        "HTTP: connection limit reached (http.max_connections); new connections wait until one closes"
-                    );
-                    at_limit_logged = true;
-                }
-                tokio::select! {
-                    p = connections.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    () = &mut shutdown => break,
-                }
-            }
-        };
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let limit = crate::accept::ConnectionLimit {
+        places: Arc::new(Semaphore::new(app.settings.max_connections.max(1))),
+        when_full: "HTTP: connection limit reached (http.max_connections)",
+    };
+    crate::accept::accept_until(&listener, &limit, shutdown, |tcp, peer, place| {
         let _ = tcp.set_nodelay(true);
-        let permit = OpenConnection::new(permit);
+        let permit = OpenConnection::new(place);
         // Everything that waits on the client (a PROXY header, the TLS
         // handshake, HTTP) runs in the connection's own task, never here.
         let connection = serve_connection(
@@ -159,7 +124,8 @@ pub async fn serve(
             connection.await;
             drop(permit);
         });
-    }
+    })
+    .await;
     drop(listener);
     reaper.abort();
     let grace = app.settings.shutdown_grace;

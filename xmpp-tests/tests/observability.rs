@@ -205,7 +205,8 @@ fn metrics_follow_one_upload_one_download_and_each_refusal() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    check_monitoring_docs(&after);
+    let written = textfile_metrics(&w);
+    check_monitoring_docs(&after, &written);
     // OpenMetrics on request.
     let (status, om) = get_with(
         &format!("{}/metrics", w.admin),
@@ -330,7 +331,40 @@ fn promtool(args: &[&str]) {
 /// The alert rules and the Grafana dashboard in docs/monitoring use only
 /// metrics mftd exports, in PromQL Prometheus accepts; the alerts fire
 /// as their own unit tests say.
-fn check_monitoring_docs(scraped: &HashMap<String, f64>) {
+/// The metric names `mftd verify --textfile` and `mftd verify --log
+/// --textfile` write (for the node exporter's textfile collector): the
+/// alerts use them beside the scraped ones.
+fn textfile_metrics(w: &World) -> Vec<String> {
+    let mut names = Vec::new();
+    for (extra, file) in [(None, "verify.prom"), (Some("--log"), "chain.prom")] {
+        let path = w.dir.path().join(file);
+        let mut cmd = std::process::Command::new(xmpp_tests::mftd::binary());
+        cmd.args(["verify", "--config"])
+            .arg(w.mftd.config_path())
+            .arg("--textfile")
+            .arg(&path);
+        if let Some(flag) = extra {
+            cmd.arg(flag);
+        }
+        let out = cmd.output().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "verify {extra:?} wrote no textfile ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        names.extend(
+            text.lines()
+                .filter(|l| l.starts_with("mftd_"))
+                .filter_map(|l| l.split(['{', ' ']).next())
+                .map(str::to_owned),
+        );
+    }
+    names
+}
+
+fn check_monitoring_docs(scraped: &HashMap<String, f64>, written: &[String]) {
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/monitoring");
     let alerts = docs.join("prometheus-alerts.yml");
     promtool(&["check", "rules", alerts.to_str().unwrap()]);
@@ -376,6 +410,7 @@ fn check_monitoring_docs(scraped: &HashMap<String, f64>) {
     let exported: std::collections::HashSet<&str> = scraped
         .keys()
         .map(|k| k.split('{').next().unwrap())
+        .chain(written.iter().map(String::as_str))
         .collect();
     for text in exprs
         .iter()

@@ -379,24 +379,11 @@ pub async fn serve(
     monitor: Arc<Monitor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = &mut shutdown => return,
-        };
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    let limit = mft_upload_http::accept::ConnectionLimit {
+        places: Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS)),
+        when_full: "admin listener: connection limit reached",
+    };
+    mft_upload_http::accept::accept_until(&listener, &limit, shutdown, |tcp, _, place| {
         let monitor = monitor.clone();
         let service = service_fn(move |req| {
             let monitor = monitor.clone();
@@ -409,9 +396,10 @@ pub async fn serve(
                 .header_read_timeout(ADMIN_HEADERS)
                 .serve_connection(TokioIo::new(tcp), service);
             let _ = tokio::time::timeout(ADMIN_LIFETIME, conn).await;
-            drop(permit);
+            drop(place);
         });
-    }
+    })
+    .await;
 }
 
 /// Starts the admin listener and the health sampler, when configured.
