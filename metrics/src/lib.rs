@@ -14,6 +14,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod textfile;
+
 use prometheus_client::encoding::{prometheus_text, text as openmetrics_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -108,14 +108,15 @@ impl LogCheck {
 
     /// Prometheus metrics (textfile collector format).
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP mftd_log_chain_ok 1 when the node's log chains recompute without a finding, 0 when a record was edited, inserted or deleted.\n# TYPE mftd_log_chain_ok gauge");
+        let mut out = mft_metrics::textfile::Textfile::new();
         for node in self.chains.nodes() {
             let ok = !self.chains.findings.iter().any(|f| f.node == node);
-            let _ = writeln!(out, "mftd_log_chain_ok{{node=\"{node}\"}} {}", u8::from(ok));
-        }
-        let _ = writeln!(out, "# HELP mftd_log_chain_records Records checked in the node's log chains.\n# TYPE mftd_log_chain_records gauge");
-        for node in self.chains.nodes() {
+            out.gauge(
+                "mftd_log_chain_ok",
+                "1 when the node's log chains recompute without a finding, 0 when a record was edited, inserted or deleted.",
+                &[("node", &node)],
+                i64::from(ok),
+            );
             let n: u64 = self
                 .chains
                 .records
@@ -123,12 +124,32 @@ impl LogCheck {
                 .filter(|((_, n), _)| *n == node)
                 .map(|(_, c)| c)
                 .sum();
-            let _ = writeln!(out, "mftd_log_chain_records{{node=\"{node}\"}} {n}");
+            out.gauge(
+                "mftd_log_chain_records",
+                "Records checked in the node's log chains.",
+                &[("node", &node)],
+                n as i64,
+            );
         }
-        let _ = writeln!(out, "# HELP mftd_log_chain_findings Edited, inserted or deleted log records found (all nodes).\n# TYPE mftd_log_chain_findings gauge\nmftd_log_chain_findings {}", self.chains.findings.len());
-        let _ = writeln!(out, "# HELP mftd_log_checkpoint_bad_signatures Checkpoints whose signature does not verify with the configured key.\n# TYPE mftd_log_checkpoint_bad_signatures gauge\nmftd_log_checkpoint_bad_signatures {}", self.bad_signatures.len());
-        let _ = writeln!(out, "# HELP mftd_log_chain_last_check_timestamp_seconds When verify --log last finished.\n# TYPE mftd_log_chain_last_check_timestamp_seconds gauge\nmftd_log_chain_last_check_timestamp_seconds {}", mft_storage::utc::unix_now());
-        out
+        out.gauge(
+            "mftd_log_chain_findings",
+            "Edited, inserted or deleted log records found (all nodes).",
+            &[],
+            self.chains.findings.len() as i64,
+        );
+        out.gauge(
+            "mftd_log_checkpoint_bad_signatures",
+            "Checkpoints whose signature does not verify with the configured key.",
+            &[],
+            self.bad_signatures.len() as i64,
+        );
+        out.gauge(
+            "mftd_log_chain_last_check_timestamp_seconds",
+            "When verify --log last finished.",
+            &[],
+            mft_storage::utc::unix_now() as i64,
+        );
+        out.render()
     }
 }
 

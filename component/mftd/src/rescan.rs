@@ -66,7 +66,7 @@ impl RescanReport {
 
     /// The rescan's series for the textfile collector.
     pub fn metrics(&self, node: &str) -> String {
-        let mut out = String::new();
+        let mut out = mft_metrics::textfile::Textfile::new();
         for (name, help, value) in [
             (
                 "mftd_verify_files_rescanned",
@@ -89,12 +89,9 @@ impl RescanReport {
                 usize::from(self.stopped.is_some()),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}"
-            );
+            out.gauge(name, help, &[("node", node)], value as i64);
         }
-        out
+        out.render()
     }
 }
 

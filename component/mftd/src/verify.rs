@@ -296,8 +296,7 @@ impl VerifyReport {
 
     /// The findings as Prometheus metrics (textfile collector format).
     pub fn metrics(&self, node: &str) -> String {
-        let now = mft_storage::utc::unix_now();
-        let mut out = String::new();
+        let mut out = mft_metrics::textfile::Textfile::new();
         for (name, help, value) in [
             (
                 "mftd_verify_missing_files",
@@ -330,13 +329,15 @@ impl VerifyReport {
                 self.hashed,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}"
-            );
+            out.gauge(name, help, &[("node", node)], value as i64);
         }
-        let _ = writeln!(out, "# HELP mftd_verify_last_run_timestamp_seconds When verify last finished.\n# TYPE mftd_verify_last_run_timestamp_seconds gauge\nmftd_verify_last_run_timestamp_seconds{{node=\"{node}\"}} {now}");
-        out
+        out.gauge(
+            "mftd_verify_last_run_timestamp_seconds",
+            "When verify last finished.",
+            &[("node", node)],
+            mft_storage::utc::unix_now() as i64,
+        );
+        out.render()
     }
 }
 
