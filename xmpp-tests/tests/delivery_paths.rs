@@ -314,10 +314,20 @@ fn prosody_offline_delivery_is_attributed_with_the_original_time() {
     offline(&w);
 }
 
-#[test]
-fn prosody_archive_copies_are_claimed_and_never_a_new_share() {
-    let w = prosody_world();
-    // bob offline: the message goes to offline storage and to both archives.
+/// The messages in `jid`'s archive that carry `resource`, each fetched.
+fn archived(w: &World, jid: &str, resource: &str) -> Vec<Value> {
+    let got = client::run_at(&w.c2s, jid, password(jid), &["mam", "--fetch"]);
+    messages(&got)
+        .into_iter()
+        .filter(|m| m["body"].as_str().unwrap_or("").contains(resource))
+        .collect()
+}
+
+/// Archives: bob is offline when alice sends, so the message goes to
+/// offline storage and to both archives. bob reads his archive (without
+/// presence: nothing comes from offline storage), alice hers from another
+/// device; each fetches.
+fn archive(w: &World) {
     let url = w.upload("archive.txt");
     let resource = resource_of(&url);
     let before = unix_now();
@@ -328,28 +338,20 @@ fn prosody_archive_copies_are_claimed_and_never_a_new_share() {
     );
     std::thread::sleep(Duration::from_secs(2));
 
-    // bob reads his archive (no presence: nothing from offline storage).
-    let got = client::run_at(
-        &w.c2s,
-        &format!("{BOB}/phone"),
-        "bob-pw",
-        &["mam", "--fetch"],
-    );
-    let bob = messages(&got);
-    assert_eq!(bob.len(), 1, "bob's archive: {got}\n{}", w.router_log());
+    let bob = archived(w, &format!("{BOB}/phone"), &resource);
+    assert_eq!(bob.len(), 1, "bob's archive: {bob:?}\n{}", w.router_log());
     assert_eq!(bob[0]["via"], "mam");
-    assert!(claimed_for(&bob[0], &url, BOB), "{got}");
+    assert!(claimed_for(&bob[0], &url, BOB), "{bob:?}");
 
-    // alice reads hers from another device: her own sent copy names her.
-    let got = client::run_at(
-        &w.c2s,
-        &format!("{ALICE}/tablet"),
-        "alice-pw",
-        &["mam", "--fetch"],
+    // alice's own sent copy names her.
+    let alice = archived(w, &format!("{ALICE}/tablet"), &resource);
+    assert_eq!(
+        alice.len(),
+        1,
+        "alice's archive: {alice:?}\n{}",
+        w.router_log()
     );
-    let alice = messages(&got);
-    assert_eq!(alice.len(), 1, "alice's archive: {got}\n{}", w.router_log());
-    assert!(claimed_for(&alice[0], &url, ALICE), "{got}");
+    assert!(claimed_for(&alice[0], &url, ALICE), "{alice:?}");
 
     assert_eq!(
         w.gets(&resource, 3),
@@ -367,8 +369,15 @@ fn prosody_archive_copies_are_claimed_and_never_a_new_share() {
 }
 
 #[test]
-fn ejabberd_carbons_and_offline_delivery_are_attributed() {
+fn prosody_archive_copies_are_claimed_and_never_a_new_share() {
+    let w = prosody_world();
+    archive(&w);
+}
+
+#[test]
+fn ejabberd_carbons_offline_delivery_and_archives_are_attributed() {
     let w = ejabberd_world();
     carbons(&w);
     offline(&w);
+    archive(&w);
 }
