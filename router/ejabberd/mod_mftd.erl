@@ -6,7 +6,8 @@
 %%% recipient, im | groupchat | persistent, the last read from the room's
 %%% configuration); and give every local recipient a URL of their own,
 %%% `?for=<claim>', the recipient's bare JID signed with the key shared with
-%%% mftd (see upload-http/src/claim.rs).
+%%% mftd (see upload-http/src/claim.rs), also inside XEP-0280 carbons and
+%%% XEP-0313 results (the claim of the user the copy is delivered to).
 %%%
 %%% A link counts as mftd's in every spelling a client's URL parser still
 %%% fetches from mftd (`HTTP://', `127.1', `:05443', `user@'…, see below); a
@@ -216,15 +217,34 @@ user_send_packet({#message{type = T, to = #jid{} = To, from = From} = Msg, State
     Acc;
 user_send_packet(Acc) -> Acc.
 
-%% A message is delivered to a local user: give them their own URLs.
+%% A message is delivered to a local user: give them their own URLs. This
+%% runs (priority 50) before mod_carboncopy (89) and mod_mam (88), so the
+%% `received' carbons to the user's other resources and the copy in their
+%% archive carry the user's claim. Copies wrapped in XEP-0297 <forwarded/>
+%% (XEP-0280 carbons, XEP-0313 results) get it inside: mod_carboncopy makes
+%% `sent' carbons from the message as the sender wrote it, and routes them
+%% to the sender's other resources through this hook. Offline messages
+%% (mod_offline) are routed to the user when they come online and pass
+%% here too. None of these is a share: shares come from user_send_packet.
 user_receive_packet({#message{type = T, to = #jid{} = To} = Msg, State} = Acc)
   when T /= error ->
     Host = maps:get(lserver, State),
-    case resources(Host, Msg) of
-        [] -> Acc;
-        _ ->
-            M = matcher(Host),
+    case matcher(Host) of
+        error -> Acc;
+        M ->
             Recipient = jid:encode(jid:remove_resource(To)),
+            Msg1 = claim_message(Host, M, Recipient, Msg),
+            Els = [claim_wrapped(Host, M, Recipient, El) || El <- Msg1#message.sub_els],
+            {Msg1#message{sub_els = Els}, State}
+    end;
+user_receive_packet(Acc) -> Acc.
+
+%% Msg with every mftd link in its body, XEP-0066 URL and XEP-0447 targets
+%% carrying Recipient's claim; Msg itself when it has none.
+claim_message(Host, M, Recipient, Msg) ->
+    case resources(Host, Msg) of
+        [] -> Msg;
+        _ ->
             ClaimFor = fun(Resource) -> claim(Host, Resource, Recipient) end,
             Body = [Text#text{data = url_rewrite(M, D, ClaimFor, false)}
                     || #text{data = D} = Text <- Msg#message.body],
@@ -236,9 +256,25 @@ user_receive_packet({#message{type = T, to = #jid{} = To} = Msg, State} = Acc)
                    end,
             Els = map_targets(fun(Target) -> url_rewrite(M, Target, ClaimFor, true) end,
                               Msg2#message.sub_els),
-            {Msg2#message{sub_els = Els}, State}
-    end;
-user_receive_packet(Acc) -> Acc.
+            Msg2#message{sub_els = Els}
+    end.
+
+%% A carbon or an archive result: the message it forwards, claimed.
+claim_wrapped(Host, M, R, #carbons_sent{forwarded = F} = C) ->
+    C#carbons_sent{forwarded = claim_forwarded(Host, M, R, F)};
+claim_wrapped(Host, M, R, #carbons_received{forwarded = F} = C) ->
+    C#carbons_received{forwarded = claim_forwarded(Host, M, R, F)};
+claim_wrapped(Host, M, R, #mam_result{sub_els = Els} = Res) ->
+    Res#mam_result{sub_els = [claim_wrapped(Host, M, R, E) || E <- Els]};
+claim_wrapped(Host, M, R, #forwarded{} = F) -> claim_forwarded(Host, M, R, F);
+claim_wrapped(_, _, _, El) -> El.
+
+claim_forwarded(Host, M, R, #forwarded{sub_els = Els} = F) ->
+    F#forwarded{sub_els = [case E of
+                               #message{} -> claim_message(Host, M, R, E);
+                               _ -> E
+                           end || E <- Els]};
+claim_forwarded(_, _, _, F) -> F.
 
 %%% ---------------------------------------------------------------------
 %%% Reporting shares to mftd, and the queue of the reports it did not take.

@@ -12,7 +12,11 @@
 --  * gives every local recipient a URL of their own: each copy delivered to a
 --    local user (1:1, each MUC occupant, offline storage, archives) carries
 --    `?for=<claim>`, an HMAC of the recipient's JID with a key shared with
---    mftd, so mftd can log who fetched the file.
+--    mftd, so mftd can log who fetched the file;
+--  * gives the same claim inside copies forwarded to a client (XEP-0280
+--    carbons, XEP-0313 archive results): each names the session's own user,
+--    the sender included for her `sent` carbons and her own archive. These
+--    copies are never reported as shares; only a message a user sends is.
 --
 -- A link counts as mftd's in every spelling a client's URL parser still
 -- fetches from mftd (`HTTP://`, `127.1`, `:05443`, `user@`…, see below); a
@@ -474,6 +478,7 @@ local hashes = require "util.hashes";
 local base64 = require "util.encodings".base64;
 local new_id = require "util.id".short;
 local datetime = require "util.datetime";
+local filters = require "util.filters";
 
 local component = module:get_option_string("mftd_component");
 local prefix = module:get_option_string("mftd_url_prefix");
@@ -693,24 +698,101 @@ local function set_text(tag, text)
 	table.insert(tag, text);
 end
 
+-- Rewrites, in place, every mftd link in `message` (a copy) to carry
+-- `recipient`'s claim.
+local function claim_links(message, recipient)
+	local function claim_for(resource) return claim(resource, recipient); end
+	for _, c in ipairs(text_carriers(message)) do
+		local text = c.tag:get_text();
+		if text then set_text(c.tag, url.rewrite(links, text, claim_for, c.whole)); end
+	end
+	for _, ud in ipairs(source_targets(message)) do
+		ud.attr.target = url.rewrite(links, ud.attr.target or "", claim_for, true);
+	end
+end
+
 -- A message is being delivered to a local user: give them their own URLs.
+-- This runs before mod_offline, mod_mam and mod_carbons see the message
+-- (their handlers have lower priorities), so the copy stored offline, the
+-- copy in the recipient's archive and the `received` carbons to their other
+-- resources all carry the recipient's claim.
 local function claim_urls(event)
 	local stanza = event.stanza;
 	if stanza.attr.type == "error" or not stanza.attr.to then return; end
-	local recipient = jid.bare(stanza.attr.to);
-	local function claim_for(resource) return claim(resource, recipient); end
 	if #resources_in(stanza) == 0 then return; end
 	-- The same stanza object may go on to other recipients (MUC occupants):
 	-- rewrite a copy and hand that one on.
 	local copy = st.clone(stanza);
-	for _, c in ipairs(text_carriers(copy)) do
-		local text = c.tag:get_text();
-		if text then set_text(c.tag, url.rewrite(links, text, claim_for, c.whole)); end
-	end
-	for _, ud in ipairs(source_targets(copy)) do
-		ud.attr.target = url.rewrite(links, ud.attr.target or "", claim_for, true);
-	end
+	claim_links(copy, jid.bare(stanza.attr.to));
 	event.stanza = copy;
+end
+
+-- Copies of a message that reach a client wrapped in another one, as
+-- XEP-0297 <forwarded/>: XEP-0280 carbons (<sent/>, <received/>) and
+-- XEP-0313 archive results (<result/>). mod_carbons makes `sent` carbons
+-- from the message as the sender wrote it, and mod_mam answers a query
+-- from the archive as stored (the sender's own copy unclaimed); both hand
+-- them straight to the session, past the message/* hooks. So every message
+-- a client session is sent is looked into here, and each forwarded message
+-- gets the claim of the session's own user: the person who can click it.
+-- A forwarded copy is never a share: it is not sent by a user, and a share
+-- is only reported from pre-message/*.
+local NS_FORWARD = "urn:xmpp:forward:0";
+
+local function forwarded_messages(stanza)
+	local found = {};
+	for _, wrapper in ipairs(stanza.tags) do
+		for _, fwd in ipairs(wrapper.tags) do
+			if fwd.name == "forwarded" and fwd.attr.xmlns == NS_FORWARD then
+				for _, inner in ipairs(fwd.tags) do
+					if inner.name == "message" then table.insert(found, inner); end
+				end
+			end
+		end
+	end
+	return found;
+end
+
+local function claim_forwarded(stanza, session)
+	if stanza.name ~= "message" or not session.username then return stanza; end
+	local wanted = false;
+	for _, inner in ipairs(forwarded_messages(stanza)) do
+		if #resources_in(inner) > 0 then wanted = true; break; end
+	end
+	if not wanted then return stanza; end
+	-- mod_carbons sends one carbon object to each of the user's resources:
+	-- rewrite a copy.
+	local copy = st.clone(stanza);
+	local owner = jid.join(session.username, session.host);
+	for _, inner in ipairs(forwarded_messages(copy)) do
+		claim_links(inner, owner);
+	end
+	return copy;
+end
+
+-- Ahead of mod_smacks' queue (priority -999), so a resent copy is claimed too.
+local FILTER_PRIORITY = 10;
+
+local function watch_session(session)
+	filters.add_filter(session, "stanzas/out", claim_forwarded, FILTER_PRIORITY);
+end
+
+module:hook("resource-bind", function (event) watch_session(event.session); end);
+
+local function each_session(f)
+	local host = prosody.hosts[module.host];
+	for _, user in pairs(host and host.sessions or {}) do
+		for _, session in pairs(user.sessions or {}) do f(session); end
+	end
+end
+
+-- Loaded or reloaded while users are online: watch their sessions too.
+each_session(watch_session);
+
+function module.unload()
+	each_session(function (session)
+		filters.remove_filter(session, "stanzas/out", claim_forwarded);
+	end);
 end
 
 module:hook("pre-message/bare", report_shares, 10);

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import logging
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -167,35 +168,69 @@ class Client(slixmpp.ClientXMPP):
         await asyncio.sleep(0.5)
         return {"sent": True}
 
+    def fetch_all(self, urls):
+        """GETs each loopback URL (and hosts --resolve maps): the tests never leave this machine."""
+        def local(u):
+            return u.startswith("http://127.0.0.1") or urllib.parse.urlsplit(u).hostname in RESOLVED
+        fetched = []
+        for url in sorted(set(u for u in urls if local(u))):
+            try:
+                status, body, _ = http("GET", url)
+            except OSError:
+                status, body = 0, b""  # nothing listening: the service is away
+            fetched.append({"url": url, "status": status, "sha256": hashlib.sha256(body).hexdigest()})
+        return fetched
+
+    def note(self, el, via):
+        """Records one message (a jabber:client <message/> element), fetching its URLs if asked."""
+        body_el = el.find("{jabber:client}body")
+        body = body_el.text if body_el is not None and body_el.text else ""
+        oob_el = el.find("{jabber:x:oob}x/{jabber:x:oob}url")
+        oob = oob_el.text if oob_el is not None and oob_el.text else None
+        delay = el.find("{urn:xmpp:delay}delay")
+        urls = re.findall(r"https?://\S+", body) + ([oob] if oob else [])
+        fetched = self.fetch_all(urls) if self.args.fetch else []
+        self.received.append({"from": el.get("from"), "to": el.get("to"), "type": el.get("type"),
+                              "body": body, "oob": oob, "via": via,
+                              "delay": delay.get("stamp") if delay is not None else None,
+                              "fetched": fetched})
+        if len(self.received) >= self.args.count:
+            self.got_enough.set()
+
     def on_message(self, msg):
-        if msg["type"] in ("error", "headline") or not msg["body"]:
+        if msg["type"] == "error":
+            return
+        # XEP-0280 carbons come from our own bare JID only (anything else is a forgery).
+        for kind in ("sent", "received"):
+            inner = msg.xml.find("{urn:xmpp:carbons:2}%s/{urn:xmpp:forward:0}forwarded/{jabber:client}message" % kind)
+            if inner is not None:
+                if msg["from"].bare == self.boundjid.bare:
+                    self.note(inner, "carbon-" + kind)
+                return
+        if msg["type"] == "headline" or not msg["body"]:
             return
         if msg["type"] == "groupchat" and msg["mucnick"] == self.args.nick:
             return
-        urls = [u for u in re.findall(r"https?://\S+", msg["body"])]
-        oob = msg["oob"]["url"] or None
-        fetched = []
-        if self.args.fetch:
-            # Only loopback URLs (and hosts --resolve maps) are fetched: the
-            # tests never leave this machine.
-            def local(u):
-                return u.startswith("http://127.0.0.1") or urllib.parse.urlsplit(u).hostname in RESOLVED
-            for url in sorted(set(u for u in urls + ([oob] if oob else []) if local(u))):
-                try:
-                    status, body, _ = http("GET", url)
-                except OSError:
-                    status, body = 0, b""  # nothing listening: the service is away
-                fetched.append({"url": url, "status": status, "sha256": hashlib.sha256(body).hexdigest()})
-        self.received.append({"from": str(msg["from"]), "type": msg["type"], "body": msg["body"],
-                              "oob": oob, "fetched": fetched})
-        if len(self.received) >= self.args.count:
-            self.got_enough.set()
+        self.note(msg.xml, "direct")
 
     async def receive(self):
         """Waits for messages (joining a room first if asked), fetching the URLs in them."""
         a = self.args
         self.add_event_handler("message", self.on_message)
-        # Available, so messages to the bare JID reach this session.
+        # slixmpp raises "message" only for a message with a <body/>: carbons
+        # carry theirs inside <forwarded/>.
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+        for kind in ("sent", "received"):
+            self.register_handler(Callback("carbons " + kind,
+                                           MatchXPath("{jabber:client}message/{urn:xmpp:carbons:2}" + kind),
+                                           self.on_message))
+        if a.carbons:
+            iq = self.make_iq_set()
+            iq.append(ET.fromstring("<enable xmlns='urn:xmpp:carbons:2'/>"))
+            await iq.send(timeout=10)
+        # Available, so messages to the bare JID reach this session (and
+        # messages stored offline are delivered).
         self.send_presence()
         await asyncio.sleep(0.2)
         if a.nick:
@@ -206,6 +241,34 @@ class Client(slixmpp.ClientXMPP):
             await asyncio.wait_for(self.got_enough.wait(), a.timeout)
         except asyncio.TimeoutError:
             pass
+        return {"messages": self.received}
+
+    async def mam(self):
+        """Fetches the user's own archive (XEP-0313), without sending presence first,
+        and records (and fetches, with --fetch) each archived message."""
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+        results = []
+
+        def on_result(msg):
+            # From our own account: no 'from' at all, or our bare JID.
+            sender = msg.xml.get("from")
+            if sender and slixmpp.JID(sender).bare != self.boundjid.bare:
+                return
+            inner = msg.xml.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+            if inner is not None:
+                results.append(inner)
+
+        self.register_handler(Callback("mam results", MatchXPath("{jabber:client}message/{urn:xmpp:mam:2}result"),
+                                       on_result))
+        iq = self.make_iq_set()
+        iq.append(ET.fromstring("<query xmlns='urn:xmpp:mam:2' queryid='all'/>"))
+        await iq.send(timeout=10)
+        # The results come before the IQ result; give the handlers a turn.
+        await asyncio.sleep(0.2)
+        self.args.count = 1 << 30
+        for el in results:
+            self.note(el, "mam")
         return {"messages": self.received}
 
     async def start(self, _event):
@@ -225,6 +288,8 @@ class Client(slixmpp.ClientXMPP):
                 self.result = await self.send_message()
             elif a.command == "receive":
                 self.result = await self.receive()
+            elif a.command == "mam":
+                self.result = await self.mam()
             elif a.command == "slot":
                 put_url, headers, get_url = await self.request_slot(a.to, a.filename, a.size, None)
                 self.result = {"put_url": put_url, "headers": headers, "get_url": get_url}
@@ -295,6 +360,9 @@ def main():
     rc.add_argument("--nick", help="the nick in --join")
     rc.add_argument("--fetch", action="store_true", help="GET every URL received")
     rc.add_argument("--ready", help="a file to create once listening")
+    rc.add_argument("--carbons", action="store_true", help="enable XEP-0280 message carbons first")
+    ma = sub.add_parser("mam")
+    ma.add_argument("--fetch", action="store_true", help="GET every URL in the archive")
     up = sub.add_parser("upload")
     up.add_argument("--file", required=True)
     up.add_argument("--name")
@@ -311,7 +379,7 @@ def main():
     sls.add_argument("--count", type=int, default=1000)
     sls.add_argument("--parallel", type=int, default=10)
     args = p.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("MFT_CLIENT_DEBUG") else logging.ERROR)
     if args.resolve:
         resolve(dict(r.split(":", 1) for r in args.resolve))
     global HTTPS_CONTEXT

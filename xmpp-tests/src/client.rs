@@ -83,7 +83,23 @@ pub fn listen_at(
     room: Option<(&str, &str)>,
     count: usize,
 ) -> std::process::Child {
-    let ready = dir.join(format!("{}.ready", who.0));
+    let mut extra = vec![];
+    if let Some((room, nick)) = room {
+        extra.extend(["--join", room, "--nick", nick]);
+    }
+    listen_with(c2s, dir, who, &extra, count)
+}
+
+/// [`listen_at`] with more `receive` options (`--carbons`, `--join` …).
+/// `who` may be a full JID: each resource listens as its own client.
+pub fn listen_with(
+    c2s: &str,
+    dir: &std::path::Path,
+    who: (&str, &str),
+    extra: &[&str],
+    count: usize,
+) -> std::process::Child {
+    let ready = dir.join(format!("{}.ready", who.0.replace('/', "_")));
     let _ = std::fs::remove_file(&ready);
     let count = count.to_string();
     let mut args = vec![
@@ -94,9 +110,7 @@ pub fn listen_at(
         "--ready",
         ready.to_str().unwrap(),
     ];
-    if let Some((room, nick)) = room {
-        args.extend(["--join", room, "--nick", nick]);
-    }
+    args.extend(extra);
     let child = spawn_at(c2s, who.0, who.1, &args);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !ready.exists() {

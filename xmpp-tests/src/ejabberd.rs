@@ -22,7 +22,8 @@ pub struct Ejabberd {
 }
 
 /// ejabberd as mftd's router: a component port for `upload.example.test`,
-/// group chat on `conference.example.test`, users, and optionally mftd's
+/// group chat on `conference.example.test`, offline storage (mod_offline),
+/// message carbons (mod_carboncopy), archives (mod_mam, in mnesia), users, and optionally mftd's
 /// router module (`router/ejabberd/mod_mftd.erl`, compiled here).
 pub struct RouterOptions {
     /// The component secret.
@@ -97,7 +98,7 @@ impl Ejabberd {
         let mut e = Self::prepare();
         let d = e.dir.path().to_path_buf();
         let mut modules = String::from(
-            "  mod_disco: {}\n  mod_ping: {}\n  mod_roster: {}\n  mod_muc:\n    host: \"conference.example.test\"\n    access_create: all\n    access_persistent: all\n",
+            "  mod_disco: {}\n  mod_ping: {}\n  mod_roster: {}\n  mod_offline: {}\n  mod_carboncopy: {}\n  mod_mam:\n    default: always\n  mod_muc:\n    host: \"conference.example.test\"\n    access_create: all\n    access_persistent: all\n",
         );
         let mut erl_options = String::new();
         if let Some((url, key)) = &opts.mftd_module {

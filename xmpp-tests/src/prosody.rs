@@ -42,6 +42,9 @@ pub struct ProsodyOptions {
     /// Serve group chat: `conference.<domain>` (rooms not persistent unless
     /// configured so) and `rooms.<domain>` (rooms persistent by default).
     pub muc: bool,
+    /// Load the delivery modules a stock Prosody has on: mod_carbons
+    /// (XEP-0280), mod_offline and mod_mam (XEP-0313, internal storage).
+    pub delivery_modules: bool,
 }
 
 impl Default for ProsodyOptions {
@@ -57,6 +60,7 @@ impl Default for ProsodyOptions {
             file_share_port: None,
             mftd_module: None,
             muc: false,
+            delivery_modules: false,
         }
     }
 }
@@ -157,6 +161,10 @@ network_settings = {{ nagle = false }}
                 self.component_jid
             );
             cfg = cfg.replace("\"posix\" }", "\"posix\", \"mftd\" }");
+        }
+        if opts.delivery_modules {
+            cfg = cfg.replace("\"posix\"", "\"posix\", \"carbons\", \"offline\", \"mam\"");
+            cfg.push_str("archive_expires_after = \"1w\"\n");
         }
         for host in hosts {
             let _ = writeln!(cfg, "VirtualHost \"{host}\"");
