@@ -180,6 +180,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[scan]`: the malware scanner every upload goes through (ClamAV's clamd).
     pub scan: Option<content::ScanConfig>,
+    /// `[adhoc]`: XEP-0050 ad-hoc commands (`mft_component::adhoc::settings`).
+    #[serde(default)]
+    pub adhoc: mft_component::adhoc::settings::AdhocConfig<HumanDuration>,
 }
 
 /// `[retention]`
@@ -1151,6 +1154,8 @@ pub struct Settings {
     pub default_limits: mft_component::groups::Limits,
     /// `[[limits.group]]`, validated.
     pub groups: std::sync::Arc<mft_component::groups::GroupLimits>,
+    /// `[adhoc]`, validated.
+    pub adhoc: mft_component::adhoc::settings::AdhocSettings,
 }
 
 impl Settings {
@@ -1465,7 +1470,14 @@ impl Settings {
             database_url.is_some(),
         )
         .map_err(|e| invalid(e.key, e.message))?;
+        let adhoc = mft_component::adhoc::settings::validate(
+            &config.adhoc,
+            &allowed_domains,
+            database_url.is_some(),
+        )
+        .map_err(|e| invalid(e.key, e.message))?;
         Ok(Settings {
+            adhoc,
             default_limits,
             groups: std::sync::Arc::new(groups),
             scan,
