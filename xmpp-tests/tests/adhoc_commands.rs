@@ -192,13 +192,14 @@ fn users_list_and_delete_only_their_own_uploads_and_policy_refuses_with_the_reas
 
     // Discovery: the feature, and the users' commands only.
     let listed = w.adhoc(ALICE, json!([{"list": true}]));
-    let nodes: Vec<&str> = listed[0]["commands"]
+    let mut nodes: Vec<&str> = listed[0]["commands"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c["node"].as_str().unwrap())
         .collect();
-    assert_eq!(nodes, ["list-uploads", "delete-upload"], "{}", listed[0]);
+    nodes.sort_unstable(); // slixmpp keeps items in a set
+    assert_eq!(nodes, ["delete-upload", "list-uploads"], "{}", listed[0]);
     assert!(
         listed[0]["features"]
             .to_string()
@@ -562,6 +563,34 @@ fn malformed_and_foreign_command_payloads_get_xep_errors_and_change_nothing() {
         "{}",
         steps[14]
     );
+
+    // Raw commands no client would send: no node, markup and size in the
+    // attributes, an unknown element inside.
+    let raw = |payload: &str| {
+        client::run(
+            &w.prosody,
+            ALICE.0,
+            ALICE.1,
+            &[
+                "iq",
+                "--to",
+                &w.prosody.component_jid,
+                "--type",
+                "set",
+                payload,
+            ],
+        )["reply"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let no_node = raw("<command xmlns='http://jabber.org/protocol/commands'/>");
+    assert!(no_node.contains("item-not-found"), "{no_node}");
+    let odd = raw(&format!(
+        "<command xmlns='http://jabber.org/protocol/commands' xmlns:p='urn:p' p:x='1'          node='delete-upload' action='complete' sessionid='&lt;{}&gt;'><evil xmlns='urn:e'/></command>",
+        "s".repeat(5000)
+    ));
+    assert!(odd.contains("bad-sessionid") && odd.len() < 4096, "{odd}");
 
     // A replay after a completed deletion, and Bob's open session used by
     // Alice: neither is a way in.
