@@ -8,13 +8,16 @@
 //!   errors ([`stanza`]);
 //! - [`policy`], [`rate`], [`space`]: chat types of destinations, the
 //!   per-user slot request limit, and the free-space guard;
-//! - [`groups`]: limits per group of users (`[[limits.group]]`).
+//! - [`groups`]: limits per group of users (`[[limits.group]]`);
+//! - [`adhoc`]: XEP-0050 ad-hoc commands: users' own files, administrators'
+//!   holds and usage (`[adhoc]`).
 //!
 //! It does not speak HTTP itself (that is `mft-upload-http`), and the
 //! operator program — configuration, wiring, operator commands — is the
 //! `mftd` binary in `component/mftd/`.
 #![deny(missing_docs)]
 
+pub mod adhoc;
 pub mod component;
 pub mod groups;
 pub mod link;

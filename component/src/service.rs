@@ -1,5 +1,6 @@
-//! What the component answers: disco#info/#items, pings, and slot requests
-//! (policy, location, signed token, URLs). Every IQ get/set gets exactly one
+//! What the component answers: disco#info/#items, pings, slot requests
+//! (policy, location, signed token, URLs), share reports, and — handed to
+//! [`crate::adhoc`] — XEP-0050 ad-hoc commands. Every IQ get/set gets exactly one
 //! answer; results and errors are never answered.
 
 use std::time::Duration;
@@ -9,6 +10,7 @@ use mft_storage::retention::RetentionFloor;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
 
+use crate::adhoc::{Commands, NS_COMMANDS};
 use crate::groups::GroupLimits;
 use crate::policy::ChatRules;
 use crate::policy::NS_DESTINATION;
@@ -130,6 +132,9 @@ pub struct UploadService {
     /// Limits per group of users (`[[limits.group]]`); the fields above
     /// are the limits of everyone in no group.
     pub groups: std::sync::Arc<GroupLimits>,
+    /// XEP-0050 ad-hoc commands (`[adhoc]`), when offered: they need the
+    /// transfer log.
+    pub commands: Option<std::sync::Arc<Commands>>,
 }
 
 /// The limits that apply to one requester: their group's, or the
@@ -187,6 +192,7 @@ impl UploadService {
             ),
             types: Default::default(),
             groups: Default::default(),
+            commands: None,
         }
     }
 
@@ -241,9 +247,24 @@ impl UploadService {
                         ))),
                     )
                 }
-                ("get", Some(("query", NS_DISCO_ITEMS))) => {
-                    iq_result(stanza, Some(Element::new("query", NS_DISCO_ITEMS)))
+                ("get", Some(("query", NS_DISCO_INFO))) => {
+                    let node = payload.and_then(|p| p.get_attr("node")).unwrap_or("");
+                    match self
+                        .commands
+                        .as_ref()
+                        .and_then(|c| c.node_info(stanza, node))
+                    {
+                        Some(info) => iq_result(stanza, Some(info)),
+                        None => StanzaError::item_not_found("No such node.").reply_to(stanza),
+                    }
                 }
+                ("get", Some(("query", NS_DISCO_ITEMS))) => {
+                    iq_result(stanza, Some(self.disco_items(stanza, payload)))
+                }
+                ("set", Some(("command", NS_COMMANDS))) => match &self.commands {
+                    Some(commands) => commands.execute(stanza).await,
+                    None => StanzaError::service_unavailable().reply_to(stanza),
+                },
                 ("get", Some(("ping", NS_PING))) => iq_result(stanza, None),
                 ("get", Some(("request", _))) if find_request(stanza).is_some() => {
                     self.slot(stanza).await
@@ -340,6 +361,16 @@ impl UploadService {
         }
     }
 
+    /// disco#items: nothing at the top; the ad-hoc commands the asker may
+    /// run on the commands node (XEP-0050).
+    fn disco_items(&self, stanza: &Element, payload: Option<&Element>) -> Element {
+        match (payload.and_then(|p| p.get_attr("node")), &self.commands) {
+            (Some(NS_COMMANDS), Some(commands)) => commands.disco_items(stanza),
+            (Some(node), _) => Element::new("query", NS_DISCO_ITEMS).attr("node", node),
+            (None, _) => Element::new("query", NS_DISCO_ITEMS),
+        }
+    }
+
     /// The XEP-0363 1.2 purposes offered, exactly as disco#info lists them:
     /// ephemeral needs the administrator's consent and the transfer log (its
     /// expiry is kept there), permanent the administrator's consent.
@@ -363,8 +394,10 @@ impl UploadService {
                 .attr("type", "file")
                 .attr("name", "HTTP File Upload"),
         );
+        let commands = self.commands.as_ref().map(|_| NS_COMMANDS);
         for feature in [NS_DISCO_INFO, NS_PING]
             .into_iter()
+            .chain(commands)
             .chain(UPLOAD_NAMESPACES)
         {
             query = query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));

@@ -75,6 +75,8 @@ pub enum Condition {
     FeatureNotImplemented,
     /// The item named does not exist.
     ItemNotFound,
+    /// The action is not allowed now (XEP-0050's `session-expired`).
+    NotAllowed,
 }
 
 impl Condition {
@@ -88,6 +90,7 @@ impl Condition {
             Condition::ServiceUnavailable => "service-unavailable",
             Condition::FeatureNotImplemented => "feature-not-implemented",
             Condition::ItemNotFound => "item-not-found",
+            Condition::NotAllowed => "not-allowed",
         }
     }
 }

@@ -123,6 +123,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rescan verdicts and quarantine",
         include_str!("../migrations/0013_rescan.sql"),
     ),
+    (
+        14,
+        "users' own deletions",
+        include_str!("../migrations/0014_user_deletions.sql"),
+    ),
 ];
 
 /// The schema version this build needs.
@@ -168,6 +173,8 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
     ("erasures", "SELECT, INSERT"),
     ("erasure_steps", "SELECT, INSERT"),
     ("aft_log_erasures", "SELECT"),
+    // Users deleting their own uploads over ad-hoc commands: append-only.
+    ("user_deletions", "SELECT, INSERT"),
 ];
 
 /// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).
@@ -180,6 +187,7 @@ pub const RUNTIME_SEQUENCES: &[&str] = &[
     "hold_events_event_id_seq",
     "erasures_erasure_id_seq",
     "erasure_steps_step_id_seq",
+    "user_deletions_step_id_seq",
 ];
 
 /// Who a grant is for.

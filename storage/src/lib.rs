@@ -19,6 +19,8 @@
 //! - [`erasure`] and [`discovery`]: erasing a person's files with the record
 //!   kept, and the records an e-discovery export carries.
 //! - [`rescan`]: quarantining a stored file a rescan found infected.
+//! - [`user_files`] and [`user_deletion`]: a user's own uploads and usage, and
+//!   a user deleting one of them (audited, under holds and the floor).
 //!
 //! - [`budget`]: the one memory budget for transfer buffers;
 //! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
@@ -52,6 +54,8 @@ pub mod retention;
 pub mod sftp;
 pub mod store;
 pub mod transfer_log;
+pub mod user_deletion;
+pub mod user_files;
 pub mod utc;
 
 pub use error::{ConnectError, StoreError};

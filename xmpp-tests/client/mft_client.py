@@ -34,6 +34,8 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0045")
         self.register_plugin("xep_0066")
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0050")
         self.received = []
         self.got_enough = asyncio.Event()
         self.add_event_handler("session_start", self.start)
@@ -153,6 +155,56 @@ class Client(slixmpp.ClientXMPP):
             "sha256_sent": hashlib.sha256(data).hexdigest(),
             "sha256_got": hashlib.sha256(body).hexdigest(),
         }
+
+    async def adhoc(self):
+        """Runs XEP-0050 ad-hoc command steps through slixmpp's xep_0050.
+
+        --steps is a JSON list; each step is either {"list": true} (the
+        commands disco#items lists, and the service's disco#info features) or
+        {"node": N, "action": A, "fields": {var: value}, "raw": XML,
+        "sessionid": S}. A step continues the previous step's session unless
+        its action is "execute" or it names "sessionid" itself (null: none).
+        """
+        a = self.args
+        to = a.to
+        out = []
+        sessionid = None
+        node = None
+        for st in json.loads(a.steps):
+            if st.get("list"):
+                items = await self["xep_0050"].get_commands(to, timeout=10)
+                info = await self["xep_0030"].get_info(jid=to, timeout=10)
+                out.append({"commands": [{"jid": str(i[0]), "node": i[1], "name": i[2]}
+                                         for i in items["disco_items"]["items"]],
+                            "features": sorted(info["disco_info"]["features"])})
+                continue
+            node = st.get("node", node)
+            action = st.get("action", "execute")
+            if "sessionid" in st:
+                sid = st["sessionid"]
+            else:
+                sid = None if action == "execute" else sessionid
+            payload = None
+            if "fields" in st:
+                form = self["xep_0004"].make_form(ftype=st.get("form_type", "submit"))
+                for var, value in st["fields"].items():
+                    form.add_field(var=var, value=value)
+                payload = form
+            elif "raw" in st:
+                payload = ET.fromstring(st["raw"])
+            try:
+                reply = await self["xep_0050"].send_command(to, node, action=action, payload=payload,
+                                                            sessionid=sid, timeout=10)
+            except IqError as e:
+                reply = e.iq
+            except IqTimeout:
+                out.append({"type": "timeout"})
+                continue
+            parsed = command_reply(reply)
+            if parsed.get("sessionid"):
+                sessionid = parsed["sessionid"]
+            out.append(parsed)
+        return {"steps": out}
 
     async def send_message(self):
         """Sends one message with a body and, optionally, an XEP-0066 URL."""
@@ -293,12 +345,65 @@ class Client(slixmpp.ClientXMPP):
             elif a.command == "slot":
                 put_url, headers, get_url = await self.request_slot(a.to, a.filename, a.size, None)
                 self.result = {"put_url": put_url, "headers": headers, "get_url": get_url}
+            elif a.command == "adhoc":
+                self.result = await self.adhoc()
             elif a.command == "slots":
                 self.result = await self.slot_round_trips(a.to, a.count, a.parallel)
         except (IqError, IqTimeout) as e:
             self.result = {"error": repr(e)}
         finally:
             self.disconnect()
+
+
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_DATA = "jabber:x:data"
+
+
+def data_form(x):
+    """A jabber:x:data form as JSON: fields with their values and options, a table's items."""
+    def field(f):
+        return {"type": f.get("type"), "label": f.get("label"),
+                "values": [v.text or "" for v in f.findall("{%s}value" % NS_DATA)],
+                "options": [{"label": o.get("label"), "value": (o.find("{%s}value" % NS_DATA).text or "")}
+                            for o in f.findall("{%s}option" % NS_DATA)]}
+    title = x.find("{%s}title" % NS_DATA)
+    reported = x.find("{%s}reported" % NS_DATA)
+    return {
+        "type": x.get("type"),
+        "title": title.text if title is not None else None,
+        "fields": {f.get("var"): field(f) for f in x.findall("{%s}field" % NS_DATA)},
+        "columns": [f.get("var") for f in reported.findall("{%s}field" % NS_DATA)] if reported is not None else [],
+        "items": [{f.get("var"): " ".join(v.text or "" for v in f.findall("{%s}value" % NS_DATA))
+                   for f in item.findall("{%s}field" % NS_DATA)}
+                  for item in x.findall("{%s}item" % NS_DATA)],
+    }
+
+
+def command_reply(iq):
+    """An ad-hoc command's answer (or error) as JSON."""
+    if iq["type"] == "error":
+        error = iq.xml.find("{jabber:client}error")
+        conditions = [c.tag.split("}")[1] for c in error] if error is not None else []
+        text = error.find("{urn:ietf:params:xml:ns:xmpp-stanzas}text") if error is not None else None
+        return {"type": "error", "error_type": error.get("type") if error is not None else None,
+                "conditions": [c for c in conditions if c != "text"],
+                "text": text.text if text is not None else None, "raw": str(iq)}
+    cmd = iq.xml.find("{%s}command" % NS_COMMANDS)
+    if cmd is None:
+        return {"type": iq["type"], "raw": str(iq)}
+    actions = cmd.find("{%s}actions" % NS_COMMANDS)
+    x = cmd.find("{%s}x" % NS_DATA)
+    return {
+        "type": "result",
+        "status": cmd.get("status"),
+        "sessionid": cmd.get("sessionid"),
+        "node": cmd.get("node"),
+        "actions": [c.tag.split("}")[1] for c in actions] if actions is not None else [],
+        "execute": actions.get("execute") if actions is not None else None,
+        "notes": [{"type": n.get("type"), "text": n.text or ""} for n in cmd.findall("{%s}note" % NS_COMMANDS)],
+        "form": data_form(x) if x is not None else None,
+        "raw": str(iq),
+    }
 
 
 # --cafile: the TLS context for HTTPS (None: the system's trust store).
@@ -374,6 +479,9 @@ def main():
     sl.add_argument("--to", required=True)
     sl.add_argument("--filename", required=True)
     sl.add_argument("--size", type=int, required=True)
+    ah = sub.add_parser("adhoc", help="XEP-0050 ad-hoc command steps (see Client.adhoc)")
+    ah.add_argument("--to", required=True, help="the service's JID")
+    ah.add_argument("--steps", required=True, help="a JSON list of steps")
     sls = sub.add_parser("slots")
     sls.add_argument("--to", required=True)
     sls.add_argument("--count", type=int, default=1000)

@@ -39,6 +39,27 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store.with_budget(budget))
 }
 
+/// The XEP-0050 ad-hoc commands, when `[adhoc]` offers them (they need the
+/// transfer log).
+fn commands(
+    settings: &Settings,
+    log: Option<&TransferLog>,
+    store: &Store,
+) -> Option<Arc<mft_component::adhoc::Commands>> {
+    let adhoc = &settings.adhoc;
+    let log = log.filter(|_| adhoc.offered)?;
+    Some(Arc::new(mft_component::adhoc::Commands {
+        log: log.clone(),
+        store: store.clone(),
+        node: settings.node_name.clone(),
+        floor: settings.retention.floor,
+        rules: settings.retention.rules,
+        admins: adhoc.admins.clone(),
+        allowed_domains: settings.allowed_domains.clone(),
+        sessions: mft_component::adhoc::session::Sessions::new(adhoc.session_timeout),
+    }))
+}
+
 /// How many days back start-up recovery looks for leftovers of a crash.
 const RECOVERY_DAYS: u64 = 2;
 
@@ -242,6 +263,26 @@ pub async fn run(
             "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
         ),
     }
+    // A user's deletion over ad-hoc commands interrupted the same way.
+    if let Some(log) = &log {
+        let resumed = async {
+            let mut client = log.dedicated_client().await?;
+            Ok::<_, anyhow::Error>(
+                mft_storage::user_deletion::resume(&mut client, &store, &settings.node_name)
+                    .await?,
+            )
+        };
+        match resumed.await {
+            Ok(done) if done != Default::default() => {
+                tracing::warn!(?done, "finished users' deletions a crash interrupted")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "interrupted users' deletions not finished now (store or database unavailable); the next start finishes them"
+            ),
+        }
+    }
     // An `mftd erase` killed between deleting a file and recording it left
     // a pending intent: finish it before serving (the file must not be
     // served as live once its bytes are gone).
@@ -295,6 +336,7 @@ pub async fn run(
         None => http_app,
     });
     let space = SpaceGuard::default();
+    let commands = commands(&settings, log.as_ref(), &store);
     let service = Arc::new(UploadService {
         signer,
         store: store.clone(),
@@ -321,6 +363,7 @@ pub async fn run(
         ),
         types: settings.types.clone(),
         groups: settings.groups.clone(),
+        commands,
     });
     let link = settings.link.clone();
 

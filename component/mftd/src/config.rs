@@ -181,6 +181,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[scan]`: the malware scanner every upload goes through (ClamAV's clamd).
     pub scan: Option<content::ScanConfig>,
+    /// `[adhoc]`: XEP-0050 ad-hoc commands (`mft_component::adhoc::settings`).
+    #[serde(default)]
+    pub adhoc: mft_component::adhoc::settings::AdhocConfig<HumanDuration>,
 }
 
 /// `[retention]`
@@ -1168,6 +1171,8 @@ pub struct Settings {
     pub default_limits: mft_component::groups::Limits,
     /// `[[limits.group]]`, validated.
     pub groups: std::sync::Arc<mft_component::groups::GroupLimits>,
+    /// `[adhoc]`, validated.
+    pub adhoc: mft_component::adhoc::settings::AdhocSettings,
 }
 
 /// `[http]`, checked: where the endpoint listens, how clients reach it and
@@ -1563,6 +1568,12 @@ impl Settings {
             database.is_some(),
         )
         .map_err(|e| invalid(e.key, e.message))?;
+        let adhoc = mft_component::adhoc::settings::validate(
+            &config.adhoc,
+            &allowed_domains,
+            database.is_some(),
+        )
+        .map_err(|e| invalid(e.key, e.message))?;
         let quotas = mft_storage::quota::Quotas {
             per_user: config.quotas.per_user_daily.map_or(0, |b| b.0),
             global: config.quotas.global_daily.map_or(0, |b| b.0),
@@ -1602,6 +1613,7 @@ impl Settings {
             ..
         } = config;
         Ok(Settings {
+            adhoc,
             node_name: node.name,
             log,
             link: mft_component::component::LinkSettings {

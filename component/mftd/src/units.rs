@@ -21,6 +21,12 @@ impl From<ByteSize> for u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Duration {
+        d.0
+    }
+}
+
 /// Parses `100 MiB`, `1.5GB`, `4096`, `0` (the `bytesize` crate's grammar:
 /// SI and IEC units, case-insensitive).
 pub fn parse_size(s: &str) -> Result<u64, String> {
