@@ -20,6 +20,7 @@
 pub mod adhoc;
 pub mod component;
 pub mod groups;
+mod inbound;
 pub mod link;
 pub mod policy;
 pub mod rate;

@@ -18,16 +18,14 @@ use crate::rate::SlotRateLimiter;
 use mft_upload_http::urls::slot_url;
 use mft_upload_http::{SlotClaims, SlotSigner};
 
-use crate::slot::{self, find_request, parse_request, Purpose, UPLOAD_NAMESPACES};
+use crate::inbound::{Inbound, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING};
+use crate::slot::{self, parse_request, Purpose, UPLOAD_NAMESPACES};
 use crate::stanza::{iq_result, StanzaError};
 use crate::xml::Element;
 use mft_metrics::{metrics, SlotOutcome};
 use mft_storage::jid::Jid;
 use mft_storage::utc::{stamp, stamp_in};
 
-const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-const NS_PING: &str = "urn:xmpp:ping";
 const NS_DATA: &str = "jabber:x:data";
 
 /// A refused slot request: the error the client gets and the reason it is
@@ -225,56 +223,39 @@ impl UploadService {
         }
     }
 
-    /// The reply to one inbound stanza, if it needs one.
+    /// The reply to one inbound stanza, if it needs one. The IQ is read
+    /// once into what it asks ([`Inbound`]) and answered by a `match`.
     pub async fn handle(&self, stanza: &Element) -> Option<Element> {
-        if stanza.name != "iq" {
-            return None; // Messages and presence are not ours to answer.
-        }
-        let kind = stanza.get_attr("type").unwrap_or("");
-        if kind != "get" && kind != "set" {
-            return None;
-        }
-        let payload = stanza.elements().next();
-        let reply =
-            match (kind, payload.map(|p| (p.name.as_str(), p.ns.as_str()))) {
-                ("get", Some(("query", NS_DISCO_INFO)))
-                    if payload.and_then(|p| p.get_attr("node")).is_none() =>
-                {
-                    iq_result(
-                        stanza,
-                        Some(self.disco_info(&self.limits_for(
-                            Jid::parse(stanza.get_attr("from").unwrap_or("")).as_ref(),
-                        ))),
-                    )
-                }
-                ("get", Some(("query", NS_DISCO_INFO))) => {
-                    let node = payload.and_then(|p| p.get_attr("node")).unwrap_or("");
-                    match self
-                        .commands
-                        .as_ref()
-                        .and_then(|c| c.node_info(stanza, node))
-                    {
-                        Some(info) => iq_result(stanza, Some(info)),
-                        None => StanzaError::item_not_found("No such node.").reply_to(stanza),
-                    }
-                }
-                ("get", Some(("query", NS_DISCO_ITEMS))) => {
-                    iq_result(stanza, Some(self.disco_items(stanza, payload)))
-                }
-                ("set", Some(("command", NS_COMMANDS))) => match &self.commands {
-                    Some(commands) => commands.execute(stanza).await,
-                    None => StanzaError::service_unavailable().reply_to(stanza),
-                },
-                ("get", Some(("ping", NS_PING))) => iq_result(stanza, None),
-                ("get", Some(("request", _))) if find_request(stanza).is_some() => {
-                    self.slot(stanza).await
-                }
-                ("set", Some(("share", NS_SHARE))) => match self.share(stanza).await {
-                    Ok(()) => iq_result(stanza, None),
-                    Err(e) => e.reply_to(stanza),
-                },
-                _ => StanzaError::service_unavailable().reply_to(stanza),
-            };
+        let reply = match Inbound::of(stanza)? {
+            Inbound::DiscoInfo { node: None } => iq_result(
+                stanza,
+                Some(self.disco_info(
+                    &self.limits_for(Jid::parse(stanza.get_attr("from").unwrap_or("")).as_ref()),
+                )),
+            ),
+            Inbound::DiscoInfo { node: Some(node) } => match self
+                .commands
+                .as_ref()
+                .and_then(|c| c.node_info(stanza, node))
+            {
+                Some(info) => iq_result(stanza, Some(info)),
+                None => StanzaError::item_not_found("No such node.").reply_to(stanza),
+            },
+            Inbound::DiscoItems { query } => {
+                iq_result(stanza, Some(self.disco_items(stanza, Some(query))))
+            }
+            Inbound::Command => match &self.commands {
+                Some(commands) => commands.execute(stanza).await,
+                None => StanzaError::service_unavailable().reply_to(stanza),
+            },
+            Inbound::Ping => iq_result(stanza, None),
+            Inbound::Slot { ns, request } => self.slot(stanza, ns, request).await,
+            Inbound::Share { share } => match self.share(stanza, share).await {
+                Ok(()) => iq_result(stanza, None),
+                Err(e) => e.reply_to(stanza),
+            },
+            Inbound::Unsupported => StanzaError::service_unavailable().reply_to(stanza),
+        };
         Some(reply)
     }
 
@@ -285,7 +266,7 @@ impl UploadService {
     /// gets `forbidden` and nothing is written. A share of a file mftd does
     /// not hold is `item-not-found`; reports past the per-sender or
     /// per-router rate get `wait` + `resource-constraint`.
-    async fn share(&self, iq: &Element) -> Result<(), StanzaError> {
+    async fn share(&self, iq: &Element, share: &Element) -> Result<(), StanzaError> {
         let from = iq.get_attr("from").unwrap_or("");
         let reporter = Jid::parse(from)
             .filter(Jid::is_domain)
@@ -303,9 +284,7 @@ impl UploadService {
         let Some(log) = &self.log else {
             return Err(StanzaError::service_unavailable());
         };
-        let share = iq
-            .get_child("share", NS_SHARE)
-            .and_then(|s| parse_share(s, from, mft_storage::utc::unix_now()))
+        let share = parse_share(share, from, mft_storage::utc::unix_now())
             .ok_or_else(|| {
                 StanzaError::bad_request(
                     "A share needs resource, sender, recipient and chat-type, and a stamp (if any) within the last 30 days.",
@@ -478,17 +457,11 @@ impl UploadService {
         Err(refused(SlotOutcome::Quota)(error))
     }
 
-    async fn slot(&self, iq: &Element) -> Element {
+    async fn slot(&self, iq: &Element, ns: &'static str, request: &Element) -> Element {
         let started = std::time::Instant::now();
-        let (outcome, reply) = match self.grant(iq).await {
+        let (outcome, reply) = match self.grant(iq, ns, request).await {
             Ok(slot) => (SlotOutcome::Granted, iq_result(iq, Some(slot))),
-            Err(Refusal { outcome, error }) => (
-                outcome,
-                match find_request(iq) {
-                    Some((_, request)) => error.reply_echoing(iq, request),
-                    None => error.reply_to(iq),
-                },
-            ),
+            Err(Refusal { outcome, error }) => (outcome, error.reply_echoing(iq, request)),
         };
         metrics().slot_answered(outcome, started.elapsed());
         reply
@@ -547,9 +520,12 @@ impl UploadService {
         ))))
     }
 
-    async fn grant(&self, iq: &Element) -> Result<Element, Refusal> {
-        let (ns, req) = find_request(iq)
-            .ok_or_else(|| refused(SlotOutcome::BadRequest)(StanzaError::bad_request("")))?;
+    async fn grant(
+        &self,
+        iq: &Element,
+        ns: &'static str,
+        req: &Element,
+    ) -> Result<Element, Refusal> {
         let from = iq.get_attr("from").unwrap_or("");
         let requester = Jid::parse(from);
         let allowed = requester

@@ -108,8 +108,10 @@ fn parse_purpose(req: &Element, now: u64) -> Result<Purpose, StanzaError> {
     }
 }
 
-/// Finds the upload `<request/>` in an IQ, if there is one.
-pub fn find_request(iq: &Element) -> Option<(&'static str, &Element)> {
+/// Finds the upload `<request/>` in an IQ, if there is one (the tests'
+/// shortcut; the service reads each IQ once, in `inbound.rs`).
+#[cfg(test)]
+fn find_request(iq: &Element) -> Option<(&'static str, &Element)> {
     UPLOAD_NAMESPACES
         .into_iter()
         .find_map(|ns| iq.get_child("request", ns).map(|r| (ns, r)))
