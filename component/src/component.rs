@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use mft_common::backoff::Backoff;
 use mft_metrics::metrics;
-use mft_storage::backoff::Backoff;
 
 use crate::link::{self, Inbound, LinkError, NS_COMPONENT};
 use crate::service::UploadService;
@@ -92,7 +92,7 @@ pub async fn run(
 }
 
 fn parent_domain(jid: &str) -> String {
-    mft_storage::jid::Jid::parse(jid)
+    mft_common::jid::Jid::parse(jid)
         .map_or_else(|| jid.to_owned(), |j| j.parent_domain().to_owned())
 }
 

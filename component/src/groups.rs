@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use mft_storage::jid::Jid;
+use mft_common::jid::Jid;
 use mft_storage::quota::{QuotaPolicy, Quotas};
 use serde::Deserialize;
 

@@ -2,7 +2,7 @@
 //! destination belongs to. (Quotas live with the transfer log, in
 //! `mft_storage::quota`, because their numbers are the log's rows.)
 
-use mft_storage::jid::Jid;
+use mft_common::jid::Jid;
 use mft_storage::ChatType;
 
 use serde::Deserialize;

@@ -22,9 +22,9 @@ use crate::inbound::{Inbound, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING};
 use crate::slot::{self, parse_request, Purpose, UPLOAD_NAMESPACES};
 use crate::stanza::{iq_result, StanzaError};
 use crate::xml::Element;
+use mft_common::jid::Jid;
+use mft_common::utc::{stamp, stamp_in};
 use mft_metrics::{metrics, SlotOutcome};
-use mft_storage::jid::Jid;
-use mft_storage::utc::{stamp, stamp_in};
 
 const NS_DATA: &str = "jabber:x:data";
 
@@ -68,7 +68,7 @@ fn parse_share(
     let sent_at = match el.get_attr("stamp") {
         None => None,
         Some(s) => {
-            let at = mft_storage::utc::UtcTime::parse_xep0082(s)?.unix;
+            let at = mft_common::utc::UtcTime::parse_xep0082(s)?.unix;
             let plausible = at + SHARE_STAMP_MAX_AGE >= now && at <= now + SHARE_STAMP_SKEW;
             Some(plausible.then_some(at.min(now))?)
         }
@@ -284,7 +284,7 @@ impl UploadService {
         let Some(log) = &self.log else {
             return Err(StanzaError::service_unavailable());
         };
-        let share = parse_share(share, from, mft_storage::utc::unix_now())
+        let share = parse_share(share, from, mft_common::utc::unix_now())
             .ok_or_else(|| {
                 StanzaError::bad_request(
                     "A share needs resource, sender, recipient and chat-type, and a stamp (if any) within the last 30 days.",
@@ -301,7 +301,7 @@ impl UploadService {
                 "A server may report only its own users' messages.",
             ));
         }
-        let sender = mft_storage::jid::bare_or_raw(&share.sender);
+        let sender = mft_common::jid::bare_or_raw(&share.sender);
         if self.reporter_rate.take(&reporter).is_err() || self.share_rate.take(&sender).is_err() {
             tracing::warn!(
                 reporter = reporter.as_str(),
@@ -502,11 +502,11 @@ impl UploadService {
         expire_before: u64,
     ) -> Result<(), Refusal> {
         let floor = self.floor.for_chat(chat.as_str());
-        let earliest = mft_storage::utc::unix_now() + floor.as_secs();
+        let earliest = mft_common::utc::unix_now() + floor.as_secs();
         if expire_before >= earliest {
             return Ok(());
         }
-        let earliest = mft_storage::utc::UtcTime::from_unix(earliest).xep0082();
+        let earliest = mft_common::utc::UtcTime::from_unix(earliest).xep0082();
         tracing::info!(
             from,
             chat_type = chat.as_str(),
@@ -623,7 +623,7 @@ impl UploadService {
                 &retry_stamp(),
             ))
         })?;
-        let expires = mft_storage::utc::unix_now() + self.slot_ttl.as_secs();
+        let expires = mft_common::utc::unix_now() + self.slot_ttl.as_secs();
         self.reserve_quota(
             ns,
             loc.resource(),
@@ -705,7 +705,7 @@ mod tests {
             }
             parse_share(&el, "example.test", now)
         };
-        let at = |unix: u64| mft_storage::utc::UtcTime::from_unix(unix).xep0082();
+        let at = |unix: u64| mft_common::utc::UtcTime::from_unix(unix).xep0082();
         assert_eq!(share(None).expect("no stamp").sent_at, None);
         let hour_ago = share(Some(&at(now - 3600))).expect("an hour ago");
         assert_eq!(hour_ago.sent_at, Some(now - 3600));
@@ -823,7 +823,7 @@ mod tests {
         let token = header.strip_prefix("Bearer ").expect("bearer");
         let claims = svc
             .signer
-            .verify(token, mft_storage::utc::unix_now())
+            .verify(token, mft_common::utc::unix_now())
             .expect("valid token");
         assert_eq!(claims.size, 12);
         assert_eq!(claims.filename, "a b.txt");
@@ -858,7 +858,7 @@ mod tests {
             .signer
             .verify(
                 token.trim_start_matches("Bearer "),
-                mft_storage::utc::unix_now(),
+                mft_common::utc::unix_now(),
             )
             .expect("valid token"))
     }
@@ -924,7 +924,7 @@ mod tests {
             groupchat: day,
             persistent: Duration::ZERO,
         };
-        let now = mft_storage::utc::unix_now();
+        let now = mft_common::utc::unix_now();
         let im = mft_storage::ChatType::Im;
         let e = svc
             .check_floor("a@example.test", im, now + 3600)

@@ -92,7 +92,7 @@ fn parse_purpose(req: &Element, now: u64) -> Result<Purpose, StanzaError> {
             let stamp = el.get_attr("expire-before").ok_or_else(|| {
                 bad_request("An ephemeral upload needs expire-before (an XEP-0082 UTC time).")
             })?;
-            let at = mft_storage::utc::UtcTime::parse_xep0082(stamp.trim()).ok_or_else(|| {
+            let at = mft_common::utc::UtcTime::parse_xep0082(stamp.trim()).ok_or_else(|| {
                 bad_request("expire-before is not an XEP-0082 time such as 2026-11-26T12:00:00Z.")
             })?;
             if at.unix <= now {
@@ -144,7 +144,7 @@ pub fn parse_request(ns: &'static str, req: &Element) -> Result<SlotRequest, Sta
             bad_request("The content-type must be one media type, such as image/jpeg.")
         })?),
     };
-    let purpose = parse_purpose(req, mft_storage::utc::unix_now())?;
+    let purpose = parse_purpose(req, mft_common::utc::unix_now())?;
     Ok(SlotRequest {
         ns,
         filename,

@@ -122,20 +122,7 @@ impl ConnectError {
     }
 }
 
-/// The whole chain of an error, `outer: inner: …`, for logs.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use mft_common::error::chain;
 
 impl StoreError {
     /// Wraps an I/O error, turning `NotFound`/`AlreadyExists` into their variants.

@@ -8,7 +8,6 @@
 //!   backend on blocking threads with bounded channels, so memory stays flat;
 //! - [`meta`]: the small description stored beside each file;
 //! - [`reconcile`]: the store and the log agree: start-up recovery and inventory;
-//! - [`jid`]: the one normalised JID type the log, quotas and policy share;
 //! - [`quota`]: rolling upload quotas counting granted slots too;
 //! - [`log_schema`] and [`log_query`]: the log's column widths, and the
 //!   operator's queries on it as typed rows;
@@ -23,13 +22,15 @@
 //!   a user deleting one of them (audited, under holds and the floor).
 //!
 //! - [`budget`]: the one memory budget for transfer buffers;
-//! - [`backoff`], [`utc`]: the one retry schedule and the one time module.
+//! - the JID, time and retry primitives it uses are `mft-common`'s.
 //!
 //! It knows nothing of HTTP or XMPP.
 #![deny(missing_docs)]
 
+// The shared primitives, under the names this crate has always used.
+use mft_common::{backoff, jid, utc};
+
 pub mod backend;
-pub mod backoff;
 pub mod budget;
 pub mod db;
 mod db_tls;
@@ -38,7 +39,6 @@ pub mod erasure;
 pub mod error;
 pub mod holds;
 pub mod hostkey;
-pub mod jid;
 pub mod layout;
 pub mod local;
 pub mod log_chain;
@@ -56,7 +56,6 @@ pub mod store;
 pub mod transfer_log;
 pub mod user_deletion;
 pub mod user_files;
-pub mod utc;
 
 pub use error::{ConnectError, StoreError};
 pub use layout::{ChatType, Location};

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use mft_storage::local::LocalBackend;
-use mft_storage::utc::UtcTime;
+use mft_common::utc::UtcTime;
 use mft_storage::{ChatType, Store};
 
 fn now() -> UtcTime {

@@ -8,7 +8,7 @@ use http::StatusCode;
 use mft_storage::transfer_log::{FileRow, TransferLog, TransferRecord};
 use mft_storage::{FileInfo, Location, StoredFile};
 
-use mft_storage::jid::bare_or_raw;
+use mft_common::jid::bare_or_raw;
 
 use crate::token::SlotClaims;
 use crate::urls::file_type;

@@ -78,7 +78,7 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     let (resource, filename) =
         parse_path(&app.settings.base_path, req.uri().path()).ok_or(HttpError::NotFound)?;
     let token = token_of(&req).ok_or(HttpError::MissingToken)?;
-    let claims = app.signer.verify(&token, mft_storage::utc::unix_now())?;
+    let claims = app.signer.verify(&token, mft_common::utc::unix_now())?;
     if claims.resource != resource || claims.filename != filename {
         return Err(HttpError::WrongSlot);
     }
@@ -113,7 +113,7 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     }
     // One share of the permits per address and per uploader, so neither one
     // machine nor one account can take every permit with trickling bodies.
-    let uploader = mft_storage::jid::bare_or_raw(&claims.uploader);
+    let uploader = mft_common::jid::bare_or_raw(&claims.uploader);
     let permit = app.admit(
         mft_metrics::Direction::Upload,
         conn,
@@ -301,7 +301,7 @@ async fn publish_and_log(
 /// reservation (another node, quotas changed since): the slot's reservation
 /// is found, or the upload must fit now.
 async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> {
-    let uploader = mft_storage::jid::bare_or_raw(&claims.uploader);
+    let uploader = mft_common::jid::bare_or_raw(&claims.uploader);
     let quotas = app.quotas_for(&claims.uploader);
     let Some(log) = app.log.as_ref().filter(|_| !quotas.is_unlimited()) else {
         return Ok(());
@@ -330,7 +330,7 @@ async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> 
             };
             let when = match answer {
                 QuotaAnswer::RetryAt(at) => {
-                    format!("; it fits again at {}", mft_storage::utc::stamp(at))
+                    format!("; it fits again at {}", mft_common::utc::stamp(at))
                 }
                 _ => String::new(),
             };

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mft_common::utc::unix_now;
 use mft_storage::local::LocalBackend;
-use mft_storage::utc::unix_now;
 use mft_storage::{ChatType, Location, Store};
 use mft_upload_http::claim::RecipientSigner;
 use mft_upload_http::urls::encode_segment;

@@ -314,7 +314,7 @@ fn mint_claims(
     content_type: Option<&str>,
     uploader: &str,
 ) -> (String, String) {
-    let now = mft_storage::utc::UtcTime::now();
+    let now = mft_common::utc::UtcTime::now();
     let loc =
         mft_storage::Location::new_random(chat, &now.compact_date(), &format!("{:02}", now.hour));
     let claims = mft_upload_http::SlotClaims {
@@ -324,7 +324,7 @@ fn mint_claims(
         content_type: content_type.map(str::to_owned),
         uploader: uploader.into(),
         to: String::new(),
-        expires: mft_storage::utc::unix_now() + 3600,
+        expires: mft_common::utc::unix_now() + 3600,
         purpose: None,
         expire_before: None,
     };

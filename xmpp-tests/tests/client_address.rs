@@ -59,7 +59,7 @@ fn node(parent: &Path, name: &str, pg: Option<&Postgres>, env: &[(&str, &str)]) 
 
 /// A slot of `size` bytes for `uploader`: (URL path, token).
 fn slot(name: &str, size: u64, uploader: &str) -> (String, String) {
-    let now = mft_storage::utc::UtcTime::now();
+    let now = mft_common::utc::UtcTime::now();
     let loc = mft_storage::Location::new_random(
         ChatType::Im,
         &now.compact_date(),
@@ -72,7 +72,7 @@ fn slot(name: &str, size: u64, uploader: &str) -> (String, String) {
         content_type: None,
         uploader: uploader.to_owned(),
         to: String::new(),
-        expires: mft_storage::utc::unix_now() + 3600,
+        expires: mft_common::utc::unix_now() + 3600,
         purpose: None,
         expire_before: None,
     };

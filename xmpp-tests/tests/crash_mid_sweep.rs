@@ -23,7 +23,7 @@ const FILES: usize = 400;
 /// limits spare the current hour; an expiry is due at once); with
 /// `expire_in` `None`, an ordinary upload that no sweep removes.
 fn ephemeral_slot(size: u64, name: &str, expire_in: Option<u64>) -> (String, String) {
-    let now = mft_storage::utc::UtcTime::now();
+    let now = mft_common::utc::UtcTime::now();
     let loc = mft_storage::Location::new_random(
         ChatType::Im,
         &now.compact_date(),
@@ -36,9 +36,9 @@ fn ephemeral_slot(size: u64, name: &str, expire_in: Option<u64>) -> (String, Str
         content_type: None,
         uploader: "alice@example.test".into(),
         to: String::new(),
-        expires: mft_storage::utc::unix_now() + 3600,
+        expires: mft_common::utc::unix_now() + 3600,
         purpose: expire_in.map(|_| "ephemeral".into()),
-        expire_before: expire_in.map(|s| mft_storage::utc::unix_now() + s),
+        expire_before: expire_in.map(|s| mft_common::utc::unix_now() + s),
     };
     let token = mft_upload_http::SlotSigner::new(TOKEN_KEY).sign(&claims);
     (format!("/{}/{name}", loc.resource()), token)

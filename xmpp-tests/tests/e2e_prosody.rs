@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mft_storage::utc::UtcTime;
+use mft_common::utc::UtcTime;
 use xmpp_tests::client;
 use xmpp_tests::mftd::{stored_files, Mftd, MftdOptions};
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};

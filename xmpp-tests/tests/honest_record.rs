@@ -865,7 +865,7 @@ impl Rng {
 
 /// A slot for `uploader`, minted as the component would.
 fn slot_for(uploader: &str, size: u64, name: &str) -> (String, String) {
-    let now = mft_storage::utc::UtcTime::now();
+    let now = mft_common::utc::UtcTime::now();
     let loc = mft_storage::Location::new_random(
         ChatType::Im,
         &now.compact_date(),
@@ -878,7 +878,7 @@ fn slot_for(uploader: &str, size: u64, name: &str) -> (String, String) {
         content_type: None,
         uploader: uploader.to_owned(),
         to: String::new(),
-        expires: mft_storage::utc::unix_now() + 3600,
+        expires: mft_common::utc::unix_now() + 3600,
         purpose: None,
         expire_before: None,
     };

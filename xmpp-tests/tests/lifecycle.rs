@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use mft_storage::utc::UtcTime;
+use mft_common::utc::UtcTime;
 use xmpp_tests::client;
 use xmpp_tests::http::status;
 use xmpp_tests::mftd::{binary, Mftd, MftdOptions};

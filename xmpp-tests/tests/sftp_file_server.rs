@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mft_common::utc::UtcTime;
 use mft_storage::hostkey::PinnedHostKey;
 use mft_storage::sftp::{SftpBackend, SftpSettings};
-use mft_storage::utc::UtcTime;
 use mft_storage::{ChatType, FileMeta, Store};
 use xmpp_tests::client;
 use xmpp_tests::mftd::{binary, mint_slot, stored_files, Mftd, MftdOptions};

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mft_storage::utc::{unix_now, UtcTime};
+use mft_common::utc::{unix_now, UtcTime};
 use mft_storage::{ChatType, Location};
 use mft_upload_http::urls::encode_segment;
 use mft_upload_http::{SlotClaims, SlotSigner};

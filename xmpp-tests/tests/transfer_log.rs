@@ -9,8 +9,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use mft_common::utc::UtcTime;
 use mft_storage::transfer_log::TransferLog;
-use mft_storage::utc::UtcTime;
 use xmpp_tests::client;
 use xmpp_tests::mftd::{binary, stored_files, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
@@ -322,7 +322,7 @@ fn an_exceeded_quota_says_when_to_retry() {
     let _mftd = mftd_with_db(&prosody, &pg, "[quotas]\nper_user_daily = \"1 MB\"\n");
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "a.bin", 700_000);
-    let before = mft_storage::utc::unix_now();
+    let before = mft_common::utc::unix_now();
     assert_eq!(upload(&prosody, &file, &[])["put_status"], 201);
     let req = "<request xmlns='urn:xmpp:http:upload:0' filename='b.bin' size='400000'/>";
     let out = client::run(
@@ -345,7 +345,7 @@ fn an_exceeded_quota_says_when_to_retry() {
         .next()
         .unwrap();
     let earliest = UtcTime::from_unix(before + 24 * 3600 - 5).xep0082();
-    let latest = UtcTime::from_unix(mft_storage::utc::unix_now() + 24 * 3600 + 5).xep0082();
+    let latest = UtcTime::from_unix(mft_common::utc::unix_now() + 24 * 3600 + 5).xep0082();
     assert!(
         stamp >= earliest.as_str() && stamp <= latest.as_str(),
         "{stamp} not in [{earliest}, {latest}]"

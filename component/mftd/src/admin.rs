@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use mft_common::utc::UtcTime;
 use mft_storage::db::DbConfig;
 use mft_storage::log_query;
 use mft_storage::retention::{self, SweepPlan, SweepReport};
 use mft_storage::transfer_log::TransferLog;
-use mft_storage::utc::UtcTime;
 use mft_storage::{db, Store};
 
-use crate::units::parse_duration;
+use mft_common::units::parse_duration;
 
 /// `mftd db migrate`: applies pending migrations, then grants `roles` (and
 /// every role granted to before) their privileges; prints what it did.

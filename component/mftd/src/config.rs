@@ -13,7 +13,7 @@ use mft_storage::hostkey::PinnedHostKey;
 use mft_storage::sftp::SftpSettings;
 use mft_upload_http::HttpSettings;
 
-use crate::units::{ByteSize, HumanDuration, KeepFor};
+use mft_common::units::{ByteSize, HumanDuration, KeepFor};
 
 use mft_component::policy::ChatRules;
 

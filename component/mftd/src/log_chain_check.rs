@@ -147,7 +147,7 @@ impl LogCheck {
             "mftd_log_chain_last_check_timestamp_seconds",
             "When verify --log last finished.",
             &[],
-            mft_storage::utc::unix_now() as i64,
+            mft_common::utc::unix_now() as i64,
         );
         out.render()
     }

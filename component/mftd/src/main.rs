@@ -28,7 +28,6 @@ mod purge;
 mod rescan;
 mod status;
 mod systemd;
-mod units;
 mod verify;
 
 use config::Settings;
@@ -262,7 +261,7 @@ enum FileserverCommand {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Test file size (e.g. 256MiB, 1GB).
-        #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = units::parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = mft_common::units::parse_size)]
         size: u64,
     },
 }
@@ -344,7 +343,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config, for_jid } => {
             let for_jid = for_jid
                 .map(|text| {
-                    mft_storage::jid::Jid::parse(&text).ok_or_else(|| {
+                    mft_common::jid::Jid::parse(&text).ok_or_else(|| {
                         anyhow::anyhow!(
                             "--for {text:?} is not a JID: write alice@example.org (or with /resource)"
                         )

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use mft_storage::retention::{Reason, RetentionRules, SweepPlan, SweepReport};
 use mft_storage::ChatType;
 
-use crate::{admin, units, DEFAULT_CONFIG};
+use crate::{admin, DEFAULT_CONFIG};
 
 /// Remove old files from the store; their log history stays.
 #[derive(clap::Args)]
@@ -54,7 +54,7 @@ pub struct PurgeArgs {
 
 /// The age rules of an `--older-than` purge.
 fn age_rules(older_than: &str, chat_type: Option<&str>) -> anyhow::Result<RetentionRules> {
-    let age = units::parse_duration(older_than).map_err(anyhow::Error::msg)?;
+    let age = mft_common::units::parse_duration(older_than).map_err(anyhow::Error::msg)?;
     let Some(chat) = chat_type else {
         return Ok(RetentionRules::all(age));
     };

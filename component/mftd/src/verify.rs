@@ -22,7 +22,7 @@ use mft_storage::transfer_log::TransferLog;
 use mft_storage::{Location, Store};
 use sha2::{Digest, Sha256};
 
-use crate::units::{parse_duration, parse_size};
+use mft_common::units::{parse_duration, parse_size};
 use mft_upload_http::HttpSettings;
 
 /// The exit statuses, as `--help` and docs/operations.md give them.
@@ -335,7 +335,7 @@ impl VerifyReport {
             "mftd_verify_last_run_timestamp_seconds",
             "When verify last finished.",
             &[("node", node)],
-            mft_storage::utc::unix_now() as i64,
+            mft_common::utc::unix_now() as i64,
         );
         out.render()
     }

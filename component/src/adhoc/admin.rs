@@ -5,8 +5,8 @@
 //! ([`super::Commands`]); the JIDs in these forms name whom a hold or a
 //! report is about, never who is asking.
 
+use mft_common::jid::Jid;
 use mft_storage::holds::{self, HoldError, HoldTarget};
-use mft_storage::jid::Jid;
 use mft_storage::user_files;
 
 use super::form::{self, Form, Submitted};

@@ -19,7 +19,7 @@ pub mod user;
 
 use std::time::SystemTime;
 
-use mft_storage::jid::Jid;
+use mft_common::jid::Jid;
 use mft_storage::retention::{RetentionFloor, RetentionRules};
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
@@ -514,7 +514,7 @@ fn note(n: &Note) -> Element {
 
 /// `2026-11-26 09:14 UTC`.
 pub fn when(t: SystemTime) -> String {
-    let u = mft_storage::utc::UtcTime::from_system(t);
+    let u = mft_common::utc::UtcTime::from_system(t);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02} UTC",
         u.year, u.month, u.day, u.hour, u.minute

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mft_storage::jid::Jid;
+use mft_common::jid::Jid;
 use serde::Deserialize;
 
 /// How long an unfinished command's session lives by default.

@@ -11,7 +11,7 @@ use mft_upload_http::scan::{AboveMaxSize, FailMode, Quarantine, ScanSettings};
 use mft_upload_http::type_policy::{TypePattern, TypePolicy};
 
 use super::{invalid, ConfigError};
-use crate::units::{ByteSize, HumanDuration};
+use mft_common::units::{ByteSize, HumanDuration};
 
 /// `[scan]`
 #[derive(Debug, Deserialize)]

@@ -26,10 +26,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use mft_common::utc::UtcTime;
 use mft_storage::discovery::{self, Records, Scope};
 use mft_storage::holds::HoldTarget;
 use mft_storage::transfer_log::FileRow;
-use mft_storage::utc::UtcTime;
 use mft_storage::{Location, Store};
 use serde_json::{json, Value};
 

@@ -225,7 +225,7 @@ impl Monitor {
             let client = log.read_client().await?;
             let schema_version = mft_storage::db::schema_version(&client).await?;
             let today = std::time::UNIX_EPOCH
-                + Duration::from_secs(mft_storage::utc::unix_now() / 86_400 * 86_400);
+                + Duration::from_secs(mft_common::utc::unix_now() / 86_400 * 86_400);
             let totals = mft_storage::log_query::totals_since(&client, today).await?;
             let latest = mft_storage::log_query::latest(&client, LATEST_ROWS).await?;
             Ok::<_, mft_storage::db::DbError>(DatabaseView {

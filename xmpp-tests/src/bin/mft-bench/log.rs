@@ -7,8 +7,8 @@ use crate::report::{Series, Table};
 use crate::Args;
 use std::sync::Arc;
 
+use mft_common::utc::unix_now;
 use mft_storage::transfer_log::{TransferLog, TransferRecord};
-use mft_storage::utc::unix_now;
 use xmpp_tests::postgres::Postgres;
 
 /// Scenario 7: transfer log rows per second.

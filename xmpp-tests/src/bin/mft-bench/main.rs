@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mft_storage::utc::UtcTime;
+use mft_common::utc::UtcTime;
 
 mod chat;
 mod chat_client;
