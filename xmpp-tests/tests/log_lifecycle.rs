@@ -379,7 +379,7 @@ fn old_months_are_dropped_and_recorded_held_months_kept_and_the_chain_stays_anch
         );
         queries += 1;
     }
-    assert!(queries >= 9, "{queries} queries");
+    assert!(queries >= 11, "{queries} queries");
 
     // The chain: clean after the drop, anchored at the recorded runs.
     let (code, report) = mftd_cmd(&["verify", "--log", "--config", &cfg]);
