@@ -280,6 +280,19 @@ fn the_runtime_role_transfers_without_ddl_or_deletes_and_the_auditor_only_reads(
         }
     }
 
+    // The runtime role makes next months' partitions through the owner's
+    // function, and can neither drop a partition nor call the owner's
+    // partition functions directly.
+    let (ok, out) = psql_as(&pg, RUNTIME, "SELECT mftd_log_partitions_ahead()");
+    assert!(ok, "{out}");
+    refused(&pg, RUNTIME, "DROP TABLE aft_log_rows_pdefault");
+    refused(
+        &pg,
+        RUNTIME,
+        "SELECT mftd_log_partition_create('aft_log_rows', '2001-01-01')",
+    );
+    refused(&pg, AUDITOR, "DROP TABLE shares_pdefault");
+
     // mftd as the runtime role: an upload and downloads, rows committed.
     let mftd = Mftd::start(&opts);
     mftd.wait_connected(1);
