@@ -128,6 +128,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "users' own deletions",
         include_str!("../migrations/0014_user_deletions.sql"),
     ),
+    (
+        16,
+        "monthly log partitions and recorded drops",
+        include_str!("../migrations/0016_log_partitions.sql"),
+    ),
 ];
 
 /// The schema version this build needs.
@@ -175,6 +180,13 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
     ("aft_log_erasures", "SELECT"),
     // Users deleting their own uploads over ad-hoc commands: append-only.
     ("user_deletions", "SELECT, INSERT"),
+    // The record of dropped log partitions (`mftd db prune-log`, run by
+    // the owner): read by `mftd verify --log`, never written by this role.
+    // The partitions themselves need no grant: rows reach them through
+    // their table. `mftd_log_partitions_ahead()` (SECURITY DEFINER, as
+    // every function EXECUTE for PUBLIC) creates next months' partitions.
+    ("log_drops", "SELECT"),
+    ("log_drop_chains", "SELECT"),
 ];
 
 /// Sequences behind the runtime role's inserts (`nextval` needs `USAGE`).

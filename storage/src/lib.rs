@@ -17,6 +17,8 @@
 //!   the retention floor, audited removals) and the legal holds that stop it;
 //! - [`erasure`] and [`discovery`]: erasing a person's files with the record
 //!   kept, and the records an e-discovery export carries.
+//! - [`log_partitions`]: the record tables' monthly partitions, made ahead
+//!   by the service and dropped past `[retention] log` by the owner;
 //! - [`rescan`]: quarantining a stored file a rescan found infected.
 //! - [`user_files`] and [`user_deletion`]: a user's own uploads and usage, and
 //!   a user deleting one of them (audited, under holds and the floor).
@@ -42,6 +44,7 @@ pub mod hostkey;
 pub mod layout;
 pub mod local;
 pub mod log_chain;
+pub mod log_partitions;
 pub mod log_query;
 pub mod log_schema;
 pub mod log_verify;

@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Row};
 
 use crate::error::DbError;
 use crate::log_chain::{chain_hash, AmendRecord, ChainTable, CheckpointRecord, Head, RowRecord};
+use crate::log_partitions::DroppedRuns;
 
 /// Rows fetched per round trip.
 const FETCH: i32 = 5000;
@@ -134,6 +135,9 @@ pub struct ChainReport {
     pub findings: Vec<Finding>,
     /// Every checkpoint, oldest first per node.
     pub checkpoints: Vec<StoredCheckpoint>,
+    /// Records `mftd db prune-log` dropped with their month, per (table,
+    /// node), as `log_drop_chains` records them.
+    pub dropped: HashMap<(ChainTable, String), u64>,
 }
 
 impl ChainReport {
@@ -158,6 +162,7 @@ type Expected = HashMap<(ChainTable, String), Vec<(i64, String, String)>>;
 struct Walk<'a> {
     table: ChainTable,
     expected: &'a Expected,
+    dropped: &'a DroppedRuns,
     node: Option<String>,
     head: Head,
     checkpoints: Vec<(i64, String, String)>,
@@ -190,11 +195,25 @@ impl Walk<'_> {
             id,
             problem,
         };
+        let table = self.table.table();
         if seq > self.head.seq + 1 {
-            self.report.findings.push(finding(Problem::Deleted {
-                from: self.head.seq + 1,
-                to: seq - 1,
-            }));
+            // A gap is fine only where a recorded partition drop explains
+            // every missing record, and then this record must link to the
+            // last dropped one: deleting records at the new start of a
+            // pruned chain is still found.
+            match self
+                .dropped
+                .unexplained(table, node, self.head.seq + 1, seq - 1)
+            {
+                Some((from, to)) => self
+                    .report
+                    .findings
+                    .push(finding(Problem::Deleted { from, to })),
+                None if self.dropped.hash_at(table, node, seq - 1) != Some(prev) => {
+                    self.report.findings.push(finding(Problem::Relinked))
+                }
+                None => {}
+            }
         } else if prev != self.head.hash {
             self.report.findings.push(finding(Problem::Relinked));
         }
@@ -221,11 +240,12 @@ impl Walk<'_> {
     /// A chain ended: checkpoints beyond its end mean its tail was deleted.
     fn end(&mut self) {
         let Some(node) = self.node.take() else { return };
+        let table = self.table.table();
         if let Some((seq, _, day)) = self
             .checkpoints
             .iter()
             .skip(self.next_checkpoint)
-            .find(|(at, _, _)| *at > self.head.seq)
+            .find(|(at, _, _)| *at > self.head.seq && !self.dropped.covers(table, &node, *at))
         {
             self.report.findings.push(Finding {
                 table: self.table,
@@ -252,6 +272,15 @@ pub async fn verify_chains(client: &mut Client) -> Result<ChainReport, DbError> 
         .start()
         .await
         .map_err(q("starting the chain check"))?;
+    let dropped = DroppedRuns::load(&tx).await?;
+    for (table, node, n) in dropped.counts() {
+        let table = match table {
+            "aft_log_rows" => ChainTable::Rows,
+            "aft_log_amends" => ChainTable::Amends,
+            _ => continue,
+        };
+        *report.dropped.entry((table, node.to_owned())).or_default() += n as u64;
+    }
     // Checkpoints first: they are few, and say what the chains must hold.
     let rows = tx
         .query(
@@ -269,6 +298,7 @@ pub async fn verify_chains(client: &mut Client) -> Result<ChainReport, DbError> 
         let mut walk = Walk {
             table: ChainTable::Checkpoints,
             expected: &Expected::new(),
+            dropped: &dropped,
             node: None,
             head: Head::empty(),
             checkpoints: Vec::new(),
@@ -336,6 +366,7 @@ pub async fn verify_chains(client: &mut Client) -> Result<ChainReport, DbError> 
         let mut walk = Walk {
             table,
             expected: &expected,
+            dropped: &dropped,
             node: None,
             head: Head::empty(),
             checkpoints: Vec::new(),
@@ -373,16 +404,18 @@ pub async fn verify_chains(client: &mut Client) -> Result<ChainReport, DbError> 
         .iter()
         .filter(|(key, _)| !seen.contains(key))
         .filter_map(|((table, node), list)| {
-            list.first().map(|(seq, _, day)| Finding {
-                table: *table,
-                node: node.clone(),
-                seq: 0,
-                id: 0,
-                problem: Problem::TailDeleted {
-                    day: day.clone(),
-                    seq: *seq,
-                },
-            })
+            list.iter()
+                .find(|(seq, _, _)| !dropped.covers(table.table(), node, *seq))
+                .map(|(seq, _, day)| Finding {
+                    table: *table,
+                    node: node.clone(),
+                    seq: 0,
+                    id: 0,
+                    problem: Problem::TailDeleted {
+                        day: day.clone(),
+                        seq: *seq,
+                    },
+                })
         })
         .collect();
     lost.sort_by(|a, b| (a.node.as_str(), a.seq).cmp(&(b.node.as_str(), b.seq)));

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use mft_storage::local::LocalBackend;
 use mft_common::utc::UtcTime;
+use mft_storage::local::LocalBackend;
 use mft_storage::{ChatType, Store};
 
 fn now() -> UtcTime {

@@ -239,6 +239,7 @@ pub async fn run(
                 as Arc<dyn mft_storage::log_chain::CheckpointSigner>),
             None => None,
         };
+        tokio::spawn(crate::log_lifecycle::ahead(log.clone(), stop_rx.clone()));
         tokio::spawn(crate::checkpoint_key::daily(
             log.clone(),
             settings.node_name.clone(),

@@ -222,6 +222,11 @@ pub struct RetentionConfig {
     /// How often the sweeper looks for files due (jittered ±10 %).
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: HumanDuration,
+    /// How long the transfer log's records are kept: `mftd db prune-log`
+    /// (run by the schema's owner) drops whole months older than this.
+    /// Default `"forever"`.
+    #[serde(default)]
+    pub log: KeepFor,
 }
 
 fn default_true() -> bool {
@@ -241,6 +246,7 @@ impl Default for RetentionConfig {
             allow_ephemeral: true,
             allow_permanent: None,
             sweep_interval: default_sweep_interval(),
+            log: KeepFor::default(),
         }
     }
 }
@@ -279,10 +285,32 @@ impl RetentionConfig {
             .unwrap_or_else(|| self.rules().keeps_forever())
     }
 
-    /// Refuses an age limit shorter than its chat type's floor: the sweeper
-    /// could never honour it.
+    /// Refuses an age limit shorter than its chat type's floor (the sweeper
+    /// could never honour it), and a log kept for less time than a file
+    /// may be kept (a file's record must outlive the file).
     fn check_floor(&self) -> Result<(), ConfigError> {
         let floor = self.floor();
+        if let Some(log) = self.log.0 {
+            // (Every finite limit is at least its floor: checked below.)
+            let longest = [self.im.0, self.groupchat.0, self.persistent.0]
+                .into_iter()
+                .map(|limit| limit.ok_or("\"forever\"".to_owned()))
+                .try_fold(Duration::ZERO, |acc, d| d.map(|d| acc.max(d)));
+            let too_short = match &longest {
+                Err(forever) => Some(forever.clone()),
+                Ok(d) if log < *d => Some(humantime::format_duration(*d).to_string()),
+                Ok(_) => None,
+            };
+            if let Some(keep) = too_short {
+                return Err(invalid(
+                    "retention.log",
+                    format!(
+                        "{} is shorter than files may be kept ({keep}, from retention.im/groupchat/persistent or the floor): a file's record must outlive the file; raise retention.log or shorten the file retention",
+                        humantime::format_duration(log)
+                    ),
+                ));
+            }
+        }
         for (chat, key, limit) in [
             ("im", "retention.im", self.im.0),
             ("groupchat", "retention.groupchat", self.groupchat.0),
@@ -1235,6 +1263,8 @@ pub struct RetentionSettings {
     pub floor: mft_storage::retention::RetentionFloor,
     /// How often the sweeper runs.
     pub sweep_interval: Duration,
+    /// How long the log's records are kept (`None`: forever).
+    pub log: Option<Duration>,
 }
 
 /// `[admin]`, checked.
@@ -1640,6 +1670,7 @@ impl Settings {
                 rules: retention.rules(),
                 floor: retention.floor(),
                 sweep_interval: retention.sweep_interval.0,
+                log: retention.log.0,
             },
             admin: AdminSettings {
                 listen: admin.listen,
@@ -1768,6 +1799,30 @@ slot_ttl = "5m"
         let s = Settings::from_toml(GOOD, "test.toml").expect("valid");
         assert!(s.admin.listen.is_none(), "off unless configured");
         assert_eq!(s.admin.check_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_log_is_kept_forever_unless_configured_and_never_shorter_than_its_files() {
+        let db = "[database]\nurl = \"postgresql://mftd@127.0.0.1/mftd\"\n";
+        let with = |retention: &str| format!("{GOOD}\n{db}[retention]\n{retention}\n");
+        let s = Settings::from_toml(&with(""), "test.toml").expect("valid");
+        assert_eq!(s.retention.log, None, "forever by default");
+        let year = Duration::from_secs(31_557_600);
+        let s = Settings::from_toml(
+            &with("log = \"7y\"\nim = \"1y\"\ngroupchat = \"1y\"\npersistent = \"7y\""),
+            "test.toml",
+        )
+        .expect("valid");
+        assert_eq!(s.retention.log, Some(7 * year));
+        let e = err(&with(
+            "log = \"1y\"\nim = \"2y\"\ngroupchat = \"1y\"\npersistent = \"1y\"",
+        ));
+        assert!(e.contains("retention.log") && e.contains("outlive"), "{e}");
+        let e = err(&with("log = \"7y\""));
+        assert!(
+            e.contains("retention.log") && e.contains("forever"),
+            "files kept forever: {e}"
+        );
     }
 
     #[test]

@@ -79,9 +79,25 @@ impl LogCheck {
                     .unwrap_or(0)
             };
             use mft_storage::log_chain::ChainTable as T;
+            let dropped = |t| {
+                self.chains
+                    .dropped
+                    .get(&(t, node.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let pruned = if dropped(T::Rows) + dropped(T::Amends) > 0 {
+                format!(
+                    "; {} rows and {} amendments dropped by prune-log with their months (log_drops)",
+                    dropped(T::Rows),
+                    dropped(T::Amends)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "node {node:?}: {} rows, {} amendments, {} checkpoints",
+                "node {node:?}: {} rows, {} amendments, {} checkpoints{pruned}",
                 count(T::Rows),
                 count(T::Amends),
                 count(T::Checkpoints)

@@ -20,6 +20,7 @@ mod hold;
 mod keys;
 mod log_chain_check;
 mod log_command;
+mod log_lifecycle;
 mod manpages;
 mod monitor;
 mod node_state;
@@ -201,6 +202,27 @@ enum DbCommand {
     Status {
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Drop the transfer log's month partitions older than [retention] log
+    /// (as the role that owns the schema); months holding rows of files or
+    /// people under a legal hold are kept; each drop is recorded in
+    /// log_drops.
+    #[command(
+        after_help = "Examples:\n  mftd db prune-log --database-url-file /root/mftd-owner.url --config /etc/mftd/mftd.toml --dry-run\n  mftd db prune-log --database-url-file /root/mftd-owner.url --older-than 7y --by 'records: j.smith'\n\nRun it monthly (cron or a systemd timer). mftd itself never drops: its role may not."
+    )]
+    PruneLog {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Drop months that ended longer ago than this (`7y`, `2555d`);
+        /// default: the configuration's [retention] log.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// List what would be dropped and kept; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who runs it, for the record (default: the login user).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
     },
 }
 
@@ -493,6 +515,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             action: DbCommand::Status { db },
         } => {
             println!("{}", block_on(admin::status(&db.resolve()?))?);
+        }
+        Command::Db {
+            action:
+                DbCommand::PruneLog {
+                    db,
+                    older_than,
+                    dry_run,
+                    by,
+                },
+        } => {
+            let text = match older_than {
+                Some(text) => text,
+                None => match load(&db.config)?.retention.log {
+                    Some(age) => humantime::format_duration(age).to_string(),
+                    None => {
+                        println!(
+                            "[retention] log is \"forever\" in {} (the default): nothing to drop",
+                            db.config.display()
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                },
+            };
+            let older_than = mft_common::units::parse_duration(&text)
+                .map_err(|e| anyhow::anyhow!("--older-than {text:?}: {e}"))?;
+            let req = mft_storage::log_partitions::PruneRequest {
+                older_than,
+                older_than_text: text,
+                by: by.unwrap_or_else(operator::login_user),
+                dry_run,
+            };
+            println!("{}", block_on(log_lifecycle::prune(&db.resolve()?, &req))?);
         }
         Command::Status(args) => return Ok(status::run(&args).into()),
         Command::Log(args) => log_command::run(*args, Path::new(DEFAULT_CONFIG))?,
