@@ -29,6 +29,7 @@ use crate::db::DbError;
 use crate::holds::{HELD, HOLD_LOCK};
 use crate::layout::Location;
 use crate::log_schema::{fit, JID, NOTE};
+use crate::removal_record::{record_removal, Removal, RemovedBy};
 use crate::transfer_log::{file_row, file_row_at, FileRow, FILE_ROW_COLUMNS, FILE_ROW_WIDTH};
 use crate::{Store, StoreError};
 
@@ -390,32 +391,17 @@ async fn finish(
         .transaction()
         .await
         .map_err(q("starting an erasure's record"))?;
-    let marked = tx
-        .execute(
-            "UPDATE files SET deleted = now() WHERE resource = $1 AND deleted IS NULL",
-            &[&file.resource],
-        )
-        .await
-        .map_err(q("marking a file erased"))?;
-    if marked == 0 {
+    let removal = Removal {
+        reason: REASON,
+        by: RemovedBy::Named(job.by),
+        note: job.note,
+        before_floor: false,
+    };
+    if !record_removal(&tx, &file.resource, &removal).await? {
         step(&tx, job.erasure_id, &file.resource, "gone").await?;
         tx.commit().await.map_err(q("committing an erasure step"))?;
         return Ok(Outcome::Gone);
     }
-    tx.execute(
-        "INSERT INTO removals (resource, storage_path, file_server, node, chat_type, purpose, \
-         size, sha256, created, reason, removed_by, note, before_floor) \
-         SELECT resource, storage_path, file_server, node, chat_type, purpose, size, sha256, \
-         created, $2, $3, $4, false FROM files WHERE resource = $1",
-        &[
-            &file.resource,
-            &REASON,
-            &fit(job.by, JID),
-            &fit(job.note, NOTE),
-        ],
-    )
-    .await
-    .map_err(q("recording a removal"))?;
     step(&tx, job.erasure_id, &file.resource, "done").await?;
     tx.commit()
         .await

@@ -52,6 +52,7 @@ pub mod meta;
 pub mod node_lock;
 pub mod quota;
 pub mod reconcile;
+mod removal_record;
 pub mod rescan;
 pub mod retention;
 pub mod sftp;

@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 use crate::db::DbError;
 use crate::holds::{HELD, HOLD_LOCK};
 use crate::layout::Location;
-use crate::log_schema::{fit, JID, NOTE};
+use crate::removal_record::{record_removal, Removal, RemovedBy};
 use crate::transfer_log::{file_row, FileRow, TransferLog, FILE_ROW_COLUMNS};
 use crate::utc::{unix_secs, UtcTime};
 use crate::{Store, StoreError};
@@ -369,27 +369,15 @@ async fn retire(
             })
         }
     };
-    tx.execute(
-        "UPDATE files SET deleted = now() WHERE resource = $1",
-        &[&file.resource],
-    )
-    .await
-    .map_err(q("marking a file deleted"))?;
-    tx.execute(
-        "INSERT INTO removals (resource, storage_path, file_server, node, chat_type, purpose, \
-         size, sha256, created, reason, removed_by, note, before_floor) \
-         SELECT resource, storage_path, file_server, node, chat_type, purpose, size, sha256, \
-         created, $2, $3, $4, $5 FROM files WHERE resource = $1",
-        &[
-            &file.resource,
-            &reason.as_str(),
-            &fit(plan.by, JID),
-            &fit(plan.note, NOTE),
-            &before_floor,
-        ],
-    )
-    .await
-    .map_err(q("recording a removal"))?;
+    let removal = Removal {
+        reason: reason.as_str(),
+        by: RemovedBy::Named(plan.by),
+        note: plan.note,
+        before_floor,
+    };
+    if !record_removal(&tx, &file.resource, &removal).await? {
+        return Ok(Retired::Gone);
+    }
     tx.commit().await.map_err(q("committing a removal"))?;
     Ok(Retired::Removed { missing })
 }

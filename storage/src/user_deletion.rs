@@ -26,7 +26,8 @@ use tokio_postgres::Client;
 use crate::db::DbError;
 use crate::holds::{HELD, HOLD_LOCK};
 use crate::layout::Location;
-use crate::log_schema::{fit, JID, NOTE};
+use crate::log_schema::{fit, JID};
+use crate::removal_record::{record_removal, Removal, RemovedBy};
 use crate::retention::RetentionFloor;
 use crate::transfer_log::{file_row, file_row_at, FileRow, FILE_ROW_COLUMNS, FILE_ROW_WIDTH};
 use crate::{Store, StoreError};
@@ -223,27 +224,17 @@ async fn finish(
         .transaction()
         .await
         .map_err(q("starting a user's deletion record"))?;
-    let marked = tx
-        .execute(
-            "UPDATE files SET deleted = now() WHERE resource = $1 AND deleted IS NULL",
-            &[&file.resource],
-        )
-        .await
-        .map_err(q("marking a file deleted"))?;
-    if marked == 0 {
+    let removal = Removal {
+        reason: REASON,
+        by: RemovedBy::Uploader,
+        note: NOTE_TEXT,
+        before_floor: false,
+    };
+    if !record_removal(&tx, &file.resource, &removal).await? {
         step(&tx, &file.resource, from, "gone").await?;
         tx.commit().await.map_err(q("committing a deletion step"))?;
         return Err(UserDeletionError::Refused(Refusal::NotFound));
     }
-    tx.execute(
-        "INSERT INTO removals (resource, storage_path, file_server, node, chat_type, purpose, \
-         size, sha256, created, reason, removed_by, note, before_floor) \
-         SELECT resource, storage_path, file_server, node, chat_type, purpose, size, sha256, \
-         created, $2, uploader, $3, false FROM files WHERE resource = $1",
-        &[&file.resource, &REASON, &fit(NOTE_TEXT, NOTE)],
-    )
-    .await
-    .map_err(q("recording a removal"))?;
     step(&tx, &file.resource, from, "done").await?;
     tx.commit()
         .await
