@@ -107,6 +107,20 @@ impl<'de> Deserialize<'de> for KeepFor {
     }
 }
 
+/// A duration as people say it: `7 days`, `12 hours`, `90 seconds` (the
+/// largest whole unit).
+pub fn spoken(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s >= 86_400 && s.is_multiple_of(86_400) {
+        (s / 86_400, "day")
+    } else if s >= 3600 && s.is_multiple_of(3600) {
+        (s / 3600, "hour")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -515,7 +515,7 @@ impl UploadService {
         );
         Err(refused(SlotOutcome::BadRequest)(StanzaError::not_acceptable(format!(
             "Files here are kept at least {} ({} chats) by policy; ask for expire-before {earliest} or later.",
-            human_days(floor),
+            mft_common::units::spoken(floor),
             chat.as_str()
         ))))
     }
@@ -659,19 +659,6 @@ impl UploadService {
         );
         Ok(slot::slot_element(ns, &url, &url, &token))
     }
-}
-
-/// A floor as people say it: `30 days`, `12 hours`, `90 seconds`.
-fn human_days(d: Duration) -> String {
-    let s = d.as_secs();
-    let (n, unit) = if s >= 86_400 && s.is_multiple_of(86_400) {
-        (s / 86_400, "day")
-    } else if s >= 3600 && s.is_multiple_of(3600) {
-        (s / 3600, "hour")
-    } else {
-        (s, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -948,7 +935,13 @@ mod tests {
             .is_ok());
         let room = mft_storage::ChatType::Persistent;
         assert!(svc.check_floor("a@example.test", room, now + 1).is_ok());
-        assert_eq!(human_days(Duration::from_secs(3600)), "1 hour");
-        assert_eq!(human_days(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(
+            mft_common::units::spoken(Duration::from_secs(3600)),
+            "1 hour"
+        );
+        assert_eq!(
+            mft_common::units::spoken(Duration::from_secs(90)),
+            "90 seconds"
+        );
     }
 }

@@ -536,18 +536,7 @@ pub fn size(bytes: i64) -> String {
     format!("{v:.1} {unit} ({bytes} bytes)")
 }
 
-/// A duration as people say it: `7 days`, `12 hours`, `90 seconds`.
-pub fn span(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    let (n, unit) = if s >= 86_400 && s.is_multiple_of(86_400) {
-        (s / 86_400, "day")
-    } else if s >= 3600 && s.is_multiple_of(3600) {
-        (s / 3600, "hour")
-    } else {
-        (s, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
+pub use mft_common::units::spoken as span;
 
 #[cfg(test)]
 mod tests {
