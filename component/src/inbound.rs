@@ -4,13 +4,14 @@
 //! [`Inbound::Unsupported`] (`service-unavailable`).
 
 use crate::adhoc::NS_COMMANDS;
-use crate::service::NS_SHARE;
 use crate::slot::UPLOAD_NAMESPACES;
 use crate::xml::Element;
 
 pub(crate) const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub(crate) const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub(crate) const NS_PING: &str = "urn:xmpp:ping";
+/// Reports from the router module that a file's URL was sent to someone.
+pub const NS_SHARE: &str = "urn:mftd:share:0";
 
 /// One inbound IQ, by what it asks.
 #[derive(Debug)]

@@ -43,8 +43,7 @@ fn refused(outcome: SlotOutcome) -> impl FnOnce(StanzaError) -> Refusal {
 /// How long a client is asked to wait when the file server is down.
 const RETRY_AFTER_UNAVAILABLE: u64 = 30;
 
-/// Reports from the router module that a file's URL was sent to someone.
-pub const NS_SHARE: &str = "urn:mftd:share:0";
+pub use crate::inbound::NS_SHARE;
 
 /// How far back a queued share report may date its message: a router
 /// module keeps reports while mftd is away, not for ever.

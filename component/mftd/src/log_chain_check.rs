@@ -232,7 +232,7 @@ pub fn run(
     })?;
     print!("{}", report.render());
     if let Some(path) = textfile {
-        crate::verify::write_textfile(path, &report.metrics())?;
+        crate::textfile::write_textfile(path, &report.metrics())?;
     }
     Ok(report.is_clean())
 }

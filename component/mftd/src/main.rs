@@ -25,10 +25,12 @@ mod manpages;
 mod monitor;
 mod node_state;
 mod operator;
+mod pace;
 mod purge;
 mod rescan;
 mod status;
 mod systemd;
+mod textfile;
 mod verify;
 
 use config::Settings;

@@ -17,7 +17,7 @@ use mft_storage::{Location, Store};
 use mft_upload_http::clamd::{Clamd, Reply};
 use mft_upload_http::scan::{Quarantine, ScanSettings};
 
-use crate::verify::Pace;
+use crate::pace::Pace;
 
 /// Bytes sent to clamd in one `INSTREAM` chunk (as at upload).
 const CHUNK: usize = 256 * 1024;

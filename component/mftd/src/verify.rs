@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use mft_storage::reconcile;
@@ -24,6 +24,9 @@ use sha2::{Digest, Sha256};
 
 use mft_common::units::{parse_duration, parse_size};
 use mft_upload_http::HttpSettings;
+
+use crate::pace::Pace;
+use crate::textfile::write_textfile;
 
 /// The exit statuses, as `--help` and docs/operations.md give them.
 pub const EXIT_CODES: &str = "\
@@ -407,37 +410,6 @@ pub async fn verify(
     Ok(report)
 }
 
-/// Reading stored files at most `--max-rate` bytes a second, averaged
-/// over the whole run: the re-hash and the rescan share one.
-pub struct Pace {
-    max_rate: u64,
-    started: Instant,
-    read: u64,
-}
-
-impl Pace {
-    /// At most `max_rate` bytes a second (0: no limit), from now.
-    pub fn new(max_rate: u64) -> Pace {
-        Pace {
-            max_rate,
-            started: Instant::now(),
-            read: 0,
-        }
-    }
-
-    /// Counts `n` bytes read, then waits until the average is back under
-    /// the rate.
-    pub async fn read(&mut self, n: usize) {
-        self.read += n as u64;
-        if self.max_rate > 0 {
-            let due = Duration::from_secs_f64(self.read as f64 / self.max_rate as f64);
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-}
-
 async fn hash_file(
     store: &Store,
     loc: &Location,
@@ -452,13 +424,4 @@ async fn hash_file(
         pace.read(piece.len()).await;
     }
     Ok(format!("{:x}", hasher.finalize()))
-}
-
-/// Writes `text` to `path` atomically (temporary name, then rename), as the
-/// node exporter's textfile collector expects.
-pub fn write_textfile(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("prom.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("while writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("while renaming to {}", path.display()))?;
-    Ok(())
 }
