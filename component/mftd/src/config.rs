@@ -1321,50 +1321,158 @@ impl Settings {
         Self::from_config(config).map_err(|e| e.located(text))
     }
 
-    /// Checks a parsed configuration and resolves it into [`Settings`].
+    /// Checks a parsed configuration and resolves it into [`Settings`]:
+    /// each section into its runtime type (see the section checks below),
+    /// then what spans sections.
     fn from_config(config: Config) -> Result<Settings, ConfigError> {
-        let jid = &config.xmpp.component_jid;
+        let link = config.xmpp.checked()?;
+        let (token_key, previous_token_keys) = config.http.token_keys()?;
+        let store = config.store_settings()?;
+        let database = config
+            .database
+            .as_ref()
+            .map(DatabaseConfig::checked)
+            .transpose()?;
+        let has_db = database.is_some();
+        let quotas = config.quotas.checked(has_db)?;
+        let http = config.http.checked(quotas)?;
+        let parent = link
+            .jid
+            .split_once('.')
+            .map_or(link.jid.as_str(), |(_, p)| p);
+        let allowed_domains = domains_or(&config.limits.allowed_domains, parent);
+        let recipients = config
+            .recipients
+            .checked(domains_or(&config.recipients.reporters, parent))?;
+        let admin = config.admin.checked(config.http.listen)?;
+        let retention = config.retention.checked(has_db)?;
+        let scan = config
+            .scan
+            .as_ref()
+            .map(|s| s.settings(http.settings.stall_timeout))
+            .transpose()?;
+        // No slot for what the scanner would refuse as too large.
+        let scan_cap = scan
+            .as_ref()
+            .filter(|s| s.above_max_size == mft_upload_http::scan::AboveMaxSize::Refuse)
+            .map(|s| s.max_size);
+        let max_file_size = config
+            .limits
+            .max_file_size()?
+            .min(scan_cap.unwrap_or(u64::MAX));
+        let slots = config.limits.slots()?;
+        let types =
+            content::type_policy(&config.limits.allowed_types, &config.limits.refused_types)?;
+        let default_limits = mft_component::groups::Limits {
+            max_file_size,
+            per_user_daily: quotas.per_user,
+            slots_per_minute: slots.per_minute,
+            slot_burst: slots.burst,
+            allow_ephemeral: config.retention.allow_ephemeral,
+            allow_permanent: config.retention.offers_permanent(),
+        };
+        let groups = mft_component::groups::validate(
+            &config.limits.group,
+            &default_limits,
+            scan_cap,
+            has_db,
+        )
+        .map_err(|e| invalid(e.key, e.message))?;
+        let adhoc =
+            mft_component::adhoc::settings::validate(&config.adhoc, &allowed_domains, has_db)
+                .map_err(|e| invalid(e.key, e.message))?;
+        Ok(Settings {
+            adhoc,
+            node_name: config.node.name,
+            log: config.log,
+            link,
+            http,
+            slots,
+            quotas,
+            chat: config.chat,
+            recipients,
+            retention,
+            admin,
+            database,
+            default_limits,
+            groups: std::sync::Arc::new(groups),
+            scan,
+            types,
+            previous_token_keys,
+            store,
+            token_key,
+            max_file_size,
+            allowed_domains,
+        })
+    }
+}
+
+/// `list` lower-cased, or `parent` alone when the list is empty.
+fn domains_or(list: &[String], parent: &str) -> Vec<String> {
+    if list.is_empty() {
+        vec![parent.to_owned()]
+    } else {
+        list.iter().map(|d| d.to_lowercase()).collect()
+    }
+}
+
+impl XmppConfig {
+    /// `[xmpp]` → the link to the router.
+    fn checked(&self) -> Result<mft_component::component::LinkSettings, ConfigError> {
+        let jid = &self.component_jid;
         if jid.is_empty() || jid.contains(['@', '/', ' ']) || !jid.contains('.') {
             return Err(invalid(
                 "xmpp.component_jid",
                 format!("{jid:?} is not a component domain such as upload.example.test"),
             ));
         }
-        check_host_port(&config.xmpp.router).map_err(|why| {
+        check_host_port(&self.router).map_err(|why| {
             invalid(
                 "xmpp.router",
                 format!("{why}: write host:port, e.g. 127.0.0.1:5347"),
             )
         })?;
-        let component_secret =
-            load_secret(&config.xmpp.secret, &config.xmpp.secret_file, "xmpp.secret")?;
-        let token_key = load_secret(
-            &config.http.token_key,
-            &config.http.token_key_file,
-            "http.token_key",
-        )?;
+        let secret = load_secret(&self.secret, &self.secret_file, "xmpp.secret")?;
+        Ok(mft_component::component::LinkSettings {
+            router: self.router.clone(),
+            jid: jid.clone(),
+            secret: secret.expose().to_owned(),
+            keepalive: self.keepalive.0,
+        })
+    }
+}
+
+impl HttpConfig {
+    /// The slot-token key and the previous keys still accepted.
+    fn token_keys(&self) -> Result<(Secret, Vec<Secret>), ConfigError> {
+        let token_key = load_secret(&self.token_key, &self.token_key_file, "http.token_key")?;
         check_key_length(&token_key, "http.token_key")?;
-        let mut previous_token_keys = config.http.previous_token_keys.clone();
-        if let Some(path) = &config.http.previous_token_keys_file {
+        let mut previous = self.previous_token_keys.clone();
+        if let Some(path) = &self.previous_token_keys_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 invalid(
                     "http.previous_token_keys_file",
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            previous_token_keys.extend(
+            previous.extend(
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(|l| Secret(l.to_owned())),
             );
         }
-        for key in &previous_token_keys {
+        for key in &previous {
             check_key_length(key, "http.previous_token_keys")?;
         }
-        let base_path = public_url_base_path(&config.http.public_url)
+        Ok((token_key, previous))
+    }
+
+    /// `[http]` → the endpoint (with the quotas a PUT re-checks).
+    fn checked(&self, quotas: mft_storage::quota::Quotas) -> Result<HttpEndpoint, ConfigError> {
+        let base_path = public_url_base_path(&self.public_url)
             .map_err(|why| invalid("http.public_url", why))?;
-        let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -1377,14 +1485,54 @@ impl Settings {
                 ))
             }
         };
-        if !is_plain_node_name(&config.node.name) {
+        if self.stall_timeout.0 < Duration::from_secs(1) {
+            return Err(invalid("http.stall_timeout", "at least 1s"));
+        }
+        if self.memory_budget.0 < 1 << 20 {
+            return Err(invalid(
+                "http.memory_budget",
+                "at least 1 MiB (transfers wait for room in it; 128 MiB by default)",
+            ));
+        }
+        let trusted_proxies = mft_upload_http::proxy::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|why| invalid("http.trusted_proxies", why))?;
+        Ok(HttpEndpoint {
+            listen: self.listen,
+            public_url: self.public_url.clone(),
+            tls,
+            memory_budget: self.memory_budget.0,
+            settings: HttpSettings {
+                base_path,
+                body_idle_timeout: self.body_idle_timeout.0,
+                header_timeout: self.header_timeout.0,
+                first_byte_timeout: self.first_byte_timeout.0,
+                shutdown_grace: self.shutdown_grace.0,
+                max_connections: self.max_connections,
+                max_transfers: self.max_transfers,
+                max_transfers_per_client: self.max_transfers_per_client,
+                stall_timeout: self.stall_timeout.0,
+                min_rate: self.min_rate.0,
+                rate_grace: self.rate_grace.0,
+                quotas,
+                http2: self.http2,
+                trusted_proxies,
+            },
+        })
+    }
+}
+
+impl Config {
+    /// `[node]` and `[store]` → the store: the node's name is a plain
+    /// directory name and the node directory ends in it.
+    fn store_settings(&self) -> Result<StoreSettings, ConfigError> {
+        if !is_plain_node_name(&self.node.name) {
             return Err(invalid(
                 "node.name",
                 "1 to 64 ASCII letters, digits, '_', '-' or '.' (not only dots), such as node_1: \
                  it is a directory name every node must read alike",
             ));
         }
-        let node_dir_name = match &config.store {
+        let node_dir_name = match &self.store {
             StoreConfig::Local { path, .. } => {
                 path.file_name().map(|n| n.to_string_lossy().into_owned())
             }
@@ -1395,8 +1543,8 @@ impl Settings {
                 .next()
                 .map(str::to_owned),
         };
-        if node_dir_name.as_deref() != Some(config.node.name.as_str()) {
-            let key = match &config.store {
+        if node_dir_name.as_deref() != Some(self.node.name.as_str()) {
+            let key = match &self.store {
                 StoreConfig::Local { .. } => "store.path",
                 StoreConfig::Sftp { .. } => "store.sftp.directory",
             };
@@ -1405,11 +1553,11 @@ impl Settings {
                 format!(
                     "the node directory must end in the node's name ({:?}, from node.name): \
                      nodes find each other's files by name on a shared file server",
-                    config.node.name
+                    self.node.name
                 ),
             ));
         }
-        let store = match &config.store {
+        Ok(match &self.store {
             StoreConfig::Local {
                 path,
                 alarm_free_percent,
@@ -1455,238 +1603,137 @@ impl Settings {
                     space,
                 }
             }
-        };
-        let max_file_size = match config.limits.max_file_size.0 {
-            0 => MAX_FILE_SIZE_CAP,
-            n if n > MAX_FILE_SIZE_CAP => {
-                return Err(invalid(
-                    "limits.max_file_size",
-                    "at most 4 GiB (0 also means 4 GiB)",
-                ))
-            }
-            n => n,
-        };
-        if config.limits.slot_ttl.0 < Duration::from_secs(10) {
+        })
+    }
+}
+
+impl LimitsConfig {
+    /// `max_file_size` in bytes (`0` is the 4 GiB cap).
+    fn max_file_size(&self) -> Result<u64, ConfigError> {
+        match self.max_file_size.0 {
+            0 => Ok(MAX_FILE_SIZE_CAP),
+            n if n > MAX_FILE_SIZE_CAP => Err(invalid(
+                "limits.max_file_size",
+                "at most 4 GiB (0 also means 4 GiB)",
+            )),
+            n => Ok(n),
+        }
+    }
+
+    /// The slot lifetime and rate.
+    fn slots(&self) -> Result<SlotSettings, ConfigError> {
+        if self.slot_ttl.0 < Duration::from_secs(10) {
             return Err(invalid(
                 "limits.slot_ttl",
                 "at least 10s; XEP-0363 suggests 300s",
             ));
         }
-        let parent = jid.split_once('.').map_or(jid.as_str(), |(_, p)| p);
-        let share_reporters = if config.recipients.reporters.is_empty() {
-            vec![parent.to_owned()]
-        } else {
-            config
-                .recipients
-                .reporters
-                .iter()
-                .map(|d| d.to_lowercase())
-                .collect()
+        Ok(SlotSettings {
+            ttl: self.slot_ttl.0,
+            per_minute: self.slots_per_minute,
+            burst: self.slot_burst,
+        })
+    }
+}
+
+impl DatabaseConfig {
+    /// `[database]` → where the running service's log is.
+    fn checked(&self) -> Result<mft_storage::db::DbConfig, ConfigError> {
+        Ok(mft_storage::db::DbConfig {
+            url: self.resolve_url()?.expose().to_owned(),
+            ca_file: self.ca_file.clone(),
+            statement_timeout: Some(self.statement_timeout.0).filter(|t| !t.is_zero()),
+        })
+    }
+}
+
+impl QuotasConfig {
+    /// `[quotas]` in bytes; they are counted from the transfer log.
+    fn checked(&self, has_db: bool) -> Result<mft_storage::quota::Quotas, ConfigError> {
+        let quotas = mft_storage::quota::Quotas {
+            per_user: self.per_user_daily.map_or(0, |b| b.0),
+            global: self.global_daily.map_or(0, |b| b.0),
         };
-        let allowed_domains = if config.limits.allowed_domains.is_empty() {
-            vec![parent.to_owned()]
-        } else {
-            config
-                .limits
-                .allowed_domains
-                .iter()
-                .map(|d| d.to_lowercase())
-                .collect()
-        };
-        let database = match &config.database {
-            Some(db) => Some(mft_storage::db::DbConfig {
-                url: db.resolve_url()?.expose().to_owned(),
-                ca_file: db.ca_file.clone(),
-                statement_timeout: Some(db.statement_timeout.0).filter(|t| !t.is_zero()),
-            }),
-            None => None,
-        };
-        let quotas_set = [config.quotas.per_user_daily, config.quotas.global_daily]
-            .iter()
-            .any(|q| q.is_some_and(|b| b.0 > 0));
-        if quotas_set && database.is_none() {
+        if (quotas.per_user > 0 || quotas.global > 0) && !has_db {
             return Err(invalid(
                 "quotas",
                 "quotas are counted from the transfer log: configure [database]",
             ));
         }
+        Ok(quotas)
+    }
+}
+
+impl RecipientsConfig {
+    /// `[recipients]`, with the router domains trusted to report shares.
+    fn checked(&self, reporters: Vec<String>) -> Result<RecipientSettings, ConfigError> {
         let share_key = load_optional_key(
-            &config.recipients.share_key,
-            &config.recipients.share_key_file,
+            &self.share_key,
+            &self.share_key_file,
             "recipients.share_key",
         )?;
-        if config.recipients.require_claim && share_key.is_none() {
+        if self.require_claim && share_key.is_none() {
             return Err(invalid(
                 "recipients.require_claim",
                 "needs recipients.share_key (the key the router module signs with)",
             ));
         }
-        let admin_token =
-            load_optional_key(&config.admin.token, &config.admin.token_file, "admin.token")?;
-        if let Some(listen) = config.admin.listen {
-            if !listen.ip().is_loopback() && admin_token.is_none() {
+        Ok(RecipientSettings {
+            share_key,
+            require_claim: self.require_claim,
+            shares_per_minute: self.shares_per_minute,
+            reporters,
+        })
+    }
+}
+
+impl AdminConfig {
+    /// `[admin]`: off loopback only with a token, never on `http.listen`.
+    fn checked(&self, http_listen: SocketAddr) -> Result<AdminSettings, ConfigError> {
+        let token = load_optional_key(&self.token, &self.token_file, "admin.token")?;
+        if let Some(listen) = self.listen {
+            if !listen.ip().is_loopback() && token.is_none() {
                 return Err(invalid(
                     "admin.listen",
                     format!("{listen} is not a loopback address: set admin.token_file too, or listen on 127.0.0.1"),
                 ));
             }
-            if listen == config.http.listen {
+            if listen == http_listen {
                 return Err(invalid(
                     "admin.listen",
                     "must differ from http.listen: the admin listener never serves files",
                 ));
             }
         }
-        let retention = &config.retention;
-        let limits_set = !retention.rules().keeps_forever();
-        if limits_set && database.is_none() {
+        if self.check_interval.0 < Duration::from_millis(200) {
+            return Err(invalid("admin.check_interval", "at least 200ms"));
+        }
+        Ok(AdminSettings {
+            listen: self.listen,
+            token,
+            check_interval: self.check_interval.0,
+        })
+    }
+}
+
+impl RetentionConfig {
+    /// `[retention]`, resolved once; limits need the transfer log.
+    fn checked(&self, has_db: bool) -> Result<RetentionSettings, ConfigError> {
+        if !self.rules().keeps_forever() && !has_db {
             return Err(invalid(
                 "retention",
                 "retention is tracked in the transfer log: configure [database]",
             ));
         }
-        if retention.sweep_interval.0 < Duration::from_secs(1) {
+        if self.sweep_interval.0 < Duration::from_secs(1) {
             return Err(invalid("retention.sweep_interval", "at least 1s"));
         }
-        retention.check_floor()?;
-        if config.http.stall_timeout.0 < Duration::from_secs(1) {
-            return Err(invalid("http.stall_timeout", "at least 1s"));
-        }
-        if config.http.memory_budget.0 < 1 << 20 {
-            return Err(invalid(
-                "http.memory_budget",
-                "at least 1 MiB (transfers wait for room in it; 128 MiB by default)",
-            ));
-        }
-        let trusted_proxies =
-            mft_upload_http::proxy::TrustedProxies::parse(&config.http.trusted_proxies)
-                .map_err(|why| invalid("http.trusted_proxies", why))?;
-        if config.admin.check_interval.0 < Duration::from_millis(200) {
-            return Err(invalid("admin.check_interval", "at least 200ms"));
-        }
-        let stall = config.http.stall_timeout.0;
-        let scan = config
-            .scan
-            .as_ref()
-            .map(|s| s.settings(stall))
-            .transpose()?;
-        // No slot for what the scanner would refuse as too large.
-        let max_file_size = match &scan {
-            Some(s) if s.above_max_size == mft_upload_http::scan::AboveMaxSize::Refuse => {
-                max_file_size.min(s.max_size)
-            }
-            _ => max_file_size,
-        };
-        let types =
-            content::type_policy(&config.limits.allowed_types, &config.limits.refused_types)?;
-        let default_limits = mft_component::groups::Limits {
-            max_file_size,
-            per_user_daily: config.quotas.per_user_daily.map_or(0, |b| b.0),
-            slots_per_minute: config.limits.slots_per_minute,
-            slot_burst: config.limits.slot_burst,
-            allow_ephemeral: config.retention.allow_ephemeral,
-            allow_permanent: config.retention.offers_permanent(),
-        };
-        let scan_cap = scan
-            .as_ref()
-            .filter(|s| s.above_max_size == mft_upload_http::scan::AboveMaxSize::Refuse)
-            .map(|s| s.max_size);
-        let groups = mft_component::groups::validate(
-            &config.limits.group,
-            &default_limits,
-            scan_cap,
-            database.is_some(),
-        )
-        .map_err(|e| invalid(e.key, e.message))?;
-        let adhoc = mft_component::adhoc::settings::validate(
-            &config.adhoc,
-            &allowed_domains,
-            database.is_some(),
-        )
-        .map_err(|e| invalid(e.key, e.message))?;
-        let quotas = mft_storage::quota::Quotas {
-            per_user: config.quotas.per_user_daily.map_or(0, |b| b.0),
-            global: config.quotas.global_daily.map_or(0, |b| b.0),
-        };
-        let h = &config.http;
-        let http = HttpEndpoint {
-            listen: h.listen,
-            public_url: h.public_url.clone(),
-            tls,
-            memory_budget: h.memory_budget.0,
-            settings: HttpSettings {
-                base_path,
-                body_idle_timeout: h.body_idle_timeout.0,
-                header_timeout: h.header_timeout.0,
-                first_byte_timeout: h.first_byte_timeout.0,
-                shutdown_grace: h.shutdown_grace.0,
-                max_connections: h.max_connections,
-                max_transfers: h.max_transfers,
-                max_transfers_per_client: h.max_transfers_per_client,
-                stall_timeout: h.stall_timeout.0,
-                min_rate: h.min_rate.0,
-                rate_grace: h.rate_grace.0,
-                quotas,
-                http2: h.http2,
-                trusted_proxies,
-            },
-        };
-        let Config {
-            xmpp,
-            node,
-            limits,
-            chat,
-            recipients,
-            admin,
-            log,
-            retention,
-            ..
-        } = config;
-        Ok(Settings {
-            adhoc,
-            node_name: node.name,
-            log,
-            link: mft_component::component::LinkSettings {
-                router: xmpp.router,
-                jid: xmpp.component_jid,
-                secret: component_secret.expose().to_owned(),
-                keepalive: xmpp.keepalive.0,
-            },
-            http,
-            slots: SlotSettings {
-                ttl: limits.slot_ttl.0,
-                per_minute: limits.slots_per_minute,
-                burst: limits.slot_burst,
-            },
-            quotas,
-            chat,
-            recipients: RecipientSettings {
-                share_key,
-                require_claim: recipients.require_claim,
-                shares_per_minute: recipients.shares_per_minute,
-                reporters: share_reporters,
-            },
-            retention: RetentionSettings {
-                rules: retention.rules(),
-                floor: retention.floor(),
-                sweep_interval: retention.sweep_interval.0,
-                log: retention.log.0,
-            },
-            admin: AdminSettings {
-                listen: admin.listen,
-                token: admin_token,
-                check_interval: admin.check_interval.0,
-            },
-            database,
-            default_limits,
-            groups: std::sync::Arc::new(groups),
-            scan,
-            types,
-            previous_token_keys,
-            store,
-            token_key,
-            max_file_size,
-            allowed_domains,
+        self.check_floor()?;
+        Ok(RetentionSettings {
+            rules: self.rules(),
+            floor: self.floor(),
+            sweep_interval: self.sweep_interval.0,
+            log: self.log.0,
         })
     }
 }
