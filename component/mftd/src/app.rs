@@ -247,64 +247,7 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    // Before any upload can start: clean what a crash left behind.
-    match mft_storage::reconcile::recover(
-        &store,
-        log.as_ref(),
-        Some(mft_storage::reconcile::date_days_ago(RECOVERY_DAYS)),
-    )
-    .await
-    {
-        Ok(done) if done != Default::default() => {
-            tracing::warn!(?done, "recovered from an interrupted run")
-        }
-        Ok(_) => tracing::debug!("start-up recovery: nothing to clean"),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
-        ),
-    }
-    // A user's deletion over ad-hoc commands interrupted the same way.
-    if let Some(log) = &log {
-        let resumed = async {
-            let mut client = log.dedicated_client().await?;
-            Ok::<_, anyhow::Error>(
-                mft_storage::user_deletion::resume(&mut client, &store, &settings.node_name)
-                    .await?,
-            )
-        };
-        match resumed.await {
-            Ok(done) if done != Default::default() => {
-                tracing::warn!(?done, "finished users' deletions a crash interrupted")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %format!("{e:#}"),
-                "interrupted users' deletions not finished now (store or database unavailable); the next start finishes them"
-            ),
-        }
-    }
-    // An `mftd erase` killed between deleting a file and recording it left
-    // a pending intent: finish it before serving (the file must not be
-    // served as live once its bytes are gone).
-    if let Some(log) = &log {
-        let resumed = async {
-            let mut client = log.dedicated_client().await?;
-            Ok::<_, anyhow::Error>(
-                mft_storage::erasure::resume(&mut client, &store, &settings.node_name).await?,
-            )
-        };
-        match resumed.await {
-            Ok(done) if done != Default::default() => {
-                tracing::warn!(?done, "finished erasures a crash interrupted")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %format!("{e:#}"),
-                "interrupted erasures not finished now (store or database unavailable); the next `mftd erase` finishes them"
-            ),
-        }
-    }
+    recover_before_serving(&store, log.as_ref(), &settings.node_name).await;
     let listener = listeners.http;
     tracing::info!(
         listen = %listener.local_addr().map_or_else(|_| settings.http.listen.to_string(), |a| a.to_string()),
@@ -315,57 +258,25 @@ pub async fn run(
         trusted_proxies = %http_settings.trusted_proxies,
         "HTTP: listening"
     );
-    let quotas = settings.quotas;
     let scanner = settings.scan.clone().map(Scanner::new);
-    let http_app = App::new(
-        signer.clone(),
-        store.clone(),
+    let http_app = Arc::new(http_app(
+        &settings,
         http_settings,
+        signer.clone(),
+        &store,
         log.clone(),
-        settings.node_name.clone(),
-    )
-    .with_content_policy(scanner.clone(), settings.types.clone())
-    .with_quota_policy(Arc::new(mft_component::groups::GroupQuotas {
-        groups: settings.groups.clone(),
-        default: quotas,
-    }));
-    let http_app = Arc::new(match &settings.recipients.share_key {
-        Some(key) => http_app.with_recipients(
-            mft_upload_http::claim::RecipientSigner::new(key.expose().as_bytes()),
-            settings.recipients.require_claim,
-        ),
-        None => http_app,
-    });
+        scanner.clone(),
+    ));
     let space = SpaceGuard::default();
     let commands = commands(&settings, log.as_ref(), &store);
-    let service = Arc::new(UploadService {
+    let service = Arc::new(upload_service(
+        &settings,
         signer,
-        store: store.clone(),
-        public_url: settings.http.public_url.clone(),
-        max_file_size: settings.max_file_size,
-        slot_ttl: settings.slots.ttl,
-        allowed_domains: settings.allowed_domains.clone(),
-        space: space.clone(),
+        &store,
+        space.clone(),
         log,
-        quotas,
-        slot_rate: SlotRateLimiter::new(settings.slots.per_minute, settings.slots.burst),
-        chat: settings.chat.clone(),
-        allow_ephemeral: settings.default_limits.allow_ephemeral,
-        allow_permanent: settings.default_limits.allow_permanent,
-        floor: settings.retention.floor,
-        share_reporters: settings.recipients.reporters.clone(),
-        share_rate: SlotRateLimiter::new(
-            settings.recipients.shares_per_minute,
-            settings.recipients.shares_per_minute,
-        ),
-        reporter_rate: SlotRateLimiter::new(
-            mft_component::service::SHARES_PER_REPORTER_MINUTE,
-            mft_component::service::SHARES_PER_REPORTER_MINUTE / 10,
-        ),
-        types: settings.types.clone(),
-        groups: settings.groups.clone(),
         commands,
-    });
+    ));
     let link = settings.link.clone();
 
     if let Some(log) = http_app.log.clone() {
@@ -430,6 +341,130 @@ pub async fn run(
     http.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Before any upload can start, cleans what a crash left behind: leftover
+/// temporary files and unlogged uploads, then users' deletions and
+/// erasures a kill interrupted between removing a file and recording it
+/// (a file must not be served as live once its bytes are gone). A store or
+/// database that is not there yet only postpones this, said in the log.
+async fn recover_before_serving(store: &Store, log: Option<&TransferLog>, node: &str) {
+    match mft_storage::reconcile::recover(
+        store,
+        log,
+        Some(mft_storage::reconcile::date_days_ago(RECOVERY_DAYS)),
+    )
+    .await
+    {
+        Ok(done) if done != Default::default() => {
+            tracing::warn!(?done, "recovered from an interrupted run")
+        }
+        Ok(_) => tracing::debug!("start-up recovery: nothing to clean"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
+        ),
+    }
+    let Some(log) = log else { return };
+    let deletions = async {
+        let mut client = log.dedicated_client().await?;
+        let done = mft_storage::user_deletion::resume(&mut client, store, node).await?;
+        anyhow::Ok((done != Default::default(), format!("{done:?}")))
+    };
+    report_resumed(
+        deletions.await,
+        "finished users' deletions a crash interrupted",
+        "interrupted users' deletions not finished now (store or database unavailable); the next start finishes them",
+    );
+    let erasures = async {
+        let mut client = log.dedicated_client().await?;
+        let done = mft_storage::erasure::resume(&mut client, store, node).await?;
+        anyhow::Ok((done != Default::default(), format!("{done:?}")))
+    };
+    report_resumed(
+        erasures.await,
+        "finished erasures a crash interrupted",
+        "interrupted erasures not finished now (store or database unavailable); the next `mftd erase` finishes them",
+    );
+}
+
+/// Logs what finishing interrupted removals did: (anything done, what).
+fn report_resumed(outcome: anyhow::Result<(bool, String)>, done: &str, postponed: &str) {
+    match outcome {
+        Ok((true, what)) => tracing::warn!(done = %what, "{done}"),
+        Ok((false, _)) => {}
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "{postponed}"),
+    }
+}
+
+/// The upload endpoint: its settings, the store and log, content and quota
+/// policy, and the recipients' claims when the router module signs them.
+fn http_app(
+    settings: &Settings,
+    http_settings: mft_upload_http::HttpSettings,
+    signer: SlotSigner,
+    store: &Store,
+    log: Option<TransferLog>,
+    scanner: Option<Scanner>,
+) -> App {
+    let app = App::new(
+        signer,
+        store.clone(),
+        http_settings,
+        log,
+        settings.node_name.clone(),
+    )
+    .with_content_policy(scanner, settings.types.clone())
+    .with_quota_policy(Arc::new(mft_component::groups::GroupQuotas {
+        groups: settings.groups.clone(),
+        default: settings.quotas,
+    }));
+    match &settings.recipients.share_key {
+        Some(key) => app.with_recipients(
+            mft_upload_http::claim::RecipientSigner::new(key.expose().as_bytes()),
+            settings.recipients.require_claim,
+        ),
+        None => app,
+    }
+}
+
+/// The XEP-0363 service behind the component JID, from the checked settings.
+fn upload_service(
+    settings: &Settings,
+    signer: SlotSigner,
+    store: &Store,
+    space: SpaceGuard,
+    log: Option<TransferLog>,
+    commands: Option<Arc<mft_component::adhoc::Commands>>,
+) -> UploadService {
+    UploadService {
+        signer,
+        store: store.clone(),
+        public_url: settings.http.public_url.clone(),
+        max_file_size: settings.max_file_size,
+        slot_ttl: settings.slots.ttl,
+        allowed_domains: settings.allowed_domains.clone(),
+        space,
+        log,
+        quotas: settings.quotas,
+        slot_rate: SlotRateLimiter::new(settings.slots.per_minute, settings.slots.burst),
+        chat: settings.chat.clone(),
+        allow_ephemeral: settings.default_limits.allow_ephemeral,
+        allow_permanent: settings.default_limits.allow_permanent,
+        floor: settings.retention.floor,
+        share_reporters: settings.recipients.reporters.clone(),
+        share_rate: SlotRateLimiter::new(
+            settings.recipients.shares_per_minute,
+            settings.recipients.shares_per_minute,
+        ),
+        reporter_rate: SlotRateLimiter::new(
+            mft_component::service::SHARES_PER_REPORTER_MINUTE,
+            mft_component::service::SHARES_PER_REPORTER_MINUTE / 10,
+        ),
+        types: settings.types.clone(),
+        groups: settings.groups.clone(),
+        commands,
+    }
 }
 
 #[cfg(test)]
