@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mft_common::error::Chain;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
@@ -350,15 +351,12 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
     }
     let target = describe(&config);
     let timed_out = |_| {
-        DbError::Unavailable(format!(
+        DbError::unavailable(format!(
             "connecting to {target} timed out after {timeout:?}"
         ))
     };
     let refused = |e: tokio_postgres::Error| {
-        DbError::Unavailable(format!(
-            "cannot connect to {target}: {}",
-            crate::error::chain(&e)
-        ))
+        DbError::unavailable_because(format!("cannot connect to {target}"), e)
     };
     let client = if config.get_ssl_mode() == SslMode::Require {
         let ca = db.ca_file.as_ref().ok_or_else(|| {
@@ -453,7 +451,7 @@ fn drive(
 ) {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
+            tracing::debug!(error = %Chain(&e), "database connection closed");
         }
     });
 }
