@@ -52,6 +52,10 @@ pub enum StoreError {
         context: String,
         /// Bytes free when the failure was looked at.
         available: u64,
+        /// The write's own failure (`No space left on device`, a broken
+        /// connection …), when one was seen.
+        #[source]
+        source: Option<Box<StoreError>>,
     },
     /// The upload was abandoned by its sender.
     #[error("upload aborted")]
@@ -288,5 +292,40 @@ impl DbError {
                 source,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_keeps_its_cause_once() {
+        let e = StoreError::io(
+            "writing files/im/x",
+            io::Error::new(io::ErrorKind::TimedOut, "Timed out waiting on socket"),
+        );
+        assert!(e.is_unavailable());
+        assert_eq!(e.to_string(), "file server unavailable: writing files/im/x");
+        assert_eq!(
+            chain(&e),
+            "file server unavailable: writing files/im/x: Timed out waiting on socket"
+        );
+    }
+
+    #[test]
+    fn no_space_names_the_write_that_failed() {
+        let e = StoreError::NoSpace {
+            context: "files/im/x".into(),
+            available: 0,
+            source: Some(Box::new(StoreError::io(
+                "writing files/im/x",
+                io::Error::other("No space left on device (os error 28)"),
+            ))),
+        };
+        assert!(e.is_no_space());
+        let text = chain(&e);
+        assert!(text.contains("(0 bytes free)"), "{text}");
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
     }
 }

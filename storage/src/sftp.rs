@@ -404,10 +404,7 @@ impl SftpFile {
     fn io_fail(&self, e: io::Error) -> io::Error {
         // Any write failure leaves the connection in an unknown state.
         self.broken.store(true, Ordering::Relaxed);
-        io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            format!("file server: {e}"),
-        )
+        io::Error::new(io::ErrorKind::ConnectionAborted, e)
     }
 }
 

@@ -469,8 +469,9 @@ async fn told_apart(
         Ok(Ok(Some(space))) if space.available < still_needed => {
             out_of_space.notify_one();
             StoreError::NoSpace {
-                context: format!("{temp} ({e})"),
+                context: temp.to_string(),
                 available: space.available,
+                source: Some(Box::new(e)),
             }
         }
         _ => e,

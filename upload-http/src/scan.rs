@@ -307,9 +307,9 @@ fn unscanned(detail: String, refusal: Option<Refusal>) -> Decision {
 /// The reason recorded for a scan without a verdict.
 fn no_verdict_reason(e: &ClamdError) -> String {
     match e {
-        ClamdError::Connect { .. } => format!("scanner unreachable: {e}"),
+        ClamdError::Connect { .. } => format!("scanner unreachable: {}", Chain(e)),
         ClamdError::TimedOut(after) => format!("scanner timed out after {after:?}"),
-        ClamdError::Io { .. } => format!("scanner connection failed: {e}"),
+        ClamdError::Io { .. } => format!("scanner connection failed: {}", Chain(e)),
         ClamdError::Answer(a) => format!("scanner error: {a}"),
     }
 }
