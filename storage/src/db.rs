@@ -360,7 +360,7 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
     };
     let client = if config.get_ssl_mode() == SslMode::Require {
         let ca = db.ca_file.as_ref().ok_or_else(|| {
-            DbError::Config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)".into())
+            DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
         })?;
         let tls = RustlsConnector::from_ca_file(ca)?;
         let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
@@ -405,7 +405,7 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, DbError> {
     url.replace("sslmode=verify-full", "sslmode=require")
         .replace("sslmode=verify-ca", "sslmode=require")
         .parse()
-        .map_err(|e| DbError::Config(format!("not a PostgreSQL connection string: {e}")))
+        .map_err(|e| DbError::config_because("not a PostgreSQL connection string", e))
 }
 
 /// Whether the connection string asks for TLS.

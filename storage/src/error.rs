@@ -229,8 +229,14 @@ pub enum DbError {
         source: tokio_postgres::Error,
     },
     /// The URL is not usable.
-    #[error("database.url: {0}")]
-    Config(String),
+    #[error("database.url: {what}")]
+    Config {
+        /// What is wrong, naming the key to fix.
+        what: String,
+        /// The parser's or TLS library's error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The schema is older than this mftd and the role it connects as may
     /// not change it: the owner role must run `mftd db migrate` first.
     #[error("transfer log schema: {0}")]
@@ -266,6 +272,22 @@ impl DbError {
     /// The database cannot be used now, because of `source`.
     pub fn unavailable_because(what: impl Into<String>, source: impl Into<Cause>) -> Self {
         DbError::Unavailable {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The connection settings are not usable, for a reason mftd states.
+    pub fn config(what: impl Into<String>) -> Self {
+        DbError::Config {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// The connection settings are not usable, because of `source`.
+    pub fn config_because(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        DbError::Config {
             what: what.into(),
             source: Some(source.into()),
         }

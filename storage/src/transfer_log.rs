@@ -1297,9 +1297,10 @@ async fn write_checkpoint(
     let (seq, prev, hash) = cp_head.append(|seq| record.canon(seq));
     let signature = match signer {
         Some(s) => s.sign(record.canon(seq).as_bytes()).map_err(|e| {
-            DbError::Config(format!(
-                "cannot sign the log checkpoint with [log] checkpoint_key_file: {e}"
-            ))
+            DbError::config_because(
+                "cannot sign the log checkpoint with [log] checkpoint_key_file",
+                e,
+            )
         })?,
         None => String::new(),
     };
