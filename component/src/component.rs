@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mft_common::error::Chain;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -76,10 +77,10 @@ pub async fn run(
                 let wait = backoff.failed();
                 match &e {
                     LinkError::Refused(_) => {
-                        tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
+                        tracing::error!(error = %Chain(&e), retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
                     }
                     _ => {
-                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
+                        tracing::warn!(error = %Chain(&e), retry_in_ms = wait.as_millis() as u64, "XMPP: link down")
                     }
                 }
                 tokio::select! {
@@ -137,7 +138,7 @@ async fn serve_once(
                         .instrument(span),
                     );
                 }
-                Ok(Inbound::Header(_)) => break Err(LinkError::Stream("unexpected stream header".into())),
+                Ok(Inbound::Header(_)) => break Err(LinkError::stream("unexpected stream header")),
                 Err(e) => break Err(e),
             },
             _ = ticker.tick() => {

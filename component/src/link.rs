@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::xml::{escape, Element, Node};
+use mft_common::error::Cause;
 
 /// The stream namespace of external components.
 pub const NS_COMPONENT: &str = "jabber:component:accept";
@@ -29,12 +30,15 @@ const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     /// TCP connect failed or timed out.
-    #[error("cannot connect to the router at {addr}: {reason} (is the router running and xmpp.router right?)")]
+    #[error(
+        "cannot connect to the router at {addr} (is the router running and xmpp.router right?)"
+    )]
     Connect {
         /// Router address.
         addr: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The router refused us (wrong secret, unknown component name …).
     #[error("router refused the component: {0} (check xmpp.component_jid and xmpp.secret against the router's Component entry)")]
@@ -52,8 +56,32 @@ pub enum LinkError {
     #[error("router stopped answering (no traffic for {0:?})")]
     Silent(Duration),
     /// Broken XML or I/O.
-    #[error("stream error: {0}")]
-    Stream(String),
+    #[error("stream error: {what}")]
+    Stream {
+        /// What went wrong, or what mftd was doing.
+        what: String,
+        /// The parser's or the socket's error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl LinkError {
+    /// A broken stream, as mftd saw it.
+    pub fn stream(what: impl Into<String>) -> Self {
+        LinkError::Stream {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A broken stream, because of `source`.
+    pub fn stream_because(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        LinkError::Stream {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 /// The router's refusal during the handshake, told apart: `conflict`
@@ -110,11 +138,11 @@ impl<R: AsyncRead + Unpin> StanzaReader<R> {
                 .reader
                 .read_resolved_event_into_async(&mut self.buf)
                 .await
-                .map_err(|e| LinkError::Stream(e.to_string()))?;
+                .map_err(|e| LinkError::stream_because("reading from the router", e))?;
             let ns = match ns {
                 ResolveResult::Bound(ns) => Ok(namespace_uri(ns.as_ref())),
                 ResolveResult::Unbound => Ok(String::new()),
-                ResolveResult::Unknown(p) => Err(LinkError::Stream(format!(
+                ResolveResult::Unknown(p) => Err(LinkError::stream(format!(
                     "unknown namespace prefix {}",
                     String::from_utf8_lossy(&p)
                 ))),
@@ -221,7 +249,7 @@ fn build_element<R>(
 ) -> Result<Element, LinkError> {
     let mut el = Element::new(&String::from_utf8_lossy(start.local_name().as_ref()), &ns);
     for attr in start.attributes() {
-        let attr = attr.map_err(|e| LinkError::Stream(e.to_string()))?;
+        let attr = attr.map_err(|e| LinkError::stream_because("a malformed attribute", e))?;
         let (resolved, local) = reader.resolve_attribute(attr.key);
         let attr_ns = match resolved {
             ResolveResult::Bound(n) if n.as_ref() == b"http://www.w3.org/2000/xmlns/" => continue,
@@ -229,7 +257,7 @@ fn build_element<R>(
             ResolveResult::Unbound => String::new(),
             ResolveResult::Unknown(p) if p.as_slice() == b"xmlns" => continue,
             ResolveResult::Unknown(p) => {
-                return Err(LinkError::Stream(format!(
+                return Err(LinkError::stream(format!(
                     "unknown namespace prefix {}",
                     String::from_utf8_lossy(&p)
                 )))
@@ -245,7 +273,7 @@ fn build_element<R>(
         }
         let value = attr
             .unescape_value()
-            .map_err(|e| LinkError::Stream(e.to_string()))?;
+            .map_err(|e| LinkError::stream_because("a malformed attribute value", e))?;
         el.attrs.push(crate::xml::Attr {
             ns: attr_ns,
             name,
@@ -270,30 +298,28 @@ pub fn handshake_digest(id: &str, secret: &str) -> String {
 
 /// Connects to `router` and authenticates as `jid` with `secret`.
 pub async fn connect(router: &str, jid: &str, secret: &str) -> Result<Link, LinkError> {
-    let connect_err = |reason: String| LinkError::Connect {
+    let connect_err = |source: std::io::Error| LinkError::Connect {
         addr: router.to_owned(),
-        reason,
+        source,
     };
     let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(router))
         .await
-        .map_err(|_| connect_err("timed out".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
+        .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(connect_err)?;
     let _ = tcp.set_nodelay(true);
     let (read, mut writer) = tcp.into_split();
     let header = format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{NS_STREAM}' to='{}'>",
         escape(jid)
     );
-    let io_err = |e: std::io::Error| LinkError::Stream(e.to_string());
+    let io_err = |e: std::io::Error| LinkError::stream_because("writing to the router", e);
     writer.write_all(header.as_bytes()).await.map_err(io_err)?;
     let mut reader = StanzaReader::new(read);
     let handshake_deadline = Duration::from_secs(15);
     let id = match tokio::time::timeout(handshake_deadline, reader.next()).await {
         Ok(Ok(Inbound::Header(Some(id)))) => id,
         Ok(Ok(Inbound::Stanza(e))) => return Err(refused(&e)),
-        Ok(Ok(Inbound::Header(None))) => {
-            return Err(LinkError::Stream("router sent no stream id".into()))
-        }
+        Ok(Ok(Inbound::Header(None))) => return Err(LinkError::stream("router sent no stream id")),
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(LinkError::Silent(handshake_deadline)),
     };
@@ -302,7 +328,7 @@ pub async fn connect(router: &str, jid: &str, secret: &str) -> Result<Link, Link
     match tokio::time::timeout(handshake_deadline, reader.next()).await {
         Ok(Ok(Inbound::Stanza(e))) if e.name == "handshake" => Ok(Link { reader, writer }),
         Ok(Ok(Inbound::Stanza(e))) => Err(refused(&e)),
-        Ok(Ok(Inbound::Header(_))) => Err(LinkError::Stream("second stream header".into())),
+        Ok(Ok(Inbound::Header(_))) => Err(LinkError::stream("second stream header")),
         Ok(Err(LinkError::Closed)) => {
             Err(LinkError::Refused("stream closed during handshake".into()))
         }

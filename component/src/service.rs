@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mft_common::error::Chain;
 use mft_storage::quota::{QuotaAnswer, QuotaScope, QuotaVerdict, Quotas};
 use mft_storage::retention::RetentionFloor;
 use mft_storage::transfer_log::TransferLog;
@@ -331,7 +332,7 @@ impl UploadService {
                 Err(StanzaError::item_not_found("No such file."))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "share not recorded: transfer log unavailable");
+                tracing::warn!(error = %Chain(&e), "share not recorded: transfer log unavailable");
                 Err(StanzaError::resource_constraint(
                     "The transfer log is unavailable.",
                 ))
@@ -420,7 +421,7 @@ impl UploadService {
             .reserve(resource, uploader, size, expires_at, quotas)
             .await
             .map_err(|e| {
-                tracing::warn!(error = %e, "slot refused: cannot read quotas from the database");
+                tracing::warn!(error = %Chain(&e), "slot refused: cannot read quotas from the database");
                 refused(SlotOutcome::LogDown)(slot::retry_later(
                     ns,
                     "The transfer log is unavailable; try again shortly.",
@@ -483,7 +484,7 @@ impl UploadService {
             Ok(None) => Ok(()),
             Ok(Some(wait)) => Err(wait),
             Err(e) => {
-                tracing::warn!(error = %e, "shared slot rate unavailable; this node's own limit applies");
+                tracing::warn!(error = %Chain(&e), "shared slot rate unavailable; this node's own limit applies");
                 Ok(())
             }
         }
@@ -615,7 +616,7 @@ impl UploadService {
             self.check_floor(from, chat, expire_before)?;
         }
         let loc = self.store.allocate(chat).await.map_err(|e| {
-            tracing::warn!(error = %e, "slot refused: file server unavailable");
+            tracing::warn!(error = %Chain(&e), "slot refused: file server unavailable");
             refused(SlotOutcome::StoreDown)(slot::retry_later(
                 ns,
                 "The file server is unavailable; try again shortly.",

@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mft_common::error::Chain;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
@@ -350,19 +351,16 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
     }
     let target = describe(&config);
     let timed_out = |_| {
-        DbError::Unavailable(format!(
+        DbError::unavailable(format!(
             "connecting to {target} timed out after {timeout:?}"
         ))
     };
     let refused = |e: tokio_postgres::Error| {
-        DbError::Unavailable(format!(
-            "cannot connect to {target}: {}",
-            crate::error::chain(&e)
-        ))
+        DbError::unavailable_because(format!("cannot connect to {target}"), e)
     };
     let client = if config.get_ssl_mode() == SslMode::Require {
         let ca = db.ca_file.as_ref().ok_or_else(|| {
-            DbError::Config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)".into())
+            DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
         })?;
         let tls = RustlsConnector::from_ca_file(ca)?;
         let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
@@ -407,7 +405,7 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, DbError> {
     url.replace("sslmode=verify-full", "sslmode=require")
         .replace("sslmode=verify-ca", "sslmode=require")
         .parse()
-        .map_err(|e| DbError::Config(format!("not a PostgreSQL connection string: {e}")))
+        .map_err(|e| DbError::config_because("not a PostgreSQL connection string", e))
 }
 
 /// Whether the connection string asks for TLS.
@@ -453,7 +451,7 @@ fn drive(
 ) {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
+            tracing::debug!(error = %Chain(&e), "database connection closed");
         }
     });
 }

@@ -29,14 +29,16 @@ impl RustlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         let certs = CertificateDer::pem_file_iter(ca_file)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| DbError::Config(format!("database.ca_file {}: {e}", ca_file.display())))?;
+            .map_err(|e| {
+                DbError::config_because(format!("database.ca_file {}", ca_file.display()), e)
+            })?;
         for cert in certs {
             roots.add(cert).map_err(|e| {
-                DbError::Config(format!("database.ca_file {}: {e}", ca_file.display()))
+                DbError::config_because(format!("database.ca_file {}", ca_file.display()), e)
             })?;
         }
         if roots.is_empty() {
-            return Err(DbError::Config(format!(
+            return Err(DbError::config(format!(
                 "database.ca_file {} holds no certificate",
                 ca_file.display()
             )));
@@ -44,7 +46,7 @@ impl RustlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| DbError::Config(e.to_string()))?
+            .map_err(|e| DbError::config_because("TLS set-up for the database", e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(RustlsConnector {

@@ -118,7 +118,7 @@ pub enum ErasureError {
     #[error("another `mftd erase` is running (it holds the erasure lock in PostgreSQL); try again when it has finished")]
     Busy,
     /// The store failed to remove a file.
-    #[error("the file server could not remove {path}: {source}; its erasure is pending and the next `mftd erase` (or `mftd run` at start) finishes it")]
+    #[error("the file server could not remove {path}; its erasure is pending and the next `mftd erase` (or `mftd run` at start) finishes it")]
     Store {
         /// The file's path below its node directory.
         path: String,
@@ -279,7 +279,7 @@ fn store_of(store: &Store, node: &str, file: &FileRow) -> Result<Store, ErasureE
         .sibling(&file.node)
         .ok_or_else(|| ErasureError::Store {
             path: file.storage_path.clone(),
-            source: Box::new(StoreError::Unavailable(format!(
+            source: Box::new(StoreError::unavailable(format!(
                 "the file lies in node directory {:?}, which is not a plain directory name",
                 file.node
             ))),

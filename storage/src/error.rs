@@ -27,10 +27,16 @@ pub enum StoreError {
         expected: u64,
     },
     /// The file server cannot be reached or refused us; retry later.
-    #[error("file server unavailable: {0}")]
-    Unavailable(String),
+    #[error("file server unavailable: {what}")]
+    Unavailable {
+        /// What mftd was doing, or which file server.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Connecting to the SFTP file server failed at a known step.
-    #[error("file server {host}: {source}")]
+    #[error("file server {host} unreachable")]
     Connect {
         /// The file server.
         host: String,
@@ -46,16 +52,21 @@ pub enum StoreError {
         context: String,
         /// Bytes free when the failure was looked at.
         available: u64,
+        /// The write's own failure (`No space left on device`, a broken
+        /// connection …), when one was seen.
+        #[source]
+        source: Option<Box<StoreError>>,
     },
     /// The upload was abandoned by its sender.
     #[error("upload aborted")]
     Aborted,
     /// Any other I/O failure, with what we were doing.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What mftd was doing.
         context: String,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
 }
@@ -122,9 +133,25 @@ impl ConnectError {
     }
 }
 
-pub use mft_common::error::chain;
+pub use mft_common::error::{chain, Cause, Chain};
 
 impl StoreError {
+    /// The file server cannot be used now, for a reason mftd states itself.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// The file server cannot be used now, because of `source`.
+    pub fn unavailable_because(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
     /// Wraps an I/O error, turning `NotFound`/`AlreadyExists` into their variants.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
@@ -135,7 +162,7 @@ impl StoreError {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::NotConnected
-            | io::ErrorKind::TimedOut => StoreError::Unavailable(format!("{context}: {source}")),
+            | io::ErrorKind::TimedOut => StoreError::unavailable_because(context, source),
             _ => StoreError::Io { context, source },
         }
     }
@@ -154,7 +181,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Connect { .. }
+            StoreError::Unavailable { .. } | StoreError::Connect { .. }
         )
     }
 
@@ -184,19 +211,32 @@ impl StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Cannot connect, or the connection broke: retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable: {what}")]
+    Unavailable {
+        /// What mftd was doing, or which server.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A query failed for another reason.
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}")]
     Query {
         /// What mftd was doing.
         context: String,
         /// The driver's error.
+        #[source]
         source: tokio_postgres::Error,
     },
     /// The URL is not usable.
-    #[error("database.url: {0}")]
-    Config(String),
+    #[error("database.url: {what}")]
+    Config {
+        /// What is wrong, naming the key to fix.
+        what: String,
+        /// The parser's or TLS library's error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The schema is older than this mftd and the role it connects as may
     /// not change it: the owner role must run `mftd db migrate` first.
     #[error("transfer log schema: {0}")]
@@ -221,6 +261,43 @@ fn server_cannot_write(code: &tokio_postgres::error::SqlState) -> bool {
 }
 
 impl DbError {
+    /// The database cannot be used now, for a reason mftd states itself.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        DbError::Unavailable {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// The database cannot be used now, because of `source`.
+    pub fn unavailable_because(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        DbError::Unavailable {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The connection settings are not usable, for a reason mftd states.
+    pub fn config(what: impl Into<String>) -> Self {
+        DbError::Config {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// The connection settings are not usable, because of `source`.
+    pub fn config_because(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        DbError::Config {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The server cannot be reached or cannot take the work now.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable { .. })
+    }
+
     /// Whether the row was refused because its slot was already used.
     pub fn is_slot_used(&self) -> bool {
         matches!(self, DbError::SlotUsed { .. })
@@ -230,12 +307,47 @@ impl DbError {
     /// lack of resources become `Unavailable` (see [`server_cannot_write`]).
     pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> DbError {
         if source.is_closed() || source.code().is_none_or(server_cannot_write) {
-            DbError::Unavailable(format!("{}: {}", context.into(), chain(&source)))
+            DbError::unavailable_because(context, source)
         } else {
             DbError::Query {
                 context: context.into(),
                 source,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_keeps_its_cause_once() {
+        let e = StoreError::io(
+            "writing files/im/x",
+            io::Error::new(io::ErrorKind::TimedOut, "Timed out waiting on socket"),
+        );
+        assert!(e.is_unavailable());
+        assert_eq!(e.to_string(), "file server unavailable: writing files/im/x");
+        assert_eq!(
+            chain(&e),
+            "file server unavailable: writing files/im/x: Timed out waiting on socket"
+        );
+    }
+
+    #[test]
+    fn no_space_names_the_write_that_failed() {
+        let e = StoreError::NoSpace {
+            context: "files/im/x".into(),
+            available: 0,
+            source: Some(Box::new(StoreError::io(
+                "writing files/im/x",
+                io::Error::other("No space left on device (os error 28)"),
+            ))),
+        };
+        assert!(e.is_no_space());
+        let text = chain(&e);
+        assert!(text.contains("(0 bytes free)"), "{text}");
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
     }
 }

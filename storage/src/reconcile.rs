@@ -166,7 +166,7 @@ pub async fn unlogged(log: &TransferLog, files: &[Location]) -> Result<Vec<Locat
         let known = log
             .known_resources(&names)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("transfer log: {e}")))?;
+            .map_err(|e| StoreError::unavailable_because("reading the transfer log", e))?;
         out.extend(
             chunk
                 .iter()

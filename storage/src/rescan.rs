@@ -38,9 +38,7 @@ pub enum RescanError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// The file server could not move or remove the file; nothing changed.
-    #[error(
-        "the file server could not set {path} aside (the files row was not changed): {source}"
-    )]
+    #[error("the file server could not set {path} aside (the files row was not changed)")]
     Store {
         /// The file's path below the node directory.
         path: String,

@@ -389,7 +389,7 @@ pub enum SweepError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// The store failed to remove a file; it and the rest stay as they are.
-    #[error("the file server could not remove {path} (nothing was marked deleted): {source}")]
+    #[error("the file server could not remove {path} (nothing was marked deleted)")]
     Store {
         /// The file's path below the node directory.
         path: String,

@@ -89,8 +89,8 @@ struct Conn {
 }
 
 /// Why connecting failed; kept apart so the operator sees the real cause.
-fn unavailable(host: &str, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("file server {host}: {what}"))
+fn unavailable(host: &str, what: impl std::fmt::Display, source: ssh2::Error) -> StoreError {
+    StoreError::unavailable_because(format!("file server {host}, while {what}"), source)
 }
 
 impl SftpBackend {
@@ -207,11 +207,12 @@ impl Pool {
         let host = &self.settings.host;
         if let Ok(h) = self.health.lock() {
             if let Some(wait) = h.backoff.waiting() {
-                return Err(StoreError::Unavailable(format!(
-                    "{} (next attempt in {}s)",
-                    h.last_error,
-                    wait.as_secs() + 1
-                )));
+                // The last failure is remembered as text (the error itself
+                // went to the caller that met it); it is this one's cause.
+                return Err(StoreError::unavailable_because(
+                    format!("{host} (next attempt in {}s)", wait.as_secs() + 1),
+                    h.last_error.clone(),
+                ));
             }
         }
         match connect(&self.settings) {
@@ -305,7 +306,7 @@ impl SftpSession {
         self.conn
             .as_ref()
             .map(|c| &c.sftp)
-            .ok_or_else(|| StoreError::Unavailable("SFTP session closed".into()))
+            .ok_or_else(|| StoreError::unavailable("SFTP session closed"))
     }
 
     fn full(&self, path: &str) -> Result<PathBuf, StoreError> {
@@ -324,7 +325,7 @@ impl SftpSession {
             },
             ErrorCode::Session(_) => {
                 self.broken.store(true, Ordering::Relaxed);
-                unavailable(&self.pool.settings.host, format!("{context}: {e}"))
+                unavailable(&self.pool.settings.host, context, e)
             }
         }
     }
@@ -403,10 +404,7 @@ impl SftpFile {
     fn io_fail(&self, e: io::Error) -> io::Error {
         // Any write failure leaves the connection in an unknown state.
         self.broken.store(true, Ordering::Relaxed);
-        io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            format!("file server: {e}"),
-        )
+        io::Error::new(io::ErrorKind::ConnectionAborted, e)
     }
 }
 
@@ -444,10 +442,10 @@ impl Drop for SftpFile {
 impl WriteFile for SftpFile {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.pump(0)
-            .map_err(|e| StoreError::Unavailable(format!("writing to the file server: {e}")))?;
+            .map_err(|e| StoreError::unavailable_because("writing to the file server", e))?;
         self.file.fsync().map_err(|e| {
             self.broken.store(true, Ordering::Relaxed);
-            StoreError::Unavailable(format!("fsync@openssh.com failed: {e}"))
+            StoreError::unavailable_because("fsync@openssh.com failed", e)
         })
     }
 }

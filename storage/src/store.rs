@@ -423,7 +423,7 @@ async fn remove_leftover(
         let temp = temp.clone();
         tokio::task::spawn_blocking(move || match session {
             Some(mut s) => s.remove(&temp),
-            None => Err(StoreError::Unavailable("no session".into())),
+            None => Err(StoreError::unavailable("no session")),
         })
         .await
     };
@@ -436,7 +436,7 @@ async fn remove_leftover(
         let (backend, path) = (backend.clone(), temp.clone());
         match blocking(move || backend.session()?.remove(&path)).await {
             Ok(()) | Err(StoreError::NotFound(_)) => return,
-            Err(e) => last = e.to_string(),
+            Err(e) => last = crate::error::chain(&e),
         }
     }
     tracing::warn!(
@@ -457,7 +457,7 @@ async fn told_apart(
     temp: &str,
     still_needed: u64,
 ) -> StoreError {
-    if !matches!(e, StoreError::Io { .. } | StoreError::Unavailable(_)) {
+    if !matches!(e, StoreError::Io { .. } | StoreError::Unavailable { .. }) {
         return e;
     }
     let free = tokio::time::timeout(
@@ -469,8 +469,9 @@ async fn told_apart(
         Ok(Ok(Some(space))) if space.available < still_needed => {
             out_of_space.notify_one();
             StoreError::NoSpace {
-                context: format!("{temp} ({e})"),
+                context: temp.to_string(),
                 available: space.available,
+                source: Some(Box::new(e)),
             }
         }
         _ => e,
@@ -718,7 +719,7 @@ impl Store {
         counters.recover(chat, &now, n, count);
         counters
             .next(chat, &now)
-            .ok_or_else(|| StoreError::Unavailable("hour counter did not open".into()))
+            .ok_or_else(|| StoreError::unavailable("hour counter did not open"))
     }
 
     /// Starts an upload of exactly `meta.size` bytes to `loc`: opens a

@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 
 use crate::backoff::Backoff;
 use crate::db::{self, DbConfig, DbError};
+use crate::error::Chain;
 use crate::log_chain::{
     to_micros, AmendRecord, ChainTable, CheckpointRecord, CheckpointSigner, Head, Heads, RowRecord,
 };
@@ -212,7 +213,7 @@ impl TransferLog {
                 Ok(c) => break c,
                 Err(e) if started.elapsed() < give_up_after => {
                     let wait = backoff.failed();
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database not reachable yet");
+                    tracing::warn!(error = %Chain(&e), retry_in_ms = wait.as_millis() as u64, "database not reachable yet");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
@@ -290,9 +291,9 @@ impl TransferLog {
                 done: Some(done),
             })
             .await
-            .map_err(|_| DbError::Unavailable("transfer log writer stopped".into()))?;
+            .map_err(|_| DbError::unavailable("transfer log writer stopped"))?;
         wait.await
-            .map_err(|_| DbError::Unavailable("transfer log writer stopped".into()))?
+            .map_err(|_| DbError::unavailable("transfer log writer stopped"))?
     }
 
     /// Commits the POST row and the `files` row of a stored upload.
@@ -441,7 +442,7 @@ impl TransferLog {
     ) -> Result<QuotaVerdict, DbError> {
         let mut own = self.reader.own().await?;
         let Some(client) = own.as_mut() else {
-            return Err(DbError::Unavailable("no connection for quotas".into()));
+            return Err(DbError::unavailable("no connection for quotas"));
         };
         let result = reserve_in(client, resource, uploader, size, expires, quotas).await;
         if result.is_err() {
@@ -661,14 +662,14 @@ async fn ensure_connected(
     client: &mut Option<Client>,
     backoff: &mut Backoff,
     healthy: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<(), Arc<DbError>> {
     if client.as_ref().is_some_and(|c| !c.is_closed()) {
         return Ok(());
     }
     *client = None;
     healthy.store(false, Ordering::Relaxed);
     if backoff.waiting().is_some() {
-        return Err("database unavailable (reconnecting)".into());
+        return Err(Arc::new(DbError::unavailable("reconnecting")));
     }
     match db::connect(db, CONNECT_TIMEOUT).await {
         Ok(c) => {
@@ -680,8 +681,8 @@ async fn ensure_connected(
         }
         Err(e) => {
             let wait = backoff.failed();
-            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "transfer log: database unavailable");
-            Err(e.to_string())
+            tracing::warn!(error = %Chain(&e), retry_in_ms = wait.as_millis() as u64, "transfer log: database unavailable");
+            Err(Arc::new(e))
         }
     }
 }
@@ -722,7 +723,7 @@ async fn writer(
             }
         }
         if let Err(why) = ensure_connected(&db, &mut client, &mut backoff, &healthy).await {
-            fail(batch, &why);
+            fail(batch, why);
             continue;
         }
         let Some(c) = client.as_mut() else { continue };
@@ -746,8 +747,8 @@ async fn writer(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, rows = batch.len(), "transfer log: batch not committed");
-                if matches!(e, DbError::Unavailable(_)) {
+                tracing::warn!(error = %Chain(&e), rows = batch.len(), "transfer log: batch not committed");
+                if e.is_unavailable() {
                     client = None;
                     healthy.store(false, Ordering::Relaxed);
                     backoff.failed();
@@ -755,7 +756,7 @@ async fn writer(
                 // A batch given up mid-commit may have committed after all:
                 // the heads are read again before the next one.
                 heads.clear();
-                fail(batch, &e.to_string());
+                fail(batch, Arc::new(e));
             }
         }
     }
@@ -773,7 +774,7 @@ async fn within(
         return work.await;
     };
     tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-        Err(DbError::Unavailable(format!(
+        Err(DbError::unavailable(format!(
             "the database did not answer within {limit:?}"
         )))
     })
@@ -791,9 +792,9 @@ async fn write_one_by_one(
     for job in batch {
         match write_batch(client, std::slice::from_ref(job), heads, node).await {
             Ok(mut one) => results.push(one.pop().unwrap_or(Ok(0))),
-            Err(e @ DbError::Unavailable(_)) => return Err(e),
+            Err(e @ DbError::Unavailable { .. }) => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "transfer log: one row refused by the database");
+                tracing::warn!(error = %Chain(&e), "transfer log: one row refused by the database");
                 results.push(Err(e));
             }
         }
@@ -801,13 +802,16 @@ async fn write_one_by_one(
     Ok(results)
 }
 
-fn fail(batch: Vec<Job>, why: &str) {
+fn fail(batch: Vec<Job>, why: Arc<DbError>) {
     mft_metrics::metrics()
         .log_failed_rows
         .inc_by(batch.len() as u64);
     for job in batch {
         if let Some(done) = job.done {
-            let _ = done.send(Err(DbError::Unavailable(why.to_owned())));
+            let _ = done.send(Err(DbError::unavailable_because(
+                "the row was not written",
+                Arc::clone(&why),
+            )));
         }
     }
 }
@@ -1293,9 +1297,10 @@ async fn write_checkpoint(
     let (seq, prev, hash) = cp_head.append(|seq| record.canon(seq));
     let signature = match signer {
         Some(s) => s.sign(record.canon(seq).as_bytes()).map_err(|e| {
-            DbError::Config(format!(
-                "cannot sign the log checkpoint with [log] checkpoint_key_file: {e}"
-            ))
+            DbError::config_because(
+                "cannot sign the log checkpoint with [log] checkpoint_key_file",
+                e,
+            )
         })?,
         None => String::new(),
     };

@@ -68,7 +68,7 @@ pub enum UserDeletionError {
     Db(#[from] DbError),
     /// The store failed to remove the file; the intent stays pending and
     /// `mftd run` finishes it at its next start.
-    #[error("the file server could not remove {path}: {source}; the deletion is pending and mftd finishes it at its next start")]
+    #[error("the file server could not remove {path}; the deletion is pending and mftd finishes it at its next start")]
     Store {
         /// The file's path below its node directory.
         path: String,
@@ -198,7 +198,7 @@ async fn remove_from_store(
     };
     let result = match owner {
         Some(s) => s.remove(&loc).await,
-        None => Err(StoreError::Unavailable(format!(
+        None => Err(StoreError::unavailable(format!(
             "the file lies in node directory {:?}, which is not a plain directory name",
             file.node
         ))),

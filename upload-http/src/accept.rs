@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mft_common::error::Chain;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -60,7 +61,7 @@ pub async fn accept_until(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying shortly");
+                    tracing::warn!(error = %Chain(&e), "accept failed; retrying shortly");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }

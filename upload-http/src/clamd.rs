@@ -60,7 +60,7 @@ impl std::fmt::Display for ClamdAddr {
 #[derive(Debug, thiserror::Error)]
 pub enum ClamdError {
     /// Could not connect.
-    #[error("cannot connect to clamd at {addr}: {source} (is clamd running? check scan.clamd)")]
+    #[error("cannot connect to clamd at {addr} (is clamd running? check scan.clamd)")]
     Connect {
         /// Where.
         addr: String,
@@ -69,7 +69,7 @@ pub enum ClamdError {
         source: std::io::Error,
     },
     /// The connection failed while streaming or reading the answer.
-    #[error("clamd connection failed while {what}: {source}")]
+    #[error("clamd connection failed while {what}")]
     Io {
         /// What we were doing.
         what: &'static str,

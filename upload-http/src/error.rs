@@ -20,10 +20,10 @@ pub enum HttpError {
     #[error("missing upload token: send the Authorization header from the slot")]
     MissingToken,
     /// PUT with a bad or expired token, or one for another URL.
-    #[error("{0}")]
+    #[error(transparent)]
     Token(#[from] TokenError),
     /// A recipient claim that is malformed, altered or for another file.
-    #[error("{0}")]
+    #[error(transparent)]
     Claim(#[from] crate::claim::ClaimError),
     /// This service requires a recipient claim on downloads.
     #[error("this download link must come from a chat message (recipient claim required)")]
@@ -167,7 +167,7 @@ impl From<StoreError> for HttpError {
             },
             StoreError::Aborted => HttpError::BadRequest("upload aborted".into()),
             e @ StoreError::NoSpace { .. } => HttpError::NoSpace(e),
-            e @ (StoreError::Unavailable(_)
+            e @ (StoreError::Unavailable { .. }
             | StoreError::Connect { .. }
             | StoreError::Io { .. }) => HttpError::Store(e),
         }

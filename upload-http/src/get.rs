@@ -10,6 +10,7 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
+use mft_common::error::Chain;
 use mft_storage::Location;
 
 use crate::app::{header_str, with_status, App, Conn, Resp};
@@ -91,7 +92,7 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
             record.scan_detail = signature.clone();
         }
         if let Err(e) = log.record_download(record).await {
-            tracing::warn!(error = %e, status = status.as_u16(), "refused download not logged");
+            tracing::warn!(error = %Chain(&e), status = status.as_u16(), "refused download not logged");
         }
     }
     let downloader = claimed?;

@@ -18,6 +18,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use mft_common::error::Chain;
 use mft_metrics::{metrics, ScanVerdict};
 
 use tokio::sync::mpsc;
@@ -256,7 +257,7 @@ impl ScanSession {
             }
             Err(e) => {
                 m.errors.inc();
-                tracing::warn!(error = %e, fail = ?self.settings.fail, "malware scan failed");
+                tracing::warn!(error = %Chain(&e), fail = ?self.settings.fail, "malware scan failed");
                 let refusal =
                     (self.settings.fail == FailMode::Closed).then_some(Refusal::NoVerdict);
                 unscanned(no_verdict_reason(&e), refusal)
@@ -306,9 +307,9 @@ fn unscanned(detail: String, refusal: Option<Refusal>) -> Decision {
 /// The reason recorded for a scan without a verdict.
 fn no_verdict_reason(e: &ClamdError) -> String {
     match e {
-        ClamdError::Connect { .. } => format!("scanner unreachable: {e}"),
+        ClamdError::Connect { .. } => format!("scanner unreachable: {}", Chain(e)),
         ClamdError::TimedOut(after) => format!("scanner timed out after {after:?}"),
-        ClamdError::Io { .. } => format!("scanner connection failed: {e}"),
+        ClamdError::Io { .. } => format!("scanner connection failed: {}", Chain(e)),
         ClamdError::Answer(a) => format!("scanner error: {a}"),
     }
 }

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use mft_common::error::Chain;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -160,7 +161,7 @@ async fn serve_connection(
         Err(e @ (ProxyError::Malformed(_) | ProxyError::TooLong)) => {
             tracing::warn!(
                 %peer,
-                error = %e,
+                error = %Chain(&e),
                 "closing a connection from a trusted proxy (http.trusted_proxies): \
                  a proxy there must send a valid PROXY header (HAProxy send-proxy or \
                  send-proxy-v2) or none; remove it from the list if it is not one"
@@ -205,7 +206,9 @@ async fn serve_connection(
                         () = closer.notified() => {}
                     }
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, %client, error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, %client, error = %Chain(&e), "TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(%peer, %client, "TLS handshake timed out"),
             }
         }
@@ -242,7 +245,7 @@ async fn handle(app: Arc<App>, mut conn: Conn, req: Request<Incoming>) -> Resp {
             if status >= 500 {
                 tracing::warn!(status, error = %chain(&e), "request failed");
             } else {
-                tracing::info!(status, reason = %e, "request refused");
+                tracing::info!(status, reason = %Chain(&e), "request refused");
             }
             error_response(&e)
         });

@@ -3,6 +3,7 @@
 //! the file), and gives the claim back only if it ends without a stored,
 //! logged file — whether it returns an error or is dropped mid-body.
 
+use mft_common::error::Chain;
 use mft_storage::transfer_log::TransferLog;
 
 use crate::error::HttpError;
@@ -52,7 +53,7 @@ impl Drop for SlotClaim {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = log.release_slot(&resource).await {
-                    tracing::warn!(error = %e, %resource, "could not release an unused slot claim; the slot stays used");
+                    tracing::warn!(error = %Chain(&e), %resource, "could not release an unused slot claim; the slot stays used");
                 }
             });
         }

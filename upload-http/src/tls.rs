@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use mft_common::error::Cause;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,24 +17,26 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The certificate file is missing or holds no certificate.
-    #[error("cannot read TLS certificate {path}: {reason} (check http.tls_cert)")]
+    #[error("cannot read TLS certificate {path} (check http.tls_cert)")]
     Cert {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// The key file is missing or holds no private key.
-    #[error("cannot read TLS key {path}: {reason} (check http.tls_key)")]
+    #[error("cannot read TLS key {path} (check http.tls_key)")]
     Key {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// rustls refused the pair.
-    #[error("TLS certificate and key do not fit together: {0}")]
-    Config(String),
+    #[error("TLS certificate and key do not fit together")]
+    Config(#[source] rustls::Error),
 }
 
 /// The certificate the endpoint presents, swappable while it serves:
@@ -81,26 +84,24 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Cert {
             path: cert.display().to_string(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
     if certs.is_empty() {
         return Err(TlsError::Cert {
             path: cert.display().to_string(),
-            reason: "no certificate found".into(),
+            source: "no certificate found".into(),
         });
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.display().to_string(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     let signing = provider()
         .key_provider
         .load_private_key(key_der)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     let certified = CertifiedKey::new(certs, signing);
-    certified
-        .keys_match()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    certified.keys_match().map_err(TlsError::Config)?;
     Ok(certified)
 }
 
@@ -118,7 +119,7 @@ pub fn acceptor(
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(store.clone());
     config.alpn_protocols = if http2 {

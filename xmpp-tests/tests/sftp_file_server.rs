@@ -80,7 +80,7 @@ async fn a_wrong_host_key_or_an_unknown_node_key_is_refused() {
         ),
         "{refused:?}"
     );
-    let err = refused.to_string();
+    let err = mft_storage::error::chain(&refused);
     assert!(err.contains("host key mismatch"), "{err}");
     let pinned = mft_storage::hostkey::fingerprint(&wrong.host_key.blob);
     assert!(
@@ -110,7 +110,7 @@ async fn a_wrong_host_key_or_an_unknown_node_key_is_refused() {
         ),
         "{refused:?}"
     );
-    let err = refused.to_string();
+    let err = mft_storage::error::chain(&refused);
     assert!(
         err.contains("authentication") && err.contains("authorized_keys"),
         "{err}"

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mft_common::error::Chain;
 use mft_storage::local::LocalBackend;
 use mft_storage::sftp::SftpBackend;
 use mft_storage::transfer_log::TransferLog;
@@ -73,7 +74,7 @@ fn connection_budget(configured: usize) -> usize {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the open-file limit");
+            tracing::warn!(error = %Chain(&e), "cannot read the open-file limit");
             return configured;
         }
     };
@@ -129,7 +130,7 @@ async fn reload_on_hangup(certs: Option<Arc<mft_upload_http::tls::CertStore>>) {
                 tracing::info!(cert = %cert.display(), key = %key.display(), "SIGHUP: TLS certificate reloaded")
             }
             Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+                tracing::error!(error = %Chain(&e), "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
             }
         }
         crate::systemd::reloaded();
@@ -331,7 +332,7 @@ pub async fn run(
                 tracing::info!(host = %sftp.host, directory = %sftp.directory, "file server ready")
             }
             Err(e) => {
-                tracing::warn!(error = %e, "file server not ready yet; slots wait until it is")
+                tracing::warn!(error = %Chain(&e), "file server not ready yet; slots wait until it is")
             }
         }
     }
@@ -361,7 +362,7 @@ async fn recover_before_serving(store: &Store, log: Option<&TransferLog>, node: 
         }
         Ok(_) => tracing::debug!("start-up recovery: nothing to clean"),
         Err(e) => tracing::warn!(
-            error = %e,
+            error = %Chain(&e),
             "start-up recovery skipped (store or database unavailable); run `mftd verify` later"
         ),
     }

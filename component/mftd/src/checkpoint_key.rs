@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mft_common::error::Chain;
 use mft_storage::log_chain::{CheckpointSigner, SIGNATURE_NAMESPACE};
 use mft_storage::transfer_log::TransferLog;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
@@ -94,7 +95,7 @@ pub async fn daily(
             Ok(true) => tracing::info!(node, signed = key.is_some(), "log checkpoint written"),
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "log checkpoint not written; trying again in 10 minutes")
+                tracing::warn!(error = %Chain(&e), "log checkpoint not written; trying again in 10 minutes")
             }
         }
         tokio::select! {

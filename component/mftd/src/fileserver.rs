@@ -87,7 +87,7 @@ pub fn status(settings: &SftpSettings, alarm_free_percent: f64) -> Vec<Check> {
         Err(e) => {
             checks.push(Check {
                 name: "node directory writable",
-                result: Err(e.to_string()),
+                result: Err(mft_common::error::chain(&e)),
             });
             return checks;
         }
@@ -98,7 +98,7 @@ pub fn status(settings: &SftpSettings, alarm_free_percent: f64) -> Vec<Check> {
             .create_dir_all("files")
             .and_then(|()| write_probe(session.as_mut(), 4096))
             .map(|()| settings.directory.clone())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| mft_common::error::chain(&e)),
     });
     let space = match session.free_space() {
         Ok(Some(space)) => {
@@ -117,7 +117,7 @@ pub fn status(settings: &SftpSettings, alarm_free_percent: f64) -> Vec<Check> {
             }
         }
         Ok(None) => Ok("not reported by this server (no statvfs@openssh.com)".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(mft_common::error::chain(&e)),
     };
     checks.push(Check {
         name: "free space",

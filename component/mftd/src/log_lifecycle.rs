@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use mft_common::error::Chain;
 use mft_storage::db::{self, DbConfig};
 use mft_storage::log_partitions::{self, PruneReport, PruneRequest};
 use mft_storage::transfer_log::TransferLog;
@@ -30,7 +31,7 @@ pub async fn ahead(log: TransferLog, mut stop: tokio::sync::watch::Receiver<bool
             Ok(0) => {}
             Ok(n) => tracing::info!(partitions = n, "created the log's partitions ahead"),
             Err(e) => tracing::warn!(
-                error = %e,
+                error = %Chain(&e),
                 "could not create the log's next partitions (rows go to the DEFAULT partition meanwhile); trying again in an hour"
             ),
         }

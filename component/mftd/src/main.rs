@@ -607,8 +607,15 @@ fn content_policy_report(s: &config::Settings) {
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(async { scan.clamd.ping().await.map_err(|e| e.to_string()) }));
+        .map_err(|e| mft_common::error::chain(&e))
+        .and_then(|rt| {
+            rt.block_on(async {
+                scan.clamd
+                    .ping()
+                    .await
+                    .map_err(|e| mft_common::error::chain(&e))
+            })
+        });
     if let Err(why) = answer {
         eprintln!("warning: {why}");
     }

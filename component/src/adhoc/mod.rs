@@ -19,6 +19,7 @@ pub mod user;
 
 use std::time::SystemTime;
 
+use mft_common::error::Chain;
 use mft_common::jid::Jid;
 use mft_storage::retention::{RetentionFloor, RetentionRules};
 use mft_storage::transfer_log::TransferLog;
@@ -204,8 +205,8 @@ pub fn bad_payload(text: impl Into<String>) -> StanzaError {
 }
 
 /// The transfer log could not answer.
-pub fn log_unavailable(e: &dyn std::fmt::Display) -> StanzaError {
-    tracing::warn!(error = %e, "ad-hoc command failed: transfer log unavailable");
+pub fn log_unavailable(e: &(dyn std::error::Error + 'static)) -> StanzaError {
+    tracing::warn!(error = %Chain(e), "ad-hoc command failed: transfer log unavailable");
     StanzaError::resource_constraint("The transfer log is unavailable; try again shortly.")
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::SystemTime;
 
+use mft_common::error::Chain;
 use mft_storage::layout::Location;
 use mft_storage::user_deletion::{self, DeletionRequest, Refusal, UserDeletionError};
 use mft_storage::user_files::{self, UserUpload};
@@ -222,7 +223,7 @@ pub async fn delete(
         Err(UserDeletionError::Refused(why)) => refused(who, loc.resource(), why),
         Err(e @ UserDeletionError::Db(_)) => Err(log_unavailable(&e)),
         Err(e @ UserDeletionError::Store { .. }) => {
-            tracing::warn!(error = %e, resource = loc.resource(), "a user's deletion is pending: the file server failed");
+            tracing::warn!(error = %Chain(&e), resource = loc.resource(), "a user's deletion is pending: the file server failed");
             Err(StanzaError::resource_constraint(
                 "The file server could not remove the file just now. The deletion is recorded and will be finished; you may also try again later.",
             ))

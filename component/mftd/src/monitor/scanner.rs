@@ -62,7 +62,10 @@ pub async fn watch(scanner: Scanner, every: Duration, mut shutdown: watch::Recei
     let fail_closed = settings.fail == FailMode::Closed;
     let mut was_up = None;
     loop {
-        let answer = scanner.health_check().await.map_err(|e| e.to_string());
+        let answer = scanner
+            .health_check()
+            .await
+            .map_err(|e| mft_common::error::chain(&e));
         let up = answer.is_ok();
         if was_up != Some(up) {
             match &answer {
