@@ -192,10 +192,27 @@ impl Ejabberd {
             .spawn()
             .expect("ejabberdctl: scripts/install-deps.sh --bench");
         self.guard = Guard(Some(child));
-        assert!(
-            wait_for_port(self.c2s_port, Duration::from_secs(60)),
-            "ejabberd did not start"
-        );
+        // Its Mnesia tables (offline storage, the archive) are created at
+        // the first start: slow on a busy machine.
+        if !wait_for_port(self.c2s_port, Duration::from_secs(120)) {
+            let logs = self.dir.path().join("logs");
+            let tail = ["ejabberd.log", "error.log", "crash.log"]
+                .iter()
+                .map(|f| {
+                    let text = std::fs::read_to_string(logs.join(f)).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    format!(
+                        "--- {f}\n{}",
+                        lines[lines.len().saturating_sub(40)..].join("\n")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "ejabberd did not start within 120 s (c2s port {}):\n{tail}",
+                self.c2s_port
+            );
+        }
     }
 
     /// Stops ejabberd as an operator would (`ejabberdctl stop`) and starts
