@@ -272,11 +272,8 @@ enum Outcome {
 
 /// The store holding `file`: this node's, or its sibling directory.
 fn store_of(store: &Store, node: &str, file: &FileRow) -> Result<Store, ErasureError> {
-    if file.node == node || file.node.is_empty() {
-        return Ok(store.clone());
-    }
     store
-        .sibling(&file.node)
+        .of_node(node, &file.node)
         .ok_or_else(|| ErasureError::Store {
             path: file.storage_path.clone(),
             source: Box::new(StoreError::unavailable(format!(

@@ -679,6 +679,17 @@ impl Store {
         })
     }
 
+    /// The store holding a file recorded under `file_node` when this one is
+    /// `this_node`'s: this store itself (also for rows without a node), or
+    /// its sibling; `None` when `file_node` is not a plain directory name.
+    pub fn of_node(&self, this_node: &str, file_node: &str) -> Option<Store> {
+        if file_node == this_node || file_node.is_empty() {
+            Some(self.clone())
+        } else {
+            self.sibling(file_node)
+        }
+    }
+
     /// False while the file server is known to be down: new slots should wait.
     pub fn is_available(&self) -> bool {
         self.backend.is_available()

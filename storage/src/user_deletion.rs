@@ -191,11 +191,7 @@ async fn remove_from_store(
     let Some(loc) = Location::parse(&file.resource) else {
         return Ok(true); // Not a name mftd made: nothing of ours in the layout.
     };
-    let owner = if file.node == node || file.node.is_empty() {
-        Some(store.clone())
-    } else {
-        store.sibling(&file.node)
-    };
+    let owner = store.of_node(node, &file.node);
     let result = match owner {
         Some(s) => s.remove(&loc).await,
         None => Err(StoreError::unavailable(format!(
@@ -377,11 +373,7 @@ async fn still_stored(
     let Some(loc) = Location::parse(&file.resource) else {
         return Ok(false);
     };
-    let owner = if file.node == node || file.node.is_empty() {
-        Some(store.clone())
-    } else {
-        store.sibling(&file.node)
-    };
+    let owner = store.of_node(node, &file.node);
     let Some(owner) = owner else {
         return Ok(true);
     };

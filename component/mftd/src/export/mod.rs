@@ -262,11 +262,7 @@ async fn export_files(
             (_, Some(_)) => "removed".to_owned(),
             (None, None) => "not-exported".to_owned(),
             (Some(loc), None) => {
-                let source = if f.node == node || f.node.is_empty() {
-                    Some(store.clone())
-                } else {
-                    store.sibling(&f.node)
-                };
+                let source = store.of_node(node, &f.node);
                 let rel = format!(
                     "attachments/{}/{}",
                     loc.resource(),
