@@ -8,6 +8,11 @@
 //!   at once for a backoff period (1 s doubling to 30 s), so clients get a
 //!   quick 503 / `wait` instead of hanging, and the first attempt after the
 //!   period reconnects: no restart is needed when the server comes back.
+//! - At most [`MAX_HANDSHAKES`] connections are being set up at once; the
+//!   rest wait their turn. A burst of transfers (hundreds opened together)
+//!   would otherwise trip sshd's `MaxStartups` (10 unauthenticated
+//!   connections by default), whose dropped connections would put the whole
+//!   node into backoff: one client's burst would refuse everyone.
 //! - Files are published with SSH_FXP_RENAME, which OpenSSH implements as
 //!   `link(2)` + `unlink(2)`: atomic, and it refuses to overwrite.
 
@@ -15,7 +20,7 @@ use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ssh2::{ErrorCode, MethodType, OpenFlags, OpenType, Sftp};
@@ -36,6 +41,9 @@ const FX_FILE_ALREADY_EXISTS: i32 = 11;
 const PROBE_AFTER: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Connections set up at once by one node: below sshd's default
+/// `MaxStartups` start (10), so one node never trips it.
+pub const MAX_HANDSHAKES: usize = 8;
 
 /// How to reach the file server.
 #[derive(Debug, Clone)]
@@ -75,6 +83,43 @@ struct Pool {
     settings: SftpSettings,
     idle: Mutex<Vec<Conn>>,
     health: Mutex<Health>,
+    handshakes: HandshakeGate,
+}
+
+/// Counts connections being set up; [`HandshakeGate::enter`] waits while
+/// [`MAX_HANDSHAKES`] are.
+struct HandshakeGate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A place in the gate, given back when dropped.
+struct HandshakeTurn<'a>(&'a HandshakeGate);
+
+impl HandshakeGate {
+    fn new() -> HandshakeGate {
+        HandshakeGate {
+            busy: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn enter(&self) -> HandshakeTurn<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy >= MAX_HANDSHAKES {
+            busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy += 1;
+        HandshakeTurn(self)
+    }
+}
+
+impl Drop for HandshakeTurn<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(|e| e.into_inner());
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 struct Health {
@@ -105,6 +150,7 @@ impl SftpBackend {
                     backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
                     last_error: String::new(),
                 }),
+                handshakes: HandshakeGate::new(),
             }),
         }
     }
@@ -117,6 +163,7 @@ impl SftpBackend {
     /// Opens a fresh connection, bypassing the pool and the backoff (for
     /// status checks). Errors name the failing step.
     pub fn connect_now(&self) -> Result<(), StoreError> {
+        let _turn = self.pool.handshakes.enter();
         connect(&self.pool.settings).map(|_| ())
     }
 }
@@ -205,6 +252,9 @@ impl Pool {
 
     fn connect_with_backoff(&self) -> Result<Conn, StoreError> {
         let host = &self.settings.host;
+        // The backoff is checked after the wait for a turn, so those queued
+        // behind a failure fail at once instead of trying again.
+        let _turn = self.handshakes.enter();
         if let Ok(h) = self.health.lock() {
             if let Some(wait) = h.backoff.waiting() {
                 // The last failure is remembered as text (the error itself
@@ -568,5 +618,40 @@ impl Session for SftpSession {
             Err(e) if matches!(e.code(), ErrorCode::SFTP(_)) => Ok(None),
             Err(e) => Err(self.fail("statvfs".into(), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn no_more_than_max_handshakes_are_set_up_at_once() {
+        let gate = Arc::new(HandshakeGate::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4 * MAX_HANDSHAKES)
+            .map(|_| {
+                let (gate, inside, most) = (gate.clone(), inside.clone(), most.clone());
+                std::thread::spawn(move || {
+                    let _turn = gate.enter();
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_HANDSHAKES, "{most} set up at once");
+        assert_eq!(
+            most, MAX_HANDSHAKES,
+            "the gate let fewer through than it may"
+        );
+        assert_eq!(*gate.busy.lock().unwrap(), 0, "every turn was given back");
     }
 }

@@ -149,10 +149,12 @@ fn stalled_transfers_stay_within_the_memory_budget_on_the_sftp_store() {
     let key = sshd.node_key(keys.path(), "node_1");
     let mftd = start(Some(sshd.store_toml("node_1", &key)));
     // Each stalled transfer on the SFTP store also holds its own SSH
-    // session, whose libssh2 state (its window of read-ahead replies
-    // included) lies outside the budget: the 256 MiB is not met
-    // there yet (392 MiB alone, 526–667 MiB beside the local test; see
+    // session, whose libssh2 state lies outside the budget: the issue's
+    // 256 MiB is not met there (+812 and +819 MiB once all 1024 sessions
+    // open; before the handshake gate some of the burst's connections were
+    // dropped by sshd and fewer sessions stood: 392–667 MiB; see
     // docs/performance.md). This bound catches a return to unbounded
-    // read-ahead (before the budget: over 1.6 GiB on the local store).
-    stall_everything_and_measure(&mftd, "SFTP store", 768);
+    // read-ahead (before the budget: over 1.6 GiB on the local store
+    // alone) and each session growing.
+    stall_everything_and_measure(&mftd, "SFTP store", 1024);
 }
