@@ -134,6 +134,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "monthly log partitions and recorded drops",
         include_str!("../migrations/0016_log_partitions.sql"),
     ),
+    (
+        17,
+        "signed drop records",
+        include_str!("../migrations/0017_signed_drops.sql"),
+    ),
 ];
 
 /// The schema version this build needs.

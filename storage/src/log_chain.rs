@@ -324,6 +324,47 @@ impl CheckpointRecord {
     }
 }
 
+/// One node's run of records `mftd db prune-log` dropped with a month
+/// partition (a `log_drop_chains` row with its drop's table, partition
+/// and month).
+#[derive(Debug, Clone)]
+pub struct DropRunRecord {
+    /// The chained table the month was dropped from.
+    pub table: String,
+    /// The dropped partition.
+    pub partition: String,
+    /// Its month, `YYYY-MM`.
+    pub month: String,
+    /// The chain's node.
+    pub node: String,
+    /// First dropped sequence number.
+    pub from_seq: i64,
+    /// Last dropped sequence number.
+    pub to_seq: i64,
+    /// Records in the run.
+    pub records: i64,
+    /// The hash of record `to_seq`: what the next kept record links to.
+    pub last_hash: String,
+    /// The signer's public key (an OpenSSH line), or empty when unsigned.
+    pub public_key: String,
+}
+
+impl DropRunRecord {
+    /// The canonical encoding (`mftd_canon_drop_run` in SQL): the message
+    /// its signature signs.
+    pub fn canon(&self) -> String {
+        Canon::new("drop", &self.node, self.from_seq)
+            .text(&self.table)
+            .text(&self.partition)
+            .text(&self.month)
+            .int(self.to_seq)
+            .int(self.records)
+            .text(&self.last_hash)
+            .text(&self.public_key)
+            .finish()
+    }
+}
+
 /// Signs checkpoints with a key the database never sees
 /// (`[log] checkpoint_key_file`).
 pub trait CheckpointSigner: Send + Sync {

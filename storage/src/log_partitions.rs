@@ -9,7 +9,8 @@
 //! unless a row in them belongs to a file or a person under a legal hold in
 //! force, and records each drop in `log_drops`, with each node's chain run
 //! that went in `log_drop_chains` — the anchor [`crate::log_verify`] checks
-//! the first kept record against.
+//! the first kept record against — each run signed with the checkpoint key
+//! when the caller has it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::db::DbError;
 use crate::holds::HOLD_LOCK;
+use crate::log_chain::{CheckpointSigner, DropRunRecord};
 
 /// The partitioned record tables and the column each is partitioned by.
 pub const PARTITIONED: &[(&str, &str)] = &[
@@ -137,9 +139,13 @@ pub struct PruneRequest {
 /// Drops the month partitions of the record tables that ended before
 /// `now − older_than`, each in its own transaction that first re-checks
 /// the holds (under the hold lock, so a hold placed meanwhile is seen) and
-/// records the drop. Needs the schema's owner (the runtime role may not
-/// drop tables).
-pub async fn prune(client: &mut Client, req: &PruneRequest) -> Result<PruneReport, DbError> {
+/// records the drop, its chain runs signed with `signer` when given. Needs
+/// the schema's owner (the runtime role may not drop tables).
+pub async fn prune(
+    client: &mut Client,
+    req: &PruneRequest,
+    signer: Option<&dyn CheckpointSigner>,
+) -> Result<PruneReport, DbError> {
     let mut report = PruneReport::default();
     if !req.dry_run {
         // Rows a DEFAULT partition holds go to their months first, so an
@@ -186,7 +192,7 @@ pub async fn prune(client: &mut Client, req: &PruneRequest) -> Result<PruneRepor
         let drop_id = if req.dry_run {
             0
         } else {
-            record_and_drop(&tx, &part, rows, req).await?
+            record_and_drop(&tx, &part, rows, req, signer).await?
         };
         tx.commit()
             .await
@@ -206,6 +212,7 @@ async fn record_and_drop(
     part: &MonthPartition,
     rows: i64,
     req: &PruneRequest,
+    signer: Option<&dyn CheckpointSigner>,
 ) -> Result<i64, DbError> {
     let drop_id: i64 = tx
         .query_one(
@@ -229,25 +236,69 @@ async fn record_and_drop(
     if matches!(part.table.as_str(), "aft_log_rows" | "aft_log_amends") {
         // Each node's records in this month as runs of consecutive sequence
         // numbers, each with the hash of its last record: what the first
-        // record after the run must link to.
+        // record after the run must link to. Each run is signed when a key
+        // is at hand, so a drop record nobody with the key wrote is found.
         let p = ident(&part.partition);
-        tx.execute(
-            &format!(
-                "WITH numbered AS ( \
-                     SELECT node, chain_seq, \
-                            chain_seq - row_number() OVER (PARTITION BY node ORDER BY chain_seq) AS run \
-                     FROM {p}), \
-                 runs AS ( \
-                     SELECT node, min(chain_seq) AS lo, max(chain_seq) AS hi, count(*) AS n \
-                     FROM numbered GROUP BY node, run) \
-                 INSERT INTO log_drop_chains (drop_id, node, from_seq, to_seq, records, last_hash) \
-                 SELECT $1, runs.node, runs.lo, runs.hi, runs.n, r.chain_hash \
-                 FROM runs JOIN {p} r ON r.node = runs.node AND r.chain_seq = runs.hi"
-            ),
-            &[&drop_id],
-        )
-        .await
-        .map_err(|e| DbError::query("recording the dropped chain runs", e))?;
+        let runs = tx
+            .query(
+                &format!(
+                    "WITH numbered AS ( \
+                         SELECT node, chain_seq, \
+                                chain_seq - row_number() OVER (PARTITION BY node ORDER BY chain_seq) AS run \
+                         FROM {p}), \
+                     runs AS ( \
+                         SELECT node, min(chain_seq) AS lo, max(chain_seq) AS hi, count(*) AS n \
+                         FROM numbered GROUP BY node, run) \
+                     SELECT runs.node::text, runs.lo, runs.hi, runs.n, r.chain_hash::text \
+                     FROM runs JOIN {p} r ON r.node = runs.node AND r.chain_seq = runs.hi \
+                     ORDER BY 1, 2"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| DbError::query("reading the dropped chain runs", e))?;
+        for r in &runs {
+            let mut run = DropRunRecord {
+                table: part.table.clone(),
+                partition: part.partition.clone(),
+                month: part.month.clone(),
+                node: r.get(0),
+                from_seq: r.get(1),
+                to_seq: r.get(2),
+                records: r.get(3),
+                last_hash: r.get(4),
+                public_key: String::new(),
+            };
+            let signature = match signer {
+                Some(key) => {
+                    run.public_key = key.public_key();
+                    key.sign(run.canon().as_bytes()).map_err(|e| {
+                        DbError::config_because(
+                            "signing a dropped chain run with the checkpoint key",
+                            e,
+                        )
+                    })?
+                }
+                None => String::new(),
+            };
+            tx.execute(
+                "INSERT INTO log_drop_chains (drop_id, node, from_seq, to_seq, records, last_hash, \
+                                              public_key, signature) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &drop_id,
+                    &run.node,
+                    &run.from_seq,
+                    &run.to_seq,
+                    &run.records,
+                    &run.last_hash,
+                    &run.public_key,
+                    &signature,
+                ],
+            )
+            .await
+            .map_err(|e| DbError::query("recording the dropped chain runs", e))?;
+        }
     }
     tx.batch_execute(&format!("DROP TABLE {}", ident(&part.partition)))
         .await
@@ -363,6 +414,19 @@ type Run = (i64, i64, String);
 pub struct DroppedRuns {
     /// (table, node) → (from, to, hash of `to`), sorted by `from`.
     runs: HashMap<(String, String), Vec<Run>>,
+    /// Every run as recorded, with its signature, for the caller to check.
+    pub stored: Vec<StoredDropRun>,
+}
+
+/// A recorded run and its signature (empty when unsigned).
+#[derive(Debug, Clone)]
+pub struct StoredDropRun {
+    /// The run.
+    pub record: DropRunRecord,
+    /// Its `log_drops` row.
+    pub drop_id: i64,
+    /// The armored SSH signature of [`DropRunRecord::canon`], or empty.
+    pub signature: String,
 }
 
 impl DroppedRuns {
@@ -370,7 +434,9 @@ impl DroppedRuns {
     pub async fn load(client: &impl GenericClient) -> Result<DroppedRuns, DbError> {
         let rows = client
             .query(
-                "SELECT d.table_name::text, c.node::text, c.from_seq, c.to_seq, c.last_hash::text \
+                "SELECT d.table_name::text, c.node::text, c.from_seq, c.to_seq, c.last_hash::text, \
+                        d.partition::text, to_char(d.month, 'YYYY-MM'), c.records, \
+                        c.public_key, c.signature, d.drop_id \
                  FROM log_drop_chains c JOIN log_drops d USING (drop_id) \
                  ORDER BY 1, 2, 3",
                 &[],
@@ -383,6 +449,21 @@ impl DroppedRuns {
                 .entry((r.get(0), r.get(1)))
                 .or_default()
                 .push((r.get(2), r.get(3), r.get(4)));
+            out.stored.push(StoredDropRun {
+                record: DropRunRecord {
+                    table: r.get(0),
+                    node: r.get(1),
+                    from_seq: r.get(2),
+                    to_seq: r.get(3),
+                    last_hash: r.get(4),
+                    partition: r.get(5),
+                    month: r.get(6),
+                    records: r.get(7),
+                    public_key: r.get(8),
+                },
+                drop_id: r.get(10),
+                signature: r.get(9),
+            });
         }
         Ok(out)
     }

@@ -12,7 +12,7 @@ use tokio_postgres::{Client, Row};
 
 use crate::error::DbError;
 use crate::log_chain::{chain_hash, AmendRecord, ChainTable, CheckpointRecord, Head, RowRecord};
-use crate::log_partitions::DroppedRuns;
+use crate::log_partitions::{DroppedRuns, StoredDropRun};
 
 /// Rows fetched per round trip.
 const FETCH: i32 = 5000;
@@ -138,6 +138,8 @@ pub struct ChainReport {
     /// Records `mftd db prune-log` dropped with their month, per (table,
     /// node), as `log_drop_chains` records them.
     pub dropped: HashMap<(ChainTable, String), u64>,
+    /// Every recorded drop run, for the caller to check its signature.
+    pub drop_runs: Vec<StoredDropRun>,
 }
 
 impl ChainReport {
@@ -281,6 +283,7 @@ pub async fn verify_chains(client: &mut Client) -> Result<ChainReport, DbError> 
         };
         *report.dropped.entry((table, node.to_owned())).or_default() += n as u64;
     }
+    report.drop_runs = dropped.stored.clone();
     // Checkpoints first: they are few, and say what the chains must hold.
     let rows = tx
         .query(

@@ -303,3 +303,12 @@ impl Drop for Postgres {
         crate::process::kill_tree(self.guard.pid());
     }
 }
+
+/// The bytes of a psql `encode(…, 'base64')` column (psql wraps its lines).
+pub fn base64_bytes(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let joined: String = text.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(joined)
+        .unwrap()
+}

@@ -149,7 +149,7 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     let msg = pg.psql(
         "SELECT encode(convert_to(mftd_canon_checkpoint(c), 'UTF8'), 'base64') FROM log_checkpoints c",
     );
-    let msg = base64_decode(&msg);
+    let msg = xmpp_tests::postgres::base64_bytes(&msg);
     let sig = pg.psql("SELECT signature FROM log_checkpoints");
     let sig_file = dir.path().join("cp.sig");
     std::fs::write(&sig_file, sig.trim_end().to_owned() + "\n").unwrap();
@@ -312,14 +312,6 @@ fn row_at(pg: &Postgres, seq: i64) -> (i64, i64) {
     ));
     let (a, b) = out.trim().split_once('|').unwrap();
     (a.parse().unwrap(), b.parse().unwrap())
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    let joined: String = text.split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(joined)
-        .unwrap()
 }
 
 #[test]

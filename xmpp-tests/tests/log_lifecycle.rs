@@ -146,9 +146,22 @@ fn old_months_are_dropped_and_recorded_held_months_kept_and_the_chain_stays_anch
         "a row no month partition takes goes to the DEFAULT partition, not an error"
     );
 
-    // mftd (its role makes partitions ahead), a real upload and download.
+    // mftd (its role makes partitions ahead), a real upload and download;
+    // its checkpoint key also signs the drops.
+    let cp_key = dir.path().join("checkpoint.key");
+    let cp_key_arg = cp_key.display().to_string();
+    let (code, out) = mftd_cmd(&["keys", "generate", "--node", "node_1", "--key", &cp_key_arg]);
+    assert_eq!(code, 0, "{out}");
+    let public_line = out
+        .lines()
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .unwrap()
+        .to_owned();
     let mut m = MftdOptions::for_prosody(&prosody);
-    m.extra = format!("[database]\nurl = \"{}\"\n", pg.url());
+    m.extra = format!(
+        "[database]\nurl = \"{}\"\n[log]\ncheckpoint_key_file = \"{cp_key_arg}\"\n",
+        pg.url()
+    );
     let mftd = Mftd::start(&m);
     mftd.wait_connected(1);
     let file = dir.path().join("now.txt");
@@ -268,8 +281,11 @@ fn old_months_are_dropped_and_recorded_held_months_kept_and_the_chain_stays_anch
         "3y",
         "--by",
         "records: j.smith",
+        "--checkpoint-key",
+        &cp_key_arg,
     ]);
     assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("unsigned"), "{out}");
     for m in [&m40, &m38] {
         for table in ["aft_log_rows", "aft_log_amends", "shares"] {
             assert!(
@@ -388,6 +404,53 @@ fn old_months_are_dropped_and_recorded_held_months_kept_and_the_chain_stays_anch
         report.contains("4 rows and 2 amendments dropped by prune-log"),
         "{report}"
     );
+    assert!(
+        report.contains("4 drop runs signed and verified, 0 unsigned"),
+        "{report}"
+    );
+    // A run's signature checks with OpenSSH alone, over the SQL encoding.
+    let msg = pg.psql(
+        "SELECT encode(convert_to(mftd_canon_drop_run(d, c), 'UTF8'), 'base64') \
+         FROM log_drop_chains c JOIN log_drops d USING (drop_id) \
+         WHERE d.table_name = 'aft_log_rows' AND c.from_seq = 5",
+    );
+    let msg: Vec<u8> = xmpp_tests::postgres::base64_bytes(&msg);
+    let sig = pg.psql(
+        "SELECT signature FROM log_drop_chains c JOIN log_drops d USING (drop_id) \
+         WHERE d.table_name = 'aft_log_rows' AND c.from_seq = 5",
+    );
+    let sig_file = dir.path().join("run.sig");
+    std::fs::write(&sig_file, sig.trim_end().to_owned() + "\n").unwrap();
+    let allowed = dir.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("log@mftd {public_line}\n")).unwrap();
+    let checked = Command::new("ssh-keygen")
+        .args([
+            "-Y",
+            "verify",
+            "-n",
+            "mftd-log-checkpoint",
+            "-I",
+            "log@mftd",
+            "-f",
+        ])
+        .arg(&allowed)
+        .arg("-s")
+        .arg(&sig_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&msg)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "ssh-keygen -Y verify: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
     // Deleting the first kept record (row 3, in the held month) is named.
     let first_kept = pg
         .psql("SELECT aft_index FROM aft_log_rows WHERE node = 'node_1' AND chain_seq = 3")
@@ -408,6 +471,46 @@ fn old_months_are_dropped_and_recorded_held_months_kept_and_the_chain_stays_anch
         report.lines().next().unwrap().contains(&format!(
             "aft_log_rows node \"node_1\" seq 4 (aft_index {next}): DELETED before it — row 3..=3 missing"
         )),
+        "{report}"
+    );
+    // A superuser explains the deletion with a drop record of their own:
+    // the gap is then accounted for, but the run is not signed.
+    pg.psql(&format!(
+        "WITH d AS (INSERT INTO log_drops (table_name, partition, month, row_count, older_than, \
+                                         cut_before, dropped_by) \
+                    VALUES ('aft_log_rows', 'aft_log_rows_p{m39p}', to_date('{m39}', 'YYYY-MM'), 1, '3y', \
+                            now() - interval '3 years', 'records: j.smith') RETURNING drop_id) \
+         INSERT INTO log_drop_chains (drop_id, node, from_seq, to_seq, records, last_hash) \
+         SELECT drop_id, 'node_1', 3, 3, 1, \
+                (SELECT chain_prev FROM aft_log_rows WHERE node = 'node_1' AND chain_seq = 4) FROM d",
+        m39p = p(&m39)
+    ));
+    let (code, report) = mftd_cmd(&["verify", "--log", "--config", &cfg]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        !report.contains("DELETED"),
+        "the forged run explains the gap: {report}"
+    );
+    assert!(
+        report.contains("drop run NOT SIGNED") && report.contains("node \"node_1\" seq 3..=3"),
+        "{report}"
+    );
+    // A signature copied from a real run does not sign a forged one.
+    pg.psql(
+        "WITH d AS (INSERT INTO log_drops (table_name, partition, month, row_count, older_than, \
+                                         cut_before, dropped_by) \
+                    VALUES ('aft_log_rows', 'aft_log_rows_p200001', '2000-01-01', 1, '3y', \
+                            now() - interval '3 years', 'x') RETURNING drop_id) \
+         INSERT INTO log_drop_chains (drop_id, node, from_seq, to_seq, records, last_hash, \
+                                      public_key, signature) \
+         SELECT d.drop_id, 'ghost', 1, 1, 1, c.last_hash, c.public_key, c.signature \
+         FROM d, log_drop_chains c WHERE c.node = 'node_1' AND c.from_seq = 5",
+    );
+    let (code, report) = mftd_cmd(&["verify", "--log", "--config", &cfg]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("drop run signature does not verify")
+            && report.contains("node \"ghost\" seq 1..=1"),
         "{report}"
     );
     drop(mftd);

@@ -1,6 +1,8 @@
 //! `mftd verify --log`: recomputes every node's hash chains of the transfer
-//! log ([`mft_storage::log_verify`]), checks each checkpoint's signature
-//! with the configured key, prints the findings (the first one is the
+//! log ([`mft_storage::log_verify`]), checks each checkpoint's and each
+//! recorded drop run's signature with the configured key (with a key, an
+//! unsigned drop run is a finding: it is what a superuser who deleted the
+//! first kept records would write to explain the gap), prints the findings (the first one is the
 //! first edited, inserted or deleted record) and optionally writes them as
 //! Prometheus metrics. The status page runs the same check
 //! ([`summary`]).
@@ -24,8 +26,13 @@ pub struct LogCheck {
     pub signed_ok: usize,
     /// Checkpoints without a signature.
     pub unsigned: usize,
-    /// Checkpoints whose signature does not verify (node, seq, day).
+    /// Checkpoints and drop runs whose signature does not verify, each as
+    /// its report line.
     pub bad_signatures: Vec<String>,
+    /// Drop runs whose signature verified.
+    pub drops_signed_ok: usize,
+    /// Drop runs without a signature (a finding when a key is known).
+    pub unsigned_drops: Vec<String>,
     /// Whether signatures were checked at all (a key was at hand).
     pub key_known: bool,
 }
@@ -34,7 +41,9 @@ impl LogCheck {
     /// True when no record was edited, inserted or deleted and no signature
     /// failed.
     pub fn is_clean(&self) -> bool {
-        self.chains.findings.is_empty() && self.bad_signatures.is_empty()
+        self.chains.findings.is_empty()
+            && self.bad_signatures.is_empty()
+            && (!self.key_known || self.unsigned_drops.is_empty())
     }
 
     /// One line for the status page.
@@ -48,7 +57,10 @@ impl LogCheck {
             ));
         }
         if let Some(bad) = self.bad_signatures.first() {
-            return Err(format!("checkpoint signature does not verify: {bad}"));
+            return Err(bad.clone());
+        }
+        if let Some(unsigned) = self.unsigned_drops.first().filter(|_| self.key_known) {
+            return Err(format!("{UNSIGNED_DROP}: {unsigned}"));
         }
         Ok(format!(
             "{records} records in the chains of {nodes} node(s) intact; {} checkpoints{}",
@@ -68,7 +80,12 @@ impl LogCheck {
             let _ = writeln!(out, "{finding}");
         }
         for bad in &self.bad_signatures {
-            let _ = writeln!(out, "checkpoint signature does not verify: {bad}");
+            let _ = writeln!(out, "{bad}");
+        }
+        if self.key_known {
+            for unsigned in &self.unsigned_drops {
+                let _ = writeln!(out, "{UNSIGNED_DROP}: {unsigned}");
+            }
         }
         for node in self.chains.nodes() {
             let count = |t| {
@@ -104,8 +121,17 @@ impl LogCheck {
             );
         }
         let sig = if self.key_known {
+            let drops = if self.chains.drop_runs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} drop runs signed and verified, {} unsigned",
+                    self.drops_signed_ok,
+                    self.unsigned_drops.len()
+                )
+            };
             format!(
-                "{} checkpoints signed and verified, {} unsigned, {} bad signatures",
+                "{} checkpoints signed and verified, {} unsigned{drops}, {} bad signatures",
                 self.signed_ok,
                 self.unsigned,
                 self.bad_signatures.len()
@@ -155,9 +181,19 @@ impl LogCheck {
         );
         out.gauge(
             "mftd_log_checkpoint_bad_signatures",
-            "Checkpoints whose signature does not verify with the configured key.",
+            "Checkpoints and recorded drop runs whose signature does not verify with the configured key.",
             &[],
             self.bad_signatures.len() as i64,
+        );
+        out.gauge(
+            "mftd_log_drop_unsigned_runs",
+            "Recorded partition drops' chain runs without a signature, counted when a checkpoint key is known (0 without one).",
+            &[],
+            if self.key_known {
+                self.unsigned_drops.len() as i64
+            } else {
+                0
+            },
         );
         out.gauge(
             "mftd_log_chain_last_check_timestamp_seconds",
@@ -189,14 +225,36 @@ pub async fn check(
             out.signed_ok += 1;
         } else {
             out.bad_signatures.push(format!(
-                "node {:?} checkpoint seq {} of {}",
+                "checkpoint signature does not verify: node {:?} checkpoint seq {} of {}",
                 cp.record.node, cp.seq, cp.record.day
             ));
+        }
+    }
+    for run in &chains.drop_runs {
+        let r = &run.record;
+        let what = format!(
+            "log_drops {} ({} {}) node {:?} seq {}..={}",
+            run.drop_id, r.table, r.month, r.node, r.from_seq, r.to_seq
+        );
+        if run.signature.is_empty() {
+            out.unsigned_drops.push(what);
+            continue;
+        }
+        let Some(key) = key else { continue };
+        if checkpoint_key::verify(key, r.canon().as_bytes(), &run.signature) {
+            out.drops_signed_ok += 1;
+        } else {
+            out.bad_signatures
+                .push(format!("drop run signature does not verify: {what}"));
         }
     }
     out.chains = chains;
     Ok(out)
 }
+
+/// How an unsigned drop run is reported when a key is known.
+const UNSIGNED_DROP: &str =
+    "drop run NOT SIGNED (a forged drop record, or a prune-log run without the checkpoint key)";
 
 /// The key signatures must verify with: `--checkpoint-public-key`, else
 /// the public half of `[log] checkpoint_key_file` when readable.

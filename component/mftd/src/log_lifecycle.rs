@@ -7,12 +7,16 @@
 //! the record must not be able to destroy it.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use mft_common::error::Chain;
 use mft_storage::db::{self, DbConfig};
+use mft_storage::log_chain::CheckpointSigner;
 use mft_storage::log_partitions::{self, PruneReport, PruneRequest};
 use mft_storage::transfer_log::TransferLog;
+
+use crate::checkpoint_key::SshSigner;
 
 /// How often the service makes sure next months' partitions exist.
 const AHEAD_EVERY: Duration = Duration::from_secs(3600);
@@ -44,17 +48,45 @@ pub async fn ahead(log: TransferLog, mut stop: tokio::sync::watch::Receiver<bool
 
 /// `mftd db prune-log`: drops the month partitions older than the limit,
 /// as the owner role, and says what it dropped and what holds kept.
-pub async fn prune(db: &DbConfig, req: &PruneRequest) -> anyhow::Result<String> {
+pub async fn prune(
+    db: &DbConfig,
+    req: &PruneRequest,
+    signer: Option<&SshSigner>,
+) -> anyhow::Result<String> {
     let mut client = db::connect(db, Duration::from_secs(10)).await?;
     if db::schema_version(&client).await? < db::latest_version() {
         anyhow::bail!("the schema is older than this mftd: run `mftd db migrate` first");
     }
-    let report = log_partitions::prune(&mut client, req).await?;
-    Ok(render(&report, req))
+    let key = signer.map(|s| s as &dyn CheckpointSigner);
+    let report = log_partitions::prune(&mut client, req, key).await?;
+    Ok(render(&report, req, signer.is_some()))
 }
 
-fn render(report: &PruneReport, req: &PruneRequest) -> String {
+/// The key that signs the recorded chain runs: `--checkpoint-key`, else
+/// `[log] checkpoint_key_file` of `config` when that file exists. A key
+/// that is named but cannot be used stops the prune (drops recorded
+/// unsigned would then be reported by `mftd verify --log`).
+pub fn drop_signer(explicit: Option<&Path>, config: &Path) -> anyhow::Result<Option<SshSigner>> {
+    let path = match explicit {
+        Some(path) => Some(path.to_path_buf()),
+        None if config.exists() => {
+            crate::config::Settings::load(config)?
+                .log
+                .checkpoint_key_file
+        }
+        None => None,
+    };
+    path.map(|p| SshSigner::load(&p)).transpose()
+}
+
+fn render(report: &PruneReport, req: &PruneRequest, signed: bool) -> String {
     let mut out = String::new();
+    if !signed && !req.dry_run && report.dropped.iter().any(|d| chained(&d.partition.table)) {
+        let _ = writeln!(
+            out,
+            "note: the dropped chain runs are recorded unsigned (no --checkpoint-key and no [log] checkpoint_key_file); `mftd verify --log` with the checkpoint key lists them"
+        );
+    }
     if report.settled > 0 {
         let _ = writeln!(
             out,
@@ -98,4 +130,9 @@ fn render(report: &PruneReport, req: &PruneRequest) -> String {
         report.kept
     );
     out
+}
+
+/// Whether `table` is one of the hash-chained ones (its drops record runs).
+fn chained(table: &str) -> bool {
+    matches!(table, "aft_log_rows" | "aft_log_amends")
 }

@@ -210,7 +210,7 @@ enum DbCommand {
     /// people under a legal hold are kept; each drop is recorded in
     /// log_drops.
     #[command(
-        after_help = "Examples:\n  mftd db prune-log --database-url-file /root/mftd-owner.url --config /etc/mftd/mftd.toml --dry-run\n  mftd db prune-log --database-url-file /root/mftd-owner.url --older-than 7y --by 'records: j.smith'\n\nRun it monthly (cron or a systemd timer). mftd itself never drops: its role may not."
+        after_help = "Examples:\n  mftd db prune-log --database-url-file /root/mftd-owner.url --config /etc/mftd/mftd.toml --dry-run\n  mftd db prune-log --database-url-file /root/mftd-owner.url --older-than 7y --by 'records: j.smith' --checkpoint-key /etc/mftd/log-checkpoint.key\n\nRun it monthly (cron or a systemd timer). mftd itself never drops: its role may not. With the checkpoint key, each recorded chain run is signed, and `mftd verify --log` names drop records nobody with the key wrote."
     )]
     PruneLog {
         #[command(flatten)]
@@ -225,6 +225,11 @@ enum DbCommand {
         /// Who runs it, for the record (default: the login user).
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
+        /// Sign each recorded chain run with this key (default: the
+        /// configuration's [log] checkpoint_key_file, when the
+        /// configuration file exists).
+        #[arg(long, value_name = "FILE")]
+        checkpoint_key: Option<PathBuf>,
     },
 }
 
@@ -525,6 +530,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     older_than,
                     dry_run,
                     by,
+                    checkpoint_key,
                 },
         } => {
             let text = match older_than {
@@ -548,7 +554,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 by: by.unwrap_or_else(operator::login_user),
                 dry_run,
             };
-            println!("{}", block_on(log_lifecycle::prune(&db.resolve()?, &req))?);
+            let signer = log_lifecycle::drop_signer(checkpoint_key.as_deref(), &db.config)?;
+            println!(
+                "{}",
+                block_on(log_lifecycle::prune(&db.resolve()?, &req, signer.as_ref()))?
+            );
         }
         Command::Status(args) => return Ok(status::run(&args).into()),
         Command::Log(args) => log_command::run(*args, Path::new(DEFAULT_CONFIG))?,
