@@ -167,3 +167,49 @@ impl Sshd {
         )
     }
 }
+
+/// Checks an armored SSH signature of `message` in the log's namespace
+/// (`mftd-log-checkpoint`) with OpenSSH's own `ssh-keygen -Y verify`,
+/// trusting only `public_line`; files go in `dir`. Err holds its output.
+pub fn verify_log_signature(
+    dir: &std::path::Path,
+    public_line: &str,
+    signature: &str,
+    message: &[u8],
+) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let sig_file = dir.join("message.sig");
+    std::fs::write(&sig_file, signature.trim_end().to_owned() + "\n").unwrap();
+    let allowed = dir.join("allowed_signers");
+    std::fs::write(&allowed, format!("log@mftd {public_line}\n")).unwrap();
+    let mut check = Command::new("ssh-keygen")
+        .args([
+            "-Y",
+            "verify",
+            "-n",
+            "mftd-log-checkpoint",
+            "-I",
+            "log@mftd",
+            "-f",
+        ])
+        .arg(&allowed)
+        .arg("-s")
+        .arg(&sig_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(message).unwrap();
+    let out = check.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ssh-keygen -Y verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use mft_storage::log_verify::{verify_chains, Problem};
@@ -151,36 +151,7 @@ fn verify_log_finds_edits_deletes_and_forged_rows_and_a_restart_continues_the_ch
     );
     let msg = xmpp_tests::postgres::base64_bytes(&msg);
     let sig = pg.psql("SELECT signature FROM log_checkpoints");
-    let sig_file = dir.path().join("cp.sig");
-    std::fs::write(&sig_file, sig.trim_end().to_owned() + "\n").unwrap();
-    let allowed = dir.path().join("allowed_signers");
-    std::fs::write(&allowed, format!("log@mftd {public_line}\n")).unwrap();
-    let mut check = Command::new("ssh-keygen")
-        .args([
-            "-Y",
-            "verify",
-            "-n",
-            "mftd-log-checkpoint",
-            "-I",
-            "log@mftd",
-            "-f",
-        ])
-        .arg(&allowed)
-        .arg("-s")
-        .arg(&sig_file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    check.stdin.take().unwrap().write_all(&msg).unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "ssh-keygen -Y verify: {}",
-        text(&checked)
-    );
+    xmpp_tests::sshd::verify_log_signature(dir.path(), &public_line, &sig, &msg).unwrap();
 
     // Even the superuser cannot change a row without disabling the trigger.
     let refused = Command::new("psql")

@@ -419,38 +419,7 @@ fn old_months_are_dropped_and_recorded_held_months_kept_and_the_chain_stays_anch
         "SELECT signature FROM log_drop_chains c JOIN log_drops d USING (drop_id) \
          WHERE d.table_name = 'aft_log_rows' AND c.from_seq = 5",
     );
-    let sig_file = dir.path().join("run.sig");
-    std::fs::write(&sig_file, sig.trim_end().to_owned() + "\n").unwrap();
-    let allowed = dir.path().join("allowed_signers");
-    std::fs::write(&allowed, format!("log@mftd {public_line}\n")).unwrap();
-    let checked = Command::new("ssh-keygen")
-        .args([
-            "-Y",
-            "verify",
-            "-n",
-            "mftd-log-checkpoint",
-            "-I",
-            "log@mftd",
-            "-f",
-        ])
-        .arg(&allowed)
-        .arg("-s")
-        .arg(&sig_file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&msg)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "ssh-keygen -Y verify: {}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    xmpp_tests::sshd::verify_log_signature(dir.path(), &public_line, &sig, &msg).unwrap();
     // Deleting the first kept record (row 3, in the held month) is named.
     let first_kept = pg
         .psql("SELECT aft_index FROM aft_log_rows WHERE node = 'node_1' AND chain_seq = 3")
