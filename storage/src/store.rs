@@ -777,6 +777,17 @@ impl Store {
 
     /// Size and description of a stored file.
     pub async fn stat(&self, loc: &Location) -> Result<FileInfo, StoreError> {
+        self.stat_inner(loc, true).await
+    }
+
+    /// [`Store::stat`] without reading the description (`meta` is `None`):
+    /// for a caller that has the file's `files` row, which says the same,
+    /// so a download opens one file instead of two.
+    pub async fn stat_data(&self, loc: &Location) -> Result<FileInfo, StoreError> {
+        self.stat_inner(loc, false).await
+    }
+
+    async fn stat_inner(&self, loc: &Location, describe: bool) -> Result<FileInfo, StoreError> {
         let backend = self.backend.clone();
         let loc = loc.clone();
         let piece = self.backend.read_size() as u64;
@@ -798,7 +809,11 @@ impl Store {
                 None => None,
             };
             drop(file);
-            let meta = read_meta(session.as_mut(), &loc);
+            let meta = if describe {
+                read_meta(session.as_mut(), &loc)
+            } else {
+                None
+            };
             Ok(FileInfo {
                 size,
                 meta,

@@ -113,23 +113,22 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
         Some(r) if r.node != app.node => app.store.sibling(&r.node).ok_or(HttpError::NotFound)?,
         _ => app.store.clone(),
     };
-    let info = store.stat(&loc).await?;
-    let content_type = info
-        .meta
-        .as_ref()
-        .and_then(|m| m.content_type.as_deref())
-        .or(row.as_ref().map(|r| r.content_type.as_str()))
+    // With the file's row at hand the description file says nothing more:
+    // only a file the log does not know is described by it.
+    let info = match &row {
+        Some(r) if !r.content_type.is_empty() && !r.sha256.is_empty() => {
+            store.stat_data(&loc).await?
+        }
+        _ => store.stat(&loc).await?,
+    };
+    let described = Described::of(row.as_ref(), info.meta.as_ref(), resource);
+    let content_type = described
+        .content_type
         .and_then(media_type::canonical)
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let filename = info
-        .meta
-        .as_ref()
-        .map_or(resource, |m| m.real_name.as_str())
-        .to_owned();
-    let etag = info
-        .meta
-        .as_ref()
-        .map(|m| m.sha256.as_str())
+    let filename = described.name.to_owned();
+    let etag = described
+        .sha256
         .filter(|s| !s.is_empty())
         .map(|sha| format!("\"{sha}\""));
     let not_modified = etag.as_deref().is_some_and(|etag| {
@@ -231,6 +230,48 @@ pub async fn get(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     );
     add_download_security(h, &content_type, &filename);
     Ok(resp)
+}
+
+/// What a download says about its file: from the description stored beside
+/// it when it was read, else from the file's `files` row (which says the
+/// same: both are written from the slot and the stored upload).
+struct Described<'a> {
+    content_type: Option<&'a str>,
+    name: &'a str,
+    sha256: Option<&'a str>,
+}
+
+impl<'a> Described<'a> {
+    fn of(
+        row: Option<&'a mft_storage::transfer_log::FileRow>,
+        meta: Option<&'a mft_storage::FileMeta>,
+        resource: &'a str,
+    ) -> Described<'a> {
+        match (meta, row) {
+            (Some(m), _) => Described {
+                content_type: m
+                    .content_type
+                    .as_deref()
+                    .or(row.map(|r| r.content_type.as_str())),
+                name: m.real_name.as_str(),
+                sha256: Some(m.sha256.as_str()),
+            },
+            (None, Some(r)) => Described {
+                content_type: Some(r.content_type.as_str()).filter(|c| !c.is_empty()),
+                name: if r.real_filename.is_empty() {
+                    resource
+                } else {
+                    r.real_filename.as_str()
+                },
+                sha256: Some(r.sha256.as_str()),
+            },
+            (None, None) => Described {
+                content_type: None,
+                name: resource,
+                sha256: None,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
