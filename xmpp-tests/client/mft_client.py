@@ -385,9 +385,13 @@ def command_reply(iq):
         error = iq.xml.find("{jabber:client}error")
         conditions = [c.tag.split("}")[1] for c in error] if error is not None else []
         text = error.find("{urn:ietf:params:xml:ns:xmpp-stanzas}text") if error is not None else None
+        echo = iq.xml.find("{%s}command" % NS_COMMANDS)
         return {"type": "error", "error_type": error.get("type") if error is not None else None,
                 "conditions": [c for c in conditions if c != "text"],
-                "text": text.text if text is not None else None, "raw": str(iq)}
+                "text": text.text if text is not None else None,
+                "command": {"node": echo.get("node"), "sessionid": echo.get("sessionid")}
+                if echo is not None else None,
+                "raw": str(iq)}
     cmd = iq.xml.find("{%s}command" % NS_COMMANDS)
     if cmd is None:
         return {"type": iq["type"], "raw": str(iq)}

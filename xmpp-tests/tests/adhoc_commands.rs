@@ -219,6 +219,15 @@ fn users_list_and_delete_only_their_own_uploads_and_policy_refuses_with_the_reas
     assert_eq!(held_item["status"], "held", "{held_item}");
     assert!(held_item["size"].as_str().unwrap().contains("10 bytes"));
     assert_eq!(note(&list[0]).0, "info");
+    // The same list as text, for clients that show notes but no tables.
+    let text = list[0]["notes"][1]["text"].as_str().unwrap_or("");
+    assert_eq!(text.lines().count(), 3, "{}", list[0]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("held.txt — 10 bytes") && l.ends_with("held")),
+        "{text}"
+    );
+    assert!(!text.contains("bobs.txt"), "{text}");
 
     // Bob sees only his; his delete form offers only his; a delete naming
     // Alice's file is refused and changes nothing.
@@ -505,7 +514,7 @@ fn malformed_and_foreign_command_payloads_get_xep_errors_and_change_nothing() {
             {"node": "delete-upload", "action": "complete", "fields": {"resource": "../../etc/passwd"}},
             {"node": "delete-upload", "action": "complete", "raw": submit(&format!(
                 "<field var='resource'><value>{alice_r}</value></field><field var='resource'/>"))},
-            {"node": "delete-upload", "action": "next", "fields": {"resource": alice_r}},
+            {"node": "delete-upload", "action": "prev", "fields": {"resource": alice_r}},
             {"node": "list-uploads", "action": "complete", "fields": {"resource": alice_r}},
             {"node": "delete-upload", "action": "cancel"},
             // Replayed after cancel.
@@ -530,6 +539,14 @@ fn malformed_and_foreign_command_payloads_get_xep_errors_and_change_nothing() {
         steps[2]
     );
     assert_eq!(steps[3]["status"], "executing", "{}", steps[3]);
+    // Errors name the command and session they answer, so a client can
+    // show them in the command's window (nothing else is echoed).
+    assert_eq!(
+        steps[4]["command"],
+        json!({"node": "delete-upload", "sessionid": steps[3]["sessionid"]}),
+        "{}",
+        steps[4]
+    );
     for (i, step) in steps.iter().enumerate().take(10).skip(4) {
         let c = conditions(step);
         assert!(
@@ -609,14 +626,19 @@ fn malformed_and_foreign_command_payloads_get_xep_errors_and_change_nothing() {
     assert_eq!(w.state(), before, "nothing changed");
     assert!(w.on_store(&alice_r) && w.on_store(&bob_r));
 
+    // Submitted the way poezio submits: `next` where the step offers only
+    // `complete`, and the step's note sent back as a field without a name.
     let replay = w.adhoc(
         ALICE,
         json!([
             {"node": "delete-upload"},
-            {"node": "delete-upload", "action": "complete", "fields": {"resource": alice_r}},
+            {"node": "delete-upload", "action": "next", "raw": submit(&format!(
+                "<field var='resource'><value>{alice_r}</value></field>\
+                 <field type='fixed'><value>Choose a file.</value></field><field/>"))},
             {"node": "delete-upload", "action": "complete", "fields": {"resource": alice_r}},
         ]),
     );
+    assert_eq!(replay[1]["status"], "completed", "{}", replay[1]);
     assert_eq!(note(&replay[1]).0, "info", "{}", replay[1]);
     assert!(
         conditions(&replay[2]).contains("bad-sessionid"),

@@ -155,8 +155,11 @@ impl Submitted {
             if fields.len() >= MAX_FIELDS {
                 return Err(BadPayload("too many fields".into()));
             }
+            // A field without a name carries nothing to read: XEP-0004's
+            // `fixed` fields, or text a client turned into a field and sent
+            // back (poezio does so with a step's note).
             let Some(var) = f.get_attr("var") else {
-                return Err(BadPayload("a field without a var".into()));
+                continue;
             };
             let mut values = Vec::new();
             for v in f

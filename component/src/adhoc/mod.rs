@@ -305,7 +305,11 @@ impl Commands {
         };
         match self.step(iq, command).await {
             Ok(reply) => reply,
-            Err(e) => e.reply_to(iq),
+            // The request's node and session go back with the error (no
+            // form, nothing else echoed): clients match an error to the
+            // command it answers by them, and without them some drop it
+            // without telling their user.
+            Err(e) => e.reply_echoing(iq, &command_echo(command)),
         }
     }
 
@@ -375,6 +379,7 @@ impl Commands {
                 .and_then(|a| Action::parse(a))
                 .unwrap_or(Action::Complete),
         };
+        let action = forward_as_offered(action, session.actions);
         if !session.actions.contains(&action.as_str()) {
             let allowed = session.actions.join(", ");
             self.sessions.keep(id, session);
@@ -491,6 +496,27 @@ impl Commands {
     }
 }
 
+/// `next` where the step offers only `complete` (and the reverse) is
+/// taken as the step's way forward: clients such as poezio always send
+/// `next` to submit a form, whatever `<actions/>` offered. `prev` is
+/// never guessed.
+fn forward_as_offered(action: Action, offered: &[&str]) -> Action {
+    let forward = |a: Action| matches!(a, Action::Next | Action::Complete);
+    if !forward(action) || offered.contains(&action.as_str()) {
+        return action;
+    }
+    let other = if action == Action::Next {
+        Action::Complete
+    } else {
+        Action::Next
+    };
+    if offered.contains(&other.as_str()) {
+        other
+    } else {
+        action
+    }
+}
+
 fn bad_sessionid() -> StanzaError {
     xep_error(
         ErrorType::Modify,
@@ -498,6 +524,17 @@ fn bad_sessionid() -> StanzaError {
         Some("bad-sessionid"),
         "No such session: it finished, belongs to someone else, or never existed; start the command again.",
     )
+}
+
+/// `<command/>` with only the request's `node` and `sessionid`.
+fn command_echo(command: &Element) -> Element {
+    let mut echo = Element::new("command", NS_COMMANDS);
+    for key in ["node", "sessionid"] {
+        if let Some(v) = command.get_attr(key) {
+            echo.set_attr(key, v);
+        }
+    }
+    echo
 }
 
 fn response(cmd: Command, id: &str, status: &str) -> Element {
@@ -560,6 +597,44 @@ mod tests {
         assert_eq!(span(std::time::Duration::from_secs(7 * 86_400)), "7 days");
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_148_440);
         assert_eq!(when(t), "2025-11-26 09:14 UTC");
+    }
+
+    #[test]
+    fn a_forward_action_is_taken_as_the_one_the_step_offers() {
+        let c = |a| forward_as_offered(a, &["complete"]);
+        assert_eq!(c(Action::Next), Action::Complete);
+        assert_eq!(c(Action::Complete), Action::Complete);
+        assert_eq!(c(Action::Prev), Action::Prev);
+        let n = |a| forward_as_offered(a, &["next", "prev"]);
+        assert_eq!(n(Action::Complete), Action::Next);
+        assert_eq!(n(Action::Prev), Action::Prev);
+        let both = |a| forward_as_offered(a, &["next", "complete"]);
+        assert_eq!(both(Action::Next), Action::Next);
+        assert_eq!(both(Action::Complete), Action::Complete);
+    }
+
+    #[test]
+    fn an_error_names_the_command_and_session_it_answers() {
+        let command = Element::new("command", NS_COMMANDS)
+            .attr("node", "delete-upload")
+            .attr("sessionid", "abc")
+            .attr("action", "next")
+            .child(Element::new("x", form::NS_DATA));
+        let iq = Element::new("iq", crate::link::NS_COMPONENT)
+            .attr("type", "set")
+            .attr("id", "1")
+            .child(command.clone());
+        let xml = bad_sessionid()
+            .reply_echoing(&iq, &command_echo(&command))
+            .to_xml(crate::link::NS_COMPONENT);
+        assert!(
+            xml.contains("<command xmlns='http://jabber.org/protocol/commands' node='delete-upload' sessionid='abc'/>"),
+            "{xml}"
+        );
+        assert!(
+            !xml.contains("jabber:x:data"),
+            "the form is not echoed: {xml}"
+        );
     }
 
     #[test]

@@ -126,9 +126,27 @@ pub async fn list(c: &Commands, who: &Requester) -> Result<Outcome, StanzaError>
         ],
         &rows,
     );
+    // The same list as text: clients that show no result tables (poezio,
+    // profanity) still show a command's notes.
+    let mut notes = count_note(files.len(), total, "listed");
+    let lines: Vec<String> = files
+        .iter()
+        .map(|u| {
+            format!(
+                "{} — {}, uploaded {}, sent to {}, kept until {}, {}",
+                short(&u.file.real_filename),
+                size(u.file.size),
+                when(u.file.created),
+                recipients(u),
+                kept_until(c, u),
+                status(u)
+            )
+        })
+        .collect();
+    notes.push(Note::info(lines.join("\n")));
     Ok(Outcome::Done {
         payload: Some(table.build()),
-        notes: count_note(files.len(), total, "listed"),
+        notes,
     })
 }
 
@@ -193,7 +211,7 @@ pub async fn delete(
         .map_err(|e| bad_payload(e.0))?;
     let Some(loc) = Location::parse(resource) else {
         return Err(bad_payload(
-            "The value is not one of the files offered; choose one from the list.",
+            "The value is not the name of one of your stored uploads; choose one from the list.",
         ));
     };
     let mut client = c
