@@ -527,10 +527,19 @@ impl Session for SftpSession {
     fn create_new(&mut self, path: &str) -> Result<Box<dyn WriteFile>, StoreError> {
         let full = self.full(path)?;
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
-        let file = self
+        // OpenSSH answers an exclusive create of an existing name with a
+        // generic failure (protocol 3 has no "already exists"): told apart
+        // by looking, as for a refused rename.
+        let file = match self
             .sftp()?
             .open_mode(&full, flags, 0o640, OpenType::File)
-            .map_err(|e| self.fail(format!("creating {}", full.display()), e))?;
+        {
+            Ok(file) => file,
+            Err(e) if matches!(e.code(), ErrorCode::SFTP(FX_FAILURE)) && self.exists(&full) => {
+                return Err(StoreError::AlreadyExists(path.to_owned()))
+            }
+            Err(e) => return Err(self.fail(format!("creating {}", full.display()), e)),
+        };
         Ok(Box::new(SftpFile::new(file, self.broken.clone())))
     }
 

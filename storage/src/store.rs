@@ -1005,8 +1005,12 @@ fn temp_name(loc: &Location, what: &str) -> String {
 }
 
 /// Writes what is left, makes the file durable, and publishes it: the
-/// description first, then the data under its final name, so a data file
-/// never stands without its description. Any failure removes what was made.
+/// description first (written and fsynced under its final name), then the
+/// data under its final name, whose directory fsync makes both names
+/// durable before the caller answers. Any failure removes what was made.
+/// A crash in between leaves a description without its file, which
+/// start-up recovery removes, or (where the file system kept only the
+/// later name) a published file without a row, which it quarantines.
 fn finish_upload(
     writer: Writer,
     rest: Vec<u8>,
@@ -1044,24 +1048,26 @@ fn finish_upload(
     result
 }
 
+/// Writes the description under its final name (never served, so no
+/// temporary name is needed: a reader of a description only follows a
+/// published file, which comes after this is fsynced). Nothing is replaced:
+/// a description already there is an error, and is left alone.
 fn write_meta(
     session: &mut dyn Session,
     loc: &Location,
     meta: &FileMeta,
 ) -> Result<(), StoreError> {
-    let temp = temp_name(loc, "meta");
-    let result = (|| {
-        let mut file = session.create_new(&temp)?;
-        file.write_all(&meta.to_bytes())
-            .map_err(|e| StoreError::io(format!("writing {temp}"), e))?;
-        file.sync()?;
-        drop(file);
-        session.publish(&temp, &loc.meta_path())
-    })();
-    if result.is_err() {
-        let _ = session.remove(&temp);
+    let path = loc.meta_path();
+    let mut file = session.create_new(&path)?;
+    let written = file
+        .write_all(&meta.to_bytes())
+        .map_err(|e| StoreError::io(format!("writing {path}"), e))
+        .and_then(|()| file.sync());
+    drop(file);
+    if written.is_err() {
+        let _ = session.remove(&path);
     }
-    result
+    written
 }
 
 fn read_meta(session: &mut dyn Session, loc: &Location) -> Option<FileMeta> {
