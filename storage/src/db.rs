@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mft_common::error::Chain;
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{SslMode, TargetSessionAttrs};
 use tokio_postgres::{Client, NoTls};
 
 use crate::db_tls::RustlsConnector;
@@ -349,26 +349,52 @@ pub async fn grant(
 /// Connects with a timeout and drives the connection on a task: over TLS
 /// (rustls) when the connection string says `sslmode=require`, in clear
 /// otherwise.
+///
+/// With several hosts (`postgresql://a:5432,b:5432/db`, a replicated
+/// database) they are tried in order, each for at most `timeout`, so a
+/// host that vanished from the network does not use up the others' time;
+/// and unless the URL says otherwise (`target_session_attrs=any`) only a
+/// host that takes writes is accepted: a standby is skipped, and while no
+/// host takes writes (a failover under way) the error says so.
 pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError> {
     let mut config = parse_url(&db.url)?;
     if let Some(limit) = db.statement_timeout {
         limit_statements(&mut config, limit);
     }
+    let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
+    if hosts > 1 {
+        if !db.url.contains("target_session_attrs") {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(timeout);
+        }
+    }
+    let overall = timeout.saturating_mul(u32::try_from(hosts.max(1)).unwrap_or(u32::MAX));
     let target = describe(&config);
     let timed_out = |_| {
         DbError::unavailable(format!(
-            "connecting to {target} timed out after {timeout:?}"
+            "connecting to {target} timed out after {overall:?}"
         ))
     };
+    let wants_writes = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
     let refused = |e: tokio_postgres::Error| {
-        DbError::unavailable_because(format!("cannot connect to {target}"), e)
+        let what = if wants_writes && e.to_string().contains("does not allow writes") {
+            format!(
+                "cannot connect to {target}: no host takes writes now (each is down or a \
+                 standby; during a failover this lasts until the new primary is promoted)"
+            )
+        } else {
+            format!("cannot connect to {target}")
+        };
+        DbError::unavailable_because(what, e)
     };
     let client = if config.get_ssl_mode() == SslMode::Require {
         let ca = db.ca_file.as_ref().ok_or_else(|| {
             DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
         })?;
         let tls = RustlsConnector::from_ca_file(ca)?;
-        let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
+        let (client, connection) = tokio::time::timeout(overall, config.connect(tls))
             .await
             .map_err(timed_out)?
             .map_err(refused)?;
@@ -377,7 +403,7 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
     } else {
         // Without TLS asked for, do not try it.
         config.ssl_mode(SslMode::Disable);
-        let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+        let (client, connection) = tokio::time::timeout(overall, config.connect(NoTls))
             .await
             .map_err(timed_out)?
             .map_err(refused)?;
@@ -418,10 +444,11 @@ pub fn wants_tls(url: &str) -> bool {
     parse_url(url).is_ok_and(|c| c.get_ssl_mode() == SslMode::Require)
 }
 
-/// "host:port as user, database db" for messages (never the password).
+/// "host:port as user, database db" for messages (never the password);
+/// every host with its port when there are several.
 fn describe(config: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
-    let hosts: Vec<String> = config
+    let mut hosts: Vec<String> = config
         .get_hosts()
         .iter()
         .map(|h| match h {
@@ -429,19 +456,26 @@ fn describe(config: &tokio_postgres::Config) -> String {
             Host::Unix(path) => path.display().to_string(),
         })
         .collect();
-    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
-    let host = if hosts.is_empty() {
-        "localhost".to_owned()
-    } else {
-        hosts.join(",")
-    };
-    let port = if ports.is_empty() {
-        "5432".to_owned()
-    } else {
-        ports.join(",")
-    };
+    if hosts.is_empty() {
+        hosts = config
+            .get_hostaddrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    }
+    if hosts.is_empty() {
+        hosts.push("localhost".to_owned());
+    }
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let at: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}", port(i)))
+        .collect();
     format!(
-        "PostgreSQL at {host}:{port} as user {:?}, database {:?}",
+        "PostgreSQL at {} as user {:?}, database {:?}",
+        at.join(","),
         config.get_user().unwrap_or("(none)"),
         config
             .get_dbname()
@@ -526,4 +560,32 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
             .map_err(|e| DbError::query(format!("committing migration {version}"), e))?;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_host_is_named_with_its_port() {
+        let config = parse_url(
+            "postgresql://mftd:secret@db1:5433,db2:5434/audit?target_session_attrs=read-write",
+        )
+        .unwrap();
+        let text = describe(&config);
+        assert_eq!(
+            text,
+            "PostgreSQL at db1:5433,db2:5434 as user \"mftd\", database \"audit\""
+        );
+        assert!(!text.contains("secret"));
+        let one_port = parse_url("host=db1,db2 port=6000 user=u").unwrap();
+        assert_eq!(
+            describe(&one_port),
+            "PostgreSQL at db1:6000,db2:6000 as user \"u\", database \"u\""
+        );
+        assert_eq!(
+            describe(&parse_url("postgresql:///x").unwrap()),
+            "PostgreSQL at localhost:5432 as user \"(none)\", database \"x\""
+        );
+    }
 }
