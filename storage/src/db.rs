@@ -377,17 +377,16 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
             "connecting to {target} timed out after {overall:?}"
         ))
     };
-    let wants_writes = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
+    // tokio-postgres reports the last host's error only: say what the
+    // others were tried for.
+    let hint = if hosts > 1 && config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+        " (each host in turn, for one that takes writes: none is up and primary; \
+         during a failover, until the new primary is promoted)"
+    } else {
+        ""
+    };
     let refused = |e: tokio_postgres::Error| {
-        let what = if wants_writes && e.to_string().contains("does not allow writes") {
-            format!(
-                "cannot connect to {target}: no host takes writes now (each is down or a \
-                 standby; during a failover this lasts until the new primary is promoted)"
-            )
-        } else {
-            format!("cannot connect to {target}")
-        };
-        DbError::unavailable_because(what, e)
+        DbError::unavailable_because(format!("cannot connect to {target}{hint}"), e)
     };
     let client = if config.get_ssl_mode() == SslMode::Require {
         let ca = db.ca_file.as_ref().ok_or_else(|| {

@@ -292,3 +292,60 @@ fn the_log_follows_a_synchronous_standby_promoted_and_loses_no_row() {
 fn the_log_follows_an_asynchronous_standby_promoted() {
     failover(false);
 }
+
+/// A list of hosts that does not say `target_session_attrs` still finds
+/// the primary, whatever the order: the standby listed first is skipped
+/// (it would refuse every row with 25006), and after the failover the
+/// promoted standby is used.
+#[test]
+fn a_host_list_without_session_attrs_skips_the_standby_listed_first() {
+    let mut pair = Replicated::start(false);
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/mftd",
+        pair.standby.port, pair.primary.port
+    );
+    let mftd = start_mftd(&url);
+    let (status, body) = put_minted(mftd.http_port, "before.bin", SIZE);
+    assert_eq!(status, 201, "{body}\n{}", mftd.log());
+    assert_eq!(
+        pair.primary
+            .psql("SELECT count(*) FROM aft_log WHERE real_filename = 'before.bin'")
+            .trim(),
+        "1"
+    );
+
+    pair.kill_primary();
+    let (status, _) = put_minted(mftd.http_port, "during.bin", SIZE);
+    assert_eq!(status, 503, "{}", mftd.log());
+    let both = format!(
+        "127.0.0.1:{},127.0.0.1:{} as user \"postgres\", database \"mftd\" (each host in turn, \
+         for one that takes writes",
+        pair.standby.port, pair.primary.port
+    );
+    assert!(
+        mftd.log().contains(&both),
+        "the log names every host and what was looked for:\n{}",
+        mftd.log()
+    );
+    pair.promote();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = put_minted(mftd.http_port, "after.bin", SIZE);
+        if status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uploads never recovered: {status} {body}\n{}",
+            mftd.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        pair.standby.psql_eventually(
+            "SELECT count(*) FROM aft_log WHERE real_filename = 'after.bin'",
+            "1"
+        ),
+        "1"
+    );
+}
