@@ -351,64 +351,163 @@ pub async fn grant(
 /// otherwise.
 ///
 /// With several hosts (`postgresql://a:5432,b:5432/db`, a replicated
-/// database) they are tried in order, each for at most `timeout`, so a
-/// host that vanished from the network does not use up the others' time;
-/// and unless the URL says otherwise (`target_session_attrs=any`) only a
-/// host that takes writes is accepted: a standby is skipped, and while no
-/// host takes writes (a failover under way) the error says so.
+/// database) they are tried in order, each within `timeout` from its TCP
+/// connect to its answer (a hung server that accepts connections but never
+/// answers does not hold up the next host); unless the URL says otherwise
+/// (`target_session_attrs=any`) only a host that takes writes is accepted,
+/// a standby is skipped, and the error names every host with its reason.
 pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError> {
     let mut config = parse_url(&db.url)?;
     if let Some(limit) = db.statement_timeout {
         limit_statements(&mut config, limit);
     }
-    let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
-    if hosts > 1 {
+    if config.get_ssl_mode() != SslMode::Require {
+        // Without TLS asked for, do not try it.
+        config.ssl_mode(SslMode::Disable);
+    }
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => {
+            let ca = db.ca_file.as_ref().ok_or_else(|| {
+                DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
+            })?;
+            Some(RustlsConnector::from_ca_file(ca)?)
+        }
+        _ => None,
+    };
+    let target = describe(&config);
+    if let Some(hosts) = tcp_hosts(&config) {
         if !db.url.contains("target_session_attrs") {
             config.target_session_attrs(TargetSessionAttrs::ReadWrite);
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(timeout);
-        }
+        let each = config.get_connect_timeout().copied().unwrap_or(timeout);
+        return connect_each(&config, &hosts, tls, each, &target).await;
     }
-    let overall = timeout.saturating_mul(u32::try_from(hosts.max(1)).unwrap_or(u32::MAX));
-    let target = describe(&config);
     let timed_out = |_| {
         DbError::unavailable(format!(
-            "connecting to {target} timed out after {overall:?}"
+            "connecting to {target} timed out after {timeout:?}"
         ))
     };
-    // tokio-postgres reports the last host's error only: say what the
-    // others were tried for.
-    let hint = if hosts > 1 && config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
-        " (each host in turn, for one that takes writes: none is up and primary; \
-         during a failover, until the new primary is promoted)"
-    } else {
-        ""
-    };
     let refused = |e: tokio_postgres::Error| {
-        DbError::unavailable_because(format!("cannot connect to {target}{hint}"), e)
+        DbError::unavailable_because(format!("cannot connect to {target}"), e)
     };
-    let client = if config.get_ssl_mode() == SslMode::Require {
-        let ca = db.ca_file.as_ref().ok_or_else(|| {
-            DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
-        })?;
-        let tls = RustlsConnector::from_ca_file(ca)?;
-        let (client, connection) = tokio::time::timeout(overall, config.connect(tls))
+    let client = if let Some(tls) = tls {
+        let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
             .await
             .map_err(timed_out)?
             .map_err(refused)?;
         drive(connection);
         client
     } else {
-        // Without TLS asked for, do not try it.
-        config.ssl_mode(SslMode::Disable);
-        let (client, connection) = tokio::time::timeout(overall, config.connect(NoTls))
+        let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
             .await
             .map_err(timed_out)?
             .map_err(refused)?;
         drive(connection);
         client
     };
+    Ok(client)
+}
+
+/// The (host, port) pairs to try one by one: when the URL names several
+/// hosts by name or address (no Unix sockets, no `hostaddr`, no random
+/// order, which the driver's own connect handles).
+fn tcp_hosts(config: &tokio_postgres::Config) -> Option<Vec<(String, u16)>> {
+    use tokio_postgres::config::{Host, LoadBalanceHosts};
+    let hosts = config.get_hosts();
+    if hosts.len() < 2
+        || !config.get_hostaddrs().is_empty()
+        || config.get_load_balance_hosts() == LoadBalanceHosts::Random
+    {
+        return None;
+    }
+    let ports = config.get_ports();
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            Host::Tcp(name) => Some((
+                name.clone(),
+                ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+            )),
+            Host::Unix(_) => None,
+        })
+        .collect()
+}
+
+/// Tries `hosts` in order, each within `each`; the first that answers (and
+/// takes writes, when the URL asks for that) wins.
+async fn connect_each(
+    config: &tokio_postgres::Config,
+    hosts: &[(String, u16)],
+    tls: Option<RustlsConnector>,
+    each: Duration,
+    target: &str,
+) -> Result<Client, DbError> {
+    let mut why = Vec::new();
+    for (host, port) in hosts {
+        let attempt = match tls.clone() {
+            Some(tls) => tokio::time::timeout(each, connect_host(config, host, *port, tls)).await,
+            None => tokio::time::timeout(each, connect_host(config, host, *port, NoTls)).await,
+        };
+        match attempt {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => why.push(format!("{host}:{port}: {e}")),
+            Err(_) => why.push(format!("{host}:{port}: no answer within {each:?}")),
+        }
+    }
+    let wanted = if config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+        "each host in turn, for one that takes writes: none is up and primary; \
+         during a failover, until the new primary is promoted"
+    } else {
+        "each host in turn: none answered"
+    };
+    Err(DbError::unavailable(format!(
+        "cannot connect to {target} ({wanted}): {}",
+        why.join("; ")
+    )))
+}
+
+/// One host: TCP, the start-up (TLS as the URL says), and the check that it
+/// takes writes when `target_session_attrs=read-write`.
+async fn connect_host<T>(
+    config: &tokio_postgres::Config,
+    host: &str,
+    port: u16,
+    mut tls: T,
+) -> Result<Client, String>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio::net::TcpStream>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    T::Error: std::fmt::Display,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio::net::TcpStream>>::Future: Send,
+{
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let connector = tls
+        .make_tls_connect(host)
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (client, connection) = config
+        .connect_raw(stream, connector)
+        .await
+        .map_err(|e| Chain(&e).to_string())?;
+    drive(connection);
+    if config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+        let read_only = client
+            .simple_query("SHOW transaction_read_only")
+            .await
+            .map_err(|e| Chain(&e).to_string())?
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "on"),
+                _ => None,
+            });
+        if read_only != Some(false) {
+            return Err("read-only (a standby, or in recovery): it does not take writes".into());
+        }
+    }
     Ok(client)
 }
 
@@ -564,6 +663,28 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_list_of_network_hosts_is_tried_host_by_host() {
+        let list = parse_url("postgresql://u@db1:5433,db2/x").unwrap();
+        assert_eq!(
+            tcp_hosts(&list),
+            Some(vec![("db1".to_owned(), 5433), ("db2".to_owned(), 5432)])
+        );
+        let one_port = parse_url("host=db1,db2 port=6000 user=u").unwrap();
+        assert_eq!(
+            tcp_hosts(&one_port),
+            Some(vec![("db1".to_owned(), 6000), ("db2".to_owned(), 6000)])
+        );
+        for single in [
+            "postgresql://u@db1/x",
+            "host=/run/postgresql,db2 user=u",
+            "host=db1,db2 hostaddr=10.0.0.1,10.0.0.2 user=u",
+            "postgresql://u@db1,db2/x?load_balance_hosts=random",
+        ] {
+            assert_eq!(tcp_hosts(&parse_url(single).unwrap()), None, "{single}");
+        }
+    }
 
     #[test]
     fn every_host_is_named_with_its_port() {

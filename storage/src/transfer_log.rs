@@ -195,19 +195,30 @@ impl Reader {
         Ok(c)
     }
 
-    /// A query's result on `used`: an error that says the server cannot
-    /// take the work (a standby after a failover answers 25006 on an open
-    /// connection) drops that connection, so the next query connects anew
-    /// and finds the host that takes writes. Should the cache be busy the
-    /// connection stays, to be dropped on its next failure.
-    fn check<T>(
+    /// Runs a query on `used` within the service's limit (`statement_timeout`
+    /// and a grace, as the writer does: a server that stopped answering at
+    /// all, a hung primary, cannot cancel the statement itself). A failure
+    /// that says the server cannot take the work — no answer in time, or a
+    /// standby after a failover answering 25006 on an open connection —
+    /// drops that connection, so the next query connects anew and finds the
+    /// host that takes writes. Should the cache be busy the connection
+    /// stays, to be dropped on its next failure.
+    async fn check<T>(
         &self,
         used: &Arc<Client>,
-        result: Result<T, tokio_postgres::Error>,
+        query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
         what: &str,
     ) -> Result<T, DbError> {
-        result.map_err(|e| {
-            let e = DbError::query(what, e);
+        let result = match self.db.statement_timeout.map(|t| t + CLIENT_GRACE) {
+            Some(limit) => match tokio::time::timeout(limit, query).await {
+                Ok(result) => result.map_err(|e| DbError::query(what, e)),
+                Err(_) => Err(DbError::unavailable(format!(
+                    "{what}: the database did not answer within {limit:?}"
+                ))),
+            },
+            None => query.await.map_err(|e| DbError::query(what, e)),
+        };
+        result.inspect_err(|e| {
             if e.is_unavailable() {
                 if let Ok(mut guard) = self.client.try_lock() {
                     if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
@@ -215,7 +226,6 @@ impl Reader {
                     }
                 }
             }
-            e
         })
     }
 }
@@ -375,18 +385,19 @@ impl TransferLog {
     /// into it is in progress on any node.
     pub async fn claim_slot(&self, resource: &str, node: &str) -> Result<bool, DbError> {
         let client = self.reader.client().await?;
-        let claimed = self.reader.check(
-            &client,
-            client
-                .execute(
+        let claimed = self
+            .reader
+            .check(
+                &client,
+                client.execute(
                     "INSERT INTO used_slots (resource, node) SELECT $1::varchar, $2::varchar \
                      WHERE NOT EXISTS (SELECT 1 FROM files WHERE resource = $1::varchar) \
                      ON CONFLICT (resource) DO NOTHING",
                     &[&fit(resource, w::NAME), &fit(node, w::LABEL)],
-                )
-                .await,
-            "claiming a slot",
-        )?;
+                ),
+                "claiming a slot",
+            )
+            .await?;
         Ok(claimed == 1)
     }
 
@@ -394,17 +405,17 @@ impl TransferLog {
     /// may retry its slot. A claim whose file was logged stays.
     pub async fn release_slot(&self, resource: &str) -> Result<(), DbError> {
         let client = self.reader.client().await?;
-        self.reader.check(
-            &client,
-            client
-                .execute(
+        self.reader
+            .check(
+                &client,
+                client.execute(
                     "DELETE FROM used_slots WHERE resource = $1 \
                      AND NOT EXISTS (SELECT 1 FROM files WHERE resource = $1)",
                     &[&fit(resource, w::NAME)],
-                )
-                .await,
-            "releasing a slot",
-        )?;
+                ),
+                "releasing a slot",
+            )
+            .await?;
         Ok(())
     }
 
@@ -422,10 +433,11 @@ impl TransferLog {
         let rate = f64::from(per_minute) / 60.0;
         let burst = f64::from(burst.max(1));
         let client = self.reader.client().await?;
-        let row = self.reader.check(
-            &client,
-            client
-                .query_one(
+        let row = self
+            .reader
+            .check(
+                &client,
+                client.query_one(
                     "INSERT INTO slot_rates AS r (jid, tokens, updated, taken) \
                      VALUES ($1::varchar, $3::float8 - 1, now(), true) \
                      ON CONFLICT (jid) DO UPDATE SET \
@@ -439,10 +451,10 @@ impl TransferLog {
                        updated = now() \
                      RETURNING tokens, taken",
                     &[&fit(who, w::JID), &rate, &burst],
-                )
-                .await,
-            "taking a slot request from the shared rate",
-        )?;
+                ),
+                "taking a slot request from the shared rate",
+            )
+            .await?;
         let (tokens, taken): (f64, bool) = (row.get(0), row.get(1));
         Ok((!taken).then(|| Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0))))
     }
@@ -450,16 +462,17 @@ impl TransferLog {
     /// The `files` row of a resource.
     pub async fn file(&self, resource: &str) -> Result<Option<FileRow>, DbError> {
         let client = self.reader.client().await?;
-        let row = self.reader.check(
-            &client,
-            client
-                .query_opt(
+        let row = self
+            .reader
+            .check(
+                &client,
+                client.query_opt(
                     &format!("SELECT {FILE_ROW_COLUMNS} FROM files WHERE resource = $1"),
                     &[&resource],
-                )
-                .await,
-            "looking up a file",
-        )?;
+                ),
+                "looking up a file",
+            )
+            .await?;
         Ok(row.map(|r| file_row(&r)))
     }
 
@@ -506,35 +519,37 @@ impl TransferLog {
         resources: &[String],
     ) -> Result<std::collections::HashSet<String>, DbError> {
         let client = self.reader.client().await?;
-        let rows = self.reader.check(
-            &client,
-            client
-                .query(
+        let rows = self
+            .reader
+            .check(
+                &client,
+                client.query(
                     "SELECT resource FROM files WHERE resource = ANY($1)",
                     &[&resources],
-                )
-                .await,
-            "looking up files",
-        )?;
+                ),
+                "looking up files",
+            )
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The live `files` rows of `node`, oldest first.
     pub async fn live_files(&self, node: &str) -> Result<Vec<FileRow>, DbError> {
         let client = self.reader.client().await?;
-        let rows = self.reader.check(
-            &client,
-            client
-                .query(
+        let rows = self
+            .reader
+            .check(
+                &client,
+                client.query(
                     &format!(
                         "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL \
                          AND quarantined IS NULL ORDER BY created"
                     ),
                     &[&node],
-                )
-                .await,
-            "listing live files",
-        )?;
+                ),
+                "listing live files",
+            )
+            .await?;
         Ok(rows.iter().map(file_row).collect())
     }
 
@@ -549,9 +564,10 @@ impl TransferLog {
         self.reader
             .check(
                 &client,
-                client.simple_query("SELECT 1").await,
+                client.simple_query("SELECT 1"),
                 "checking the database answers",
             )
+            .await
             .map(|_| ())
     }
 

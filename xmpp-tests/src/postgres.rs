@@ -229,6 +229,13 @@ impl Postgres {
         // A killed postmaster leaves its pid file; the next start copes.
     }
 
+    /// Stops every process of the server (SIGSTOP), as a hung machine:
+    /// its port still takes TCP connections, nothing answers on them.
+    /// Killed as usual by [`stop`](Self::stop) or on drop.
+    pub fn freeze(&self) {
+        crate::process::signal_tree(self.guard.pid(), "-STOP");
+    }
+
     /// Starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();

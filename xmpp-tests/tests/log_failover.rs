@@ -349,3 +349,60 @@ fn a_host_list_without_session_attrs_skips_the_standby_listed_first() {
         "1"
     );
 }
+
+/// A hung primary (every process stopped: its port still accepts TCP
+/// connections, nothing answers on them) is passed over: queries on the
+/// connections already open give up after `statement_timeout` and a grace,
+/// and each host gets the connect timeout, so the promoted standby listed
+/// after it is found.
+#[test]
+fn a_hung_primary_is_passed_over_for_the_promoted_standby() {
+    let pair = Replicated::start(false);
+    let mftd = start_mftd(&pair.url());
+    let (status, body) = put_minted(mftd.http_port, "before.bin", SIZE);
+    assert_eq!(status, 201, "{body}\n{}", mftd.log());
+    pair.wait_caught_up();
+
+    pair.primary.freeze();
+    let frozen = Instant::now();
+    pair.promote();
+    let deadline = frozen + Duration::from_secs(90);
+    let mut failed = Vec::new();
+    let mut i = 0;
+    loop {
+        let (status, body) = put_minted(mftd.http_port, &format!("after-{i}.bin"), SIZE);
+        if status == 201 {
+            break;
+        }
+        failed.push(status);
+        assert!(
+            Instant::now() < deadline,
+            "uploads never recovered from the hung primary: {status} {body}\n{}",
+            mftd.log()
+        );
+        i += 1;
+        thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "hung primary: first upload stored {:?} after the freeze; {} failed before it ({failed:?})",
+        frozen.elapsed(),
+        failed.len()
+    );
+    assert!(
+        failed.iter().all(|s| *s == 503),
+        "failures other than 503: {failed:?}\n{}",
+        mftd.log()
+    );
+    assert!(
+        mftd.log().contains("the database did not answer within"),
+        "the log says the hung host did not answer:\n{}",
+        mftd.log()
+    );
+    assert_eq!(
+        pair.standby.psql_eventually(
+            &format!("SELECT count(*) FROM aft_log WHERE real_filename = 'after-{i}.bin'"),
+            "1"
+        ),
+        "1"
+    );
+}
