@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mft_common::error::Chain;
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{SslMode, TargetSessionAttrs};
 use tokio_postgres::{Client, NoTls};
 
 use crate::db_tls::RustlsConnector;
@@ -349,12 +349,39 @@ pub async fn grant(
 /// Connects with a timeout and drives the connection on a task: over TLS
 /// (rustls) when the connection string says `sslmode=require`, in clear
 /// otherwise.
+///
+/// With several hosts (`postgresql://a:5432,b:5432/db`, a replicated
+/// database) they are tried in order, each within `timeout` from its TCP
+/// connect to its answer (a hung server that accepts connections but never
+/// answers does not hold up the next host); unless the URL says otherwise
+/// (`target_session_attrs=any`) only a host that takes writes is accepted,
+/// a standby is skipped, and the error names every host with its reason.
 pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError> {
     let mut config = parse_url(&db.url)?;
     if let Some(limit) = db.statement_timeout {
         limit_statements(&mut config, limit);
     }
+    if config.get_ssl_mode() != SslMode::Require {
+        // Without TLS asked for, do not try it.
+        config.ssl_mode(SslMode::Disable);
+    }
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => {
+            let ca = db.ca_file.as_ref().ok_or_else(|| {
+                DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
+            })?;
+            Some(RustlsConnector::from_ca_file(ca)?)
+        }
+        _ => None,
+    };
     let target = describe(&config);
+    if let Some(hosts) = tcp_hosts(&config) {
+        if !db.url.contains("target_session_attrs") {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
+        let each = config.get_connect_timeout().copied().unwrap_or(timeout);
+        return connect_each(&config, &hosts, tls, each, &target).await;
+    }
     let timed_out = |_| {
         DbError::unavailable(format!(
             "connecting to {target} timed out after {timeout:?}"
@@ -363,11 +390,7 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
     let refused = |e: tokio_postgres::Error| {
         DbError::unavailable_because(format!("cannot connect to {target}"), e)
     };
-    let client = if config.get_ssl_mode() == SslMode::Require {
-        let ca = db.ca_file.as_ref().ok_or_else(|| {
-            DbError::config("sslmode=require needs [database] ca_file (the CA that signed the server's certificate)")
-        })?;
-        let tls = RustlsConnector::from_ca_file(ca)?;
+    let client = if let Some(tls) = tls {
         let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
             .await
             .map_err(timed_out)?
@@ -375,8 +398,6 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
         drive(connection);
         client
     } else {
-        // Without TLS asked for, do not try it.
-        config.ssl_mode(SslMode::Disable);
         let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
             .await
             .map_err(timed_out)?
@@ -384,6 +405,109 @@ pub async fn connect(db: &DbConfig, timeout: Duration) -> Result<Client, DbError
         drive(connection);
         client
     };
+    Ok(client)
+}
+
+/// The (host, port) pairs to try one by one: when the URL names several
+/// hosts by name or address (no Unix sockets, no `hostaddr`, no random
+/// order, which the driver's own connect handles).
+fn tcp_hosts(config: &tokio_postgres::Config) -> Option<Vec<(String, u16)>> {
+    use tokio_postgres::config::{Host, LoadBalanceHosts};
+    let hosts = config.get_hosts();
+    if hosts.len() < 2
+        || !config.get_hostaddrs().is_empty()
+        || config.get_load_balance_hosts() == LoadBalanceHosts::Random
+    {
+        return None;
+    }
+    let ports = config.get_ports();
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            Host::Tcp(name) => Some((
+                name.clone(),
+                ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+            )),
+            Host::Unix(_) => None,
+        })
+        .collect()
+}
+
+/// Tries `hosts` in order, each within `each`; the first that answers (and
+/// takes writes, when the URL asks for that) wins.
+async fn connect_each(
+    config: &tokio_postgres::Config,
+    hosts: &[(String, u16)],
+    tls: Option<RustlsConnector>,
+    each: Duration,
+    target: &str,
+) -> Result<Client, DbError> {
+    let mut why = Vec::new();
+    for (host, port) in hosts {
+        let attempt = match tls.clone() {
+            Some(tls) => tokio::time::timeout(each, connect_host(config, host, *port, tls)).await,
+            None => tokio::time::timeout(each, connect_host(config, host, *port, NoTls)).await,
+        };
+        match attempt {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => why.push(format!("{host}:{port}: {e}")),
+            Err(_) => why.push(format!("{host}:{port}: no answer within {each:?}")),
+        }
+    }
+    let wanted = if config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+        "each host in turn, for one that takes writes: none is up and primary; \
+         during a failover, until the new primary is promoted"
+    } else {
+        "each host in turn: none answered"
+    };
+    Err(DbError::unavailable(format!(
+        "cannot connect to {target} ({wanted}): {}",
+        why.join("; ")
+    )))
+}
+
+/// One host: TCP, the start-up (TLS as the URL says), and the check that it
+/// takes writes when `target_session_attrs=read-write`.
+async fn connect_host<T>(
+    config: &tokio_postgres::Config,
+    host: &str,
+    port: u16,
+    mut tls: T,
+) -> Result<Client, String>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio::net::TcpStream>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    T::Error: std::fmt::Display,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio::net::TcpStream>>::Future: Send,
+{
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let connector = tls
+        .make_tls_connect(host)
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (client, connection) = config
+        .connect_raw(stream, connector)
+        .await
+        .map_err(|e| Chain(&e).to_string())?;
+    drive(connection);
+    if config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+        let read_only = client
+            .simple_query("SHOW transaction_read_only")
+            .await
+            .map_err(|e| Chain(&e).to_string())?
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "on"),
+                _ => None,
+            });
+        if read_only != Some(false) {
+            return Err("read-only (a standby, or in recovery): it does not take writes".into());
+        }
+    }
     Ok(client)
 }
 
@@ -418,10 +542,11 @@ pub fn wants_tls(url: &str) -> bool {
     parse_url(url).is_ok_and(|c| c.get_ssl_mode() == SslMode::Require)
 }
 
-/// "host:port as user, database db" for messages (never the password).
+/// "host:port as user, database db" for messages (never the password);
+/// every host with its port when there are several.
 fn describe(config: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
-    let hosts: Vec<String> = config
+    let mut hosts: Vec<String> = config
         .get_hosts()
         .iter()
         .map(|h| match h {
@@ -429,19 +554,26 @@ fn describe(config: &tokio_postgres::Config) -> String {
             Host::Unix(path) => path.display().to_string(),
         })
         .collect();
-    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
-    let host = if hosts.is_empty() {
-        "localhost".to_owned()
-    } else {
-        hosts.join(",")
-    };
-    let port = if ports.is_empty() {
-        "5432".to_owned()
-    } else {
-        ports.join(",")
-    };
+    if hosts.is_empty() {
+        hosts = config
+            .get_hostaddrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    }
+    if hosts.is_empty() {
+        hosts.push("localhost".to_owned());
+    }
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let at: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}", port(i)))
+        .collect();
     format!(
-        "PostgreSQL at {host}:{port} as user {:?}, database {:?}",
+        "PostgreSQL at {} as user {:?}, database {:?}",
+        at.join(","),
         config.get_user().unwrap_or("(none)"),
         config
             .get_dbname()
@@ -526,4 +658,54 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
             .map_err(|e| DbError::query(format!("committing migration {version}"), e))?;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_list_of_network_hosts_is_tried_host_by_host() {
+        let list = parse_url("postgresql://u@db1:5433,db2/x").unwrap();
+        assert_eq!(
+            tcp_hosts(&list),
+            Some(vec![("db1".to_owned(), 5433), ("db2".to_owned(), 5432)])
+        );
+        let one_port = parse_url("host=db1,db2 port=6000 user=u").unwrap();
+        assert_eq!(
+            tcp_hosts(&one_port),
+            Some(vec![("db1".to_owned(), 6000), ("db2".to_owned(), 6000)])
+        );
+        for single in [
+            "postgresql://u@db1/x",
+            "host=/run/postgresql,db2 user=u",
+            "host=db1,db2 hostaddr=10.0.0.1,10.0.0.2 user=u",
+            "postgresql://u@db1,db2/x?load_balance_hosts=random",
+        ] {
+            assert_eq!(tcp_hosts(&parse_url(single).unwrap()), None, "{single}");
+        }
+    }
+
+    #[test]
+    fn every_host_is_named_with_its_port() {
+        let config = parse_url(
+            "postgresql://mftd:secret@db1:5433,db2:5434/audit?target_session_attrs=read-write",
+        )
+        .unwrap();
+        let text = describe(&config);
+        assert_eq!(
+            text,
+            "PostgreSQL at db1:5433,db2:5434 as user \"mftd\", database \"audit\""
+        );
+        assert!(!text.contains("secret"));
+        let one_port = parse_url("host=db1,db2 port=6000 user=u").unwrap();
+        assert_eq!(
+            describe(&one_port),
+            "PostgreSQL at db1:6000,db2:6000 as user \"u\", database \"u\""
+        );
+        assert_eq!(
+            describe(&parse_url("postgresql:///x").unwrap()),
+            "PostgreSQL at localhost:5432 as user \"(none)\", database \"x\""
+        );
+    }
 }

@@ -254,10 +254,14 @@ pub enum DbError {
 /// the row: 08 connection exception, 53 insufficient resources (a full
 /// disk, out of memory, too many connections), 57 operator intervention
 /// (a statement cancelled by `statement_timeout`, a shutdown), 58 system
-/// error (I/O). A batch refused for one of these fails as a whole at once
-/// instead of being retried row by row.
+/// error (I/O); and 25006 read_only_sql_transaction: the server is a
+/// standby (connected to before a failover, or without
+/// `target_session_attrs=read-write`), so the connection is dropped and a
+/// new one looks for the host that takes writes. A batch refused for one of
+/// these fails as a whole at once instead of being retried row by row.
 fn server_cannot_write(code: &tokio_postgres::error::SqlState) -> bool {
     matches!(code.code().get(..2), Some("08" | "53" | "57" | "58"))
+        || *code == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
 }
 
 impl DbError {

@@ -194,6 +194,40 @@ impl Reader {
         *guard = Some(c.clone());
         Ok(c)
     }
+
+    /// Runs a query on `used` within the service's limit (`statement_timeout`
+    /// and a grace, as the writer does: a server that stopped answering at
+    /// all, a hung primary, cannot cancel the statement itself). A failure
+    /// that says the server cannot take the work — no answer in time, or a
+    /// standby after a failover answering 25006 on an open connection —
+    /// drops that connection, so the next query connects anew and finds the
+    /// host that takes writes. Should the cache be busy the connection
+    /// stays, to be dropped on its next failure.
+    async fn check<T>(
+        &self,
+        used: &Arc<Client>,
+        query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+        what: &str,
+    ) -> Result<T, DbError> {
+        let result = match self.db.statement_timeout.map(|t| t + CLIENT_GRACE) {
+            Some(limit) => match tokio::time::timeout(limit, query).await {
+                Ok(result) => result.map_err(|e| DbError::query(what, e)),
+                Err(_) => Err(DbError::unavailable(format!(
+                    "{what}: the database did not answer within {limit:?}"
+                ))),
+            },
+            None => query.await.map_err(|e| DbError::query(what, e)),
+        };
+        result.inspect_err(|e| {
+            if e.is_unavailable() {
+                if let Ok(mut guard) = self.client.try_lock() {
+                    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
+                        *guard = None;
+                    }
+                }
+            }
+        })
+    }
 }
 
 impl TransferLog {
@@ -351,15 +385,19 @@ impl TransferLog {
     /// into it is in progress on any node.
     pub async fn claim_slot(&self, resource: &str, node: &str) -> Result<bool, DbError> {
         let client = self.reader.client().await?;
-        let claimed = client
-            .execute(
-                "INSERT INTO used_slots (resource, node) SELECT $1::varchar, $2::varchar \
-                 WHERE NOT EXISTS (SELECT 1 FROM files WHERE resource = $1::varchar) \
-                 ON CONFLICT (resource) DO NOTHING",
-                &[&fit(resource, w::NAME), &fit(node, w::LABEL)],
+        let claimed = self
+            .reader
+            .check(
+                &client,
+                client.execute(
+                    "INSERT INTO used_slots (resource, node) SELECT $1::varchar, $2::varchar \
+                     WHERE NOT EXISTS (SELECT 1 FROM files WHERE resource = $1::varchar) \
+                     ON CONFLICT (resource) DO NOTHING",
+                    &[&fit(resource, w::NAME), &fit(node, w::LABEL)],
+                ),
+                "claiming a slot",
             )
-            .await
-            .map_err(|e| DbError::query("claiming a slot", e))?;
+            .await?;
         Ok(claimed == 1)
     }
 
@@ -367,14 +405,17 @@ impl TransferLog {
     /// may retry its slot. A claim whose file was logged stays.
     pub async fn release_slot(&self, resource: &str) -> Result<(), DbError> {
         let client = self.reader.client().await?;
-        client
-            .execute(
-                "DELETE FROM used_slots WHERE resource = $1 \
-                 AND NOT EXISTS (SELECT 1 FROM files WHERE resource = $1)",
-                &[&fit(resource, w::NAME)],
+        self.reader
+            .check(
+                &client,
+                client.execute(
+                    "DELETE FROM used_slots WHERE resource = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM files WHERE resource = $1)",
+                    &[&fit(resource, w::NAME)],
+                ),
+                "releasing a slot",
             )
-            .await
-            .map_err(|e| DbError::query("releasing a slot", e))?;
+            .await?;
         Ok(())
     }
 
@@ -392,24 +433,28 @@ impl TransferLog {
         let rate = f64::from(per_minute) / 60.0;
         let burst = f64::from(burst.max(1));
         let client = self.reader.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO slot_rates AS r (jid, tokens, updated, taken) \
-                 VALUES ($1::varchar, $3::float8 - 1, now(), true) \
-                 ON CONFLICT (jid) DO UPDATE SET \
-                   taken = LEAST($3::float8, r.tokens + $2::float8 * \
-                           extract(epoch FROM now() - r.updated)::float8) >= 1, \
-                   tokens = LEAST($3::float8, r.tokens + $2::float8 * \
-                            extract(epoch FROM now() - r.updated)::float8) \
-                            - CASE WHEN LEAST($3::float8, r.tokens + $2::float8 * \
-                                   extract(epoch FROM now() - r.updated)::float8) >= 1 \
-                              THEN 1 ELSE 0 END, \
-                   updated = now() \
-                 RETURNING tokens, taken",
-                &[&fit(who, w::JID), &rate, &burst],
+        let row = self
+            .reader
+            .check(
+                &client,
+                client.query_one(
+                    "INSERT INTO slot_rates AS r (jid, tokens, updated, taken) \
+                     VALUES ($1::varchar, $3::float8 - 1, now(), true) \
+                     ON CONFLICT (jid) DO UPDATE SET \
+                       taken = LEAST($3::float8, r.tokens + $2::float8 * \
+                               extract(epoch FROM now() - r.updated)::float8) >= 1, \
+                       tokens = LEAST($3::float8, r.tokens + $2::float8 * \
+                                extract(epoch FROM now() - r.updated)::float8) \
+                                - CASE WHEN LEAST($3::float8, r.tokens + $2::float8 * \
+                                       extract(epoch FROM now() - r.updated)::float8) >= 1 \
+                                  THEN 1 ELSE 0 END, \
+                       updated = now() \
+                     RETURNING tokens, taken",
+                    &[&fit(who, w::JID), &rate, &burst],
+                ),
+                "taking a slot request from the shared rate",
             )
-            .await
-            .map_err(|e| DbError::query("taking a slot request from the shared rate", e))?;
+            .await?;
         let (tokens, taken): (f64, bool) = (row.get(0), row.get(1));
         Ok((!taken).then(|| Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0))))
     }
@@ -417,13 +462,17 @@ impl TransferLog {
     /// The `files` row of a resource.
     pub async fn file(&self, resource: &str) -> Result<Option<FileRow>, DbError> {
         let client = self.reader.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {FILE_ROW_COLUMNS} FROM files WHERE resource = $1"),
-                &[&resource],
+        let row = self
+            .reader
+            .check(
+                &client,
+                client.query_opt(
+                    &format!("SELECT {FILE_ROW_COLUMNS} FROM files WHERE resource = $1"),
+                    &[&resource],
+                ),
+                "looking up a file",
             )
-            .await
-            .map_err(|e| DbError::query("looking up a file", e))?;
+            .await?;
         Ok(row.map(|r| file_row(&r)))
     }
 
@@ -470,29 +519,37 @@ impl TransferLog {
         resources: &[String],
     ) -> Result<std::collections::HashSet<String>, DbError> {
         let client = self.reader.client().await?;
-        let rows = client
-            .query(
-                "SELECT resource FROM files WHERE resource = ANY($1)",
-                &[&resources],
+        let rows = self
+            .reader
+            .check(
+                &client,
+                client.query(
+                    "SELECT resource FROM files WHERE resource = ANY($1)",
+                    &[&resources],
+                ),
+                "looking up files",
             )
-            .await
-            .map_err(|e| DbError::query("looking up files", e))?;
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The live `files` rows of `node`, oldest first.
     pub async fn live_files(&self, node: &str) -> Result<Vec<FileRow>, DbError> {
         let client = self.reader.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL \
-                     AND quarantined IS NULL ORDER BY created"
+        let rows = self
+            .reader
+            .check(
+                &client,
+                client.query(
+                    &format!(
+                        "SELECT {FILE_ROW_COLUMNS} FROM files WHERE node = $1 AND deleted IS NULL \
+                         AND quarantined IS NULL ORDER BY created"
+                    ),
+                    &[&node],
                 ),
-                &[&node],
+                "listing live files",
             )
-            .await
-            .map_err(|e| DbError::query("listing live files", e))?;
+            .await?;
         Ok(rows.iter().map(file_row).collect())
     }
 
@@ -504,11 +561,14 @@ impl TransferLog {
     /// Checks the database answers a query (health checks).
     pub async fn ping(&self) -> Result<(), DbError> {
         let client = self.reader.client().await?;
-        client
-            .simple_query("SELECT 1")
+        self.reader
+            .check(
+                &client,
+                client.simple_query("SELECT 1"),
+                "checking the database answers",
+            )
             .await
             .map(|_| ())
-            .map_err(|e| DbError::query("checking the database answers", e))
     }
 
     /// A client for ad-hoc read queries (the `mftd log` command).

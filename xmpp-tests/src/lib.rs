@@ -13,6 +13,7 @@ pub mod delay_link;
 pub mod ejabberd;
 pub mod http;
 pub mod mftd;
+pub mod pg_replica;
 pub mod postgres;
 pub mod process;
 pub mod prosody;

@@ -31,7 +31,7 @@ pub struct Postgres {
 }
 
 /// The directory of the newest installed PostgreSQL's programs.
-fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is not installed: run scripts/install-deps.sh")
         .flatten()
@@ -83,18 +83,36 @@ impl Postgres {
         run("chmod 600 server.key");
     }
 
-    fn start_inner(tls: bool) -> Postgres {
+    /// A temp dir the postgres user may enter, with the socket directory.
+    pub(crate) fn server_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(dir.path(), perms).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        dir
+    }
+
+    /// Starts a server on the `data` directory already made in `dir` (a
+    /// base backup, for a standby) on `port`.
+    pub(crate) fn start_in(dir: tempfile::TempDir, port: u16) -> Postgres {
         let mut pg = Postgres {
             guard: Guard(None),
             dir,
+            port,
+            tls: false,
+        };
+        pg.launch();
+        pg
+    }
+
+    fn start_inner(tls: bool) -> Postgres {
+        let mut pg = Postgres {
+            guard: Guard(None),
+            dir: Self::server_dir(),
             port: free_port(),
             tls,
         };
-        std::fs::create_dir_all(pg.socket_dir()).unwrap();
         if tls {
             pg.make_certs();
         }
@@ -141,7 +159,7 @@ impl Postgres {
         pg
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
@@ -166,7 +184,10 @@ impl Postgres {
                 "-k",
             ])
             .arg(self.socket_dir())
-            .args(["-c", "synchronous_commit=on", "-c", "fsync=on"]);
+            .args(["-c", "synchronous_commit=on", "-c", "fsync=on"])
+            // The defaults, said here: a standby can be made of any server
+            // (crate::pg_replica), and a standby serves reads.
+            .args(["-c", "wal_level=replica", "-c", "hot_standby=on"]);
         if self.tls {
             let d = self.dir.path();
             cmd.args(["-c", "ssl=on", "-c"])
@@ -206,6 +227,13 @@ impl Postgres {
         crate::process::kill_tree(self.guard.pid());
         self.guard = Guard(None);
         // A killed postmaster leaves its pid file; the next start copes.
+    }
+
+    /// Stops every process of the server (SIGSTOP), as a hung machine:
+    /// its port still takes TCP connections, nothing answers on them.
+    /// Killed as usual by [`stop`](Self::stop) or on drop.
+    pub fn freeze(&self) {
+        crate::process::signal_tree(self.guard.pid(), "-STOP");
     }
 
     /// Starts it again on the same port and data.

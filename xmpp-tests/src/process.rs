@@ -72,6 +72,12 @@ pub fn chown_to(path: &Path, user: &str) {
 /// SIGKILLs `pid` and all its descendants (found through /proc), so
 /// session processes that left the process group die too.
 pub fn kill_tree(pid: u32) {
+    signal_tree(pid, "-9");
+}
+
+/// Sends `signal` (as `kill` takes it: `-9`, `-STOP`) to `pid` and all its
+/// descendants.
+pub fn signal_tree(pid: u32, signal: &str) {
     if pid == 0 {
         return;
     }
@@ -102,7 +108,7 @@ pub fn kill_tree(pid: u32) {
     }
     for p in doomed {
         let _ = Command::new("kill")
-            .arg("-9")
+            .arg(signal)
             .arg(p.to_string())
             .stderr(std::process::Stdio::null())
             .status();

@@ -587,7 +587,7 @@ async fn tls_to_the_database_when_the_url_asks_for_it() {
     let (other_ca, _) = xmpp_tests::certs::self_signed(other.path(), "other");
     let wrong = DbConfig {
         url,
-        ca_file: Some(other_ca),
+        ca_file: Some(other_ca.clone()),
         ..Default::default()
     };
     let err = TransferLog::start(wrong, Duration::ZERO)
@@ -596,4 +596,45 @@ async fn tls_to_the_database_when_the_url_asks_for_it() {
         .unwrap()
         .to_string();
     assert!(err.contains("cannot connect"), "{err}");
+
+    // A host list (a replicated database) is tried host by host, over TLS
+    // as well: a dead host first, then this server.
+    let dead = xmpp_tests::process::free_port();
+    let list = DbConfig {
+        url: format!(
+            "postgresql://postgres@127.0.0.1:{dead},127.0.0.1:{}/mftd?sslmode=require",
+            pg.port
+        ),
+        ca_file: Some(pg.ca_file()),
+        ..Default::default()
+    };
+    let client = mft_storage::db::connect(&list, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        ssl,
+        "the connection through the host list must be encrypted"
+    );
+    let wrong_list = DbConfig {
+        ca_file: Some(other_ca),
+        ..list
+    };
+    let err = mft_storage::db::connect(&wrong_list, Duration::from_secs(5))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{dead}: cannot connect"))
+            && err.contains(&format!("127.0.0.1:{}: ", pg.port)),
+        "each host and its reason: {err}"
+    );
 }
