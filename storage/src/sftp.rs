@@ -530,10 +530,7 @@ impl Session for SftpSession {
         // OpenSSH answers an exclusive create of an existing name with a
         // generic failure (protocol 3 has no "already exists"): told apart
         // by looking, as for a refused rename.
-        let file = match self
-            .sftp()?
-            .open_mode(&full, flags, 0o640, OpenType::File)
-        {
+        let file = match self.sftp()?.open_mode(&full, flags, 0o640, OpenType::File) {
             Ok(file) => file,
             Err(e) if matches!(e.code(), ErrorCode::SFTP(FX_FAILURE)) && self.exists(&full) => {
                 return Err(StoreError::AlreadyExists(path.to_owned()))

@@ -173,12 +173,45 @@ struct Reader {
     client: Mutex<Option<Arc<Client>>>,
     /// A connection of its own for transactions (they need `&mut`).
     quota: Mutex<Option<Client>>,
+    /// Until when reads fail at once: the database left one unanswered
+    /// (a hung server) moments ago. Without it, the steps of one request
+    /// (the shared slot rate, then the quota check) and the requests
+    /// queued behind the quota connection would each wait out the whole
+    /// limit in turn.
+    unanswered_until: std::sync::Mutex<Option<Instant>>,
 }
 
+/// How long reads fail at once after one went unanswered.
+const HOLD_OFF: Duration = Duration::from_secs(2);
+
 impl Reader {
+    /// Fails at once while the database is held off (see
+    /// [`Reader::unanswered_until`]).
+    fn held_off(&self) -> Result<(), DbError> {
+        let until = *self
+            .unanswered_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(at) if Instant::now() < at => Err(DbError::unavailable(
+                "the database left a query unanswered moments ago; not asking again yet",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A query went unanswered within the limit.
+    fn unanswered(&self) {
+        *self
+            .unanswered_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + HOLD_OFF);
+    }
+
     /// The connection for transactions (quotas, shares), connected.
     async fn own(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, DbError> {
         let mut guard = self.quota.lock().await;
+        self.held_off()?;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = Some(db::connect(&self.db, CONNECT_TIMEOUT).await?);
         }
@@ -186,6 +219,7 @@ impl Reader {
     }
 
     async fn client(&self) -> Result<Arc<Client>, DbError> {
+        self.held_off()?;
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
@@ -212,9 +246,12 @@ impl Reader {
         let result = match self.db.statement_timeout.map(|t| t + CLIENT_GRACE) {
             Some(limit) => match tokio::time::timeout(limit, query).await {
                 Ok(result) => result.map_err(|e| DbError::query(what, e)),
-                Err(_) => Err(DbError::unavailable(format!(
-                    "{what}: the database did not answer within {limit:?}"
-                ))),
+                Err(_) => {
+                    self.unanswered();
+                    Err(DbError::unavailable(format!(
+                        "{what}: the database did not answer within {limit:?}"
+                    )))
+                }
             },
             None => query.await.map_err(|e| DbError::query(what, e)),
         };
@@ -275,6 +312,7 @@ impl TransferLog {
                 db,
                 client: Mutex::new(None),
                 quota: Mutex::new(None),
+                unanswered_until: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -493,7 +531,18 @@ impl TransferLog {
         let Some(client) = own.as_mut() else {
             return Err(DbError::unavailable("no connection for quotas"));
         };
-        let result = reserve_in(client, resource, uploader, size, expires, quotas).await;
+        let work = reserve_in(client, resource, uploader, size, expires, quotas);
+        // Within the service's limit, like every other query: a server that
+        // stopped answering (a hung primary) cannot cancel it itself.
+        let result = match self.reader.db.statement_timeout.map(|t| t + CLIENT_GRACE) {
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                self.reader.unanswered();
+                Err(DbError::unavailable(format!(
+                    "checking quotas: the database did not answer within {limit:?}"
+                )))
+            }),
+            None => work.await,
+        };
         if result.is_err() {
             *own = None; // Reconnect next time.
         }

@@ -324,7 +324,11 @@ fn destinations_choose_the_chat_type_directory_and_log() {
 fn an_exceeded_quota_says_when_to_retry() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let pg = Postgres::start();
-    let _mftd = mftd_with_db(&prosody, &pg, "[quotas]\nper_user_daily = \"1 MB\"\n");
+    let mftd = mftd_with_db(
+        &prosody,
+        &pg,
+        "statement_timeout = \"2s\"\n[quotas]\nper_user_daily = \"1 MB\"\n",
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "a.bin", 700_000);
     let before = mft_common::utc::unix_now();
@@ -371,6 +375,25 @@ fn an_exceeded_quota_says_when_to_retry() {
         &["iq", "--to", &prosody.component_jid, small],
     );
     assert!(ok["reply"].as_str().unwrap().contains("type=\"result\""));
+
+    // A database that stops answering at all (every process stopped, as a
+    // hung machine): the quota check gives up after statement_timeout and
+    // its grace, and the slot request is answered `wait`, not left hanging.
+    pg.freeze();
+    let started = Instant::now();
+    let out = client::run(
+        &prosody,
+        ALICE.0,
+        ALICE.1,
+        &["iq", "--to", &prosody.component_jid, small],
+    );
+    let reply = out["reply"].as_str().unwrap_or_default();
+    assert!(
+        reply.contains("type=\"wait\""),
+        "after {:?}: {out}\n{}",
+        started.elapsed(),
+        mftd.log()
+    );
 }
 
 /// The head of a plain HTTP/1.1 GET with `extra` header lines.
