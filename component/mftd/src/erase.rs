@@ -12,6 +12,7 @@ use std::time::Duration;
 use mft_storage::erasure::{self, ErasurePlan, ErasureReport};
 use mft_storage::holds::HoldTarget;
 
+use crate::export::manifest::shown;
 use crate::DEFAULT_CONFIG;
 
 /// Erase a person's files; the log keeps every transfer, marked erased.
@@ -110,7 +111,7 @@ fn render(plan: &ErasurePlan<'_>, r: &ErasureReport) -> String {
                 "would erase"
             },
             f.resource,
-            f.real_filename
+            shown(&f.real_filename)
         );
     }
     if r.missing > 0 {
@@ -143,7 +144,7 @@ fn render(plan: &ErasurePlan<'_>, r: &ErasureReport) -> String {
                 out,
                 "  held {}  {}  ({})",
                 h.file.resource,
-                h.file.real_filename,
+                shown(&h.file.real_filename),
                 holds.join("; ")
             );
         }
