@@ -300,7 +300,34 @@ pub fn validate<S: Copy + Into<u64>>(
     Ok(out)
 }
 
+/// Whether users of `jid`'s domain may upload at all (`limits.allowed_domains`,
+/// normalised with [`Jid::domain_of`]): the one test the slot handler and
+/// `check-config --for` both make, before any group applies.
+pub fn domain_allowed(allowed_domains: &[String], jid: &Jid) -> bool {
+    allowed_domains.iter().any(|d| d == jid.domain())
+}
+
 impl GroupLimits {
+    /// Patterns no requester can ever match because their domain is not in
+    /// `allowed_domains` (such users are refused before any group
+    /// applies): (group, pattern), for a warning.
+    pub fn unreachable(&self, allowed_domains: &[String]) -> Vec<(&str, &Pattern)> {
+        let mut out: Vec<(&str, &Pattern)> = self
+            .index
+            .values()
+            .filter(|(_, p)| {
+                let domain = match p.kind {
+                    Specificity::Domain => Some(p.key.clone()),
+                    _ => Jid::parse(&p.key).map(|j| j.domain().to_owned()),
+                };
+                !domain.is_some_and(|d| allowed_domains.contains(&d))
+            })
+            .map(|(i, p)| (self.groups[*i].name.as_str(), p))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        out
+    }
+
     /// The group `jid` falls in, by its most specific matching pattern.
     pub fn for_jid(&self, jid: &Jid) -> Option<Matched<'_>> {
         Pattern::keys_of(jid).into_iter().find_map(|key| {
@@ -500,6 +527,38 @@ mod tests {
         ] {
             assert_eq!(name_for(&groups, outsider), None, "{outsider}");
         }
+    }
+
+    #[test]
+    fn the_root_labels_dot_is_no_part_of_a_pattern_or_a_requester() {
+        let groups = validate(
+            &[
+                group("big", &["alice@example.org."], Some(10 << 20)),
+                group("partners", &["*@Other.ORG."], None),
+            ],
+            &DEFAULTS,
+            None,
+            false,
+        )
+        .expect("valid");
+        for (jid, want) in [
+            ("alice@example.org/x", Some("big")),
+            ("alice@example.org./x", Some("big")),
+            ("carol@other.org", Some("partners")),
+            ("carol@other.org.", Some("partners")),
+            ("bob@example.org.", None),
+        ] {
+            assert_eq!(name_for(&groups, jid).as_deref(), want, "{jid}");
+        }
+        let allowed = ["example.org".to_owned()];
+        let unreachable: Vec<String> = groups
+            .unreachable(&allowed)
+            .into_iter()
+            .map(|(g, p)| format!("{g}:{p}"))
+            .collect();
+        assert_eq!(unreachable, ["partners:other.org"]);
+        let carol = Jid::parse("carol@other.org").expect("jid");
+        assert!(!domain_allowed(&allowed, &carol));
     }
 
     #[test]
