@@ -51,6 +51,37 @@ impl Jid {
         jid::Jid::new(&text).ok().map(Jid)
     }
 
+    /// The same JID with its domain's IDNA A-labels (`xn--…`) as Unicode
+    /// U-labels, the one form RFC 7622 §3.2.1 lets a domainpart take, for
+    /// comparing a JID written one way with one written the other way
+    /// (`alice@xn--bcher-kva.example` is `alice@bücher.example`). Itself
+    /// when there is no A-label or it does not decode.
+    pub fn unicode_domain(&self) -> Jid {
+        let domain = self.domain();
+        if !domain.split('.').any(|label| {
+            label
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+        }) {
+            return self.clone();
+        }
+        let (unicode, errors) = idna::domain_to_unicode(domain);
+        if errors.is_err() {
+            return self.clone();
+        }
+        let mut text = String::new();
+        if let Some(local) = self.local() {
+            text.push_str(local);
+            text.push('@');
+        }
+        text.push_str(&unicode);
+        if let Some(resource) = self.0.resource() {
+            text.push('/');
+            text.push_str(resource.as_str());
+        }
+        Jid::parse(&text).unwrap_or_else(|| self.clone())
+    }
+
     /// The normalised form of a domain as written in the configuration
     /// (`Example.ORG.` → `example.org`), so a configured domain compares
     /// equal to [`Jid::domain`]; `None` when it is not a domain.
@@ -144,5 +175,14 @@ mod tests {
             Some("example.org")
         );
         assert_eq!(Jid::domain_of("alice@example.org"), None);
+        // A-labels and U-labels: one domain.
+        let a = Jid::parse("Alice@XN--bcher-kva.example/desk").expect("jid");
+        let u = Jid::parse("alice@B\u{fc}cher.example/desk").expect("jid");
+        assert_eq!(a.unicode_domain(), u);
+        assert_eq!(u.unicode_domain(), u);
+        assert_eq!(
+            a.unicode_domain().to_string(),
+            "alice@b\u{fc}cher.example/desk"
+        );
     }
 }

@@ -113,9 +113,11 @@ impl Pattern {
                 "{text:?}: the only wildcard is \"*@domain\" (every user of that domain)"
             ));
         }
-        let parsed = Jid::parse(jid).ok_or_else(|| {
-            format!("{text:?} is not a JID or a domain (write alice@example.org, example.org or *@example.org)")
-        })?;
+        let parsed = Jid::parse(jid)
+            .ok_or_else(|| {
+                format!("{text:?} is not a JID or a domain (write alice@example.org, example.org or *@example.org)")
+            })?
+            .unicode_domain();
         if domain_only && !parsed.is_domain() {
             return Err(format!("{text:?}: after \"*@\" comes a domain only"));
         }
@@ -146,6 +148,7 @@ impl Pattern {
 
     /// The keys a requester is looked up under, most specific first.
     fn keys_of(jid: &Jid) -> [(Specificity, String); 3] {
+        let jid = jid.unicode_domain();
         [
             (Specificity::Full, jid.to_string()),
             (Specificity::Bare, jid.bare()),
@@ -304,7 +307,11 @@ pub fn validate<S: Copy + Into<u64>>(
 /// normalised with [`Jid::domain_of`]): the one test the slot handler and
 /// `check-config --for` both make, before any group applies.
 pub fn domain_allowed(allowed_domains: &[String], jid: &Jid) -> bool {
-    allowed_domains.iter().any(|d| d == jid.domain())
+    let unicode = jid.unicode_domain();
+    allowed_domains.iter().any(|d| {
+        d == jid.domain()
+            || Jid::parse(d).is_some_and(|a| a.unicode_domain().domain() == unicode.domain())
+    })
 }
 
 impl GroupLimits {
@@ -316,11 +323,7 @@ impl GroupLimits {
             .index
             .values()
             .filter(|(_, p)| {
-                let domain = match p.kind {
-                    Specificity::Domain => Some(p.key.clone()),
-                    _ => Jid::parse(&p.key).map(|j| j.domain().to_owned()),
-                };
-                !domain.is_some_and(|d| allowed_domains.contains(&d))
+                !Jid::parse(&p.key).is_some_and(|j| domain_allowed(allowed_domains, &j))
             })
             .map(|(i, p)| (self.groups[*i].name.as_str(), p))
             .collect();
@@ -559,6 +562,44 @@ mod tests {
         assert_eq!(unreachable, ["partners:other.org"]);
         let carol = Jid::parse("carol@other.org").expect("jid");
         assert!(!domain_allowed(&allowed, &carol));
+    }
+
+    #[test]
+    fn a_domain_in_a_labels_is_the_same_domain_in_u_labels() {
+        let groups = validate(
+            &[
+                group("a", &["*@xn--bcher-kva.example"], None),
+                group("u", &["alice@m\u{fc}ller.example"], None),
+            ],
+            &DEFAULTS,
+            None,
+            false,
+        )
+        .expect("valid");
+        for (jid, want) in [
+            ("x@b\u{fc}cher.example", Some("a")),
+            ("x@xn--bcher-kva.example/r", Some("a")),
+            ("alice@xn--mller-kva.example", Some("u")),
+            ("alice@m\u{fc}ller.example", Some("u")),
+            ("x@bucher.example", None),
+        ] {
+            assert_eq!(name_for(&groups, jid).as_deref(), want, "{jid}");
+        }
+        // Both spellings in one configuration are one pattern: refused.
+        assert!(validate(
+            &[
+                group("a", &["*@xn--bcher-kva.example"], None),
+                group("b", &["b\u{fc}cher.example"], None),
+            ],
+            &DEFAULTS,
+            None,
+            false,
+        )
+        .is_err());
+        let allowed = ["xn--bcher-kva.example".to_owned()];
+        let x = Jid::parse("x@b\u{fc}cher.example").expect("jid");
+        assert!(domain_allowed(&allowed, &x));
+        assert!(groups.unreachable(&allowed).iter().any(|(g, _)| *g == "u"));
     }
 
     #[test]
