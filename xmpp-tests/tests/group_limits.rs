@@ -360,3 +360,33 @@ fn check_config_for_says_what_the_service_does_with_dots_and_unallowed_domains()
         "{stderr}"
     );
 }
+
+#[test]
+fn a_domain_in_a_labels_and_in_unicode_is_one_domain_through_prosody() {
+    // Prosody serves the host under its Unicode name and stamps its users'
+    // stanzas so; the configuration writes it with A-labels.
+    let host = "b\u{fc}cher.test";
+    let pg = Postgres::start();
+    let mut popts = ProsodyOptions::default();
+    popts.hosts.push(host.into());
+    popts
+        .users
+        .push((format!("carol@{host}"), "carol-pw".into()));
+    let prosody = Prosody::start(popts);
+    let mut opts = MftdOptions::for_prosody(&prosody);
+    opts.limits = "max_file_size = \"1 MiB\"\nallowed_domains = [\"example.test\", \"xn--bcher-kva.test\"]\n\n[[limits.group]]\nname = \"books\"\nmatch = [\"*@xn--bcher-kva.test\"]\nmax_file_size = \"3 MiB\"\n".into();
+    opts.extra = format!("[database]\nurl = \"{}\"\n", pg.url());
+    let mftd = Mftd::start(&opts);
+    mftd.wait_connected(1);
+    let s = Setup {
+        prosody,
+        mftd,
+        _pg: pg,
+    };
+    let carol = format!("carol@{host}");
+    assert_eq!(disco(&s, &carol).0, 3 * MIB);
+    let reply = iq(&s, &carol, &request(2 * MIB, ""));
+    assert!(reply.contains("<slot"), "{reply}");
+    let out = check_config_for(&s, &carol);
+    assert!(out.contains("group \"books\""), "{out}");
+}
