@@ -654,13 +654,21 @@ fn links_fifos_and_odd_names_in_an_export_are_findings_never_followed() {
     // (and re-verifies) on a reviewer's Windows machine too.
     w.stored(ALICE, "CON.txt", "console", Some(BOB.0));
     let out_dir = w.dir.path().join("matter");
-    w.mftd_ok(&[
+    let printed = w.mftd_ok(&[
         "export",
         "--user",
         ALICE.0,
         "--out",
         out_dir.to_str().unwrap(),
     ]);
+    let digest = printed
+        .split("manifest SHA-256 ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     let m = manifest(&out_dir);
     let rel = m["attachments"][0]["path"].as_str().unwrap().to_owned();
     assert!(rel.ends_with("/_CON.txt"), "{rel}");
@@ -743,6 +751,47 @@ fn links_fifos_and_odd_names_in_an_export_are_findings_never_followed() {
     std::fs::remove_file(&mpath).unwrap();
     std::fs::rename(&mcopy, &mpath).unwrap();
     assert!(verify_export(&out_dir).status.success());
+
+    // The manifest rewritten together with its sidecar (exported_by
+    // changed, the sidecar recomputed): only the digest printed at export
+    // time, kept elsewhere, tells; with it verify names the manifest.
+    let mpath = out_dir.join("manifest.json");
+    let original = std::fs::read(&mpath).unwrap();
+    let rewritten = String::from_utf8(original.clone()).unwrap().replace(
+        "\"exported_by\": \"op-login\"",
+        "\"exported_by\": \"someone-else\"",
+    );
+    assert_ne!(rewritten.as_bytes(), &original[..]);
+    std::fs::write(&mpath, &rewritten).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg("manifest.json")
+        .current_dir(&out_dir)
+        .output()
+        .unwrap();
+    std::fs::write(out_dir.join("manifest.json.sha256"), &sum.stdout).unwrap();
+    assert!(verify_export(&out_dir).status.success());
+    let pinned = |dir: &Path| {
+        Command::new(binary())
+            .args(["verify", "--manifest-sha256", &digest, "--export"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let bad = pinned(&out_dir);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        text(&bad).contains(&format!("the SHA-256 given is {digest}")),
+        "{}",
+        text(&bad)
+    );
+    std::fs::write(&mpath, &original).unwrap();
+    std::fs::write(
+        out_dir.join("manifest.json.sha256"),
+        format!("{digest}  manifest.json\n"),
+    )
+    .unwrap();
+    let ok = pinned(&out_dir);
+    assert!(ok.status.success(), "{}", text(&ok));
 
     // A file whose name holds a newline cannot forge a report line.
     std::fs::write(out_dir.join("records/x\nintact"), "x").unwrap();

@@ -311,7 +311,11 @@ fn read_own(root: &Root, name: &str) -> Result<Vec<u8>, Refused> {
 /// directory cannot be read at all. Nothing is read through a symbolic
 /// link and nothing but regular files is read ([`Root`]): a link or a
 /// special file where the export had a file is a difference.
-pub fn verify(dir: &Path) -> anyhow::Result<Vec<String>> {
+///
+/// `expected` is the manifest's SHA-256 as recorded when it was written:
+/// the sidecar sits beside the manifest, so whoever rewrites one can
+/// rewrite the other; only a digest kept elsewhere catches that.
+pub fn verify(dir: &Path, expected: Option<&str>) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
     let mut found = Vec::new();
     let not_export = || {
@@ -334,6 +338,15 @@ pub fn verify(dir: &Path) -> anyhow::Result<Vec<String>> {
         }
     };
     let actual = hex(Sha256::digest(&bytes));
+    if let Some(expected) = expected {
+        let expected = expected.trim().to_ascii_lowercase();
+        if expected != actual {
+            found.push(format!(
+                "changed: {MANIFEST} (SHA-256 {actual}; the SHA-256 given is {})",
+                shown(&expected)
+            ));
+        }
+    }
     match read_own(&root, MANIFEST_SHA256) {
         Ok(line) => {
             let line = String::from_utf8_lossy(&line);
