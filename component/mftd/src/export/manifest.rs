@@ -286,9 +286,14 @@ pub fn sidecar_line(digest: &str) -> String {
 
 /// A path as a report line shows it: as is when it is plain text, quoted
 /// with escapes when it holds a control character (a newline in a name
-/// must not start a report line of its own).
+/// must not start a report line of its own) or a bidirectional formatting
+/// character (U+202E would show `records/exe.doc` for `records/\u{202e}cod.exe`).
 pub fn shown(path: &str) -> String {
-    if path.chars().any(char::is_control) {
+    let hides = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if path.chars().any(hides) {
         format!("{path:?}")
     } else {
         path.to_owned()
@@ -504,6 +509,9 @@ mod tests {
             assert_eq!(safe_name(reserved), safe, "{reserved:?}");
         }
         assert_eq!(safe_name("console.log"), "console.log");
+        assert_eq!(shown("records/a.json"), "records/a.json");
+        assert_eq!(shown("x\nintact"), "\"x\\nintact\"");
+        assert_eq!(shown("r/\u{202e}cod.exe"), "\"r/\\u{202e}cod.exe\"");
         assert_eq!(safe_name("COM10"), "COM10");
         // Long names are cut on a character boundary, then checked again.
         let long = format!("{}a.{}", "\u{e9}".repeat(59), "b".repeat(20));
