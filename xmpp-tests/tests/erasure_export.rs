@@ -802,3 +802,52 @@ fn links_fifos_and_odd_names_in_an_export_are_findings_never_followed() {
     );
     assert!(!r.lines().any(|l| l.starts_with("intact")), "{r}");
 }
+
+#[test]
+fn an_upload_in_flight_during_an_erasure_is_announced_and_the_next_run_takes_it() {
+    use std::io::{Read, Write};
+    let w = world();
+    w.stored(ALICE, "before.txt", "before", Some(BOB.0));
+    // Half of alice's upload is on its way when the erasure runs.
+    let body = vec![b'x'; 200_000];
+    let (path, token) =
+        xmpp_tests::mftd::mint_slot_by("alice@example.test/pc", body.len() as u64, "inflight.bin");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", w.mftd.http_port)).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..100_000]).unwrap();
+    let live_of_alice = || {
+        w.sql(
+            "SELECT coalesce(string_agg(real_filename, ','), '') FROM files WHERE deleted IS NULL \
+             AND split_part(uploader, '/', 1) = 'alice@example.test'",
+        )
+    };
+    // The claim is made before the first byte is stored.
+    for _ in 0..100 {
+        if w.sql("SELECT count(*) FROM used_slots") == "1" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = w.mftd_ok(&["erase", "--user", ALICE.0, "--reason", "DSAR 12"]);
+    assert!(out.contains("erased 1 files"), "{out}");
+    assert!(
+        out.contains("warning: 1 uploads (by anyone) were in progress when the erasure ended"),
+        "{out}"
+    );
+    s.write_all(&body[100_000..]).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert_eq!(xmpp_tests::http::status_of(&reply), 201);
+    // It landed after the erasure: the warning was right, and the run the
+    // warning asks for takes it.
+    assert_eq!(live_of_alice(), "inflight.bin");
+    let again = w.mftd_ok(&["erase", "--user", ALICE.0, "--reason", "DSAR 12"]);
+    assert!(again.contains("erased 1 files"), "{again}");
+    assert!(!again.contains("in progress"), "{again}");
+    assert_eq!(live_of_alice(), "");
+}

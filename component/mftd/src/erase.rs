@@ -128,6 +128,13 @@ fn render(plan: &ErasurePlan<'_>, r: &ErasureReport) -> String {
             r.gone
         );
     }
+    if r.in_flight > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} uploads (by anyone) were in progress when the erasure ended; one {} started before it lands after it and is not erased: once they have finished (at most the upload timeout), run the same `mftd erase` again",
+            r.in_flight, plan.subject
+        );
+    }
     if !r.held.is_empty() {
         let _ = writeln!(
             out,
