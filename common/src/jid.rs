@@ -13,8 +13,82 @@ pub struct Jid(jid::Jid);
 
 impl Jid {
     /// Parses and normalises; `None` for anything that is not a JID.
+    ///
+    /// A final dot of the domain (the DNS root label, `example.org.`) is
+    /// stripped, as RFC 7622 §3.2 requires before any comparison: the
+    /// router strips it too, and the `jid` crate strips it only from a
+    /// JID that is a bare domain, so `alice@example.org.` would otherwise
+    /// be another person than `alice@example.org`.
     pub fn parse(s: &str) -> Option<Jid> {
-        jid::Jid::new(s.trim()).ok().map(Jid)
+        let s = s.trim();
+        // The parts as RFC 7622 splits them: the resource after the first
+        // `/`, the local part before the first `@` ahead of it.
+        let (head, resource) = match s.split_once('/') {
+            Some((head, resource)) => (head, Some(resource)),
+            None => (s, None),
+        };
+        let (node, domain) = match head.split_once('@') {
+            Some((node, domain)) => (Some(node), domain),
+            None => (None, head),
+        };
+        let Some(domain) = domain.strip_suffix('.') else {
+            return jid::Jid::new(s).ok().map(Jid);
+        };
+        // Only one final dot is the root label; `example.org..` is no domain.
+        if domain.ends_with('.') {
+            return None;
+        }
+        let mut text = String::with_capacity(s.len());
+        if let Some(node) = node {
+            text.push_str(node);
+            text.push('@');
+        }
+        text.push_str(domain);
+        if let Some(resource) = resource {
+            text.push('/');
+            text.push_str(resource);
+        }
+        jid::Jid::new(&text).ok().map(Jid)
+    }
+
+    /// The same JID with its domain's IDNA A-labels (`xn--…`) as Unicode
+    /// U-labels, the one form RFC 7622 §3.2.1 lets a domainpart take, for
+    /// comparing a JID written one way with one written the other way
+    /// (`alice@xn--bcher-kva.example` is `alice@bücher.example`). Itself
+    /// when there is no A-label or it does not decode.
+    pub fn unicode_domain(&self) -> Jid {
+        let domain = self.domain();
+        if !domain.split('.').any(|label| {
+            label
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+        }) {
+            return self.clone();
+        }
+        let (unicode, errors) = idna::domain_to_unicode(domain);
+        if errors.is_err() {
+            return self.clone();
+        }
+        let mut text = String::new();
+        if let Some(local) = self.local() {
+            text.push_str(local);
+            text.push('@');
+        }
+        text.push_str(&unicode);
+        if let Some(resource) = self.0.resource() {
+            text.push('/');
+            text.push_str(resource.as_str());
+        }
+        Jid::parse(&text).unwrap_or_else(|| self.clone())
+    }
+
+    /// The normalised form of a domain as written in the configuration
+    /// (`Example.ORG.` → `example.org`), so a configured domain compares
+    /// equal to [`Jid::domain`]; `None` when it is not a domain.
+    pub fn domain_of(text: &str) -> Option<String> {
+        Jid::parse(text)
+            .filter(Jid::is_domain)
+            .map(|j| j.domain().to_owned())
     }
 
     /// `local@domain` (or `domain`), without the resource.
@@ -79,5 +153,36 @@ mod tests {
         assert!(Jid::parse("").is_none());
         assert!(Jid::parse("a@b@c").is_none());
         assert_eq!(bare_or_raw("not a jid@"), "not a jid@");
+        // The root label's dot is no part of the domain, wherever it is.
+        for dotted in [
+            "alice@example.org.",
+            "Alice@Example.ORG./desk",
+            "alice@example.org",
+        ] {
+            let j = Jid::parse(dotted).expect("jid");
+            assert_eq!(j.bare(), "alice@example.org", "{dotted}");
+            assert_eq!(j.domain(), "example.org", "{dotted}");
+        }
+        assert_eq!(
+            Jid::parse("alice@example.org./desk")
+                .expect("jid")
+                .to_string(),
+            "alice@example.org/desk"
+        );
+        assert!(Jid::parse("alice@example.org..").is_none());
+        assert_eq!(
+            Jid::domain_of("Example.ORG.").as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(Jid::domain_of("alice@example.org"), None);
+        // A-labels and U-labels: one domain.
+        let a = Jid::parse("Alice@XN--bcher-kva.example/desk").expect("jid");
+        let u = Jid::parse("alice@B\u{fc}cher.example/desk").expect("jid");
+        assert_eq!(a.unicode_domain(), u);
+        assert_eq!(u.unicode_domain(), u);
+        assert_eq!(
+            a.unicode_domain().to_string(),
+            "alice@b\u{fc}cher.example/desk"
+        );
     }
 }

@@ -113,9 +113,11 @@ impl Pattern {
                 "{text:?}: the only wildcard is \"*@domain\" (every user of that domain)"
             ));
         }
-        let parsed = Jid::parse(jid).ok_or_else(|| {
-            format!("{text:?} is not a JID or a domain (write alice@example.org, example.org or *@example.org)")
-        })?;
+        let parsed = Jid::parse(jid)
+            .ok_or_else(|| {
+                format!("{text:?} is not a JID or a domain (write alice@example.org, example.org or *@example.org)")
+            })?
+            .unicode_domain();
         if domain_only && !parsed.is_domain() {
             return Err(format!("{text:?}: after \"*@\" comes a domain only"));
         }
@@ -146,6 +148,7 @@ impl Pattern {
 
     /// The keys a requester is looked up under, most specific first.
     fn keys_of(jid: &Jid) -> [(Specificity, String); 3] {
+        let jid = jid.unicode_domain();
         [
             (Specificity::Full, jid.to_string()),
             (Specificity::Bare, jid.bare()),
@@ -300,7 +303,34 @@ pub fn validate<S: Copy + Into<u64>>(
     Ok(out)
 }
 
+/// Whether users of `jid`'s domain may upload at all (`limits.allowed_domains`,
+/// normalised with [`Jid::domain_of`]): the one test the slot handler and
+/// `check-config --for` both make, before any group applies.
+pub fn domain_allowed(allowed_domains: &[String], jid: &Jid) -> bool {
+    let unicode = jid.unicode_domain();
+    allowed_domains.iter().any(|d| {
+        d == jid.domain()
+            || Jid::parse(d).is_some_and(|a| a.unicode_domain().domain() == unicode.domain())
+    })
+}
+
 impl GroupLimits {
+    /// Patterns no requester can ever match because their domain is not in
+    /// `allowed_domains` (such users are refused before any group
+    /// applies): (group, pattern), for a warning.
+    pub fn unreachable(&self, allowed_domains: &[String]) -> Vec<(&str, &Pattern)> {
+        let mut out: Vec<(&str, &Pattern)> = self
+            .index
+            .values()
+            .filter(|(_, p)| {
+                !Jid::parse(&p.key).is_some_and(|j| domain_allowed(allowed_domains, &j))
+            })
+            .map(|(i, p)| (self.groups[*i].name.as_str(), p))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        out
+    }
+
     /// The group `jid` falls in, by its most specific matching pattern.
     pub fn for_jid(&self, jid: &Jid) -> Option<Matched<'_>> {
         Pattern::keys_of(jid).into_iter().find_map(|key| {
@@ -500,6 +530,76 @@ mod tests {
         ] {
             assert_eq!(name_for(&groups, outsider), None, "{outsider}");
         }
+    }
+
+    #[test]
+    fn the_root_labels_dot_is_no_part_of_a_pattern_or_a_requester() {
+        let groups = validate(
+            &[
+                group("big", &["alice@example.org."], Some(10 << 20)),
+                group("partners", &["*@Other.ORG."], None),
+            ],
+            &DEFAULTS,
+            None,
+            false,
+        )
+        .expect("valid");
+        for (jid, want) in [
+            ("alice@example.org/x", Some("big")),
+            ("alice@example.org./x", Some("big")),
+            ("carol@other.org", Some("partners")),
+            ("carol@other.org.", Some("partners")),
+            ("bob@example.org.", None),
+        ] {
+            assert_eq!(name_for(&groups, jid).as_deref(), want, "{jid}");
+        }
+        let allowed = ["example.org".to_owned()];
+        let unreachable: Vec<String> = groups
+            .unreachable(&allowed)
+            .into_iter()
+            .map(|(g, p)| format!("{g}:{p}"))
+            .collect();
+        assert_eq!(unreachable, ["partners:other.org"]);
+        let carol = Jid::parse("carol@other.org").expect("jid");
+        assert!(!domain_allowed(&allowed, &carol));
+    }
+
+    #[test]
+    fn a_domain_in_a_labels_is_the_same_domain_in_u_labels() {
+        let groups = validate(
+            &[
+                group("a", &["*@xn--bcher-kva.example"], None),
+                group("u", &["alice@m\u{fc}ller.example"], None),
+            ],
+            &DEFAULTS,
+            None,
+            false,
+        )
+        .expect("valid");
+        for (jid, want) in [
+            ("x@b\u{fc}cher.example", Some("a")),
+            ("x@xn--bcher-kva.example/r", Some("a")),
+            ("alice@xn--mller-kva.example", Some("u")),
+            ("alice@m\u{fc}ller.example", Some("u")),
+            ("x@bucher.example", None),
+        ] {
+            assert_eq!(name_for(&groups, jid).as_deref(), want, "{jid}");
+        }
+        // Both spellings in one configuration are one pattern: refused.
+        assert!(validate(
+            &[
+                group("a", &["*@xn--bcher-kva.example"], None),
+                group("b", &["b\u{fc}cher.example"], None),
+            ],
+            &DEFAULTS,
+            None,
+            false,
+        )
+        .is_err());
+        let allowed = ["xn--bcher-kva.example".to_owned()];
+        let x = Jid::parse("x@b\u{fc}cher.example").expect("jid");
+        assert!(domain_allowed(&allowed, &x));
+        assert!(groups.unreachable(&allowed).iter().any(|(g, _)| *g == "u"));
     }
 
     #[test]

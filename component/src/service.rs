@@ -530,7 +530,7 @@ impl UploadService {
         let requester = Jid::parse(from);
         let allowed = requester
             .as_ref()
-            .is_some_and(|j| self.allowed_domains.iter().any(|d| d == j.domain()));
+            .is_some_and(|j| crate::groups::domain_allowed(&self.allowed_domains, j));
         let (Some(requester), true) = (requester, allowed) else {
             tracing::info!(from, "slot refused: domain not allowed");
             return Err(refused(SlotOutcome::Forbidden)(StanzaError::forbidden(

@@ -81,6 +81,10 @@ pub struct ErasureReport {
     pub gone: u64,
     /// Interrupted erasures' files finished before this one started.
     pub resumed: Resumed,
+    /// Uploads (anyone's) in progress when the erasure ended: a slot
+    /// claimed in the last day and no file yet. An upload the person
+    /// started before the erasure lands after it and is not erased.
+    pub in_flight: i64,
 }
 
 impl ErasureReport {
@@ -195,6 +199,7 @@ pub async fn erase(
                 report.erased.push(file);
             }
         }
+        report.in_flight = in_flight(client).await?;
         return Ok(report);
     }
     let locked: bool = client
@@ -209,7 +214,25 @@ pub async fn erase(
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&ERASE_LOCK])
         .await;
-    result.map(|()| report)
+    result?;
+    report.in_flight = in_flight(client).await?;
+    Ok(report)
+}
+
+/// Uploads in progress on any node: claimed slots without a `files` row
+/// yet, claimed in the last day (an older claim is a crashed upload's).
+/// `used_slots` does not say whose they are, so an erasure can only say
+/// that some upload may still land for the person.
+async fn in_flight(client: &Client) -> Result<i64, DbError> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM used_slots u WHERE u.claimed_at > now() - interval '1 day' \
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.resource = u.resource)",
+            &[],
+        )
+        .await
+        .map_err(q("counting uploads in progress"))?
+        .get(0))
 }
 
 async fn erase_locked(

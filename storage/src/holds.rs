@@ -131,16 +131,28 @@ impl fmt::Display for HoldTarget {
 }
 
 fn bare(jid: &str, what: &str) -> Result<String, HoldError> {
-    Jid::parse(jid).map(|j| j.bare()).ok_or_else(|| {
+    let example = if what == "room" {
+        "room@conference.example.com"
+    } else {
+        "alice@example.com"
+    };
+    let parsed = Jid::parse(jid).ok_or_else(|| {
         HoldError::Invalid(format!(
-            "{jid:?} is not a JID: give the {what}'s address, such as {}",
-            if what == "room" {
-                "room@conference.example.com"
-            } else {
-                "alice@example.com"
-            }
+            "{jid:?} is not a JID: give the {what}'s address, such as {example}"
         ))
-    })
+    })?;
+    // A JID without a local part is a server or a component, never a
+    // person or a room: a hold on it would hold nothing, an erasure or an
+    // export of it would find nothing, and both would look as if they had
+    // worked. `example.com/alice@example.com` parses as the domain
+    // `example.com` with a resource, so it lands here too.
+    if parsed.local().is_none() {
+        return Err(HoldError::Invalid(format!(
+            "{jid:?} names the domain {:?}, not a {what}: give the {what}'s own address, such as {example} (one {what} at a time; there is no domain-wide {what})",
+            parsed.domain()
+        )));
+    }
+    Ok(parsed.bare())
 }
 
 /// A hold and, once released, its release.
@@ -471,6 +483,16 @@ mod tests {
             "room hall@rooms.example.test"
         );
         assert!(HoldTarget::user("a@b@c").is_err());
+        for domain in [
+            "example.test",
+            "Example.TEST/phone",
+            "example.test/alice@example.test",
+            "@example.test",
+            "",
+        ] {
+            assert!(HoldTarget::user(domain).is_err(), "{domain:?}");
+            assert!(HoldTarget::room(domain).is_err(), "{domain:?}");
+        }
         let res = "20261126-08-im-AAAAAAAAAAAAAAAAAAAAAA";
         assert_eq!(HoldTarget::file(res).expect("resource").subject(), res);
         let url = format!("https://up.example.test/base/{res}/a%20b.txt");

@@ -571,3 +571,283 @@ fn path_tricks_in_arguments_and_in_the_store_stay_inside_the_export() {
     );
     assert!(w.on_file_server().is_empty(), "{:?}", w.on_file_server());
 }
+
+/// `mftd verify --export DIR`, killed (and the test failed) if it has not
+/// finished within a minute: a verification that blocks is a defect.
+fn verify_export_in_time(dir: &Path) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(binary())
+        .args(["verify", "--export"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "verify --export {} did not finish within 60 s",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_domain_is_nobody_to_erase_export_or_hold() {
+    let w = world();
+    let url = w.stored(ALICE, "mine.txt", "mine", Some(BOB.0));
+    let before = w.state();
+    // A bare domain, and a domain with a resource that looks like a person
+    // (it parses as the domain `example.test`): no JID of a person, so
+    // each command refuses before it writes anything, instead of
+    // recording an erasure or a hold that covers nobody.
+    for domain in [
+        "example.test",
+        "Example.TEST/phone",
+        "example.test/alice@example.test",
+    ] {
+        let erase = w.mftd(&["erase", "--user", domain, "--reason", "DSAR 11"]);
+        assert!(!erase.status.success(), "{domain}: {}", text(&erase));
+        assert!(
+            text(&erase).contains("names the domain \"example.test\", not a user"),
+            "{}",
+            text(&erase)
+        );
+        let hold = w.mftd(&["hold", "add", "--user", domain, "--reason", "matter 2"]);
+        assert!(!hold.status.success(), "{domain}: {}", text(&hold));
+        let out_dir = w.dir.path().join("domain-export");
+        let export = w.mftd(&[
+            "export",
+            "--user",
+            domain,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(!export.status.success(), "{domain}: {}", text(&export));
+        assert!(!out_dir.exists());
+        let room = w.mftd(&[
+            "hold",
+            "add",
+            "--room",
+            "conference.example.test",
+            "--reason",
+            "m",
+        ]);
+        assert!(!room.status.success(), "{}", text(&room));
+    }
+    assert_eq!(w.state(), before);
+    assert_eq!(status(&url), 200);
+}
+
+#[test]
+fn links_fifos_and_odd_names_in_an_export_are_findings_never_followed() {
+    use std::os::unix::fs::symlink;
+    let w = world();
+    // A name Windows reserves for a device: renamed, so the export unpacks
+    // (and re-verifies) on a reviewer's Windows machine too.
+    w.stored(ALICE, "CON.txt", "console", Some(BOB.0));
+    let out_dir = w.dir.path().join("matter");
+    let printed = w.mftd_ok(&[
+        "export",
+        "--user",
+        ALICE.0,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let digest = printed
+        .split("manifest SHA-256 ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let m = manifest(&out_dir);
+    let rel = m["attachments"][0]["path"].as_str().unwrap().to_owned();
+    assert!(rel.ends_with("/_CON.txt"), "{rel}");
+    assert!(verify_export(&out_dir).status.success());
+    let outside = w.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let report = |what: &str| {
+        let out = verify_export_in_time(&out_dir);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        text(&out)
+    };
+
+    // The attachment replaced by a link to an identical copy outside: the
+    // hashes would match, but the export no longer holds the file.
+    let file = out_dir.join(&rel);
+    let copy = outside.join("copy.txt");
+    std::fs::rename(&file, &copy).unwrap();
+    symlink(&copy, &file).unwrap();
+    let r = report("a link to an identical copy");
+    assert!(
+        r.contains(&format!("changed: {rel} (")) && r.contains("symbolic link"),
+        "{r}"
+    );
+    std::fs::remove_file(&file).unwrap();
+    std::fs::rename(&copy, &file).unwrap();
+    assert!(verify_export(&out_dir).status.success());
+
+    // The attachments directory replaced by a link to it, moved outside.
+    let att = out_dir.join("attachments");
+    let moved = outside.join("attachments");
+    std::fs::rename(&att, &moved).unwrap();
+    symlink(&moved, &att).unwrap();
+    let r = report("a linked directory");
+    assert!(r.contains(&format!("changed: {rel} (")), "{r}");
+    assert!(
+        r.contains("unexpected: attachments (not in the manifest; a symbolic link)"),
+        "{r}"
+    );
+    std::fs::remove_file(&att).unwrap();
+    std::fs::rename(&moved, &att).unwrap();
+
+    // A document replaced by a link to /etc/passwd: named, never read
+    // (the report carries no digest of it).
+    let files_json = out_dir.join("records/files.json");
+    let kept = outside.join("files.json");
+    std::fs::rename(&files_json, &kept).unwrap();
+    symlink("/etc/passwd", &files_json).unwrap();
+    let r = report("a link to /etc/passwd");
+    assert!(
+        r.contains("changed: records/files.json (") && r.contains("symbolic link"),
+        "{r}"
+    );
+    assert!(!r.contains("records/files.json (SHA-256"), "{r}");
+    std::fs::remove_file(&files_json).unwrap();
+
+    // A FIFO in its place: a finding, not a verification that blocks.
+    assert!(Command::new("mkfifo")
+        .arg(&files_json)
+        .status()
+        .unwrap()
+        .success());
+    let r = report("a FIFO");
+    assert!(
+        r.contains("changed: records/files.json (not a regular file)"),
+        "{r}"
+    );
+    std::fs::remove_file(&files_json).unwrap();
+    std::fs::rename(&kept, &files_json).unwrap();
+
+    // The manifest itself a link to an identical copy outside.
+    let mpath = out_dir.join("manifest.json");
+    let mcopy = outside.join("manifest.json");
+    std::fs::rename(&mpath, &mcopy).unwrap();
+    symlink(&mcopy, &mpath).unwrap();
+    let r = report("a linked manifest");
+    assert!(
+        r.contains("changed: manifest.json (") && r.contains("symbolic link"),
+        "{r}"
+    );
+    std::fs::remove_file(&mpath).unwrap();
+    std::fs::rename(&mcopy, &mpath).unwrap();
+    assert!(verify_export(&out_dir).status.success());
+
+    // The manifest rewritten together with its sidecar (exported_by
+    // changed, the sidecar recomputed): only the digest printed at export
+    // time, kept elsewhere, tells; with it verify names the manifest.
+    let mpath = out_dir.join("manifest.json");
+    let original = std::fs::read(&mpath).unwrap();
+    let rewritten = String::from_utf8(original.clone()).unwrap().replace(
+        "\"exported_by\": \"op-login\"",
+        "\"exported_by\": \"someone-else\"",
+    );
+    assert_ne!(rewritten.as_bytes(), &original[..]);
+    std::fs::write(&mpath, &rewritten).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg("manifest.json")
+        .current_dir(&out_dir)
+        .output()
+        .unwrap();
+    std::fs::write(out_dir.join("manifest.json.sha256"), &sum.stdout).unwrap();
+    assert!(verify_export(&out_dir).status.success());
+    let pinned = |dir: &Path| {
+        Command::new(binary())
+            .args(["verify", "--manifest-sha256", &digest, "--export"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let bad = pinned(&out_dir);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        text(&bad).contains(&format!("the SHA-256 given is {digest}")),
+        "{}",
+        text(&bad)
+    );
+    std::fs::write(&mpath, &original).unwrap();
+    std::fs::write(
+        out_dir.join("manifest.json.sha256"),
+        format!("{digest}  manifest.json\n"),
+    )
+    .unwrap();
+    let ok = pinned(&out_dir);
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    // A file whose name holds a newline cannot forge a report line.
+    std::fs::write(out_dir.join("records/x\nintact"), "x").unwrap();
+    let r = report("a name with a newline");
+    assert!(
+        r.contains("unexpected: \"records/x\\nintact\" (not in the manifest)"),
+        "{r}"
+    );
+    assert!(!r.lines().any(|l| l.starts_with("intact")), "{r}");
+}
+
+#[test]
+fn an_upload_in_flight_during_an_erasure_is_announced_and_the_next_run_takes_it() {
+    use std::io::{Read, Write};
+    let w = world();
+    w.stored(ALICE, "before.txt", "before", Some(BOB.0));
+    // Half of alice's upload is on its way when the erasure runs.
+    let body = vec![b'x'; 200_000];
+    let (path, token) =
+        xmpp_tests::mftd::mint_slot_by("alice@example.test/pc", body.len() as u64, "inflight.bin");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", w.mftd.http_port)).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..100_000]).unwrap();
+    let live_of_alice = || {
+        w.sql(
+            "SELECT coalesce(string_agg(real_filename, ','), '') FROM files WHERE deleted IS NULL \
+             AND split_part(uploader, '/', 1) = 'alice@example.test'",
+        )
+    };
+    // The claim is made before the first byte is stored.
+    for _ in 0..100 {
+        if w.sql("SELECT count(*) FROM used_slots") == "1" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = w.mftd_ok(&["erase", "--user", ALICE.0, "--reason", "DSAR 12"]);
+    assert!(out.contains("erased 1 files"), "{out}");
+    assert!(
+        out.contains("warning: 1 uploads (by anyone) were in progress when the erasure ended"),
+        "{out}"
+    );
+    s.write_all(&body[100_000..]).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert_eq!(xmpp_tests::http::status_of(&reply), 201);
+    // It landed after the erasure: the warning was right, and the run the
+    // warning asks for takes it.
+    assert_eq!(live_of_alice(), "inflight.bin");
+    let again = w.mftd_ok(&["erase", "--user", ALICE.0, "--reason", "DSAR 12"]);
+    assert!(again.contains("erased 1 files"), "{again}");
+    assert!(!again.contains("in progress"), "{again}");
+    assert_eq!(live_of_alice(), "");
+}

@@ -47,11 +47,15 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(LIMITS)
+}
+
+fn setup_with(limits: &str) -> Setup {
     let pg = Postgres::start();
     let prosody = Prosody::start(ProsodyOptions::default());
     prosody.register(LOOKALIKE, "lookalike-pw");
     let mut opts = MftdOptions::for_prosody(&prosody);
-    opts.limits = LIMITS.into();
+    opts.limits = limits.into();
     opts.extra = format!(
         "[database]\nurl = \"{}\"\n[quotas]\nper_user_daily = \"1536 KiB\"\n[retention]\nallow_permanent = false\n",
         pg.url()
@@ -296,4 +300,93 @@ fn a_resource_or_a_look_alike_does_not_buy_a_groups_limits() {
     assert!(out.contains("no group"), "{out}");
     // Case is not a trick: the router folds it, and so does mftd.
     assert_eq!(disco(&s, "ALICE@example.test").0, 8 * MIB);
+}
+
+/// Written with the DNS root label's dot, and naming a domain that is not
+/// allowed: the same people, and `check-config --for` says what the
+/// service does.
+const DOTTED: &str = r#"max_file_size = "1 MiB"
+allowed_domains = ["Example.TEST."]
+
+[[limits.group]]
+name = "big-files"
+match = ["alice@example.test."]
+max_file_size = "8 MiB"
+
+[[limits.group]]
+name = "partners"
+match = ["*@other.test"]
+max_file_size = "512 KiB"
+"#;
+
+#[test]
+fn check_config_for_says_what_the_service_does_with_dots_and_unallowed_domains() {
+    let s = setup_with(DOTTED);
+    // Prosody strips the root label's dot; so must the configuration:
+    // example.test is allowed and alice is in her group.
+    assert_eq!(disco(&s, "alice@example.test").0, 8 * MIB);
+    // Above the default size, within the group's (and the 1.5 MiB quota).
+    let reply = iq(&s, "alice@example.test", &request(MIB + 4096, ""));
+    assert!(reply.contains("<slot"), "{reply}");
+    assert_eq!(disco(&s, "bob@example.test").0, MIB);
+    for asked in ["alice@example.test", "Alice@Example.TEST./desk"] {
+        let out = check_config_for(&s, asked);
+        assert!(
+            out.contains("group \"big-files\" (matched by bare JID \"alice@example.test\")"),
+            "{asked}: {out}"
+        );
+    }
+    // other.test is not allowed: the service refuses mallory before any
+    // group applies, and check-config --for says so instead of showing
+    // the partners' limits.
+    let reply = iq(&s, "mallory@other.test", &request(100, ""));
+    assert!(reply.contains("<forbidden"), "{reply}");
+    let out = std::process::Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(s.mftd.config_path())
+        .args(["--for", "mallory@other.test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("limits for mallory@other.test: none: its domain \"other.test\" is not in limits.allowed_domains (example.test), so every slot request from it is refused (forbidden); group \"partners\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("max_file_size: 524288"), "{stdout}");
+    assert!(
+        stderr.contains("warning: limits.group \"partners\" matches other.test, whose domain is not in limits.allowed_domains"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_domain_in_a_labels_and_in_unicode_is_one_domain_through_prosody() {
+    // Prosody serves the host under its Unicode name and stamps its users'
+    // stanzas so; the configuration writes it with A-labels.
+    let host = "b\u{fc}cher.test";
+    let pg = Postgres::start();
+    let mut popts = ProsodyOptions::default();
+    popts.hosts.push(host.into());
+    popts
+        .users
+        .push((format!("carol@{host}"), "carol-pw".into()));
+    let prosody = Prosody::start(popts);
+    let mut opts = MftdOptions::for_prosody(&prosody);
+    opts.limits = "max_file_size = \"1 MiB\"\nallowed_domains = [\"example.test\", \"xn--bcher-kva.test\"]\n\n[[limits.group]]\nname = \"books\"\nmatch = [\"*@xn--bcher-kva.test\"]\nmax_file_size = \"3 MiB\"\n".into();
+    opts.extra = format!("[database]\nurl = \"{}\"\n", pg.url());
+    let mftd = Mftd::start(&opts);
+    mftd.wait_connected(1);
+    let s = Setup {
+        prosody,
+        mftd,
+        _pg: pg,
+    };
+    let carol = format!("carol@{host}");
+    assert_eq!(disco(&s, &carol).0, 3 * MIB);
+    let reply = iq(&s, &carol, &request(2 * MIB, ""));
+    assert!(reply.contains("<slot"), "{reply}");
+    let out = check_config_for(&s, &carol);
+    assert!(out.contains("group \"books\""), "{out}");
 }

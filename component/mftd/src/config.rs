@@ -1412,7 +1412,11 @@ fn domains_or(list: &[String], parent: &str) -> Vec<String> {
     if list.is_empty() {
         vec![parent.to_owned()]
     } else {
-        list.iter().map(|d| d.to_lowercase()).collect()
+        // Normalised as requesters' domains are (case, NFKC, the root
+        // label's dot), so `Example.ORG.` admits users of example.org.
+        list.iter()
+            .map(|d| mft_common::jid::Jid::domain_of(d).unwrap_or_else(|| d.to_lowercase()))
+            .collect()
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use mft_storage::erasure::{self, ErasurePlan, ErasureReport};
 use mft_storage::holds::HoldTarget;
 
+use crate::export::manifest::shown;
 use crate::DEFAULT_CONFIG;
 
 /// Erase a person's files; the log keeps every transfer, marked erased.
@@ -110,7 +111,7 @@ fn render(plan: &ErasurePlan<'_>, r: &ErasureReport) -> String {
                 "would erase"
             },
             f.resource,
-            f.real_filename
+            shown(&f.real_filename)
         );
     }
     if r.missing > 0 {
@@ -125,6 +126,13 @@ fn render(plan: &ErasurePlan<'_>, r: &ErasureReport) -> String {
             out,
             "{} files were removed by something else while the erasure ran",
             r.gone
+        );
+    }
+    if r.in_flight > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} uploads (by anyone) were in progress when the erasure ended; one {} started before it lands after it and is not erased: once they have finished (at most the upload timeout), run the same `mftd erase` again",
+            r.in_flight, plan.subject
         );
     }
     if !r.held.is_empty() {
@@ -143,7 +151,7 @@ fn render(plan: &ErasurePlan<'_>, r: &ErasureReport) -> String {
                 out,
                 "  held {}  {}  ({})",
                 h.file.resource,
-                h.file.real_filename,
+                shown(&h.file.real_filename),
                 holds.join("; ")
             );
         }

@@ -400,12 +400,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.max_file_size
             );
             content_policy_report(&s);
-            if let Some(jid) = for_jid {
-                print!(
-                    "{}",
-                    s.groups
-                        .explain(&jid, &s.default_limits, s.database.is_some())
+            for (group, pattern) in s.groups.unreachable(&s.allowed_domains) {
+                eprintln!(
+                    "warning: limits.group {group:?} matches {pattern}, whose domain is not in limits.allowed_domains ({}): its users are refused before any group applies; add the domain to allowed_domains or remove the pattern",
+                    s.allowed_domains.join(", ")
                 );
+            }
+            if let Some(jid) = for_jid {
+                if mft_component::groups::domain_allowed(&s.allowed_domains, &jid) {
+                    print!(
+                        "{}",
+                        s.groups
+                            .explain(&jid, &s.default_limits, s.database.is_some())
+                    );
+                } else {
+                    println!(
+                        "limits for {jid}: none: its domain {:?} is not in limits.allowed_domains ({}), so every slot request from it is refused (forbidden){}",
+                        jid.domain(),
+                        s.allowed_domains.join(", "),
+                        s.groups
+                            .for_jid(&jid)
+                            .map(|m| format!(
+                                "; group {:?} (matched by {} {:?}) does not apply",
+                                m.group.name, m.pattern.kind, m.pattern.key
+                            ))
+                            .unwrap_or_default()
+                    );
+                }
             }
         }
         Command::Run { config } => {

@@ -93,6 +93,11 @@ pub struct VerifyArgs {
     /// manifest, and nothing added (no configuration or database needed).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["all", "quarantine", "textfile"])]
     pub export: Option<PathBuf>,
+    /// With --export: the manifest's SHA-256 as `mftd export` printed it
+    /// (recorded with the hand-over). Without it a manifest rewritten
+    /// together with its sidecar cannot be told from the original.
+    #[arg(long, value_name = "SHA256", requires = "export")]
+    pub manifest_sha256: Option<String>,
     /// Check the transfer log's hash chains instead of the store: every
     /// node's rows, amendments and checkpoints (docs/compliance.md).
     #[arg(long)]
@@ -107,7 +112,7 @@ pub struct VerifyArgs {
 /// Runs `mftd verify` and turns its outcome into the exit status.
 pub fn run(args: VerifyArgs) -> ExitCode {
     if let Some(dir) = &args.export {
-        return verify_export(dir);
+        return verify_export(dir, args.manifest_sha256.as_deref());
     }
     match check(args) {
         Ok(true) => ExitCode::SUCCESS,
@@ -122,13 +127,19 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 
 /// `mftd verify --export DIR`: 0 intact, 1 something changed (each
 /// difference named), 4 the export could not be read.
-fn verify_export(dir: &Path) -> ExitCode {
-    match crate::export::manifest::verify(dir) {
+fn verify_export(dir: &Path, expected: Option<&str>) -> ExitCode {
+    match crate::export::manifest::verify(dir, expected) {
         Ok(found) if found.is_empty() => {
-            println!(
-                "{}: intact (the manifest matches its SHA-256 and every file matches the manifest)",
-                dir.display()
-            );
+            match expected {
+                Some(_) => println!(
+                    "{}: intact (the manifest has the SHA-256 given and every file matches the manifest)",
+                    dir.display()
+                ),
+                None => println!(
+                    "{}: intact (the manifest matches its SHA-256 and every file matches the manifest; to rule out a manifest rewritten with its sidecar, give --manifest-sha256 with the digest `mftd export` printed)",
+                    dir.display()
+                ),
+            }
             ExitCode::SUCCESS
         }
         Ok(found) => {

@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Component, Path};
 
+use super::nofollow::{Refused, Root};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -212,7 +214,11 @@ impl<W: Write> Write for Hashing<W> {
 
 /// A file name made from what a user uploaded: letters, digits, `.`, `-`,
 /// `_` kept, everything else (separators, `..`, control characters)
-/// becomes `_`; no leading dot; at most 120 bytes; never empty.
+/// becomes `_`; no leading or trailing dot; at most 120 bytes; never
+/// empty; and never a name Windows reserves for a device (`CON`, `NUL`,
+/// `COM1.txt` …: an export is often unpacked on a reviewer's Windows
+/// machine, where such a file cannot be created and a trailing dot is
+/// dropped, so the unpacked copy would not verify).
 pub fn safe_name(name: &str) -> String {
     let mut out: String = name
         .chars()
@@ -224,17 +230,28 @@ pub fn safe_name(name: &str) -> String {
             }
         })
         .collect();
-    while out.starts_with('.') {
-        out.replace_range(0..1, "_");
-    }
     while out.len() > 120 {
         out.pop();
     }
-    if out.is_empty() {
-        "file".to_owned()
-    } else {
-        out
+    while out.starts_with('.') {
+        out.replace_range(0..1, "_");
     }
+    while out.ends_with('.') {
+        out.pop();
+        out.push('_');
+    }
+    if out.is_empty() {
+        return "file".to_owned();
+    }
+    let stem = out.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved {
+        out.insert(0, '_');
+    }
+    out
 }
 
 /// Whether `path` (from a manifest) stays inside the export: relative,
@@ -246,9 +263,8 @@ pub fn inside(path: &str) -> bool {
         && !path.contains('\\')
 }
 
-/// (hex SHA-256, bytes) of a file, read in pieces.
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
+/// (hex SHA-256, bytes) of everything `file` holds, read in pieces.
+pub fn hash_file(mut file: std::fs::File) -> std::io::Result<(String, u64)> {
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -268,32 +284,87 @@ pub fn sidecar_line(digest: &str) -> String {
     format!("{digest}  {MANIFEST}\n")
 }
 
+/// A path as a report line shows it: as is when it is plain text, quoted
+/// with escapes when it holds a control character (a newline in a name
+/// must not start a report line of its own) or a bidirectional formatting
+/// character (U+202E would show `records/exe.doc` for `records/\u{202e}cod.exe`).
+pub fn shown(path: &str) -> String {
+    let hides = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if path.chars().any(hides) {
+        format!("{path:?}")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Reads one of the export's own files whole (manifest, sidecar), never
+/// through a link.
+fn read_own(root: &Root, name: &str) -> Result<Vec<u8>, Refused> {
+    let mut bytes = Vec::new();
+    root.open_file(name)?
+        .read_to_end(&mut bytes)
+        .map_err(Refused::Io)?;
+    Ok(bytes)
+}
+
 /// Re-verifies an export: the manifest against its sidecar, then every
 /// document and attachment the manifest lists, then files nobody listed.
 /// Returns the differences, one line each (empty: intact). `Err` when the
-/// directory cannot be read at all.
-pub fn verify(dir: &Path) -> anyhow::Result<Vec<String>> {
+/// directory cannot be read at all. Nothing is read through a symbolic
+/// link and nothing but regular files is read ([`Root`]): a link or a
+/// special file where the export had a file is a difference.
+///
+/// `expected` is the manifest's SHA-256 as recorded when it was written:
+/// the sidecar sits beside the manifest, so whoever rewrites one can
+/// rewrite the other; only a digest kept elsewhere catches that.
+pub fn verify(dir: &Path, expected: Option<&str>) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
     let mut found = Vec::new();
-    let manifest_path = dir.join(MANIFEST);
-    let bytes = std::fs::read(&manifest_path).with_context(|| {
+    let not_export = || {
         format!(
             "while reading {} (is {} an export written by `mftd export`?)",
-            manifest_path.display(),
+            dir.join(MANIFEST).display(),
             dir.display()
         )
-    })?;
+    };
+    let root = Root::open(dir).with_context(not_export)?;
+    let bytes = match read_own(&root, MANIFEST) {
+        Ok(bytes) => bytes,
+        Err(Refused::Missing) => {
+            return Err(anyhow::anyhow!("{MANIFEST} is not there")).with_context(not_export)
+        }
+        Err(Refused::Io(e)) => return Err(e).with_context(not_export),
+        Err(why) => {
+            found.push(format!("changed: {MANIFEST} ({why})"));
+            return Ok(found);
+        }
+    };
     let actual = hex(Sha256::digest(&bytes));
-    match std::fs::read_to_string(dir.join(MANIFEST_SHA256)) {
+    if let Some(expected) = expected {
+        let expected = expected.trim().to_ascii_lowercase();
+        if expected != actual {
+            found.push(format!(
+                "changed: {MANIFEST} (SHA-256 {actual}; the SHA-256 given is {})",
+                shown(&expected)
+            ));
+        }
+    }
+    match read_own(&root, MANIFEST_SHA256) {
         Ok(line) => {
+            let line = String::from_utf8_lossy(&line);
             let recorded = line.split_whitespace().next().unwrap_or("");
             if recorded != actual {
                 found.push(format!(
-                    "changed: {MANIFEST} (SHA-256 {actual}; {MANIFEST_SHA256} says {recorded})"
+                    "changed: {MANIFEST} (SHA-256 {actual}; {MANIFEST_SHA256} says {})",
+                    shown(recorded)
                 ));
             }
         }
-        Err(e) => found.push(format!("missing: {MANIFEST_SHA256} ({e})")),
+        Err(Refused::Missing) => found.push(format!("missing: {MANIFEST_SHA256}")),
+        Err(why) => found.push(format!("changed: {MANIFEST_SHA256} ({why})")),
     }
     let manifest: Manifest = match serde_json::from_slice(&bytes) {
         Ok(m) => m,
@@ -330,52 +401,78 @@ pub fn verify(dir: &Path) -> anyhow::Result<Vec<String>> {
             ));
             continue;
         }
-        listed.insert(path.to_owned());
-        match hash_file(&dir.join(path)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                found.push(format!("missing: {path}"))
-            }
-            Err(e) => found.push(format!("unreadable: {path} ({e})")),
-            Ok((digest, got)) => {
+        let path_shown = shown(path);
+        if !listed.insert(path.to_owned()) {
+            found.push(format!("changed: {MANIFEST} lists {path_shown} twice"));
+            continue;
+        }
+        match root
+            .open_file(path)
+            .map(|f| hash_file(f).map_err(Refused::Io))
+        {
+            Err(Refused::Missing) => found.push(format!("missing: {path_shown}")),
+            Err(why) | Ok(Err(why)) => found.push(format!("changed: {path_shown} ({why})")),
+            Ok(Ok((digest, got))) => {
                 if Some(digest.as_str()) != sha || got != size {
                     found.push(format!(
-                        "changed: {path} (SHA-256 {digest}, {got} bytes; the manifest says {}, {size} bytes)",
-                        sha.unwrap_or("none")
+                        "changed: {path_shown} (SHA-256 {digest}, {got} bytes; the manifest says {}, {size} bytes)",
+                        shown(sha.unwrap_or("none"))
                     ));
                 }
             }
         }
     }
-    for extra in walk(dir, dir)? {
+    let mut entries = Vec::new();
+    walk(dir, "", &mut entries, &mut found);
+    for (extra, kind) in entries {
         if !listed.contains(&extra) {
-            found.push(format!("unexpected: {extra} (not in the manifest)"));
+            found.push(format!(
+                "unexpected: {} (not in the manifest{kind})",
+                shown(&extra)
+            ));
         }
     }
     Ok(found)
 }
 
-/// Every file below `dir`, relative to `root`, with `/` separators.
-fn walk(root: &Path, dir: &Path) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context;
-    let mut out = Vec::new();
-    for entry in
-        std::fs::read_dir(dir).with_context(|| format!("while listing {}", dir.display()))?
-    {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            out.extend(walk(root, &path)?);
+/// Every entry below `dir` that is not a directory, relative to the
+/// export with `/` separators, with what it is when it is not a regular
+/// file. Directories are entered, links are not; a directory that cannot
+/// be listed is a finding, not the end of the verification.
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, &'static str)>, found: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            found.push(format!(
+                "unreadable: {} ({e})",
+                if rel.is_empty() { "." } else { rel }
+            ));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                found.push(format!("unreadable: {rel} ({e})"));
+                continue;
+            }
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() {
+            name
         } else {
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            out.push(
-                rel.components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-            );
+            format!("{rel}/{name}")
+        };
+        // `file_type` does not follow links.
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk(&entry.path(), &path, out, found),
+            Ok(t) if t.is_file() => out.push((path, "")),
+            Ok(t) if t.is_symlink() => out.push((path, "; a symbolic link")),
+            Ok(_) => out.push((path, "; not a regular file")),
+            Err(e) => found.push(format!("unreadable: {} ({e})", shown(&path))),
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -401,6 +498,25 @@ mod tests {
             assert!(!name.contains('/') && !name.starts_with('.'), "{name}");
         }
         assert_eq!(safe_name("Minutes 2026.pdf"), "Minutes_2026.pdf");
+        for (reserved, safe) in [
+            ("CON", "_CON"),
+            ("nul.txt", "_nul.txt"),
+            ("Com1.tar.gz", "_Com1.tar.gz"),
+            ("lpt9", "_lpt9"),
+            ("report.", "report_"),
+            ("a...", "a.._"),
+        ] {
+            assert_eq!(safe_name(reserved), safe, "{reserved:?}");
+        }
+        assert_eq!(safe_name("console.log"), "console.log");
+        assert_eq!(shown("records/a.json"), "records/a.json");
+        assert_eq!(shown("x\nintact"), "\"x\\nintact\"");
+        assert_eq!(shown("r/\u{202e}cod.exe"), "\"r/\\u{202e}cod.exe\"");
+        assert_eq!(safe_name("COM10"), "COM10");
+        // Long names are cut on a character boundary, then checked again.
+        let long = format!("{}a.{}", "\u{e9}".repeat(59), "b".repeat(20));
+        let cut = safe_name(&long);
+        assert!(cut.len() <= 120 && !cut.ends_with('.'), "{cut}");
         assert!(!inside("../x") && !inside("/etc/passwd") && !inside("a/../../b"));
         assert!(inside("attachments/x/y.pdf"));
     }

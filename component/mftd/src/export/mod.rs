@@ -17,9 +17,10 @@
 //! `mftd verify --export DIR` re-checks everything ([`manifest::verify`]).
 
 pub mod manifest;
+pub mod nofollow;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ use mft_storage::holds::HoldTarget;
 use mft_storage::transfer_log::FileRow;
 use mft_storage::{Location, Store};
 use serde_json::{json, Value};
+
+use nofollow::Root;
 
 use manifest::{
     safe_name, sidecar_line, Attachment, AttachmentRef, Conversation, Document, Event, Hashing,
@@ -124,7 +127,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     info.to = to.map(stamp);
     let by = crate::operator::actor(args.by)?;
     let (settings, url) = crate::database_url(&args.config)?;
-    prepare_out(&args.out)?;
+    let root = prepare_out(&args.out)?;
     let node = settings.node_name.clone();
     let summary = crate::block_on(async {
         let store = crate::app::open_store(&settings)?;
@@ -132,7 +135,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let files = discovery::files(&client, &scope, from, to).await?;
         let resources: Vec<String> = files.iter().map(|f| f.resource.clone()).collect();
         let records = discovery::records(&client, &resources).await?;
-        write_export(&args.out, &store, &node, &files, &records, info, &by).await
+        write_export(&root, &store, &node, &files, &records, info, &by).await
     })?;
     print!("{summary}");
     Ok(ExitCode::SUCCESS)
@@ -143,8 +146,10 @@ fn stamp(t: SystemTime) -> String {
 }
 
 /// Creates `out`, or accepts it when it is an empty directory; anything
-/// else is refused before a byte is written.
-fn prepare_out(out: &Path) -> anyhow::Result<()> {
+/// else is refused before a byte is written. The directory is then held
+/// open and everything below it is written without following links
+/// ([`nofollow`]).
+fn prepare_out(out: &Path) -> anyhow::Result<Root> {
     match std::fs::symlink_metadata(out) {
         Ok(meta) if meta.is_dir() => {
             let mut entries = std::fs::read_dir(out)
@@ -155,7 +160,6 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            Ok(())
         }
         Ok(_) => anyhow::bail!(
             "--out {} exists and is not a directory; give a new directory",
@@ -167,28 +171,42 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
                     "while creating --out {} (its parent directory must exist)",
                     out.display()
                 )
-            }),
-        Err(e) => Err(e).with_context(|| format!("while checking --out {}", out.display())),
+            })?,
+        Err(e) => return Err(e).with_context(|| format!("while checking --out {}", out.display())),
     }
+    // Opened without following a link: a link put in its place since the
+    // check is refused rather than written through.
+    let fd = rustix::fs::open(
+        out,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| {
+        format!(
+            "while opening --out {} (it changed since it was checked: is someone else writing there?)",
+            out.display()
+        )
+    })?;
+    Ok(Root::from_fd(fd, out))
 }
 
-/// A new file below the export directory (never an existing one).
-fn create(dir: &Path, rel: &str) -> anyhow::Result<File> {
-    let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("while creating {}", parent.display()))?;
-    }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("while creating {}", path.display()))
+/// A new file below the export directory (never an existing one, never
+/// through a link).
+fn create(root: &Root, rel: &str) -> anyhow::Result<File> {
+    root.create(rel).map_err(|why| {
+        anyhow::anyhow!(
+            "while creating {rel} in the export directory: {why}; the export is incomplete: remove the directory and export again into a new one that only you can write to"
+        )
+    })
 }
 
 /// Writes `rows` as one pretty JSON array, hashing on the way.
-fn write_document(dir: &Path, rel: &str, holds: &str, rows: &[Value]) -> anyhow::Result<Document> {
-    let mut w = Hashing::new(BufWriter::new(create(dir, rel)?));
+fn write_document(root: &Root, rel: &str, holds: &str, rows: &[Value]) -> anyhow::Result<Document> {
+    let mut w = Hashing::new(BufWriter::new(create(root, rel)?));
     serde_json::to_writer_pretty(&mut w, rows).with_context(|| format!("while writing {rel}"))?;
     w.write_all(b"\n")?;
     let (sha256, size) = w.finish()?;
@@ -235,7 +253,7 @@ fn file_value(f: &FileRow) -> Value {
 
 /// Exports each file's bytes; the attachments list.
 async fn export_files(
-    dir: &Path,
+    root: &Root,
     store: &Store,
     node: &str,
     files: &[FileRow],
@@ -270,7 +288,7 @@ async fn export_files(
                 );
                 match source {
                     None => "not-exported".to_owned(),
-                    Some(source) => match copy_file(&source, loc, create(dir, &rel)?).await {
+                    Some(source) => match copy_file(&source, loc, create(root, &rel)?).await {
                         Ok((sha, size)) => {
                             a.matches_log = Some(sha == f.sha256);
                             a.sha256 = Some(sha);
@@ -279,9 +297,7 @@ async fn export_files(
                             "exported".to_owned()
                         }
                         Err(e) => {
-                            let _ = std::fs::remove_file(dir.join(&rel));
-                            let _ =
-                                std::fs::remove_dir(dir.join("attachments").join(loc.resource()));
+                            root.remove_with_dir(&rel);
                             let missing = e
                                 .downcast_ref::<mft_storage::StoreError>()
                                 .is_some_and(mft_storage::StoreError::is_not_found);
@@ -476,7 +492,7 @@ fn participants_and_conversations(
 }
 
 async fn write_export(
-    dir: &Path,
+    root: &Root,
     store: &Store,
     node: &str,
     files: &[FileRow],
@@ -484,41 +500,41 @@ async fn write_export(
     scope: ScopeInfo,
     by: &str,
 ) -> anyhow::Result<String> {
-    let attachments = export_files(dir, store, node, files).await?;
+    let attachments = export_files(root, store, node, files).await?;
     let file_rows: Vec<Value> = files.iter().map(file_value).collect();
     let documents = vec![
         write_document(
-            dir,
+            root,
             "records/files.json",
             "the files table rows",
             &file_rows,
         )?,
         write_document(
-            dir,
+            root,
             "records/aft_log.json",
             "transfer log rows (AFT_LOG)",
             &records.log,
         )?,
         write_document(
-            dir,
+            root,
             "records/shares.json",
             "messages that carried the files' URLs",
             &records.shares,
         )?,
         write_document(
-            dir,
+            root,
             "records/removals.json",
             "removals: who, when, why",
             &records.removals,
         )?,
         write_document(
-            dir,
+            root,
             "records/erasures.json",
             "erasure steps and their requests",
             &records.erasures,
         )?,
         write_document(
-            dir,
+            root,
             "records/holds.json",
             "legal holds covering the files, with history",
             &records.holds,
@@ -539,11 +555,11 @@ async fn write_export(
         attachments,
         documents,
     };
-    let mut w = Hashing::new(BufWriter::new(create(dir, MANIFEST)?));
+    let mut w = Hashing::new(BufWriter::new(create(root, MANIFEST)?));
     serde_json::to_writer_pretty(&mut w, &manifest).context("while writing the manifest")?;
     w.write_all(b"\n")?;
     let (digest, _) = w.finish()?;
-    create(dir, MANIFEST_SHA256)?.write_all(sidecar_line(&digest).as_bytes())?;
+    create(root, MANIFEST_SHA256)?.write_all(sidecar_line(&digest).as_bytes())?;
     let count = |s: &str| {
         manifest
             .attachments
@@ -558,7 +574,7 @@ async fn write_export(
         count("missing"),
         count("not-exported"),
         manifest.events.len(),
-        dir.display()
+        root.path().display()
     );
     for a in manifest
         .attachments
