@@ -7,7 +7,7 @@
 
 mod cursor;
 
-pub use cursor::{open_log, open_shares, Cursor};
+pub use cursor::{open_log, open_removals, open_shares, Cursor};
 
 use std::time::SystemTime;
 
@@ -96,6 +96,34 @@ pub struct ShareRow {
     pub filename: String,
     /// The name the user uploaded ('' when the upload is not in the log).
     pub real_filename: String,
+}
+
+/// One row of `removals`: a stored file that left the store, with who
+/// removed it and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovalRow {
+    /// Sequence number.
+    pub removal_id: i64,
+    /// When the file was removed (XEP-0082 UTC).
+    pub removed_at: String,
+    /// `retention`, `expired`, `purge`, `erasure`, `user-deletion`.
+    pub reason: String,
+    /// The sweeper, the operator (`--by` or login) or the user's JID.
+    pub removed_by: String,
+    /// The operator's `--reason`, or what removed it.
+    pub note: String,
+    /// Who uploaded it ('' when the upload is not in the log).
+    pub uploader: String,
+    /// `im`, `groupchat`, `persistent`.
+    pub chat_type: String,
+    /// The name the user uploaded ('' when the upload is not in the log).
+    pub real_filename: String,
+    /// The file's resource name.
+    pub filename: String,
+    /// Bytes.
+    pub size: i64,
+    /// SHA-256 of the content.
+    pub sha256: String,
 }
 
 /// How much the log holds.

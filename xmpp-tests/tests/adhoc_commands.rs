@@ -292,6 +292,22 @@ fn users_list_and_delete_only_their_own_uploads_and_policy_refuses_with_the_reas
          FROM user_deletions WHERE resource = '{old_r}'"
     ));
     assert_eq!(steps, "intent alice@example.test,done alice@example.test");
+    // The auditor's tool shows the deletion: who, why, whose file.
+    let removed: Vec<Value> = w
+        .mftd_cli(&["log", "--removals", "--jid", ALICE.0, "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0]["reason"], "user-deletion", "{}", removed[0]);
+    assert_eq!(removed[0]["removed_by"], ALICE.0, "{}", removed[0]);
+    assert_eq!(removed[0]["filename"], old_r.as_str(), "{}", removed[0]);
+    assert_eq!(removed[0]["real_filename"], "old.txt", "{}", removed[0]);
+    let bobs_view = w.mftd_cli(&["log", "--removals", "--jid", BOB.0]);
+    assert!(
+        !bobs_view.contains(&old_r) && bobs_view.contains("(0 rows)"),
+        "{bobs_view}"
+    );
     assert_eq!(
         w.sql(&format!(
             "SELECT deleted IS NOT NULL FROM files WHERE resource = '{old_r}'"

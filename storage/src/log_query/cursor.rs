@@ -1,4 +1,4 @@
-//! Listing `aft_log` or `shares` rows newest first without holding them: a
+//! Listing `aft_log`, `shares` or `removals` rows newest first without holding them: a
 //! read-only, repeatable-read transaction binds the query to a portal and
 //! [`Cursor::next_batch`] fetches it [`BATCH`] rows at a time. The snapshot
 //! also makes [`Cursor::more`] — how many matching rows a limit left out —
@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, Portal, Row, Transaction};
 
-use super::{log_row, stamp, LogFilter, LogRow, ShareRow, LOG_ROW_COLUMNS};
+use super::{log_row, stamp, LogFilter, LogRow, RemovalRow, ShareRow, LOG_ROW_COLUMNS};
 use crate::db::DbError;
 
 /// Rows fetched per round trip.
@@ -43,6 +43,19 @@ const SHARES_FROM_WHERE: &str = "FROM shares s LEFT JOIN files f USING (resource
      AND ($7::text IS NULL OR f.real_filename LIKE $7) \
      AND ($8::text IS NULL OR s.resource = $8) \
      AND ($9::text IS NULL OR f.sha256 = $9)";
+
+/// `removals` rows (joined with their file) matching `$1`…`$8` (see
+/// [`Bound::removal_params`]): `$1` is who removed the file or whose it was.
+const REMOVALS_FROM_WHERE: &str = "FROM removals r LEFT JOIN files f USING (resource) \
+     WHERE ($1::text IS NULL OR r.removed_by = $1 OR split_part(r.removed_by, '/', 1) = $1 \
+            OR split_part(f.uploader, '/', 1) = $1) \
+     AND ($2::text IS NULL OR split_part(f.uploader, '/', 1) = $2) \
+     AND ($3::text IS NULL OR r.chat_type = $3) \
+     AND ($4::timestamptz IS NULL OR r.removed_at >= $4) \
+     AND ($5::timestamptz IS NULL OR r.removed_at < $5) \
+     AND ($6::text IS NULL OR f.real_filename LIKE $6) \
+     AND ($7::text IS NULL OR r.resource = $7) \
+     AND ($8::text IS NULL OR r.sha256 = $8)";
 
 /// A filter's values as the statements bind them.
 #[derive(Debug)]
@@ -117,6 +130,23 @@ impl Bound {
     }
 }
 
+impl Bound {
+    /// For removals `jid` is who removed the file or whose it was, `sender`
+    /// whose it was; `to`, `room` and `method` do not apply.
+    fn removal_params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.jid,
+            &self.sender,
+            &self.chat_type,
+            &self.since,
+            &self.until,
+            &self.file_name,
+            &self.resource,
+            &self.sha256,
+        ]
+    }
+}
+
 /// `*` as any run of characters; everything else literal (LIKE's `%`, `_`
 /// and its escape character `\` escaped).
 fn like_pattern(name: &str) -> String {
@@ -139,6 +169,7 @@ fn like_pattern(name: &str) -> String {
 enum Table {
     Log,
     Shares,
+    Removals,
 }
 
 /// Rows of one listing, newest first, fetched a batch at a time.
@@ -181,6 +212,37 @@ pub async fn open_shares<'a>(
     open(client, filter, Table::Shares, &sql, share_row).await
 }
 
+/// Lists removals (stored files that left the store, with who and why)
+/// matching `filter`, newest first.
+pub async fn open_removals<'a>(
+    client: &'a mut Client,
+    filter: &LogFilter,
+) -> Result<Cursor<'a, RemovalRow>, DbError> {
+    let sql = format!(
+        "SELECT r.removal_id, r.removed_at, r.reason, r.removed_by, r.note, \
+         coalesce(f.uploader, ''), r.chat_type, coalesce(f.real_filename, ''), r.resource, \
+         r.size, r.sha256 {REMOVALS_FROM_WHERE} \
+         ORDER BY r.removal_id DESC LIMIT $9::bigint"
+    );
+    open(client, filter, Table::Removals, &sql, removal_row).await
+}
+
+fn removal_row(r: &Row) -> RemovalRow {
+    RemovalRow {
+        removal_id: r.get(0),
+        removed_at: stamp(r.get(1)),
+        reason: r.get(2),
+        removed_by: r.get(3),
+        note: r.get(4),
+        uploader: r.get(5),
+        chat_type: r.get(6),
+        real_filename: r.get(7),
+        filename: r.get(8),
+        size: r.get(9),
+        sha256: r.get(10),
+    }
+}
+
 fn share_row(r: &Row) -> ShareRow {
     ShareRow {
         share_id: r.get(0),
@@ -203,6 +265,7 @@ async fn open<'a, T>(
     let what = match table {
         Table::Log => "querying aft_log",
         Table::Shares => "querying shares",
+        Table::Removals => "querying removals",
     };
     let tx = client
         .build_transaction()
@@ -221,6 +284,12 @@ async fn open<'a, T>(
         }
         Table::Shares => {
             let p = bound.share_params();
+            let mut params: Vec<&(dyn ToSql + Sync)> = p.to_vec();
+            params.push(&bound.fetch);
+            tx.bind(sql, &params).await
+        }
+        Table::Removals => {
+            let p = bound.removal_params();
             let mut params: Vec<&(dyn ToSql + Sync)> = p.to_vec();
             params.push(&bound.fetch);
             tx.bind(sql, &params).await
@@ -288,6 +357,10 @@ impl<T> Cursor<'_, T> {
             Table::Shares => {
                 let sql = format!("SELECT count(*) {SHARES_FROM_WHERE}");
                 self.tx.query_one(&sql, &self.bound.share_params()).await
+            }
+            Table::Removals => {
+                let sql = format!("SELECT count(*) {REMOVALS_FROM_WHERE}");
+                self.tx.query_one(&sql, &self.bound.removal_params()).await
             }
         }
         .map_err(|e| DbError::query("counting the rows left out", e))?

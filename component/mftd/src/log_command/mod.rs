@@ -28,6 +28,7 @@ Examples:
   mftd log --sha256 9f86d0…0a08 --format json             where one content went
   mftd log --file-name '*.pdf' --since 2026-11-01T00:00:00Z --until 2026-12-01T00:00:00Z
   mftd log --shares --sender alice@example.test           every message alice shared a file in
+  mftd log --removals --jid alice@example.test            files alice removed or that were hers, with who and why
   mftd log --database-url-file /etc/mftd/auditor.url      as an auditor: only the database URL
   MFTD_DATABASE__URL=postgresql://auditor@db/mftd mftd log --limit 50
 
@@ -65,7 +66,7 @@ pub struct LogArgs {
     #[arg(long, value_name = "ROOM")]
     room: Option<String>,
     /// POST (uploads) or GET (downloads).
-    #[arg(long, ignore_case = true, value_parser = ["POST", "GET"], conflicts_with = "shares")]
+    #[arg(long, ignore_case = true, value_parser = ["POST", "GET"], conflicts_with_all = ["shares", "removals"])]
     method: Option<String>,
     /// Chat type.
     #[arg(long, value_parser = ["im", "groupchat", "persistent"])]
@@ -99,6 +100,12 @@ pub struct LogArgs {
     /// the router module reported it).
     #[arg(long)]
     shares: bool,
+    /// List removals instead: stored files that left the store (retention,
+    /// expiry, purge, erasure, a user's own deletion), with who removed
+    /// each and why. --jid is who removed the file or whose it was,
+    /// --sender whose it was; --since/--until are when it was removed.
+    #[arg(long, conflicts_with_all = ["shares", "method", "to", "room"])]
+    removals: bool,
 }
 
 fn sha256_arg(s: &str) -> Result<String, String> {
@@ -135,7 +142,14 @@ pub fn run(args: LogArgs, default_config: &std::path::Path) -> anyhow::Result<()
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let listed = runtime.block_on(list(&db, &filter, args.shares, args.format));
+    let table = if args.removals {
+        Listing::Removals
+    } else if args.shares {
+        Listing::Shares
+    } else {
+        Listing::Transfers
+    };
+    let listed = runtime.block_on(list(&db, &filter, table, args.format));
     match listed {
         Ok(Some((shown, more))) if more > 0 && args.format != Format::Table => {
             eprintln!(
@@ -150,24 +164,41 @@ pub fn run(args: LogArgs, default_config: &std::path::Path) -> anyhow::Result<()
 
 /// Lists the rows; `None` when the reader went away (a closed pipe, as
 /// with `| head`), else the rows shown and how many more matched.
+/// What `mftd log` lists.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    Transfers,
+    Shares,
+    Removals,
+}
+
 async fn list(
     db: &DbConfig,
     filter: &LogFilter,
-    shares: bool,
+    table: Listing,
     format: Format,
 ) -> anyhow::Result<Option<(i64, i64)>> {
     let mut client = db::connect(db, Duration::from_secs(10)).await?;
     let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    if shares {
-        let cursor = log_query::open_shares(&mut client, filter)
-            .await
-            .context("while listing shares")?;
-        drain(cursor, Output::new(stdout, format)).await
-    } else {
-        let cursor = log_query::open_log(&mut client, filter)
-            .await
-            .context("while listing the transfer log")?;
-        drain(cursor, Output::new(stdout, format)).await
+    match table {
+        Listing::Shares => {
+            let cursor = log_query::open_shares(&mut client, filter)
+                .await
+                .context("while listing shares")?;
+            drain(cursor, Output::new(stdout, format)).await
+        }
+        Listing::Removals => {
+            let cursor = log_query::open_removals(&mut client, filter)
+                .await
+                .context("while listing removals")?;
+            drain(cursor, Output::new(stdout, format)).await
+        }
+        Listing::Transfers => {
+            let cursor = log_query::open_log(&mut client, filter)
+                .await
+                .context("while listing the transfer log")?;
+            drain(cursor, Output::new(stdout, format)).await
+        }
     }
 }
 

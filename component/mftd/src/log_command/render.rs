@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use mft_storage::log_query::{LogRow, ShareRow};
+use mft_storage::log_query::{LogRow, RemovalRow, ShareRow};
 use serde::Serialize;
 
 /// Output formats of `mftd log`.
@@ -85,6 +85,38 @@ impl Record for ShareRow {
             self.chat_type.clone(),
             self.filename.clone(),
             self.real_filename.clone(),
+        ]
+    }
+}
+
+impl Record for RemovalRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "removal_id",
+        "removed_at",
+        "reason",
+        "removed_by",
+        "note",
+        "uploader",
+        "chat_type",
+        "real_filename",
+        "filename",
+        "size",
+        "sha256",
+    ];
+    const TABLE: &'static [usize] = &[0, 1, 2, 3, 5, 6, 7, 9];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.removal_id.to_string(),
+            self.removed_at.clone(),
+            self.reason.clone(),
+            self.removed_by.clone(),
+            self.note.clone(),
+            self.uploader.clone(),
+            self.chat_type.clone(),
+            self.real_filename.clone(),
+            self.filename.clone(),
+            self.size.to_string(),
+            self.sha256.clone(),
         ]
     }
 }
