@@ -20,13 +20,13 @@ pub fn status(url: &str) -> u16 {
     status_of(&raw)
 }
 
-/// GETs `url` with extra request headers; returns the status (0 when no
-/// answer came) and the body as text (responses with a Content-Length).
-pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+/// The whole answer to a GET of `url` with extra request headers (empty
+/// when no answer came).
+fn get_raw(url: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let Ok(mut s) = TcpStream::connect(host) else {
-        return (0, String::new());
+        return Vec::new();
     };
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
@@ -36,6 +36,26 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let _ = s.write_all(request.as_bytes());
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
+    raw
+}
+
+/// The status line and headers of a GET of `url` with extra request
+/// headers, in lower case (empty when no answer came).
+pub fn get_head(url: &str, headers: &[(&str, &str)]) -> String {
+    let raw = get_raw(url, headers);
+    let text = String::from_utf8_lossy(&raw);
+    text.split_once("\r\n\r\n")
+        .map_or(text.as_ref(), |(head, _)| head)
+        .to_ascii_lowercase()
+}
+
+/// GETs `url` with extra request headers; returns the status (0 when no
+/// answer came) and the body as text (responses with a Content-Length).
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let raw = get_raw(url, headers);
+    if raw.is_empty() {
+        return (0, String::new());
+    }
     let text = String::from_utf8_lossy(&raw);
     let body = text
         .split_once("\r\n\r\n")

@@ -396,25 +396,6 @@ fn an_exceeded_quota_says_when_to_retry() {
     );
 }
 
-/// The head of a plain HTTP/1.1 GET with `extra` header lines.
-fn get_head(url: &str, extra: &str) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase()
-}
-
 #[test]
 fn a_download_is_described_by_its_row_even_when_the_description_file_is_lost() {
     let prosody = Prosody::start(ProsodyOptions::default());
@@ -436,7 +417,7 @@ fn a_download_is_described_by_its_row_even_when_the_description_file_is_lost() {
         assert!(head.contains(&format!("etag: \"{sha}\"")), "{head}");
         assert!(head.contains("content-length: 3000"), "{head}");
     };
-    described(&get_head(get_url, ""));
+    described(&xmpp_tests::http::get_head(get_url, &[]));
     // The description beside the file goes (a hand-made cleanup, a partial
     // restore): the log still says what the file is.
     let metas: Vec<String> = stored_files(&mftd.node_dir())
@@ -445,8 +426,9 @@ fn a_download_is_described_by_its_row_even_when_the_description_file_is_lost() {
         .collect();
     assert_eq!(metas.len(), 1, "{metas:?}");
     std::fs::remove_file(mftd.node_dir().join(&metas[0])).unwrap();
-    described(&get_head(get_url, ""));
-    let not_modified = get_head(get_url, &format!("If-None-Match: \"{sha}\"\r\n"));
+    described(&xmpp_tests::http::get_head(get_url, &[]));
+    let etag = format!("\"{sha}\"");
+    let not_modified = xmpp_tests::http::get_head(get_url, &[("If-None-Match", &etag)]);
     assert!(not_modified.starts_with("http/1.1 304"), "{not_modified}");
 }
 
