@@ -219,9 +219,19 @@ fn users_list_and_delete_only_their_own_uploads_and_policy_refuses_with_the_reas
     assert_eq!(held_item["status"], "held", "{held_item}");
     assert!(held_item["size"].as_str().unwrap().contains("10 bytes"));
     assert_eq!(note(&list[0]).0, "info");
-    // The same list as text, for clients that show notes but no tables.
-    let text = list[0]["notes"][1]["text"].as_str().unwrap_or("");
-    assert_eq!(text.lines().count(), 3, "{}", list[0]);
+    // The same list as text, for clients that show notes or fixed fields
+    // but no tables: in the first note (after the count) and in the form.
+    let text = list[0]["notes"][0]["text"].as_str().unwrap_or("");
+    assert_eq!(text.lines().count(), 4, "{}", list[0]);
+    assert!(list[0]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("held.txt — 10 bytes"));
+    assert!(
+        list[0]["raw"].as_str().unwrap().contains("var=\"file-3\""),
+        "{}",
+        list[0]
+    );
     assert!(
         text.lines()
             .any(|l| l.starts_with("held.txt — 10 bytes") && l.ends_with("held")),
@@ -486,6 +496,22 @@ fn administrators_manage_holds_and_read_usage_and_nobody_else_can() {
     let table = &more[3]["form"]["items"];
     assert_eq!(table[0]["subject"], "bob@example.test", "{}", more[3]);
     assert_eq!(table[0]["placed_by"], "carol@example.test", "{}", more[3]);
+    // The table as text for clients without result tables: the first note
+    // and a fixed field.
+    let (_, listed) = note(&more[3]);
+    assert!(
+        listed.starts_with("1 holds in force.\n")
+            && listed.contains("Subject: bob@example.test, Reason: matter 7"),
+        "{listed}"
+    );
+    assert_eq!(
+        more[3]["form"]["fields"]["hold-1"]["values"][0]
+            .as_str()
+            .unwrap_or_default(),
+        listed.lines().nth(1).unwrap_or_default(),
+        "{}",
+        more[3]
+    );
     assert_eq!(option_values(&more[5], "hold"), [id.to_string()]);
     assert!(note(&more[6]).1.contains("lifted"), "{}", more[6]);
     let events = w.mftd_json(&["hold", "history"]);

@@ -147,23 +147,30 @@ async fn list(c: &Commands) -> Result<Outcome, StanzaError> {
             ]
         })
         .collect();
-    let mut notes = vec![Note::info(format!("{} holds in force.", held.len()))];
+    let columns = [
+        ("id", "Hold"),
+        ("kind", "On"),
+        ("subject", "Subject"),
+        ("reason", "Reason"),
+        ("placed_by", "Placed by"),
+        ("placed_at", "Placed at"),
+    ];
+    // The table as text too, for clients that show no result tables: in
+    // the first note (profanity) and as fixed fields (poezio).
+    let lines = form::row_lines(&columns, &rows);
+    let mut notes = vec![Note::info(format!(
+        "{} holds in force.\n{}",
+        held.len(),
+        lines.join("\n")
+    ))];
     if held.len() > MAX_HOLDS {
         notes.push(Note::warn(format!(
             "Only the {MAX_HOLDS} oldest are listed; `mftd hold list` shows all."
         )));
     }
-    let table = Form::new("result", "Holds in force").table(
-        &[
-            ("id", "Hold"),
-            ("kind", "On"),
-            ("subject", "Subject"),
-            ("reason", "Reason"),
-            ("placed_by", "Placed by"),
-            ("placed_at", "Placed at"),
-        ],
-        &rows,
-    );
+    let table = Form::new("result", "Holds in force")
+        .lines("hold", &lines)
+        .table(&columns, &rows);
     Ok(Outcome::Done {
         payload: Some(table.build()),
         notes,

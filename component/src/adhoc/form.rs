@@ -44,6 +44,16 @@ impl Form {
         Form(self.0.child(field))
     }
 
+    /// Lines of text as `fixed` fields (`file-1`, `file-2` …): what
+    /// clients without result tables (poezio) show of a table.
+    pub fn lines(self, prefix: &str, lines: &[String]) -> Form {
+        let mut form = self;
+        for (i, line) in lines.iter().enumerate() {
+            form = form.field(fixed(&format!("{prefix}-{}", i + 1), line));
+        }
+        form
+    }
+
     /// A result table: the columns (var, label), then one item per row.
     pub fn table(self, columns: &[(&str, &str)], rows: &[Vec<String>]) -> Form {
         let mut reported = Element::new("reported", NS_DATA);
@@ -80,6 +90,20 @@ fn value_el(value: &str) -> Element {
     Element::new("value", NS_DATA).text(value)
 }
 
+/// A table's rows as lines of text (`Label: value, Label: value`).
+pub fn row_lines(columns: &[(&str, &str)], rows: &[Vec<String>]) -> Vec<String> {
+    rows.iter()
+        .map(|row| {
+            columns
+                .iter()
+                .zip(row)
+                .map(|((_, label), value)| format!("{label}: {value}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect()
+}
+
 /// A field of `kind` with a label, optionally required.
 pub fn field(var: &str, kind: &str, label: &str, required: bool) -> Element {
     let f = Element::new("field", NS_DATA)
@@ -100,6 +124,15 @@ pub fn shown(var: &str, label: &str, value: &str) -> Element {
         .attr("type", "text-single")
         .attr("label", label)
         .child(value_el(value))
+}
+
+/// A line of text in a form (`fixed`), named so that clients which key
+/// fields by name keep every line.
+pub fn fixed(var: &str, text: &str) -> Element {
+    Element::new("field", NS_DATA)
+        .attr("var", var)
+        .attr("type", "fixed")
+        .child(value_el(text))
 }
 
 /// Adds a default value to a field.

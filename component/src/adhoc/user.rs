@@ -113,22 +113,9 @@ pub async fn list(c: &Commands, who: &Requester) -> Result<Outcome, StanzaError>
             ]
         })
         .collect();
-    let table = Form::new("result", "Your uploads").table(
-        &[
-            ("name", "File"),
-            ("size", "Size"),
-            ("uploaded", "Uploaded"),
-            ("recipients", "Sent to"),
-            ("expires", "Kept until"),
-            ("deletable", "Can be deleted from"),
-            ("status", "Status"),
-            ("resource", "Resource"),
-        ],
-        &rows,
-    );
-    // The same list as text: clients that show no result tables (poezio,
-    // profanity) still show a command's notes.
-    let mut notes = count_note(files.len(), total, "listed");
+    // The same list as text: clients that show no result tables still
+    // show a form's `fixed` fields (poezio) or a command's first note
+    // (profanity).
     let lines: Vec<String> = files
         .iter()
         .map(|u| {
@@ -143,7 +130,25 @@ pub async fn list(c: &Commands, who: &Requester) -> Result<Outcome, StanzaError>
             )
         })
         .collect();
-    notes.push(Note::info(lines.join("\n")));
+    let table = Form::new("result", "Your uploads")
+        .lines("file", &lines)
+        .table(
+            &[
+                ("name", "File"),
+                ("size", "Size"),
+                ("uploaded", "Uploaded"),
+                ("recipients", "Sent to"),
+                ("expires", "Kept until"),
+                ("deletable", "Can be deleted from"),
+                ("status", "Status"),
+                ("resource", "Resource"),
+            ],
+            &rows,
+        );
+    let mut notes = count_note(files.len(), total, "listed");
+    if let Some(first) = notes.first_mut() {
+        first.text = format!("{}\n{}", first.text, lines.join("\n"));
+    }
     Ok(Outcome::Done {
         payload: Some(table.build()),
         notes,
@@ -184,10 +189,17 @@ pub async fn delete_form(c: &Commands, who: &Requester) -> Result<Outcome, Stanz
         form::field("resource", "list-single", "File", true),
         &options,
     );
+    // Which value is which file, for clients that show a list's options
+    // only by value (profanity).
+    let which: Vec<String> = options
+        .iter()
+        .map(|(label, value)| format!("{value}: {label}"))
+        .collect();
     let form = Form::new("form", "Delete an upload")
-        .instructions(
-            "Choose one of your files. Its link stops working; the record that it was sent is kept.",
-        )
+        .instructions(&format!(
+            "Choose one of your files. Its link stops working; the record that it was sent is kept.\n{}",
+            which.join("\n")
+        ))
         .field(choose)
         .build();
     Ok(Outcome::Continue {
