@@ -89,7 +89,19 @@ fn settled_rss_kib(mftd: &Mftd) -> u64 {
     }
 }
 
+/// The two tests take turns: together their stalled sockets hold more
+/// than the kernel's TCP memory before it goes into pressure (`tcp_mem`,
+/// about 1.1 GiB on a 24 GiB machine), and under pressure a write to a
+/// stalled socket waits for memory only the other test can give back.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How long one stalled upload's body write may wait: a write that cannot
+/// finish leaves that upload stalled with what went out, and later uploads
+/// send headers only, so the test cannot hang on socket memory.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+
 fn stall_everything_and_measure(mftd: &Mftd, what: &str, limit_mib: u64) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     raise_descriptor_limit();
     let get_path = stored_file(mftd);
     // Warm: one of each kind, so one-off allocations are in the baseline.
@@ -99,6 +111,7 @@ fn stall_everything_and_measure(mftd: &Mftd, what: &str, limit_mib: u64) {
     let idle = mftd.memory_kib().1;
 
     let mut held = Vec::new();
+    let mut pressed = 0;
     for i in 0..STALLED {
         // A download nobody reads.
         let mut s = TcpStream::connect(("127.0.0.1", mftd.http_port)).unwrap();
@@ -108,12 +121,31 @@ fn stall_everything_and_measure(mftd: &Mftd, what: &str, limit_mib: u64) {
         let (path, token) = mint_slot(FILE as u64, &format!("stalled-{i}.bin"), ChatType::Im);
         let mut s = TcpStream::connect(("127.0.0.1", mftd.http_port)).unwrap();
         write!(s, "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {FILE}\r\n\r\n").unwrap();
-        if let Err(e) = s.write_all(&vec![3u8; MIB - 4096]) {
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            panic!("stalled upload {i} refused ({e}): {answer}\n{}", mftd.log());
+        s.set_write_timeout(Some(WRITE_WAIT)).unwrap();
+        if pressed == 0 {
+            match s.write_all(&vec![3u8; MIB - 4096]) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    pressed = i + 1;
+                }
+                Err(e) => {
+                    let mut answer = String::new();
+                    let _ = s.read_to_string(&mut answer);
+                    panic!("stalled upload {i} refused ({e}): {answer}\n{}", mftd.log());
+                }
+            }
         }
         held.push(s);
+    }
+    if pressed > 0 {
+        println!(
+            "{what}: socket memory under pressure from upload {pressed} on; later uploads sent headers only"
+        );
     }
     let stalled = settled_rss_kib(mftd);
     let over = stalled.saturating_sub(idle) / 1024;
