@@ -333,13 +333,17 @@ fn an_exceeded_quota_says_when_to_retry() {
     let file = write_file(dir.path(), "a.bin", 700_000);
     let before = mft_common::utc::unix_now();
     assert_eq!(upload(&prosody, &file, &[])["put_status"], 201);
+    // A slot request by `who`, as the client prints its answer.
+    let ask = |who: (&str, &str), req: &str| {
+        client::run(
+            &prosody,
+            who.0,
+            who.1,
+            &["iq", "--to", &prosody.component_jid, req],
+        )
+    };
     let req = "<request xmlns='urn:xmpp:http:upload:0' filename='b.bin' size='400000'/>";
-    let out = client::run(
-        &prosody,
-        ALICE.0,
-        ALICE.1,
-        &["iq", "--to", &prosody.component_jid, req],
-    );
+    let out = ask(ALICE, req);
     let reply = out["reply"].as_str().unwrap();
     assert!(
         reply.contains("type=\"wait\"") && reply.contains("<resource-constraint"),
@@ -360,20 +364,10 @@ fn an_exceeded_quota_says_when_to_retry() {
         "{stamp} not in [{earliest}, {latest}]"
     );
     // Another user still has room; a small file still fits for alice.
-    let ok = client::run(
-        &prosody,
-        "bob@example.test",
-        "bob-pw",
-        &["iq", "--to", &prosody.component_jid, req],
-    );
+    let ok = ask(("bob@example.test", "bob-pw"), req);
     assert!(ok["reply"].as_str().unwrap().contains("type=\"result\""));
     let small = "<request xmlns='urn:xmpp:http:upload:0' filename='c.bin' size='1000'/>";
-    let ok = client::run(
-        &prosody,
-        ALICE.0,
-        ALICE.1,
-        &["iq", "--to", &prosody.component_jid, small],
-    );
+    let ok = ask(ALICE, small);
     assert!(ok["reply"].as_str().unwrap().contains("type=\"result\""));
 
     // A database that stops answering at all (every process stopped, as a
@@ -381,12 +375,7 @@ fn an_exceeded_quota_says_when_to_retry() {
     // its grace, and the slot request is answered `wait`, not left hanging.
     pg.freeze();
     let started = Instant::now();
-    let out = client::run(
-        &prosody,
-        ALICE.0,
-        ALICE.1,
-        &["iq", "--to", &prosody.component_jid, small],
-    );
+    let out = ask(ALICE, small);
     let reply = out["reply"].as_str().unwrap_or_default();
     assert!(
         reply.contains("type=\"wait\""),
