@@ -766,9 +766,17 @@ pub(crate) fn file_row_at(r: &tokio_postgres::Row, first: usize) -> FileRow {
 /// Makes sure the writer has a live connection, reconnecting on the shared
 /// schedule; `Err` says why there is none (while a retry is not yet due, or
 /// when it failed).
+///
+/// A new connection may reach another server than the last one did (a
+/// promoted standby that never received the last commits of an
+/// asynchronously replicated primary), so the chain heads are forgotten
+/// with the old connection and read again from the server now in use: a
+/// chain continued from a head only the dead primary had would show as a
+/// deleted record to `mftd verify --log`.
 async fn ensure_connected(
     db: &DbConfig,
     client: &mut Option<Client>,
+    heads: &mut Heads,
     backoff: &mut Backoff,
     healthy: &AtomicBool,
 ) -> Result<(), Arc<DbError>> {
@@ -776,6 +784,7 @@ async fn ensure_connected(
         return Ok(());
     }
     *client = None;
+    heads.clear();
     healthy.store(false, Ordering::Relaxed);
     if backoff.waiting().is_some() {
         return Err(Arc::new(DbError::unavailable("reconnecting")));
@@ -820,7 +829,8 @@ async fn writer(
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(_) => {
-                let _ = ensure_connected(&db, &mut client, &mut backoff, &healthy).await;
+                let _ =
+                    ensure_connected(&db, &mut client, &mut heads, &mut backoff, &healthy).await;
                 continue;
             }
         };
@@ -831,7 +841,9 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        if let Err(why) = ensure_connected(&db, &mut client, &mut backoff, &healthy).await {
+        if let Err(why) =
+            ensure_connected(&db, &mut client, &mut heads, &mut backoff, &healthy).await
+        {
             fail(batch, why);
             continue;
         }

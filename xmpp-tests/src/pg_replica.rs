@@ -112,6 +112,19 @@ impl Replicated {
         assert_eq!(self.standby.psql_eventually(&sql, "t"), "t");
     }
 
+    /// Cuts the standby off the primary (its `primary_conninfo` emptied and
+    /// reloaded, so its WAL receiver stops) and waits until the primary
+    /// streams to no one: what the primary commits from now on is on the
+    /// primary alone, as with a standby lagging behind when the primary dies.
+    pub fn detach_standby(&self) {
+        self.standby.psql("ALTER SYSTEM SET primary_conninfo = ''");
+        self.standby.psql("SELECT pg_reload_conf()");
+        let streaming = self
+            .primary
+            .psql_eventually("SELECT count(*) FROM pg_stat_replication", "0");
+        assert_eq!(streaming, "0", "the standby still streams");
+    }
+
     /// SIGKILLs the primary's postmaster and every backend of it, as a
     /// machine dying would.
     pub fn kill_primary(&mut self) {

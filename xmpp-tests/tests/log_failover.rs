@@ -297,6 +297,65 @@ fn the_log_follows_an_asynchronous_standby_promoted() {
 /// the primary, whatever the order: the standby listed first is skipped
 /// (it would refuse every row with 25006), and after the failover the
 /// promoted standby is used.
+/// Rows the old primary acknowledged but never sent to its standby are lost
+/// with it; the chains go on from what the promoted server has, so
+/// `mftd verify --log` finds them intact there (the writer must not link
+/// its next record to a head only the dead primary had).
+#[test]
+fn the_chain_goes_on_from_the_promoted_server_when_the_last_rows_died_with_the_primary() {
+    let mut pair = Replicated::start(false);
+    let mftd = start_mftd(&pair.url());
+    let (status, body) = put_minted(mftd.http_port, "kept.bin", SIZE);
+    assert_eq!(status, 201, "{body}\n{}", mftd.log());
+    pair.wait_caught_up();
+
+    pair.detach_standby();
+    for name in ["lost-1.bin", "lost-2.bin"] {
+        let (status, body) = put_minted(mftd.http_port, name, SIZE);
+        assert_eq!(status, 201, "{body}\n{}", mftd.log());
+    }
+    pair.kill_primary();
+    pair.promote();
+    let lost = pair
+        .standby
+        .psql("SELECT count(*) FROM aft_log WHERE real_filename LIKE 'lost-%'");
+    assert_eq!(
+        lost.trim(),
+        "0",
+        "the scenario needs rows only the old primary had"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = put_minted(mftd.http_port, "after.bin", SIZE);
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}\n{}", mftd.log());
+        assert!(
+            Instant::now() < deadline,
+            "uploads never recovered: {status} {body}\n{}",
+            mftd.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(binary())
+        .args(["verify", "--log", "--config"])
+        .arg(mftd.config_path())
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "verify --log: {report}\n{}",
+        mftd.log()
+    );
+}
+
 #[test]
 fn a_host_list_without_session_attrs_skips_the_standby_listed_first() {
     let mut pair = Replicated::start(false);
