@@ -15,7 +15,8 @@
 #                                           address:port, not by pid)
 #   check-leftovers.sh processes DIR [S]    fail on a server process (prosody,
 #                                           ejabberd/beam.smp, epmd, sshd -f,
-#                                           postgres, haproxy, mftd, clamd …)
+#                                           postgres, haproxy, mftd, clamd,
+#                                           garage …)
 #                                           that did not exist at the snapshot;
 #                                           waits up to S seconds (default 10)
 #                                           for ones on their way out
@@ -79,7 +80,7 @@ server_processes() {
     {
       name = base($8)
       if (name ~ /^(lua|python|perl|bash|sh|dash)[0-9.]*$/ && NF >= 9 && $9 !~ /^-/) name = base($9)
-      if (name ~ /^(prosody|ejabberdctl|beam|beam\.smp|erl_child_setup|inet_gethost|epmd|postgres|haproxy|mftd|clamd|freshclam|mft_client\.py)$/) { print; next }
+      if (name ~ /^(prosody|ejabberdctl|beam|beam\.smp|erl_child_setup|inet_gethost|epmd|postgres|haproxy|mftd|clamd|freshclam|garage|mft_client\.py)$/) { print; next }
       if (name == "sshd" && ($0 ~ / -f / || $9 ~ /^mftfiles/)) print
     }
   '

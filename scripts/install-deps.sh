@@ -130,6 +130,17 @@ if [ ${#units[@]} -gt 0 ] || [ ${#initscripts[@]} -gt 0 ]; then
 fi
 stop_idle_epmd any
 ensure_file_server_user
+# Garage, the S3 service behind the object-store tests (a three-node cluster
+# the harness starts on 127.0.0.1): not packaged by Debian, so built once
+# from crates.io with cargo into a tool cache and reused by later runs
+# (MFTD_TOOL_CACHE, default ~/.cache/mftd-tools; the harness looks there).
+tools="${MFTD_TOOL_CACHE:-$HOME/.cache/mftd-tools}"
+garage_version=2.5.0
+if ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
+  echo "install-deps: building Garage $garage_version once into $tools (takes a while)"
+  cargo install --quiet --locked garage --version "$garage_version" \
+    --no-default-features --features lmdb,bundled-libs --root "$tools"
+fi
 # Nothing the packages started may listen beyond loopback now.
 if ! bash "$here/check-leftovers.sh" listeners "$state"; then
   echo "install-deps: a package install left a daemon listening beyond loopback (above); stop it and add it to this script" >&2

@@ -41,6 +41,12 @@ pub trait Backend: Send + Sync + 'static {
     /// one (`<parent>/<node>`, the reference's per-node layout), for reading
     /// files that node stored. `node` is checked by the caller.
     fn sibling(&self, node: &str) -> Option<std::sync::Arc<dyn Backend>>;
+    /// Gives up uploads a crash left unfinished where the server keeps
+    /// them apart from files (S3's multipart uploads); only at start-up,
+    /// before uploads are accepted. Returns how many.
+    fn abort_unfinished_uploads(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// One connection's worth of file operations.
@@ -50,6 +56,17 @@ pub trait Session: Send {
     fn create_dir_all(&mut self, dir: &str) -> Result<(), StoreError>;
     /// Creates a new file for writing; fails if the name exists.
     fn create_new(&mut self, path: &str) -> Result<Box<dyn WriteFile>, StoreError>;
+    /// Creates the temporary file of an upload that will be published as
+    /// `final_path`; where a server can write the final name invisibly
+    /// until publication (S3), it does so instead.
+    fn create_upload(
+        &mut self,
+        temp: &str,
+        final_path: &str,
+    ) -> Result<Box<dyn WriteFile>, StoreError> {
+        let _ = final_path;
+        self.create_new(temp)
+    }
     /// Moves a complete temporary file to its final name, refusing to
     /// overwrite (`StoreError::AlreadyExists`).
     fn publish(&mut self, temp: &str, final_path: &str) -> Result<(), StoreError>;

@@ -26,33 +26,34 @@ pub struct RustlsConnector {
 impl RustlsConnector {
     /// Trusts the CA certificates in `ca_file`.
     pub fn from_ca_file(ca_file: &Path) -> Result<RustlsConnector, DbError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca_file)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                DbError::config_because(format!("database.ca_file {}", ca_file.display()), e)
-            })?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| {
-                DbError::config_because(format!("database.ca_file {}", ca_file.display()), e)
-            })?;
-        }
-        if roots.is_empty() {
-            return Err(DbError::config(format!(
-                "database.ca_file {} holds no certificate",
-                ca_file.display()
-            )));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| DbError::config_because("TLS set-up for the database", e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config =
+            client_config_trusting(ca_file, "database.ca_file").map_err(DbError::config)?;
         Ok(RustlsConnector {
             config: Arc::new(config),
         })
     }
+}
+
+/// A TLS client configuration that trusts only the CA certificates (PEM)
+/// in `ca_file`; errors name the configuration `key` and the file.
+pub fn client_config_trusting(ca_file: &Path, key: &str) -> Result<rustls::ClientConfig, String> {
+    let unusable = |e: &dyn std::fmt::Display| format!("{key} {}: {e}", ca_file.display());
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| unusable(&e))?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| unusable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{key} {} holds no certificate", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// One pending TLS handshake for a named server.

@@ -55,6 +55,7 @@ pub mod reconcile;
 mod removal_record;
 pub mod rescan;
 pub mod retention;
+pub mod s3;
 pub mod sftp;
 pub mod store;
 pub mod transfer_log;

@@ -110,7 +110,8 @@ pub async fn temporary_ages(
 /// What start-up recovery did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovery {
-    /// Temporary files removed.
+    /// Temporary files removed (and unfinished S3 multipart uploads
+    /// aborted).
     pub temporaries_removed: usize,
     /// Descriptions without a file removed.
     pub orphan_metas_removed: usize,
@@ -132,7 +133,10 @@ pub async fn recover(
     since: Option<String>,
 ) -> Result<Recovery, StoreError> {
     let inv = inventory(store, since).await?;
-    let mut done = Recovery::default();
+    let mut done = Recovery {
+        temporaries_removed: store.abort_unfinished_uploads().await?,
+        ..Recovery::default()
+    };
     for path in &inv.temporaries {
         tracing::warn!(
             path,

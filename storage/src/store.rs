@@ -77,10 +77,10 @@ struct Writer {
 type WriteResult = (Option<Writer>, Vec<u8>, Result<(), StoreError>);
 
 /// Opens an upload's temporary file (creating its directory if needed).
-fn open_writer(backend: &dyn Backend, dir: &str, temp: &str) -> Result<Writer, StoreError> {
+fn open_writer(backend: &dyn Backend, loc: &Location, temp: &str) -> Result<Writer, StoreError> {
     let mut session = backend.session()?;
-    session.create_dir_all(dir)?;
-    let file = session.create_new(temp)?;
+    session.create_dir_all(&loc.dir())?;
+    let file = session.create_upload(temp, &loc.path())?;
     Ok(Writer {
         session,
         file,
@@ -200,11 +200,11 @@ impl Upload {
         };
         let mut chunk = std::mem::replace(&mut self.buf, next);
         let temp = self.temp.clone();
-        let (backend, dir) = (self.backend.clone(), self.loc.dir());
+        let (backend, loc) = (self.backend.clone(), self.loc.clone());
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let mut writer = match writer {
                 Some(w) => w,
-                None => match open_writer(backend.as_ref(), &dir, &temp) {
+                None => match open_writer(backend.as_ref(), &loc, &temp) {
                     Ok(w) => w,
                     Err(e) => return (None, chunk, Err(e)),
                 },
@@ -252,7 +252,7 @@ impl Upload {
         let result = tokio::task::spawn_blocking(move || {
             let writer = match writer {
                 Some(w) => w,
-                None => open_writer(backend.as_ref(), &loc.dir(), &temp)?,
+                None => open_writer(backend.as_ref(), &loc, &temp)?,
             };
             finish_upload(writer, rest, &loc, &temp, meta)
         })
@@ -300,11 +300,11 @@ impl Upload {
             self.temp.clone(),
             self.meta.clone(),
         );
-        let (backend, dir) = (self.backend.clone(), self.loc.dir());
+        let (backend, loc) = (self.backend.clone(), self.loc.clone());
         let result = tokio::task::spawn_blocking(move || {
             let writer = match writer {
                 Some(w) => w,
-                None => open_writer(backend.as_ref(), &dir, &temp)?,
+                None => open_writer(backend.as_ref(), &loc, &temp)?,
             };
             set_aside_upload(writer, rest, &resource, &temp, meta, keep)
         })
@@ -752,8 +752,8 @@ impl Store {
             None
         } else {
             let backend = self.backend.clone();
-            let (dir, path) = (loc.dir(), temp.clone());
-            Some(blocking(move || open_writer(backend.as_ref(), &dir, &path)).await?)
+            let (at, path) = (loc.clone(), temp.clone());
+            Some(blocking(move || open_writer(backend.as_ref(), &at, &path)).await?)
         };
         Ok(Upload {
             backend: self.backend.clone(),
@@ -913,6 +913,14 @@ impl Store {
             }
         })
         .await
+    }
+
+    /// Aborts the uploads a crash left unfinished on the server where it
+    /// keeps them apart from files (S3 multipart uploads); for start-up
+    /// recovery, before uploads are accepted.
+    pub async fn abort_unfinished_uploads(&self) -> Result<usize, StoreError> {
+        let backend = self.backend.clone();
+        blocking(move || backend.abort_unfinished_uploads()).await
     }
 
     /// Removes one path below the node directory (a leftover temporary file).

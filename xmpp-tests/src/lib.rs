@@ -11,6 +11,7 @@ pub mod clamd;
 pub mod client;
 pub mod delay_link;
 pub mod ejabberd;
+pub mod garage;
 pub mod http;
 pub mod mftd;
 pub mod pg_replica;

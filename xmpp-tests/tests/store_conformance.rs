@@ -1,5 +1,6 @@
-//! One conformance suite, run against every store backend: the local disk
-//! and a real OpenSSH sshd as SFTP file server.
+//! One conformance suite, run against every store backend: the local disk,
+//! a real OpenSSH sshd as SFTP file server, and a real three-node Garage
+//! cluster as S3 service.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,8 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use mft_storage::backend::Backend;
 use mft_storage::local::LocalBackend;
+use mft_storage::s3::{S3Backend, S3Settings};
 use mft_storage::sftp::{SftpBackend, SftpSettings};
 use mft_storage::{reconcile, ChatType, FileMeta, Location, Store, StoreError};
+use std::io::Write;
+use xmpp_tests::garage::Garage;
 use xmpp_tests::sshd::{Sshd, USER};
 
 fn meta(size: u64) -> FileMeta {
@@ -53,15 +57,26 @@ async fn read_all(store: &Store, loc: &Location, start: u64, len: u64) -> Vec<u8
 /// Names in the location's directory, temporary files included.
 fn names(backend: &dyn Backend, loc: &Location) -> Vec<String> {
     let mut s = backend.session().unwrap();
-    let mut n = s.list_dir(&loc.dir()).unwrap_or_default();
+    // A blocking call (S3 waits on its own runtime).
+    let mut n = tokio::task::block_in_place(|| s.list_dir(&loc.dir())).unwrap_or_default();
     n.sort();
     n
 }
 
-async fn suite(store: Store, view: Box<dyn Backend>) {
-    // A complete upload: readable whole and in ranges, described, hashed.
+/// How a backend keeps an upload a crash interrupted.
+#[derive(PartialEq)]
+enum Leftover {
+    /// A hidden temporary file beside the files (local disk, SFTP).
+    TemporaryFile,
+    /// Nothing visible: an unfinished multipart upload (S3).
+    Invisible,
+}
+
+async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover) {
+    // A complete upload: readable whole and in ranges, described, hashed;
+    // larger than one S3 part, so it goes as a multipart upload there.
     let loc = store.allocate(ChatType::Im).await.unwrap();
-    let body = data(3_500_000);
+    let body = data(9_500_000);
     let stored = upload(&store, &loc, &body, body.len() as u64)
         .await
         .unwrap();
@@ -172,29 +187,45 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
     drop(readers);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Start-up recovery removes what a crash leaves: a temporary file and a
-    // description without its file; published files stay.
+    // Start-up recovery removes what a crash leaves: an upload cut off
+    // after more than one S3 part (its writer never dropped, as in a killed
+    // process) and a description without its file; published files stay.
+    let crashed = Location::new_random(ChatType::Im, "20200101", "01");
     {
         let mut s = view.session().unwrap();
-        let part = format!("{}/.{}.data.0123.part", loc.dir(), fresh.resource());
-        drop(s.create_new(&part).unwrap());
-        let orphan = Location::new_random(ChatType::Im, "20200101", "00");
-        s.create_dir_all(&orphan.dir()).unwrap();
-        drop(s.create_new(&orphan.meta_path()).unwrap());
-    }
-    let inv = reconcile::inventory(&store, None).await.unwrap();
-    assert_eq!(inv.temporaries.len(), 1, "{inv:?}");
-    assert_eq!(inv.orphan_metas.len(), 1, "{inv:?}");
-    // Its age by the file server's clock (what `mftd verify` tells an upload
-    // in progress by): just written. One gone since the walk is left out.
-    let ages = reconcile::temporary_ages(&store, inv.temporaries.clone())
+        let crashed = crashed.clone();
+        tokio::task::spawn_blocking(move || {
+            s.create_dir_all(&crashed.dir()).unwrap();
+            let part = format!("{}/.{}.data.0123.part", crashed.dir(), crashed.resource());
+            let mut w = s.create_upload(&part, &crashed.path()).unwrap();
+            w.write_all(&data(mft_storage::s3::PART_SIZE + 1)).unwrap();
+            std::mem::forget(w);
+            let orphan = Location::new_random(ChatType::Im, "20200101", "00");
+            s.create_dir_all(&orphan.dir()).unwrap();
+            let mut m = s.create_new(&orphan.meta_path()).unwrap();
+            m.write_all(b"{}").unwrap();
+            m.sync().unwrap();
+        })
         .await
         .unwrap();
-    let written = ages[0].1.expect("the store tells when a file changed");
-    assert!(
-        written.elapsed().unwrap_or_default() < Duration::from_secs(60),
-        "{ages:?}"
-    );
+    }
+    let inv = reconcile::inventory(&store, None).await.unwrap();
+    let visible = usize::from(leftover == Leftover::TemporaryFile);
+    assert_eq!(inv.temporaries.len(), visible, "{inv:?}");
+    assert_eq!(inv.orphan_metas.len(), 1, "{inv:?}");
+    if leftover == Leftover::TemporaryFile {
+        // Its age by the file server's clock (what `mftd verify` tells an
+        // upload in progress by): just written.
+        let ages = reconcile::temporary_ages(&store, inv.temporaries.clone())
+            .await
+            .unwrap();
+        let written = ages[0].1.expect("the store tells when a file changed");
+        assert!(
+            written.elapsed().unwrap_or_default() < Duration::from_secs(60),
+            "{ages:?}"
+        );
+    }
+    // One gone since the walk is left out.
     let gone = vec![format!("{}/.gone.data.0.part", loc.dir())];
     assert!(reconcile::temporary_ages(&store, gone)
         .await
@@ -211,6 +242,14 @@ async fn suite(store: Store, view: Box<dyn Backend>) {
         "{inv:?}"
     );
     assert!(inv.files.iter().any(|l| l == &fresh), "{inv:?}");
+    assert!(!inv.files.iter().any(|l| l == &crashed), "{inv:?}");
+    assert!(store.stat(&crashed).await.unwrap_err().is_not_found());
+    // Nothing is left to recover a second time.
+    let again = reconcile::recover(&store, None, None).await.unwrap();
+    assert_eq!(
+        (again.temporaries_removed, again.orphan_metas_removed),
+        (0, 0)
+    );
 
     // Removal.
     store.remove(&loc).await.unwrap();
@@ -237,7 +276,12 @@ fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store = Store::new(LocalBackend::new(dir.path()).unwrap());
-        suite(store, Box::new(LocalBackend::new(dir.path()).unwrap())).await;
+        suite(
+            store,
+            Box::new(LocalBackend::new(dir.path()).unwrap()),
+            Leftover::TemporaryFile,
+        )
+        .await;
     });
 }
 
@@ -270,7 +314,12 @@ fn sftp_store_conforms() {
     let settings = sftp_settings(&sshd, keys.path());
     runtime().block_on(async {
         let store = Store::new(SftpBackend::new(settings.clone()));
-        suite(store, Box::new(SftpBackend::new(settings))).await;
+        suite(
+            store,
+            Box::new(SftpBackend::new(settings)),
+            Leftover::TemporaryFile,
+        )
+        .await;
     });
     // The files really are on the server, in the layout, owned by the file server user.
     let on_disk = xmpp_tests::mftd::stored_files(&sshd.node_root().join("node_1"));
@@ -278,6 +327,46 @@ fn sftp_store_conforms() {
         on_disk.iter().any(|f| f.starts_with("files/groupchat/")),
         "{on_disk:?}"
     );
+}
+
+/// S3 settings for node_1's prefix in the test cluster's bucket, on the
+/// endpoint of Garage node `i`.
+pub fn s3_settings(garage: &Garage, i: usize) -> S3Settings {
+    S3Settings {
+        client: mft_storage::s3::ClientSettings {
+            endpoint: mft_storage::s3::Endpoint::parse(&garage.endpoint(i)).unwrap(),
+            bucket: xmpp_tests::garage::BUCKET.into(),
+            region: xmpp_tests::garage::REGION.into(),
+            credentials: mft_storage::s3::sigv4::Credentials {
+                access_key_id: garage.key_id.clone(),
+                secret_access_key: garage.secret.clone(),
+            },
+            tls: None,
+            connect_timeout: Duration::from_secs(3),
+            io_timeout: Duration::from_secs(10),
+        },
+        prefix: "mftFileStore/node_1".into(),
+    }
+}
+
+#[test]
+fn s3_store_conforms() {
+    let garage = Garage::start();
+    let settings = s3_settings(&garage, 0);
+    runtime().block_on(async {
+        let store = Store::new(S3Backend::new(settings.clone()));
+        suite(
+            store,
+            Box::new(S3Backend::new(settings)),
+            Leftover::Invisible,
+        )
+        .await;
+    });
+    // The objects really are in the bucket, in the layout, and no
+    // multipart upload is left unfinished.
+    let listing = garage.list_keys("mftFileStore/node_1/files/groupchat/");
+    assert!(!listing.is_empty(), "no groupchat object in the bucket");
+    assert_eq!(garage.unfinished_uploads(), 0);
 }
 
 /// An upload keeps up to 2 MiB of SFTP writes in flight between pieces. One

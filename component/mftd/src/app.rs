@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mft_common::error::Chain;
 use mft_storage::local::LocalBackend;
+use mft_storage::s3::S3Backend;
 use mft_storage::sftp::SftpBackend;
 use mft_storage::transfer_log::TransferLog;
 use mft_storage::Store;
@@ -36,6 +37,7 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
             Store::new(backend)
         }
         StoreSettings::Sftp { sftp, .. } => Store::new(SftpBackend::new((**sftp).clone())),
+        StoreSettings::S3 { s3 } => Store::new(S3Backend::new((**s3).clone())),
     };
     Ok(store.with_budget(budget))
 }
@@ -326,13 +328,11 @@ pub async fn run(
         settings.admin.check_interval,
         stop_rx.clone(),
     ));
-    if let Some(sftp) = settings.store.sftp() {
+    if !matches!(settings.store, StoreSettings::Local { .. }) {
         match store.health_check().await {
-            Ok(()) => {
-                tracing::info!(host = %sftp.host, directory = %sftp.directory, "file server ready")
-            }
+            Ok(()) => tracing::info!(store = %store.file_server(), "file server ready"),
             Err(e) => {
-                tracing::warn!(error = %Chain(&e), "file server not ready yet; slots wait until it is")
+                tracing::warn!(store = %store.file_server(), error = %Chain(&e), "file server not ready yet; slots wait until it is")
             }
         }
     }

@@ -18,6 +18,7 @@ use mft_common::units::{ByteSize, HumanDuration, KeepFor};
 use mft_component::policy::ChatRules;
 
 pub mod content;
+pub mod object_store;
 pub mod sections;
 pub use mft_component::slot::MAX_FILE_SIZE_CAP;
 
@@ -595,6 +596,11 @@ pub enum StoreConfig {
         /// `[store.sftp]`.
         sftp: SftpConfig,
     },
+    /// A bucket of an S3 service.
+    S3 {
+        /// `[store.s3]`.
+        s3: object_store::S3Config,
+    },
 }
 
 /// When free space where the node directory lives is too low: a warning,
@@ -640,6 +646,11 @@ pub enum StoreSettings {
         /// Free-space alarm and floor.
         space: SpaceLimits,
     },
+    /// An S3 bucket (no free space to watch: the service says none).
+    S3 {
+        /// Endpoint, bucket, prefix, credentials.
+        s3: Box<mft_storage::s3::S3Settings>,
+    },
 }
 
 impl StoreSettings {
@@ -647,7 +658,7 @@ impl StoreSettings {
     pub fn sftp(&self) -> Option<&SftpSettings> {
         match self {
             StoreSettings::Sftp { sftp, .. } => Some(sftp),
-            StoreSettings::Local { .. } => None,
+            StoreSettings::Local { .. } | StoreSettings::S3 { .. } => None,
         }
     }
 
@@ -655,6 +666,11 @@ impl StoreSettings {
     pub fn space(&self) -> SpaceLimits {
         match self {
             StoreSettings::Local { space, .. } | StoreSettings::Sftp { space, .. } => *space,
+            // S3 says nothing of free space: nothing to alarm on or wait for.
+            StoreSettings::S3 { .. } => SpaceLimits {
+                alarm_free_percent: 0.0,
+                min_free_bytes: 0,
+            },
         }
     }
 
@@ -663,6 +679,7 @@ impl StoreSettings {
         match self {
             StoreSettings::Local { .. } => "local",
             StoreSettings::Sftp { .. } => "sftp",
+            StoreSettings::S3 { .. } => "s3",
         }
     }
 }
@@ -1546,11 +1563,13 @@ impl Config {
                 .rsplit('/')
                 .next()
                 .map(str::to_owned),
+            StoreConfig::S3 { s3 } => s3.node_dir_name(),
         };
         if node_dir_name.as_deref() != Some(self.node.name.as_str()) {
             let key = match &self.store {
                 StoreConfig::Local { .. } => "store.path",
                 StoreConfig::Sftp { .. } => "store.sftp.directory",
+                StoreConfig::S3 { .. } => "store.s3.prefix",
             };
             return Err(invalid(
                 key,
@@ -1607,6 +1626,9 @@ impl Config {
                     space,
                 }
             }
+            StoreConfig::S3 { s3 } => StoreSettings::S3 {
+                s3: Box::new(s3.checked()?),
+            },
         })
     }
 }

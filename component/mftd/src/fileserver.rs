@@ -1,5 +1,6 @@
 //! `mftd fileserver status` and `mftd fileserver transferspeed`: the
-//! operator's view of the SFTP file server, one line per check.
+//! operator's view of the SFTP file server (or of the S3 bucket, for
+//! `status`), one line per check.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use mft_storage::backend::{Backend, Session};
 use mft_storage::error::chain;
 use mft_storage::hostkey::fingerprint;
+use mft_storage::s3::{S3Backend, S3Settings};
 use mft_storage::sftp::{SftpBackend, SftpSettings};
 use mft_storage::StoreError;
 
@@ -122,6 +124,32 @@ pub fn status(settings: &SftpSettings, alarm_free_percent: f64) -> Vec<Check> {
     checks.push(Check {
         name: "free space",
         result: space,
+    });
+    checks
+}
+
+/// The checks of an S3 store: the bucket answers to the credentials, and
+/// an object can be written and removed under the node's prefix.
+pub fn s3_status(settings: &S3Settings) -> Vec<Check> {
+    let backend = S3Backend::new(settings.clone());
+    let bucket = format!("{} at {}", settings.client.bucket, settings.client.endpoint);
+    let answered = backend.check().map(|()| bucket).map_err(|e| chain(&e));
+    let failed = answered.is_err();
+    let mut checks = vec![Check {
+        name: "bucket answers",
+        result: answered,
+    }];
+    if failed {
+        return checks;
+    }
+    let writable = backend
+        .session()
+        .and_then(|mut s| write_probe(s.as_mut(), 4096))
+        .map(|()| format!("{}/", settings.prefix))
+        .map_err(|e| chain(&e));
+    checks.push(Check {
+        name: "node prefix writable",
+        result: writable,
     });
     checks
 }

@@ -487,9 +487,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Fileserver {
             action: FileserverCommand::Status { config },
         } => {
-            let (settings, sftp) = sftp_settings(&config)?;
-            let alarm = settings.store.space().alarm_free_percent;
-            let checks = fileserver::status(&sftp, alarm);
+            let settings = load(&config)?;
+            settings.check_files(&config)?;
+            let (checks, expected) = match &settings.store {
+                config::StoreSettings::S3 { s3 } => (fileserver::s3_status(s3), 2),
+                _ => {
+                    let (settings, sftp) = sftp_settings(&config)?;
+                    let alarm = settings.store.space().alarm_free_percent;
+                    (fileserver::status(&sftp, alarm), 5)
+                }
+            };
             let mut failed = false;
             for c in &checks {
                 match &c.result {
@@ -500,7 +507,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            if failed || checks.len() < 5 {
+            if failed || checks.len() < expected {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -1,0 +1,412 @@
+//! One object being written ([`ObjectWriter`]: a single `PUT` or a
+//! multipart upload, part by part) or read ([`ObjectReader`]: ranged `GET`s
+//! streamed piece by piece), behind the blocking `Write`/`Read + Seek` the
+//! store drives.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use http::Method;
+
+use super::client::{block_on, runtime_spawn, Client, Reply};
+use super::{xml, Shared, PART_SIZE};
+use crate::backend::WriteFile;
+use crate::StoreError;
+
+/// A multipart upload started for `key`, with the parts sent so far.
+pub struct Multipart {
+    key: String,
+    upload_id: String,
+    /// (part number, ETag) in order.
+    parts: Vec<(u32, String)>,
+}
+
+/// An upload's bytes, complete, waiting for the store to publish them.
+pub enum Pending {
+    /// Small enough for one `PUT` at publication.
+    Single {
+        /// The whole body.
+        body: Bytes,
+    },
+    /// Every part sent; completion publishes it.
+    Multipart(Multipart),
+}
+
+impl Pending {
+    /// Makes the object visible under `key` (never replacing one).
+    pub fn publish(&self, client: &Client, key: &str) -> Result<(), StoreError> {
+        match self {
+            Pending::Single { body } => put_new(client, key, body.clone()),
+            Pending::Multipart(mp) => {
+                complete(client, mp)?;
+                if mp.key == key {
+                    return Ok(());
+                }
+                // Published elsewhere than planned (set aside): move it.
+                let source = format!(
+                    "/{}/{}",
+                    client.settings().bucket,
+                    super::sigv4::encode(&mp.key, false)
+                );
+                block_on(client.call(
+                    Method::PUT,
+                    key,
+                    &[],
+                    &[("x-amz-copy-source", source), ("if-none-match", "*".into())],
+                    Bytes::new(),
+                    &[200],
+                ))?;
+                block_on(client.call(
+                    Method::DELETE,
+                    &mp.key,
+                    &[],
+                    &[],
+                    Bytes::new(),
+                    &[204, 200],
+                ))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives the bytes up (aborting a multipart upload); best effort, since
+    /// start-up recovery aborts what is left.
+    pub fn abort(self, client: &Client) {
+        if let Pending::Multipart(mp) = self {
+            if let Err(e) = block_on(abort(client, &mp)) {
+                tracing::warn!(key = mp.key, error = %crate::error::Chain(&e), "aborting a multipart upload failed; start-up recovery aborts it");
+            }
+        }
+    }
+}
+
+/// `PUT` of a new object, refused if the key exists (where the server
+/// honours `If-None-Match`).
+fn put_new(client: &Client, key: &str, body: Bytes) -> Result<(), StoreError> {
+    block_on(client.call(
+        Method::PUT,
+        key,
+        &[],
+        &[("if-none-match", "*".into())],
+        body,
+        &[200],
+    ))
+    .map(|_| ())
+}
+
+fn complete(client: &Client, mp: &Multipart) -> Result<(), StoreError> {
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (n, etag) in &mp.parts {
+        body.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
+            etag.replace('&', "&amp;").replace('<', "&lt;")
+        ));
+    }
+    body.push_str("</CompleteMultipartUpload>");
+    let (_, answer) = block_on(client.call(
+        Method::POST,
+        &mp.key,
+        &[("uploadId", &mp.upload_id)],
+        &[("if-none-match", "*".into())],
+        Bytes::from(body),
+        &[200],
+    ))?;
+    // A completion can fail after its 200 has started: the error is then
+    // in the body.
+    let text = String::from_utf8_lossy(&answer);
+    if text.contains("<Error>") {
+        return Err(super::client::refusal(
+            "completing a multipart upload",
+            &mp.key,
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            answer.as_ref(),
+        ));
+    }
+    Ok(())
+}
+
+async fn abort(client: &Client, mp: &Multipart) -> Result<(), StoreError> {
+    client
+        .call(
+            Method::DELETE,
+            &mp.key,
+            &[("uploadId", &mp.upload_id)],
+            &[],
+            Bytes::new(),
+            &[204, 200, 404],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Where a finished writer's bytes go.
+enum Target {
+    /// Written under its own name at `sync` (a description).
+    Direct,
+    /// Handed to the session under the temporary name, for `publish`.
+    Pending { temp: String },
+}
+
+/// An object being written; nothing is visible until it is published.
+pub struct ObjectWriter {
+    shared: Arc<Shared>,
+    key: String,
+    target: Target,
+    buf: Vec<u8>,
+    multipart: Option<Multipart>,
+    finished: bool,
+}
+
+impl ObjectWriter {
+    /// A writer whose object appears under `key` when it is synced.
+    pub fn direct(shared: Arc<Shared>, key: String) -> ObjectWriter {
+        Self::new(shared, key, Target::Direct)
+    }
+
+    /// A writer for an upload of `key`, handed over at `sync` as `temp`.
+    pub fn pending(shared: Arc<Shared>, key: String, temp: String) -> ObjectWriter {
+        Self::new(shared, key, Target::Pending { temp })
+    }
+
+    fn new(shared: Arc<Shared>, key: String, target: Target) -> ObjectWriter {
+        ObjectWriter {
+            shared,
+            key,
+            target,
+            buf: Vec::new(),
+            multipart: None,
+            finished: false,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// Sends `part` as the next part, starting the multipart upload first
+    /// if needed.
+    fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        if self.multipart.is_none() {
+            let (_, answer) = block_on(self.client().call(
+                Method::POST,
+                &self.key,
+                &[("uploads", "")],
+                &[],
+                Bytes::new(),
+                &[200],
+            ))?;
+            let upload_id =
+                xml::first(&String::from_utf8_lossy(&answer), "UploadId").ok_or_else(|| {
+                    StoreError::io(
+                        "starting a multipart upload",
+                        io::Error::other("the S3 service gave no UploadId"),
+                    )
+                })?;
+            self.multipart = Some(Multipart {
+                key: self.key.clone(),
+                upload_id,
+                parts: Vec::new(),
+            });
+        }
+        let mp = self.multipart.as_ref().expect("started above");
+        let number = mp.parts.len() as u32 + 1;
+        let number_text = number.to_string();
+        let (headers, _) = block_on(self.client().call(
+            Method::PUT,
+            &self.key,
+            &[("partNumber", &number_text), ("uploadId", &mp.upload_id)],
+            &[],
+            part,
+            &[200],
+        ))?;
+        let etag = headers
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                StoreError::io(
+                    "sending a part",
+                    io::Error::other("the S3 service gave no ETag"),
+                )
+            })?
+            .to_owned();
+        if let Some(mp) = self.multipart.as_mut() {
+            mp.parts.push((number, etag));
+        }
+        Ok(())
+    }
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.finished {
+            return Err(io::Error::other("writing after sync"));
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= PART_SIZE {
+            let rest = self.buf.split_off(PART_SIZE);
+            let part = std::mem::replace(&mut self.buf, rest);
+            self.send_part(Bytes::from(part))
+                .map_err(io::Error::other)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WriteFile for ObjectWriter {
+    /// The whole body is here: sends the last part (or keeps a small body
+    /// for one `PUT`) and publishes or hands it over.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.finished {
+            return Ok(());
+        }
+        let rest = Bytes::from(std::mem::take(&mut self.buf));
+        if self.multipart.is_some() && !rest.is_empty() {
+            self.send_part(rest.clone())?;
+        }
+        let pending = match self.multipart.take() {
+            Some(mp) => Pending::Multipart(mp),
+            None => Pending::Single { body: rest },
+        };
+        self.finished = true;
+        match &self.target {
+            Target::Direct => {
+                let key = self.key.clone();
+                let result = match pending {
+                    Pending::Single { body } => put_new(self.client(), &key, body),
+                    multipart => multipart.publish(self.client(), &key),
+                };
+                result
+            }
+            Target::Pending { temp } => {
+                self.shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(temp.clone(), pending);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // Given up before its end: abort the multipart upload, on the S3
+        // runtime (this may run on an async thread, which must not block).
+        if let Some(mp) = self.multipart.take() {
+            let shared = self.shared.clone();
+            runtime_spawn(async move {
+                if let Err(e) = abort(&shared.client, &mp).await {
+                    tracing::warn!(key = mp.key, error = %crate::error::Chain(&e), "aborting a multipart upload failed; start-up recovery aborts it");
+                }
+            });
+        }
+    }
+}
+
+/// An object read from `pos` on: one ranged `GET` streamed until a seek
+/// elsewhere starts another.
+pub struct ObjectReader {
+    shared: Arc<Shared>,
+    key: String,
+    size: u64,
+    pos: u64,
+    reply: Option<Reply>,
+    piece: Bytes,
+}
+
+impl ObjectReader {
+    /// A reader of `key`, `size` bytes long; nothing is requested until the
+    /// first read.
+    pub fn new(shared: Arc<Shared>, key: String, size: u64) -> ObjectReader {
+        ObjectReader {
+            shared,
+            key,
+            size,
+            pos: 0,
+            reply: None,
+            piece: Bytes::new(),
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), StoreError> {
+        let client = &self.shared.client;
+        if self.reply.is_none() {
+            let range = format!("bytes={}-", self.pos);
+            let reply = block_on(client.send(
+                Method::GET,
+                &self.key,
+                &[],
+                &[("range", range)],
+                Bytes::new(),
+            ))?;
+            if !matches!(reply.status.as_u16(), 200 | 206) {
+                let status = reply.status;
+                let body = block_on(client.read_all(reply)).unwrap_or_default();
+                return Err(super::client::refusal(
+                    "reading an object",
+                    &self.key,
+                    status,
+                    &body,
+                ));
+            }
+            if reply.status.as_u16() == 200 && self.pos > 0 {
+                return Err(StoreError::io(
+                    format!("reading {} from byte {}", self.key, self.pos),
+                    io::Error::other("the S3 service ignored the Range header"),
+                ));
+            }
+            self.reply = Some(reply);
+        }
+        let reply = self.reply.as_mut().expect("set above");
+        match block_on(client.next_piece(reply))? {
+            Some(piece) => self.piece = piece,
+            None => self.reply = None,
+        }
+        Ok(())
+    }
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() || self.pos >= self.size {
+            return Ok(0);
+        }
+        if self.piece.is_empty() {
+            self.fill().map_err(io::Error::other)?;
+            if self.piece.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} ended at byte {} of {}", self.key, self.pos, self.size),
+                ));
+            }
+        }
+        let n = out.len().min(self.piece.len());
+        out[..n].copy_from_slice(&self.piece[..n]);
+        self.piece.advance(n);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ObjectReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        if target != self.pos {
+            self.reply = None;
+            self.piece = Bytes::new();
+            self.pos = target;
+        }
+        Ok(self.pos)
+    }
+}
