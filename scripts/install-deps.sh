@@ -21,8 +21,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # brings clamd, the malware scanner behind [scan]: the content-policy tests
 # start their own clamd on a temporary socket with a signature database
 # they generate (no download: freshclam never runs, its service is stopped
-# and disabled below like every other daemon).
-packages=(prosody ejabberd erlang-eunit lua5.4 openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy clamav-daemon)
+# and disabled below like every other daemon). rclone is the S3 baseline of
+# the benchmark suite.
+packages=(prosody ejabberd erlang-eunit lua5.4 openssh-server openssh-client postgresql python3-slixmpp libssl-dev pkg-config curl prometheus chromium haproxy clamav-daemon rclone)
 
 missing=()
 for p in "${packages[@]}"; do

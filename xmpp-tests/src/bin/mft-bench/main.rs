@@ -20,6 +20,7 @@ mod https;
 mod local;
 mod log;
 mod memory;
+mod object_store;
 mod report;
 mod sftp;
 mod slots;
@@ -46,7 +47,7 @@ pub struct Args {
     /// Seconds each chat-workload phase is measured for.
     #[arg(long, default_value_t = 8)]
     pub window: u64,
-    /// Run only these scenarios (`local`, `https`, `sftp`, `memory`, `slots`, `log`, `cluster`, `chat`, `soak`); all but `soak` when empty.
+    /// Run only these scenarios (`local`, `https`, `sftp`, `s3`, `memory`, `slots`, `log`, `cluster`, `chat`, `soak`); all but `soak` when empty.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Minutes the soak runs (`--only soak`; not part of a full run).
@@ -92,10 +93,11 @@ fn main() {
     let _ = writeln!(report, "Every transfer uses the same client: `curl` over HTTP/1.1 on 127.0.0.1, files of random bytes.\n");
 
     type Scenario = fn(&Args, &std::path::Path, &mut String);
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("local", local::run),
         ("https", https::run),
         ("sftp", sftp::run),
+        ("s3", object_store::run),
         ("memory", memory::run),
         ("slots", slots::run),
         ("log", log::run),
