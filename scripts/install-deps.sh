@@ -135,7 +135,7 @@ ensure_file_server_user
 # the harness starts on 127.0.0.1): not packaged by Debian, so built once
 # from crates.io with cargo into a tool cache and reused by later runs
 # (MFTD_TOOL_CACHE, default ~/.cache/mftd-tools; the harness looks there).
-tools="${MFTD_TOOL_CACHE:-$HOME/.cache/mftd-tools}"
+tools="${MFTD_TOOL_CACHE:-${HOME:-/root}/.cache/mftd-tools}"
 garage_version=2.5.0
 if ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
   echo "install-deps: building Garage $garage_version once into $tools (takes a while)"

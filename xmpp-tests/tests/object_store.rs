@@ -234,8 +234,61 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
         stored.push((path, sha(&data)));
     }
 
-    // A node of the cluster dies; every upload goes on, every file reads.
-    garage.kill_node(2);
+    // A node of the cluster dies while uploads stream through both mftd
+    // nodes: every upload started after the kill is stored, and those in
+    // flight at the kill are stored or refused cleanly.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let killed = std::sync::Mutex::new(None::<std::time::Instant>);
+    let streamed = thread::scope(|s| {
+        let streamer = s.spawn(|| {
+            let mut answers = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let data = body(256 * 1024, i as u8);
+                let port = if i % 2 == 0 {
+                    one.http_port
+                } else {
+                    two.http_port
+                };
+                let started = std::time::Instant::now();
+                let (status, path) = upload(port, &format!("stream-{i}.bin"), &data);
+                answers.push((started, status, path, sha(&data)));
+                i += 1;
+            }
+            answers
+        });
+        thread::sleep(Duration::from_secs(2));
+        *killed.lock().unwrap() = Some(std::time::Instant::now());
+        garage.kill_node(2);
+        thread::sleep(Duration::from_secs(4));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        streamer.join().unwrap()
+    });
+    let killed = killed.lock().unwrap().unwrap();
+    let after: Vec<_> = streamed.iter().filter(|a| a.0 > killed).collect();
+    assert!(
+        !after.is_empty() && streamed.len() > after.len(),
+        "uploads before and after the kill"
+    );
+    for (started, status, path, _) in &streamed {
+        if *started > killed {
+            assert_eq!(*status, 201, "{path} started after the kill\n{}", one.log());
+        } else {
+            assert!(*status == 201 || *status == 503, "{path}: {status}");
+        }
+    }
+    println!(
+        "{} uploads streamed, {} started after the Garage node was killed, {} refused",
+        streamed.len(),
+        after.len(),
+        streamed.iter().filter(|a| a.1 != 201).count()
+    );
+    stored.extend(
+        streamed
+            .into_iter()
+            .filter(|a| a.1 == 201)
+            .map(|(_, _, path, sum)| (path, sum)),
+    );
     for i in 0..4u8 {
         let data = body(if i == 0 { 12 * 1024 * 1024 } else { 64 * 1024 }, 100 + i);
         let port = if i % 2 == 0 {

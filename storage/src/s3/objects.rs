@@ -334,41 +334,72 @@ impl ObjectReader {
         }
     }
 
-    fn fill(&mut self) -> Result<(), StoreError> {
+    /// Starts the ranged `GET` from the current position, unless one is
+    /// open.
+    fn ensure_reply(&mut self) -> Result<(), StoreError> {
+        if self.reply.is_some() {
+            return Ok(());
+        }
         let client = &self.shared.client;
-        if self.reply.is_none() {
-            let range = format!("bytes={}-", self.pos);
-            let reply = block_on(client.send(
-                Method::GET,
+        let range = format!("bytes={}-", self.pos);
+        let reply = block_on(client.send(
+            Method::GET,
+            &self.key,
+            &[],
+            &[("range", range)],
+            Bytes::new(),
+        ))?;
+        if !matches!(reply.status.as_u16(), 200 | 206) {
+            let status = reply.status;
+            let body = block_on(client.read_all(reply)).unwrap_or_default();
+            return Err(super::client::refusal(
+                "reading an object",
                 &self.key,
-                &[],
-                &[("range", range)],
-                Bytes::new(),
-            ))?;
-            if !matches!(reply.status.as_u16(), 200 | 206) {
-                let status = reply.status;
-                let body = block_on(client.read_all(reply)).unwrap_or_default();
-                return Err(super::client::refusal(
-                    "reading an object",
-                    &self.key,
-                    status,
-                    &body,
-                ));
-            }
-            if reply.status.as_u16() == 200 && self.pos > 0 {
-                return Err(StoreError::io(
-                    format!("reading {} from byte {}", self.key, self.pos),
-                    io::Error::other("the S3 service ignored the Range header"),
-                ));
-            }
-            self.reply = Some(reply);
+                status,
+                &body,
+            ));
         }
-        let reply = self.reply.as_mut().expect("set above");
-        match block_on(client.next_piece(reply))? {
-            Some(piece) => self.piece = piece,
-            None => self.reply = None,
+        if reply.status.as_u16() == 200 && self.pos > 0 {
+            return Err(StoreError::io(
+                format!("reading {} from byte {}", self.key, self.pos),
+                io::Error::other("the S3 service ignored the Range header"),
+            ));
         }
+        self.reply = Some(reply);
         Ok(())
+    }
+
+    /// Fills `out` from the open body, in one wait on the S3 runtime for
+    /// however many pieces that takes (a piece is often 16 KiB: waiting once
+    /// per piece cost a thread hand-over each). Keeps what does not fit.
+    fn fill(&mut self, out: &mut [u8]) -> Result<usize, StoreError> {
+        self.ensure_reply()?;
+        let ObjectReader {
+            shared,
+            reply,
+            piece,
+            ..
+        } = self;
+        let client = &shared.client;
+        block_on(async {
+            let mut filled = 0;
+            while filled < out.len() {
+                let Some(open) = reply.as_mut() else { break };
+                match client.next_piece(open).await? {
+                    Some(mut data) => {
+                        let n = (out.len() - filled).min(data.len());
+                        out[filled..filled + n].copy_from_slice(&data[..n]);
+                        data.advance(n);
+                        filled += n;
+                        if !data.is_empty() {
+                            *piece = data;
+                        }
+                    }
+                    None => *reply = None,
+                }
+            }
+            Ok(filled)
+        })
     }
 }
 
@@ -377,20 +408,24 @@ impl Read for ObjectReader {
         if out.is_empty() || self.pos >= self.size {
             return Ok(0);
         }
-        if self.piece.is_empty() {
-            self.fill().map_err(io::Error::other)?;
-            if self.piece.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} ended at byte {} of {}", self.key, self.pos, self.size),
-                ));
-            }
+        let want = out
+            .len()
+            .min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX));
+        let out = &mut out[..want];
+        let mut filled = out.len().min(self.piece.len());
+        out[..filled].copy_from_slice(&self.piece[..filled]);
+        self.piece.advance(filled);
+        if filled < out.len() {
+            filled += self.fill(&mut out[filled..]).map_err(io::Error::other)?;
         }
-        let n = out.len().min(self.piece.len());
-        out[..n].copy_from_slice(&self.piece[..n]);
-        self.piece.advance(n);
-        self.pos += n as u64;
-        Ok(n)
+        if filled == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} ended at byte {} of {}", self.key, self.pos, self.size),
+            ));
+        }
+        self.pos += filled as u64;
+        Ok(filled)
     }
 }
 
