@@ -140,8 +140,10 @@ pub fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
 
 /// Starts `work` on the S3 runtime without waiting (from any thread,
 /// async ones included).
-pub fn runtime_spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
-    runtime().spawn(work);
+pub fn runtime_spawn<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    runtime().spawn(work)
 }
 
 impl Client {

@@ -155,6 +155,8 @@ pub struct ObjectWriter {
     target: Target,
     buf: Vec<u8>,
     multipart: Option<Multipart>,
+    /// The part being sent while the next one fills (its number, ETag).
+    in_flight: Option<tokio::task::JoinHandle<Result<(u32, String), StoreError>>>,
     finished: bool,
 }
 
@@ -176,6 +178,7 @@ impl ObjectWriter {
             target,
             buf: Vec::new(),
             multipart: None,
+            in_flight: None,
             finished: false,
         }
     }
@@ -184,52 +187,57 @@ impl ObjectWriter {
         &self.shared.client
     }
 
-    /// Sends `part` as the next part, starting the multipart upload first
-    /// if needed.
-    fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
-        if self.multipart.is_none() {
-            let (_, answer) = block_on(self.client().call(
-                Method::POST,
-                &self.key,
-                &[("uploads", "")],
-                &[],
-                Bytes::new(),
-                &[200],
-            ))?;
-            let upload_id =
-                xml::first(&String::from_utf8_lossy(&answer), "UploadId").ok_or_else(|| {
-                    StoreError::io(
-                        "starting a multipart upload",
-                        io::Error::other("the S3 service gave no UploadId"),
-                    )
-                })?;
-            self.multipart = Some(Multipart {
-                key: self.key.clone(),
-                upload_id,
-                parts: Vec::new(),
-            });
-        }
-        let mp = self.multipart.as_ref().expect("started above");
-        let number = mp.parts.len() as u32 + 1;
-        let number_text = number.to_string();
-        let (headers, _) = block_on(self.client().call(
-            Method::PUT,
+    /// Starts the multipart upload of the key.
+    fn start_multipart(&mut self) -> Result<(), StoreError> {
+        let (_, answer) = block_on(self.client().call(
+            Method::POST,
             &self.key,
-            &[("partNumber", &number_text), ("uploadId", &mp.upload_id)],
+            &[("uploads", "")],
             &[],
-            part,
+            Bytes::new(),
             &[200],
         ))?;
-        let etag = headers
-            .get(http::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
+        let upload_id =
+            xml::first(&String::from_utf8_lossy(&answer), "UploadId").ok_or_else(|| {
                 StoreError::io(
-                    "sending a part",
-                    io::Error::other("the S3 service gave no ETag"),
+                    "starting a multipart upload",
+                    io::Error::other("the S3 service gave no UploadId"),
                 )
-            })?
-            .to_owned();
+            })?;
+        self.multipart = Some(Multipart {
+            key: self.key.clone(),
+            upload_id,
+            parts: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Starts sending `part` as the next part (the one before it must be
+    /// acknowledged first: at most one part travels while the next fills).
+    fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        if self.multipart.is_none() {
+            self.start_multipart()?;
+        }
+        self.settle()?;
+        let mp = self.multipart.as_ref().expect("started above");
+        let number = mp.parts.len() as u32 + 1;
+        let (shared, key, upload_id) =
+            (self.shared.clone(), self.key.clone(), mp.upload_id.clone());
+        self.in_flight = Some(runtime_spawn(async move {
+            put_part(&shared.client, &key, &upload_id, number, part)
+                .await
+                .map(|etag| (number, etag))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the part in flight and records its ETag.
+    fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(sending) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (number, etag) = block_on(sending)
+            .map_err(|e| StoreError::io("sending a part", io::Error::other(e)))??;
         if let Some(mp) = self.multipart.as_mut() {
             mp.parts.push((number, etag));
         }
@@ -237,17 +245,54 @@ impl ObjectWriter {
     }
 }
 
+/// Sends one part; its ETag.
+async fn put_part(
+    client: &Client,
+    key: &str,
+    upload_id: &str,
+    number: u32,
+    part: Bytes,
+) -> Result<String, StoreError> {
+    let number_text = number.to_string();
+    let (headers, _) = client
+        .call(
+            Method::PUT,
+            key,
+            &[("partNumber", &number_text), ("uploadId", upload_id)],
+            &[],
+            part,
+            &[200],
+        )
+        .await?;
+    headers
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            StoreError::io(
+                "sending a part",
+                io::Error::other("the S3 service gave no ETag"),
+            )
+        })
+}
+
 impl Write for ObjectWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.finished {
             return Err(io::Error::other("writing after sync"));
         }
-        self.buf.extend_from_slice(data);
-        while self.buf.len() >= PART_SIZE {
-            let rest = self.buf.split_off(PART_SIZE);
-            let part = std::mem::replace(&mut self.buf, rest);
-            self.send_part(Bytes::from(part))
-                .map_err(io::Error::other)?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (PART_SIZE - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() == PART_SIZE {
+                // The next part's buffer is taken whole once: grown by
+                // doubling, it would reach twice the part size.
+                let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+                self.send_part(Bytes::from(part))
+                    .map_err(io::Error::other)?;
+            }
         }
         Ok(data.len())
     }
@@ -268,6 +313,7 @@ impl WriteFile for ObjectWriter {
         if self.multipart.is_some() && !rest.is_empty() {
             self.send_part(rest.clone())?;
         }
+        self.settle()?;
         let pending = match self.multipart.take() {
             Some(mp) => Pending::Multipart(mp),
             None => Pending::Single { body: rest },
@@ -300,7 +346,13 @@ impl Drop for ObjectWriter {
         // runtime (this may run on an async thread, which must not block).
         if let Some(mp) = self.multipart.take() {
             let shared = self.shared.clone();
+            let sending = self.in_flight.take();
             runtime_spawn(async move {
+                // A part still travelling would otherwise land after the
+                // abort and be kept.
+                if let Some(part) = sending {
+                    let _ = part.await;
+                }
                 if let Err(e) = abort(&shared.client, &mp).await {
                     tracing::warn!(key = mp.key, error = %crate::error::Chain(&e), "aborting a multipart upload failed; start-up recovery aborts it");
                 }
