@@ -245,7 +245,7 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
             let mut i = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let data = body(256 * 1024, i as u8);
-                let port = if i % 2 == 0 {
+                let port = if i.is_multiple_of(2) {
                     one.http_port
                 } else {
                     two.http_port
@@ -291,7 +291,7 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
     );
     for i in 0..4u8 {
         let data = body(if i == 0 { 12 * 1024 * 1024 } else { 64 * 1024 }, 100 + i);
-        let port = if i % 2 == 0 {
+        let port = if i.is_multiple_of(2) {
             one.http_port
         } else {
             two.http_port
