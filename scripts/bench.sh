@@ -8,7 +8,7 @@
 #   scripts/bench.sh --runs 5 --out report.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh --bench
+bash scripts/install-deps.sh --bench --with-garage
 cargo build --release --bins
 out_args=()
 if [[ " $* " == *" --smoke "* && " $* " != *" --out "* ]]; then

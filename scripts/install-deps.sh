@@ -12,6 +12,12 @@
 # later by our own scripts on 127.0.0.1 only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# --with-garage: also build Garage (the S3 tests and benchmark need it; the
+# local demo does not).
+with_garage=0
+for arg in "$@"; do
+  [ "$arg" = "--with-garage" ] && with_garage=1
+done
 
 # ejabberd is a second router: the audit-trail tests run mftd's Erlang module
 # in it (compiled with erlc, which ejabberd's dependencies bring), and the
@@ -132,12 +138,12 @@ fi
 stop_idle_epmd any
 ensure_file_server_user
 # Garage, the S3 service behind the object-store tests (a three-node cluster
-# the harness starts on 127.0.0.1): not packaged by Debian, so built once
+# the harness starts on 127.0.0.1), with --with-garage: not packaged by Debian, so built once
 # from crates.io with cargo into a tool cache and reused by later runs
 # (MFTD_TOOL_CACHE, default ~/.cache/mftd-tools; the harness looks there).
 tools="${MFTD_TOOL_CACHE:-${HOME:-/root}/.cache/mftd-tools}"
 garage_version=2.5.0
-if ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
+if [ "$with_garage" = 1 ] && ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
   echo "install-deps: building Garage $garage_version once into $tools (takes a while)"
   cargo install --quiet --locked garage --version "$garage_version" \
     --no-default-features --features lmdb,bundled-libs --root "$tools"

@@ -8,7 +8,7 @@
 # few seconds is named, killed, and fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --with-garage
 # The router modules' link recognition, without a router (lua5.4, eunit).
 bash scripts/test-router-modules.sh
 cargo build --bins

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -105,7 +105,7 @@ pub struct ClientSettings {
 /// A signed-request client for one bucket.
 pub struct Client {
     settings: ClientSettings,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<SendRequest<Chunks>>>,
 }
 
 /// An answer whose body has not been read yet; it holds its connection,
@@ -116,7 +116,69 @@ pub struct Reply {
     /// The headers.
     pub headers: HeaderMap,
     body: Incoming,
-    conn: Option<SendRequest<Full<Bytes>>>,
+    conn: Option<SendRequest<Chunks>>,
+}
+
+/// A request body made of pieces sent one after the other: a part is
+/// gathered in 1 MiB pieces, never copied into one large buffer (large
+/// allocations, freed on another thread, were what the allocator kept).
+#[derive(Default, Clone)]
+pub struct Chunks {
+    pieces: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Chunks {
+    /// Appends a piece (an empty one is dropped).
+    pub fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        self.left += piece.len() as u64;
+        self.pieces.push_back(piece);
+    }
+
+    /// Bytes in all the pieces.
+    pub fn len(&self) -> u64 {
+        self.left
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl From<Bytes> for Chunks {
+    fn from(piece: Bytes) -> Self {
+        let mut c = Chunks::default();
+        c.push(piece);
+        c
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let piece = self.pieces.pop_front();
+        if let Some(p) = &piece {
+            self.left -= p.len() as u64;
+        }
+        std::task::Poll::Ready(piece.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// The runtime the S3 requests run on: one worker, started on first use and
@@ -167,7 +229,7 @@ impl Client {
         key: &str,
         query: &[(&str, &str)],
         headers: &[(&str, String)],
-        body: Bytes,
+        body: impl Into<Chunks>,
     ) -> Result<Reply, StoreError> {
         let s = &self.settings;
         let path = if key.is_empty() {
@@ -211,7 +273,7 @@ impl Client {
         }
         let request = request
             .header("authorization", authorization)
-            .body(Full::new(body))
+            .body(body.into())
             .map_err(|e| {
                 StoreError::io(format!("building {method} {uri}"), std::io::Error::other(e))
             })?;
@@ -245,7 +307,7 @@ impl Client {
         key: &str,
         query: &[(&str, &str)],
         headers: &[(&str, String)],
-        body: Bytes,
+        body: impl Into<Chunks>,
         ok: &[u16],
     ) -> Result<(HeaderMap, Bytes), StoreError> {
         let what = format!("{method} {key:?}");
@@ -302,7 +364,7 @@ impl Client {
         }
     }
 
-    fn checkin(&self, conn: Option<SendRequest<Full<Bytes>>>) {
+    fn checkin(&self, conn: Option<SendRequest<Chunks>>) {
         let Some(conn) = conn else { return };
         if conn.is_closed() {
             return;
@@ -313,7 +375,7 @@ impl Client {
         }
     }
 
-    async fn checkout(&self) -> Result<SendRequest<Full<Bytes>>, StoreError> {
+    async fn checkout(&self) -> Result<SendRequest<Chunks>, StoreError> {
         loop {
             let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match candidate {
@@ -325,7 +387,7 @@ impl Client {
         self.connect().await
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, StoreError> {
+    async fn connect(&self) -> Result<SendRequest<Chunks>, StoreError> {
         let s = &self.settings;
         let unreachable = |e: std::io::Error| {
             StoreError::unavailable_because(

@@ -32,9 +32,12 @@ use objects::{ObjectReader, ObjectWriter, Pending};
 use crate::backend::{check_relative, Backend, ReadFile, Session, WriteFile};
 use crate::StoreError;
 
-/// Bytes of one multipart part (S3's minimum is 5 MiB, except the last):
-/// the memory one upload holds at most, beside the store's own write piece.
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Bytes of one multipart part (S3's minimum is 5 MiB, except the last).
+/// An upload holds at most two: one travelling, the next filling.
+pub const PART_SIZE: usize = 6 * 1024 * 1024;
+
+/// Bytes of one piece of a part: what is allocated at a time.
+const PIECE_SIZE: usize = 1024 * 1024;
 
 /// `[store.s3]` as the runtime uses it.
 #[derive(Debug, Clone)]

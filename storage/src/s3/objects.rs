@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use http::Method;
 
-use super::client::{block_on, runtime_spawn, Client, Reply};
-use super::{xml, Shared, PART_SIZE};
+use super::client::{block_on, runtime_spawn, Chunks, Client, Reply};
+use super::{xml, Shared, PART_SIZE, PIECE_SIZE};
 use crate::backend::WriteFile;
 use crate::StoreError;
 
@@ -27,7 +27,7 @@ pub enum Pending {
     /// Small enough for one `PUT` at publication.
     Single {
         /// The whole body.
-        body: Bytes,
+        body: Chunks,
     },
     /// Every part sent; completion publishes it.
     Multipart(Multipart),
@@ -83,7 +83,7 @@ impl Pending {
 
 /// `PUT` of a new object, refused if the key exists (where the server
 /// honours `If-None-Match`).
-fn put_new(client: &Client, key: &str, body: Bytes) -> Result<(), StoreError> {
+fn put_new(client: &Client, key: &str, body: Chunks) -> Result<(), StoreError> {
     block_on(client.call(
         Method::PUT,
         key,
@@ -153,7 +153,9 @@ pub struct ObjectWriter {
     shared: Arc<Shared>,
     key: String,
     target: Target,
-    buf: Vec<u8>,
+    /// The part being gathered: full pieces, and the piece filling.
+    part: Chunks,
+    piece: Vec<u8>,
     multipart: Option<Multipart>,
     /// The part being sent while the next one fills (its number, ETag).
     in_flight: Option<tokio::task::JoinHandle<Result<(u32, String), StoreError>>>,
@@ -176,7 +178,8 @@ impl ObjectWriter {
             shared,
             key,
             target,
-            buf: Vec::new(),
+            part: Chunks::default(),
+            piece: Vec::new(),
             multipart: None,
             in_flight: None,
             finished: false,
@@ -214,7 +217,7 @@ impl ObjectWriter {
 
     /// Starts sending `part` as the next part (the one before it must be
     /// acknowledged first: at most one part travels while the next fills).
-    fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+    fn send_part(&mut self, part: Chunks) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             self.start_multipart()?;
         }
@@ -251,7 +254,7 @@ async fn put_part(
     key: &str,
     upload_id: &str,
     number: u32,
-    part: Bytes,
+    part: Chunks,
 ) -> Result<String, StoreError> {
     let number_text = number.to_string();
     let (headers, _) = client
@@ -283,15 +286,18 @@ impl Write for ObjectWriter {
         }
         let mut rest = data;
         while !rest.is_empty() {
-            let n = (PART_SIZE - self.buf.len()).min(rest.len());
-            self.buf.extend_from_slice(&rest[..n]);
+            if self.piece.capacity() == 0 {
+                self.piece.reserve_exact(PIECE_SIZE);
+            }
+            let n = (PIECE_SIZE - self.piece.len()).min(rest.len());
+            self.piece.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
-            if self.buf.len() == PART_SIZE {
-                // The next part's buffer is taken whole once: grown by
-                // doubling, it would reach twice the part size.
-                let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
-                self.send_part(Bytes::from(part))
-                    .map_err(io::Error::other)?;
+            if self.piece.len() == PIECE_SIZE {
+                self.part.push(Bytes::from(std::mem::take(&mut self.piece)));
+            }
+            if self.part.len() == PART_SIZE as u64 {
+                let part = std::mem::take(&mut self.part);
+                self.send_part(part).map_err(io::Error::other)?;
             }
         }
         Ok(data.len())
@@ -309,7 +315,8 @@ impl WriteFile for ObjectWriter {
         if self.finished {
             return Ok(());
         }
-        let rest = Bytes::from(std::mem::take(&mut self.buf));
+        let mut rest = std::mem::take(&mut self.part);
+        rest.push(Bytes::from(std::mem::take(&mut self.piece)));
         if self.multipart.is_some() && !rest.is_empty() {
             self.send_part(rest.clone())?;
         }
