@@ -181,13 +181,13 @@ impl http_body::Body for Chunks {
     }
 }
 
-/// The runtime the S3 requests run on: one worker, started on first use and
+/// The runtime the S3 requests run on: two workers, started on first use and
 /// kept for the life of the process.
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("mftd-s3")
             .enable_all()
             .build()

@@ -32,9 +32,13 @@ use objects::{ObjectReader, ObjectWriter, Pending};
 use crate::backend::{check_relative, Backend, ReadFile, Session, WriteFile};
 use crate::StoreError;
 
-/// Bytes of one multipart part (S3's minimum is 5 MiB, except the last).
-/// An upload holds at most two: one travelling, the next filling.
-pub const PART_SIZE: usize = 6 * 1024 * 1024;
+/// Bytes of one multipart part (S3's minimum, except for the last).
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Parts one upload keeps travelling while the next fills: one at a time
+/// left a single upload at 0.6-0.7x rclone (which sends four); the memory
+/// an upload holds is at most this many parts plus one.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Bytes of one piece of a part: what is allocated at a time.
 const PIECE_SIZE: usize = 1024 * 1024;

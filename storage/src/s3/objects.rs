@@ -3,6 +3,7 @@
 //! streamed piece by piece), behind the blocking `Write`/`Read + Seek` the
 //! store drives.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use bytes::{Buf, Bytes};
 use http::Method;
 
 use super::client::{block_on, runtime_spawn, Chunks, Client, Reply};
-use super::{xml, Shared, PART_SIZE, PIECE_SIZE};
+use super::{xml, Shared, PARTS_IN_FLIGHT, PART_SIZE, PIECE_SIZE};
 use crate::backend::WriteFile;
 use crate::StoreError;
 
@@ -157,8 +158,9 @@ pub struct ObjectWriter {
     part: Chunks,
     piece: Vec<u8>,
     multipart: Option<Multipart>,
-    /// The part being sent while the next one fills (its number, ETag).
-    in_flight: Option<tokio::task::JoinHandle<Result<(u32, String), StoreError>>>,
+    /// The parts being sent while the next one fills, oldest first (each
+    /// gives its number and ETag).
+    in_flight: VecDeque<tokio::task::JoinHandle<Result<(u32, String), StoreError>>>,
     finished: bool,
 }
 
@@ -181,7 +183,7 @@ impl ObjectWriter {
             part: Chunks::default(),
             piece: Vec::new(),
             multipart: None,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             finished: false,
         }
     }
@@ -215,18 +217,20 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Starts sending `part` as the next part (the one before it must be
-    /// acknowledged first: at most one part travels while the next fills).
+    /// Starts sending `part` as the next part; with [`PARTS_IN_FLIGHT`]
+    /// travelling, the oldest must be acknowledged first.
     fn send_part(&mut self, part: Chunks) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             self.start_multipart()?;
         }
-        self.settle()?;
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.settle_oldest()?;
+        }
         let mp = self.multipart.as_ref().expect("started above");
-        let number = mp.parts.len() as u32 + 1;
+        let number = (mp.parts.len() + self.in_flight.len()) as u32 + 1;
         let (shared, key, upload_id) =
             (self.shared.clone(), self.key.clone(), mp.upload_id.clone());
-        self.in_flight = Some(runtime_spawn(async move {
+        self.in_flight.push_back(runtime_spawn(async move {
             put_part(&shared.client, &key, &upload_id, number, part)
                 .await
                 .map(|etag| (number, etag))
@@ -234,9 +238,17 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Waits for the part in flight and records its ETag.
+    /// Waits for every part in flight.
     fn settle(&mut self) -> Result<(), StoreError> {
-        let Some(sending) = self.in_flight.take() else {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight and records its ETag.
+    fn settle_oldest(&mut self) -> Result<(), StoreError> {
+        let Some(sending) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let (number, etag) = block_on(sending)
@@ -353,11 +365,11 @@ impl Drop for ObjectWriter {
         // runtime (this may run on an async thread, which must not block).
         if let Some(mp) = self.multipart.take() {
             let shared = self.shared.clone();
-            let sending = self.in_flight.take();
+            let sending = std::mem::take(&mut self.in_flight);
             runtime_spawn(async move {
                 // A part still travelling would otherwise land after the
                 // abort and be kept.
-                if let Some(part) = sending {
+                for part in sending {
                     let _ = part.await;
                 }
                 if let Err(e) = abort(&shared.client, &mp).await {
