@@ -25,6 +25,10 @@ use crate::StoreError;
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 16;
 
+/// The largest answer read whole (a listing of 1000 keys is about 300 KiB):
+/// a larger one is a broken or hostile service, not held in memory.
+const MAX_ANSWER: usize = 8 << 20;
+
 /// Where the S3 service listens, read from `store.s3.endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -325,12 +329,27 @@ impl Client {
     /// pool.
     pub async fn read_all(&self, mut reply: Reply) -> Result<Bytes, StoreError> {
         let limit = self.settings.io_timeout;
-        let collected = tokio::time::timeout(limit, (&mut reply.body).collect())
-            .await
-            .map_err(|_| StoreError::unavailable("the S3 service stopped sending an answer"))?
-            .map_err(|e| StoreError::unavailable_because("reading an S3 answer", e))?;
+        let collected = tokio::time::timeout(limit, async {
+            let mut all = bytes::BytesMut::new();
+            while let Some(frame) = reply.body.frame().await {
+                let frame =
+                    frame.map_err(|e| StoreError::unavailable_because("reading an S3 answer", e))?;
+                if let Ok(data) = frame.into_data() {
+                    if all.len() + data.len() > MAX_ANSWER {
+                        return Err(StoreError::unavailable(format!(
+                            "the S3 service sent an answer over {} MiB where a short one was expected",
+                            MAX_ANSWER >> 20
+                        )));
+                    }
+                    all.extend_from_slice(&data);
+                }
+            }
+            Ok(all.freeze())
+        })
+        .await
+        .map_err(|_| StoreError::unavailable("the S3 service stopped sending an answer"))??;
         self.checkin(reply.conn.take());
-        Ok(collected.to_bytes())
+        Ok(collected)
     }
 
     /// The next piece of a streamed body (`None` at its end, when the
@@ -494,6 +513,59 @@ mod tests {
         );
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("http://x:1/bucket").is_err());
+    }
+
+    /// A service that answers a listing with an endless body, or not at
+    /// all, is refused within bounds: at most `MAX_ANSWER` held, at most
+    /// the I/O timeout waited.
+    #[test]
+    fn a_hostile_service_cannot_make_the_client_hold_memory_or_hang() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                let mut s = stream.unwrap();
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head);
+                if i == 0 {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
+                    let chunk = vec![b'x'; 1 << 20];
+                    while s.write_all(&chunk).is_ok() {}
+                } else {
+                    // Accept, read, never answer.
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        });
+        let client = Client::new(ClientSettings {
+            endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            bucket: "b".into(),
+            region: "r".into(),
+            credentials: Credentials {
+                access_key_id: "k".into(),
+                secret_access_key: "s".into(),
+            },
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(2),
+        });
+        let list = || {
+            block_on(client.call(
+                Method::GET,
+                "",
+                &[("list-type", "2")],
+                &[],
+                Bytes::new(),
+                &[200],
+            ))
+        };
+        let e = list().unwrap_err();
+        assert!(e.to_string().contains("over 8 MiB"), "{e}");
+        let started = std::time::Instant::now();
+        let e = list().unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{e}");
     }
 
     #[test]
