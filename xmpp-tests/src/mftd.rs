@@ -233,6 +233,26 @@ name = "node_1"
         self.dir.path().join("mftd.toml")
     }
 
+    /// Runs `mftd <args> --config <this node's config>` with this node's
+    /// environment overrides; (success, stdout and stderr).
+    pub fn command(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(&self.binary)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// The process guard (signals, exit).
     pub fn process(&mut self) -> &mut Guard {
         &mut self.guard

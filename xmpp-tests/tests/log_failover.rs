@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -269,18 +268,9 @@ fn failover(synchronous: bool) {
     }
 
     // The chains on the promoted server are intact.
-    let out = Command::new(binary())
-        .args(["verify", "--log", "--config"])
-        .arg(mftd.config_path())
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, report) = mftd.command(&["verify", "--log"]);
     println!("{mode}: mftd verify --log: {}", report.trim());
-    assert!(out.status.success(), "verify --log: {report}");
+    assert!(ok, "verify --log: {report}");
 }
 
 #[test]
@@ -339,21 +329,8 @@ fn the_chain_goes_on_from_the_promoted_server_when_the_last_rows_died_with_the_p
         );
         thread::sleep(Duration::from_millis(200));
     }
-    let out = Command::new(binary())
-        .args(["verify", "--log", "--config"])
-        .arg(mftd.config_path())
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "verify --log: {report}\n{}",
-        mftd.log()
-    );
+    let (ok, report) = mftd.command(&["verify", "--log"]);
+    assert!(ok, "verify --log: {report}\n{}", mftd.log());
 }
 
 #[test]

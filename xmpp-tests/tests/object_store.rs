@@ -72,23 +72,6 @@ fn sha(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
 }
 
-fn verify(mftd: &Mftd, node: &str) -> (bool, String) {
-    let out = Command::new(binary())
-        .args(["verify", "--config"])
-        .arg(mftd.config_path())
-        .env("MFTD_NODE__NAME", node)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// The resource of a slot path (`/<resource>/<name>`).
 fn resource(path: &str) -> &str {
     path.trim_start_matches('/').split('/').next().unwrap()
@@ -154,7 +137,7 @@ fn files_land_in_the_bucket_in_the_layout_and_come_back_whole_and_in_ranges() {
     let gets = pg.psql("SELECT count(*) FROM aft_log WHERE method = 'GET'");
     assert!(gets.trim().parse::<u32>().unwrap() >= 5, "{gets}");
 
-    let (ok, report) = verify(&mftd, "node_1");
+    let (ok, report) = mftd.command(&["verify"]);
     assert!(ok, "{report}");
 }
 
@@ -215,7 +198,7 @@ fn a_crash_of_mftd_mid_upload_leaves_nothing_once_it_is_back() {
     let (status, path) = upload(port, "after.bin", &data);
     assert_eq!(status, 201, "{}", mftd.log());
     assert_eq!(sha(&download(port, &path, None).1), sha(&data));
-    let (ok, report) = verify(&mftd, "node_1");
+    let (ok, report) = mftd.command(&["verify"]);
     assert!(ok, "{report}");
 }
 
@@ -324,7 +307,7 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
     }
     garage.start_node(1);
     for (mftd, node) in [(&one, "node_1"), (&two, "node_2")] {
-        let (ok, report) = verify(mftd, node);
+        let (ok, report) = mftd.command(&["verify"]);
         assert!(ok, "{node}: {report}");
     }
 }
@@ -338,17 +321,7 @@ fn a_wrong_key_is_named_and_stores_nothing() {
     let garage = Garage::start();
     let pg = Postgres::start();
     let good = start_mftd(&garage, &pg, "node_1");
-    let status = |mftd: &Mftd| {
-        let out = Command::new(binary())
-            .args(["fileserver", "status", "--config"])
-            .arg(mftd.config_path())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let status = |mftd: &Mftd| mftd.command(&["fileserver", "status"]);
     let (ok, report) = status(&good);
     assert!(ok, "{report}");
     assert!(
