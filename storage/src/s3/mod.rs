@@ -201,12 +201,18 @@ impl S3Session {
             .remove(temp)
     }
 
-    /// Whether `key` exists (a `HEAD`).
-    fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match block_on(
+    /// The headers of `key` (a `HEAD`).
+    fn head(&self, key: &str) -> Result<http::HeaderMap, StoreError> {
+        block_on(
             self.client()
                 .call(Method::HEAD, key, &[], &[], Bytes::new(), &[200]),
-        ) {
+        )
+        .map(|(headers, _)| headers)
+    }
+
+    /// Whether `key` exists.
+    fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.head(key) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -302,11 +308,7 @@ impl Session for S3Session {
 
     fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError> {
         let key = self.key(path)?;
-        let (headers, _) =
-            block_on(
-                self.client()
-                    .call(Method::HEAD, &key, &[], &[], Bytes::new(), &[200]),
-            )?;
+        let headers = self.head(&key)?;
         let size = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -368,11 +370,7 @@ impl Session for S3Session {
 
     fn modified(&mut self, path: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
         let key = self.key(path)?;
-        let (headers, _) =
-            block_on(
-                self.client()
-                    .call(Method::HEAD, &key, &[], &[], Bytes::new(), &[200]),
-            )?;
+        let headers = self.head(&key)?;
         Ok(headers
             .get(http::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
