@@ -271,21 +271,32 @@ impl Client {
         } else {
             format!("{path}?{query_string}")
         };
-        let mut request = Request::builder().method(method.clone()).uri(&uri);
-        for (name, value) in &signed {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .header("authorization", authorization)
-            .body(body.into())
-            .map_err(|e| {
-                StoreError::io(format!("building {method} {uri}"), std::io::Error::other(e))
-            })?;
-
-        let mut conn = self.checkout().await?;
+        let request = |body: Chunks| {
+            let mut request = Request::builder().method(method.clone()).uri(&uri);
+            for (name, value) in &signed {
+                request = request.header(*name, *value);
+            }
+            request
+                .header("authorization", authorization.as_str())
+                .body(body)
+                .map_err(|e| {
+                    StoreError::io(format!("building {method} {uri}"), std::io::Error::other(e))
+                })
+        };
+        let body: Chunks = body.into();
+        let (mut conn, reused) = self.checkout().await?;
         let what = || format!("{method} {uri} at {}", s.endpoint);
-        let response = tokio::time::timeout(s.io_timeout, conn.send_request(request))
-            .await
+        let mut answer =
+            tokio::time::timeout(s.io_timeout, conn.send_request(request(body.clone())?)).await;
+        if reused
+            && matches!(&answer, Ok(Err(e)) if e.is_canceled() || e.is_closed() || e.is_incomplete_message())
+        {
+            // The service closed an idle connection just as it was reused
+            // (services close idle ones after a while): once more, on a new one.
+            conn = self.connect().await?;
+            answer = tokio::time::timeout(s.io_timeout, conn.send_request(request(body)?)).await;
+        }
+        let response = answer
             .map_err(|_| {
                 StoreError::unavailable(format!(
                     "the S3 service did not answer {} within {:?}",
@@ -394,16 +405,17 @@ impl Client {
         }
     }
 
-    async fn checkout(&self) -> Result<SendRequest<Chunks>, StoreError> {
+    /// An idle connection (`true`: reused) or a new one.
+    async fn checkout(&self) -> Result<(SendRequest<Chunks>, bool), StoreError> {
         loop {
             let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match candidate {
-                Some(conn) if conn.is_ready() => return Ok(conn),
+                Some(conn) if conn.is_ready() => return Ok((conn, true)),
                 Some(_) => continue,
                 None => break,
             }
         }
-        self.connect().await
+        Ok((self.connect().await?, false))
     }
 
     async fn connect(&self) -> Result<SendRequest<Chunks>, StoreError> {
@@ -538,18 +550,7 @@ mod tests {
                 }
             }
         });
-        let client = Client::new(ClientSettings {
-            endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-            bucket: "b".into(),
-            region: "r".into(),
-            credentials: Credentials {
-                access_key_id: "k".into(),
-                secret_access_key: "s".into(),
-            },
-            tls: None,
-            connect_timeout: Duration::from_secs(2),
-            io_timeout: Duration::from_secs(2),
-        });
+        let client = test_client(port);
         let list = || {
             block_on(client.call(
                 Method::GET,
@@ -566,6 +567,45 @@ mod tests {
         let e = list().unwrap_err();
         assert!(e.is_unavailable(), "{e}");
         assert!(started.elapsed() < Duration::from_secs(4), "{e}");
+    }
+
+    /// A service that closes each connection right after answering (as
+    /// services do with idle ones) never fails a request: a reused
+    /// connection found closed is replaced once.
+    #[test]
+    fn a_connection_the_service_closed_is_replaced() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut s = stream.unwrap();
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // Closed without saying so (no `Connection: close`).
+            }
+        });
+        let client = test_client(port);
+        for i in 0..40 {
+            let answer = block_on(client.call(Method::GET, "k", &[], &[], Bytes::new(), &[200]));
+            assert_eq!(answer.unwrap().1.as_ref(), b"ok", "request {i}");
+        }
+    }
+
+    fn test_client(port: u16) -> Client {
+        Client::new(ClientSettings {
+            endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            bucket: "b".into(),
+            region: "r".into(),
+            credentials: Credentials {
+                access_key_id: "k".into(),
+                secret_access_key: "s".into(),
+            },
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(2),
+        })
     }
 
     #[test]
