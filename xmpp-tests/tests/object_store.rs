@@ -21,6 +21,13 @@ use xmpp_tests::mftd::{binary, mint_slot, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::process::free_port;
 
+/// One Garage cluster at a time: four of them at once (twelve nodes, with
+/// their mftd and PostgreSQL) starved each other on a 2-core CI machine.
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn start_mftd(garage: &Garage, pg: &Postgres, node: &str) -> Mftd {
     let opts = MftdOptions {
         router: format!("127.0.0.1:{}", free_port()), // HTTP needs no router
@@ -79,6 +86,7 @@ fn resource(path: &str) -> &str {
 
 #[test]
 fn files_land_in_the_bucket_in_the_layout_and_come_back_whole_and_in_ranges() {
+    let _turn = one_cluster_at_a_time();
     let garage = Garage::start();
     let pg = Postgres::start();
     let mftd = start_mftd(&garage, &pg, "node_1");
@@ -143,6 +151,7 @@ fn files_land_in_the_bucket_in_the_layout_and_come_back_whole_and_in_ranges() {
 
 #[test]
 fn a_crash_of_mftd_mid_upload_leaves_nothing_once_it_is_back() {
+    let _turn = one_cluster_at_a_time();
     let garage = Garage::start();
     let pg = Postgres::start();
     let mut mftd = start_mftd(&garage, &pg, "node_1");
@@ -204,6 +213,7 @@ fn a_crash_of_mftd_mid_upload_leaves_nothing_once_it_is_back() {
 
 #[test]
 fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
+    let _turn = one_cluster_at_a_time();
     let mut garage = Garage::start();
     let pg = Postgres::start();
     let one = start_mftd(&garage, &pg, "node_1");
@@ -222,9 +232,28 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
     // flight at the kill are stored or refused cleanly.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let killed = std::sync::Mutex::new(None::<std::time::Instant>);
-    let streamed = thread::scope(|s| {
-        let streamer = s.spawn(|| {
-            let mut answers = Vec::new();
+    let answers = std::sync::Mutex::new(Vec::new());
+    // Counts answers to uploads started after `since` (all, with `None`).
+    let answered_since = |since: Option<std::time::Instant>| {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a: &&(std::time::Instant, u16, String, String)| since.is_none_or(|k| a.0 > k))
+            .count()
+    };
+    let wait_for = |want: usize, since: Option<std::time::Instant>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while answered_since(since) < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "uploads stopped being answered"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    thread::scope(|s| {
+        s.spawn(|| {
             let mut i = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let data = body(256 * 1024, i as u8);
@@ -235,18 +264,22 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
                 };
                 let started = std::time::Instant::now();
                 let (status, path) = upload(port, &format!("stream-{i}.bin"), &data);
-                answers.push((started, status, path, sha(&data)));
+                answers
+                    .lock()
+                    .unwrap()
+                    .push((started, status, path, sha(&data)));
                 i += 1;
             }
-            answers
         });
-        thread::sleep(Duration::from_secs(2));
-        *killed.lock().unwrap() = Some(std::time::Instant::now());
+        // Some uploads stored before the kill, some started after it.
+        wait_for(3, None);
+        let at = std::time::Instant::now();
+        *killed.lock().unwrap() = Some(at);
         garage.kill_node(2);
-        thread::sleep(Duration::from_secs(4));
+        wait_for(6, Some(at));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        streamer.join().unwrap()
     });
+    let streamed = answers.into_inner().unwrap();
     let killed = killed.lock().unwrap().unwrap();
     let after: Vec<_> = streamed.iter().filter(|a| a.0 > killed).collect();
     assert!(
@@ -318,6 +351,7 @@ fn losing_one_garage_node_loses_no_file_and_any_mftd_node_serves_any_file() {
 /// stored) and its log says what to check.
 #[test]
 fn a_wrong_key_is_named_and_stores_nothing() {
+    let _turn = one_cluster_at_a_time();
     let garage = Garage::start();
     let pg = Postgres::start();
     let good = start_mftd(&garage, &pg, "node_1");
