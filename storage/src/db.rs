@@ -171,7 +171,7 @@ pub const RUNTIME_PRIVILEGES: &[(&str, &str)] = &[
     ("used_slots", "SELECT, INSERT, DELETE"),
     (
         "slot_rates",
-        "SELECT, INSERT, UPDATE (tokens, updated, taken)",
+        "SELECT, INSERT, UPDATE (tokens, updated, taken), DELETE",
     ),
     // Legal holds: `mftd hold add|remove` (an operator command with the
     // service's database role) places and releases; sweeps read them.

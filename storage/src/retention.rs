@@ -554,6 +554,15 @@ pub async fn sweep_periodically(
             note: "",
             dry_run: false,
         };
+        match log.prune_bookkeeping().await {
+            Ok((rates, claims)) if rates + claims > 0 => {
+                tracing::info!(rates, claims, "forgot idle slot rates and old slot claims")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::error::Chain(&e), "forgetting old slot bookkeeping failed; the next round tries again")
+            }
+        }
         let result = sweep(&log, &store, &plan).await;
         if let Ok(Some(r)) = &result {
             mft_metrics::metrics().files_kept(r.held, r.under_floor);

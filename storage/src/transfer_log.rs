@@ -439,6 +439,39 @@ impl TransferLog {
         Ok(claimed == 1)
     }
 
+    /// Forgets bookkeeping no request can need any more, so it does not
+    /// grow with every user and every upload forever: a user's shared slot
+    /// rate untouched for a day (the bucket has refilled: the same as no
+    /// row, for any burst up to a day's worth of the rate), and a slot's
+    /// claim older than a week (its token long expired, its upload long
+    /// over). Returns (rates, claims) removed.
+    pub async fn prune_bookkeeping(&self) -> Result<(u64, u64), DbError> {
+        let client = self.reader.client().await?;
+        let rates = self
+            .reader
+            .check(
+                &client,
+                client.execute(
+                    "DELETE FROM slot_rates WHERE updated < now() - interval '1 day'",
+                    &[],
+                ),
+                "forgetting idle slot rates",
+            )
+            .await?;
+        let claims = self
+            .reader
+            .check(
+                &client,
+                client.execute(
+                    "DELETE FROM used_slots WHERE claimed_at < now() - interval '7 days'",
+                    &[],
+                ),
+                "forgetting old slot claims",
+            )
+            .await?;
+        Ok((rates, claims))
+    }
+
     /// Gives back the claim of an upload that stored nothing, so the client
     /// may retry its slot. A claim whose file was logged stays.
     pub async fn release_slot(&self, resource: &str) -> Result<(), DbError> {

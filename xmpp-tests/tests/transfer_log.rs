@@ -632,3 +632,52 @@ async fn tls_to_the_database_when_the_url_asks_for_it() {
         "each host and its reason: {err}"
     );
 }
+
+/// The bookkeeping of slot requests does not grow forever: a user's slot
+/// rate idle for a day and a claim older than a week are forgotten by the
+/// sweeper's housekeeping; recent ones stay, and a forgotten bucket behaves
+/// as a full one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slot_rates_and_old_claims_are_forgotten_and_recent_ones_kept() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let log = TransferLog::start(&pg.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    for who in ["idle@example.test", "busy@example.test"] {
+        assert!(log.take_slot_token(who, 10, 3).await.unwrap().is_none());
+    }
+    for resource in ["old-claim", "new-claim"] {
+        assert!(log.claim_slot(resource, "node_1").await.unwrap());
+    }
+    pg.psql(
+        "UPDATE slot_rates SET updated = now() - interval '25 hours' WHERE jid = 'idle@example.test'",
+    );
+    pg.psql(
+        "UPDATE used_slots SET claimed_at = now() - interval '8 days' WHERE resource = 'old-claim'",
+    );
+    assert_eq!(log.prune_bookkeeping().await.unwrap(), (1, 1));
+    assert_eq!(
+        pg.psql("SELECT string_agg(jid, ',') FROM slot_rates")
+            .trim(),
+        "busy@example.test"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(resource, ',') FROM used_slots")
+            .trim(),
+        "new-claim"
+    );
+    // Nothing more to forget; a forgotten bucket is a full one.
+    assert_eq!(log.prune_bookkeeping().await.unwrap(), (0, 0));
+    for _ in 0..3 {
+        let wait = log
+            .take_slot_token("idle@example.test", 10, 3)
+            .await
+            .unwrap();
+        assert!(wait.is_none(), "{wait:?}");
+    }
+    assert!(log
+        .take_slot_token("idle@example.test", 10, 3)
+        .await
+        .unwrap()
+        .is_some());
+}
