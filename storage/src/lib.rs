@@ -13,6 +13,7 @@
 //!   operator's queries on it as typed rows;
 //! - [`transfer_log`] and [`db`]: the PostgreSQL transfer log (AFT_LOG), the
 //!   `files` table and their migrations;
+//! - [`prepared`]: statements prepared once per connection;
 //! - [`retention`] and [`holds`]: retiring files (retention, expiry, purge,
 //!   the retention floor, audited removals) and the legal holds that stop it;
 //! - [`erasure`] and [`discovery`]: erasing a person's files with the record
@@ -50,6 +51,7 @@ pub mod log_schema;
 pub mod log_verify;
 pub mod meta;
 pub mod node_lock;
+pub mod prepared;
 pub mod quota;
 pub mod reconcile;
 mod removal_record;

@@ -22,6 +22,7 @@ use crate::log_chain::{
     to_micros, AmendRecord, ChainTable, CheckpointRecord, CheckpointSigner, Head, Heads, RowRecord,
 };
 use crate::log_schema::{self as w, fit};
+use crate::prepared::{PreparedClient, StatementCache};
 use crate::quota::{check_quota, QuotaAnswer, QuotaScope, QuotaVerdict, Quotas, QUOTA_WINDOW};
 
 /// Rows committed together at most.
@@ -170,9 +171,10 @@ pub struct TransferLog {
 
 struct Reader {
     db: DbConfig,
-    client: Mutex<Option<Arc<Client>>>,
-    /// A connection of its own for transactions (they need `&mut`).
-    quota: Mutex<Option<Client>>,
+    client: Mutex<Option<Arc<PreparedClient>>>,
+    /// A connection of its own for transactions (they need `&mut`), with
+    /// the statements prepared on it.
+    quota: Mutex<Option<(Client, StatementCache)>>,
     /// Until when reads fail at once: the database left one unanswered
     /// (a hung server) moments ago. Without it, the steps of one request
     /// (the shared slot rate, then the quota check) and the requests
@@ -209,22 +211,27 @@ impl Reader {
     }
 
     /// The connection for transactions (quotas, shares), connected.
-    async fn own(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, DbError> {
+    async fn own(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<(Client, StatementCache)>>, DbError> {
         let mut guard = self.quota.lock().await;
         self.held_off()?;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(db::connect(&self.db, CONNECT_TIMEOUT).await?);
+        if guard.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            let client = db::connect(&self.db, CONNECT_TIMEOUT).await?;
+            *guard = Some((client, StatementCache::default()));
         }
         Ok(guard)
     }
 
-    async fn client(&self) -> Result<Arc<Client>, DbError> {
+    async fn client(&self) -> Result<Arc<PreparedClient>, DbError> {
         self.held_off()?;
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(db::connect(&self.db, CONNECT_TIMEOUT).await?);
+        let c = Arc::new(PreparedClient::new(
+            db::connect(&self.db, CONNECT_TIMEOUT).await?,
+        ));
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -239,7 +246,7 @@ impl Reader {
     /// stays, to be dropped on its next failure.
     async fn check<T>(
         &self,
-        used: &Arc<Client>,
+        used: &Arc<PreparedClient>,
         query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
         what: &str,
     ) -> Result<T, DbError> {
@@ -561,10 +568,12 @@ impl TransferLog {
         quotas: Quotas,
     ) -> Result<QuotaVerdict, DbError> {
         let mut own = self.reader.own().await?;
-        let Some(client) = own.as_mut() else {
+        let Some((client, statements)) = own.as_mut() else {
             return Err(DbError::unavailable("no connection for quotas"));
         };
-        let work = reserve_in(client, resource, uploader, size, expires, quotas);
+        let work = reserve_in(
+            client, statements, resource, uploader, size, expires, quotas,
+        );
         // Within the service's limit, like every other query: a server that
         // stopped answering (a hung primary) cannot cancel it itself.
         let result = match self.reader.db.statement_timeout.map(|t| t + CLIENT_GRACE) {
@@ -654,7 +663,7 @@ impl TransferLog {
     }
 
     /// A client for ad-hoc read queries (the `mftd log` command).
-    pub async fn read_client(&self) -> Result<Arc<Client>, DbError> {
+    pub async fn read_client(&self) -> Result<Arc<PreparedClient>, DbError> {
         self.reader.client().await
     }
 }
@@ -681,6 +690,7 @@ const QUOTA_LOCK_GLOBAL: i64 = 7_314_602;
 
 async fn reserve_in(
     client: &mut Client,
+    statements: &StatementCache,
     resource: &str,
     uploader: &str,
     size: u64,
@@ -692,22 +702,26 @@ async fn reserve_in(
         .transaction()
         .await
         .map_err(q("starting a quota check"))?;
+    let statement = |sql: &'static str| statements.prepare(&tx, sql);
     if quotas.global > 0 {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUOTA_LOCK_GLOBAL])
+        let lock = statement("SELECT pg_advisory_xact_lock($1)")
+            .await
+            .map_err(q("locking the global quota"))?;
+        tx.execute(&lock, &[&QUOTA_LOCK_GLOBAL])
             .await
             .map_err(q("locking the global quota"))?;
     }
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(7314603, hashtext($1))",
-        &[&uploader],
-    )
-    .await
-    .map_err(q("locking the user's quota"))?;
+    let lock = statement("SELECT pg_advisory_xact_lock(7314603, hashtext($1))")
+        .await
+        .map_err(q("locking the user's quota"))?;
+    tx.execute(&lock, &[&uploader])
+        .await
+        .map_err(q("locking the user's quota"))?;
+    let reservation = statement("SELECT 1 FROM slot_reservations WHERE resource = $1")
+        .await
+        .map_err(q("reading a reservation"))?;
     let held = tx
-        .query_opt(
-            "SELECT 1 FROM slot_reservations WHERE resource = $1",
-            &[&resource],
-        )
+        .query_opt(&reservation, &[&resource])
         .await
         .map_err(q("reading a reservation"))?
         .is_some();
@@ -728,8 +742,11 @@ async fn reserve_in(
         if quota == 0 {
             continue;
         }
+        let summing = statement(usage_sql)
+            .await
+            .map_err(q("summing uploads for the quota"))?;
         let rows = tx
-            .query(usage_sql, &[&who, &since])
+            .query(&summing, &[&who, &since])
             .await
             .map_err(q("summing uploads for the quota"))?;
         let usage: Vec<(SystemTime, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -743,14 +760,20 @@ async fn reserve_in(
         }
     }
     let size = i64::try_from(size).unwrap_or(i64::MAX);
-    tx.execute(
-        "DELETE FROM slot_reservations WHERE expires < now() - interval '1 hour'",
-        &[],
+    let sweep =
+        statement("DELETE FROM slot_reservations WHERE expires < now() - interval '1 hour'")
+            .await
+            .map_err(q("sweeping expired reservations"))?;
+    tx.execute(&sweep, &[])
+        .await
+        .map_err(q("sweeping expired reservations"))?;
+    let reserve = statement(
+        "INSERT INTO slot_reservations (resource, uploader, size, expires) VALUES ($1, $2, $3, $4)",
     )
     .await
-    .map_err(q("sweeping expired reservations"))?;
+    .map_err(q("reserving quota for a slot"))?;
     tx.execute(
-        "INSERT INTO slot_reservations (resource, uploader, size, expires) VALUES ($1, $2, $3, $4)",
+        &reserve,
         &[
             &fit(resource, w::NAME),
             &fit(uploader, w::JID),
@@ -810,6 +833,7 @@ async fn ensure_connected(
     db: &DbConfig,
     client: &mut Option<Client>,
     heads: &mut Heads,
+    statements: &StatementCache,
     backoff: &mut Backoff,
     healthy: &AtomicBool,
 ) -> Result<(), Arc<DbError>> {
@@ -818,6 +842,7 @@ async fn ensure_connected(
     }
     *client = None;
     heads.clear();
+    statements.clear();
     healthy.store(false, Ordering::Relaxed);
     if backoff.waiting().is_some() {
         return Err(Arc::new(DbError::unavailable("reconnecting")));
@@ -852,6 +877,8 @@ async fn writer(
     // unique (node, chain_seq) index, and any failed batch drops the heads
     // so they are read again from the database.
     let mut heads = Heads::new();
+    // The statements prepared on `client`; cleared with it.
+    let statements = StatementCache::default();
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let deadline = db.statement_timeout.map(|t| t + CLIENT_GRACE);
     loop {
@@ -862,8 +889,15 @@ async fn writer(
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(_) => {
-                let _ =
-                    ensure_connected(&db, &mut client, &mut heads, &mut backoff, &healthy).await;
+                let _ = ensure_connected(
+                    &db,
+                    &mut client,
+                    &mut heads,
+                    &statements,
+                    &mut backoff,
+                    &healthy,
+                )
+                .await;
                 continue;
             }
         };
@@ -874,8 +908,15 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        if let Err(why) =
-            ensure_connected(&db, &mut client, &mut heads, &mut backoff, &healthy).await
+        if let Err(why) = ensure_connected(
+            &db,
+            &mut client,
+            &mut heads,
+            &statements,
+            &mut backoff,
+            &healthy,
+        )
+        .await
         {
             fail(batch, why);
             continue;
@@ -883,11 +924,13 @@ async fn writer(
         let Some(c) = client.as_mut() else { continue };
         let started = Instant::now();
         let node = chain_node.get().map(String::as_str);
-        let outcome = match within(deadline, write_batch(c, &batch, &mut heads, node)).await {
+        let write = write_batch(c, &statements, &batch, &mut heads, node);
+        let outcome = match within(deadline, write).await {
             // A row the database refuses (a constraint, a value) must not
             // take its neighbours down: write each job on its own instead.
             Err(DbError::Query { .. }) => {
-                within(deadline, write_one_by_one(c, &batch, &mut heads, node)).await
+                let write = write_one_by_one(c, &statements, &batch, &mut heads, node);
+                within(deadline, write).await
             }
             outcome => outcome,
         };
@@ -938,13 +981,14 @@ async fn within(
 /// its own request. Stops at a lost connection (every job then fails).
 async fn write_one_by_one(
     client: &mut Client,
+    statements: &StatementCache,
     batch: &[Job],
     heads: &mut Heads,
     node: Option<&str>,
 ) -> BatchOutcome {
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        match write_batch(client, std::slice::from_ref(job), heads, node).await {
+        match write_batch(client, statements, std::slice::from_ref(job), heads, node).await {
             Ok(mut one) => results.push(one.pop().unwrap_or(Ok(0))),
             Err(e @ DbError::Unavailable { .. }) => return Err(e),
             Err(e) => {
@@ -1105,8 +1149,28 @@ fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String
     sql
 }
 
+/// The writer's statement for `sql`, prepared once per connection.
+async fn prepared(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &StatementCache,
+    sql: &str,
+    what: &str,
+) -> Result<tokio_postgres::Statement, DbError> {
+    statements
+        .prepare(tx, sql)
+        .await
+        .map_err(|e| DbError::query(what, e))
+}
+
+/// Multi-row inserts of at most this many parameters are kept prepared:
+/// the batch sizes of a steady load recur; a backlog's large batches are
+/// rare, and each prepared plan of thousands of parameters would stay in
+/// the server's memory for the connection's life.
+const CACHED_PARAMS: usize = 1024;
+
 async fn query_params(
     tx: &tokio_postgres::Transaction<'_>,
+    statements: &StatementCache,
     sql: &str,
     params: &[Param],
     what: &str,
@@ -1115,9 +1179,13 @@ async fn query_params(
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    tx.query(sql, &refs)
-        .await
-        .map_err(|e| DbError::query(what, e))
+    let result = if params.len() <= CACHED_PARAMS {
+        let statement = prepared(tx, statements, sql, what).await?;
+        tx.query(&statement, &refs).await
+    } else {
+        tx.query(sql, &refs).await
+    };
+    result.map_err(|e| DbError::query(what, e))
 }
 
 /// Per job: its row's `aft_index` (0 for updates), or why its row alone was
@@ -1131,12 +1199,13 @@ type BatchOutcome = Result<Vec<Result<i64, DbError>>, DbError>;
 /// refused on its own with [`DbError::SlotUsed`]; the rest commit.
 async fn write_batch(
     client: &mut Client,
+    statements: &StatementCache,
     batch: &[Job],
     heads: &mut Heads,
     node: Option<&str>,
 ) -> BatchOutcome {
     let mut tentative = heads.clone();
-    match write_chained(client, batch, &mut tentative, node).await {
+    match write_chained(client, statements, batch, &mut tentative, node).await {
         Ok(results) => {
             *heads = tentative;
             Ok(results)
@@ -1181,6 +1250,7 @@ async fn head<'h>(
 
 async fn write_chained(
     client: &mut Client,
+    statements: &StatementCache,
     batch: &[Job],
     heads: &mut Heads,
     chain_node: Option<&str>,
@@ -1195,13 +1265,18 @@ async fn write_chained(
         .count();
     let mut ids: Vec<i64> = Vec::with_capacity(inserts);
     if inserts > 0 {
+        let what = "numbering log rows";
+        let numbering = prepared(
+            &tx,
+            statements,
+            "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
+            what,
+        )
+        .await?;
         let rows = tx
-            .query(
-                "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
-                &[&(inserts as i64)],
-            )
+            .query(&numbering, &[&(inserts as i64)])
             .await
-            .map_err(|e| DbError::query("numbering log rows", e))?;
+            .map_err(|e| DbError::query(what, e))?;
         ids = rows.iter().map(|r| r.get(0)).collect();
     }
     // The time hashed must be the time stored: whole microseconds.
@@ -1226,7 +1301,8 @@ async fn write_chained(
             "{} ON CONFLICT (resource) DO NOTHING RETURNING resource",
             multi_insert("files", FILE_COLUMNS, 14, uploads.len())
         );
-        let inserted = query_params(&tx, &sql, &file_rows, "recording files").await?;
+        let what = "recording files";
+        let inserted = query_params(&tx, statements, &sql, &file_rows, what).await?;
         fresh.extend(inserted.iter().map(|row| row.get::<_, String>(0)));
     }
     let mut log_rows: Vec<Param> = Vec::new();
@@ -1261,7 +1337,7 @@ async fn write_chained(
     }
     if n_log > 0 {
         let sql = multi_insert("aft_log_rows", LOG_COLUMNS, LOG_WIDTH, n_log);
-        query_params(&tx, &sql, &log_rows, "writing log rows").await?;
+        query_params(&tx, statements, &sql, &log_rows, "writing log rows").await?;
     }
     // What is learnt later is a new row of its own: shares (after the rows
     // above, so a download logged in this batch is amended too), then the
@@ -1269,7 +1345,8 @@ async fn write_chained(
     let mut amends: Vec<AmendRecord> = Vec::new();
     for (i, job) in batch.iter().enumerate() {
         if let Op::Share(share) = &job.op {
-            let recorded = write_share(&tx, share, now, chain_node, &mut amends).await?;
+            let recorded =
+                write_share(&tx, statements, share, now, chain_node, &mut amends).await?;
             results[i] = Ok(i64::from(recorded));
         }
     }
@@ -1289,16 +1366,21 @@ async fn write_chained(
         let ids: Vec<i64> = finishes.iter().map(|f| f.0).collect();
         // The file's chat type as known now: the uploader's share may have
         // named a room while the download ran.
+        let what = "reading the rows of finished downloads";
+        let ended = prepared(
+            &tx,
+            statements,
+            "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
+                    nextval('aft_log_amends_amend_id_seq') \
+             FROM aft_log_rows r LEFT JOIN files f ON f.resource = r.filename \
+             WHERE r.aft_index = ANY($1)",
+            what,
+        )
+        .await?;
         let known = tx
-            .query(
-                "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
-                        nextval('aft_log_amends_amend_id_seq') \
-                 FROM aft_log_rows r LEFT JOIN files f ON f.resource = r.filename \
-                 WHERE r.aft_index = ANY($1)",
-                &[&ids],
-            )
+            .query(&ended, &[&ids])
             .await
-            .map_err(|e| DbError::query("reading the rows of finished downloads", e))?;
+            .map_err(|e| DbError::query(what, e))?;
         let known: std::collections::HashMap<i64, &tokio_postgres::Row> =
             known.iter().map(|r| (r.get::<_, i64>(0), r)).collect();
         for (id, bytes_sent, duration_ms, status) in finishes {
@@ -1330,7 +1412,7 @@ async fn write_chained(
             params.extend(amend_params(a, chained));
         }
         let sql = multi_insert("aft_log_amends", AMEND_COLUMNS, AMEND_WIDTH, n);
-        query_params(&tx, &sql, &params, "writing log amendments").await?;
+        query_params(&tx, statements, &sql, &params, "writing log amendments").await?;
     }
     for (i, job) in batch.iter().enumerate() {
         if let Op::Checkpoint { node, day, signer } = &job.op {
@@ -1349,6 +1431,7 @@ async fn write_chained(
 /// no `files` row.
 async fn write_share(
     tx: &tokio_postgres::Transaction<'_>,
+    statements: &StatementCache,
     share: &Share,
     now: SystemTime,
     chain_node: Option<&str>,
@@ -1360,15 +1443,23 @@ async fn write_share(
     let recipient = fit(&share.recipient, w::JID);
     let chat_type = fit(&share.chat_type, w::SHORT);
     let reported_by = fit(&share.reported_by, w::JID);
-    let row = tx
-        .query_one(
-            "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
+    let what = "recording a share";
+    let sharing = prepared(
+        tx,
+        statements,
+        "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
              s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by, date_time) \
                    SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar, \
                           COALESCE(to_timestamp($7::float8), now()) FROM f RETURNING 1), \
              uf AS (UPDATE files SET to_jid = $3, chat_type = $4 \
                     WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1) \
-             SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf)",
+         SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf)",
+        what,
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &sharing,
             &[
                 &resource,
                 &sender,
@@ -1380,22 +1471,27 @@ async fn write_share(
             ],
         )
         .await
-        .map_err(|e| DbError::query("recording a share", e))?;
+        .map_err(|e| DbError::query(what, e))?;
     let (recorded, first): (i64, i64) = (row.get(0), row.get(1));
     if first > 0 {
         // The uploader's POST row learns its recipient; its downloads so
         // far, the chat type.
+        let what = "reading the rows a share amends";
+        let amended = prepared(
+            tx,
+            statements,
+            "SELECT aft_index, node::text, method::text, nextval('aft_log_amends_amend_id_seq') \
+             FROM aft_log WHERE filename = $1 \
+             AND ((method = 'POST' AND to_jid = '' AND jid = $2) \
+                  OR (method = 'GET' AND chat_type <> $3)) \
+             ORDER BY aft_index",
+            what,
+        )
+        .await?;
         let rows = tx
-            .query(
-                "SELECT aft_index, node::text, method::text, nextval('aft_log_amends_amend_id_seq') \
-                 FROM aft_log WHERE filename = $1 \
-                 AND ((method = 'POST' AND to_jid = '' AND jid = $2) \
-                      OR (method = 'GET' AND chat_type <> $3)) \
-                 ORDER BY aft_index",
-                &[&resource, &uploader, &chat_type],
-            )
+            .query(&amended, &[&resource, &uploader, &chat_type])
             .await
-            .map_err(|e| DbError::query("reading the rows a share amends", e))?;
+            .map_err(|e| DbError::query(what, e))?;
         for r in rows {
             let row_node: String = r.get(1);
             let post = r.get::<_, String>(2) == "POST";
