@@ -76,6 +76,12 @@ pub trait Session: Send {
     fn open(&mut self, path: &str) -> Result<(Box<dyn ReadFile>, u64), StoreError>;
     /// The names in a directory (no `.` or `..`).
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError>;
+    /// The description attached to the file at `path` itself (see
+    /// [`WriteFile::describe`]), if it has one.
+    fn description(&mut self, path: &str) -> Option<Vec<u8>> {
+        let _ = path;
+        None
+    }
     /// When a file's content last changed, by the file server's clock
     /// (`None` when the server does not say).
     fn modified(&mut self, path: &str) -> Result<Option<std::time::SystemTime>, StoreError>;
@@ -109,6 +115,14 @@ impl FreeSpace {
 pub trait WriteFile: Write + Send {
     /// Flushes the content to stable storage (fsync).
     fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// Attaches `description` to the file itself, to be made durable by
+    /// [`sync`](WriteFile::sync); `false` when this file server cannot (the
+    /// description then goes in a file beside it).
+    fn describe(&mut self, description: &[u8]) -> bool {
+        let _ = description;
+        false
+    }
 }
 
 /// A file being read.

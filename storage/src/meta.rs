@@ -1,8 +1,14 @@
-//! The description stored beside each file (`<resource>.meta`, JSON): what
-//! the HTTP side needs to serve it and what an administrator needs to know
-//! who sent it, even without the database.
+//! The description stored with each file (JSON): what the HTTP side needs
+//! to serve it and what an administrator needs to know who sent it, even
+//! without the database. Where the file server can, it is an extended
+//! attribute of the file itself ([`DESCRIPTION_XATTR`], made durable by the
+//! file's own fsync); elsewhere a file beside it (`<resource>.meta`).
 
 use serde::{Deserialize, Serialize};
+
+/// The extended attribute holding a file's description on the local store
+/// (`getfattr -n user.mftd.description FILE` shows it).
+pub const DESCRIPTION_XATTR: &str = "user.mftd.description";
 
 /// Facts about one stored file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,7 +72,16 @@ enum Leftover {
     Invisible,
 }
 
-async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover) {
+/// Where a backend keeps a file's description.
+#[derive(PartialEq, Clone, Copy)]
+enum Description {
+    /// On the file itself, an extended attribute (local disk).
+    Attached,
+    /// A `<resource>.meta` beside it (SFTP, S3).
+    Beside,
+}
+
+async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: Description) {
     // A complete upload: readable whole and in ranges, described, hashed;
     // larger than one S3 part, so it goes as a multipart upload there.
     let loc = store.allocate(ChatType::Im).await.unwrap();
@@ -91,13 +100,46 @@ async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover) {
         read_all(&store, &loc, 1_000_000, 10).await,
         &body[1_000_000..1_000_010]
     );
-    assert_eq!(
-        names(view.as_ref(), &loc),
-        vec![
-            loc.resource().to_owned(),
-            format!("{}.meta", loc.resource())
-        ]
+    let attached = {
+        let mut s = view.session().unwrap();
+        tokio::task::block_in_place(|| s.description(&loc.path()))
+    };
+    match kept {
+        Description::Attached => {
+            assert_eq!(names(view.as_ref(), &loc), vec![loc.resource().to_owned()]);
+            let on_file = FileMeta::from_bytes(&attached.expect("no description on the file"));
+            assert_eq!(on_file.as_ref(), Some(&stored.meta), "{on_file:?}");
+        }
+        Description::Beside => {
+            assert_eq!(
+                names(view.as_ref(), &loc),
+                vec![
+                    loc.resource().to_owned(),
+                    format!("{}.meta", loc.resource())
+                ]
+            );
+            assert!(attached.is_none());
+        }
+    }
+    // A description too large for an attribute (ext4 takes about 4 KiB)
+    // goes beside the file instead; either way it is read back.
+    let wordy_loc = store.allocate(ChatType::Im).await.unwrap();
+    let mut wordy = meta(3);
+    wordy.to = format!("{}@rooms.example.test", "r".repeat(8000));
+    let mut up = store
+        .begin_upload(wordy_loc.clone(), wordy.clone())
+        .await
+        .unwrap();
+    up.write(Bytes::from_static(b"abc")).await.unwrap();
+    up.finish().await.unwrap();
+    let back = store.stat(&wordy_loc).await.unwrap().meta.unwrap();
+    assert_eq!(back.to, wordy.to);
+    let listed = names(view.as_ref(), &wordy_loc);
+    assert!(
+        listed.contains(&format!("{}.meta", wordy_loc.resource())),
+        "{listed:?}"
     );
+    let settled = names(view.as_ref(), &loc);
 
     // Never overwritten.
     let err = upload(&store, &loc, b"other", 5).await.unwrap_err();
@@ -131,12 +173,7 @@ async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover) {
     up.write(Bytes::from(data(50))).await.unwrap();
     drop(up);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        names(view.as_ref(), &loc).len(),
-        2,
-        "{:?}",
-        names(view.as_ref(), &loc)
-    );
+    assert_eq!(names(view.as_ref(), &loc), settled);
     for l in [&short, &long, &dropped] {
         assert!(store.stat(l).await.unwrap_err().is_not_found());
     }
@@ -280,6 +317,7 @@ fn local_store_conforms() {
             store,
             Box::new(LocalBackend::new(dir.path()).unwrap()),
             Leftover::TemporaryFile,
+            Description::Attached,
         )
         .await;
     });
@@ -318,6 +356,7 @@ fn sftp_store_conforms() {
             store,
             Box::new(SftpBackend::new(settings)),
             Leftover::TemporaryFile,
+            Description::Beside,
         )
         .await;
     });
@@ -359,6 +398,7 @@ fn s3_store_conforms() {
             store,
             Box::new(S3Backend::new(settings)),
             Leftover::Invisible,
+            Description::Beside,
         )
         .await;
     });

@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mft_common::utc::UtcTime;
+use mft_storage::meta::DESCRIPTION_XATTR;
 use mft_storage::transfer_log::TransferLog;
+use mft_storage::FileMeta;
 use xmpp_tests::client;
 use xmpp_tests::mftd::{binary, stored_files, Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
@@ -407,14 +409,18 @@ fn a_download_is_described_by_its_row_even_when_the_description_file_is_lost() {
         assert!(head.contains("content-length: 3000"), "{head}");
     };
     described(&xmpp_tests::http::get_head(get_url, &[]));
-    // The description beside the file goes (a hand-made cleanup, a partial
-    // restore): the log still says what the file is.
-    let metas: Vec<String> = stored_files(&mftd.node_dir())
-        .into_iter()
-        .filter(|f| f.ends_with(".meta"))
-        .collect();
-    assert_eq!(metas.len(), 1, "{metas:?}");
-    std::fs::remove_file(mftd.node_dir().join(&metas[0])).unwrap();
+    // The description goes (a copy that kept no extended attributes, a
+    // partial restore): the log still says what the file is. On the local
+    // store it is an attribute of the file itself, with no file beside.
+    let files = stored_files(&mftd.node_dir());
+    assert!(!files.iter().any(|f| f.ends_with(".meta")), "{files:?}");
+    let data = mftd.node_dir().join(&data_files(&mftd)[0]);
+    let mut attached = vec![0u8; 64 * 1024];
+    let len = rustix::fs::getxattr(&data, DESCRIPTION_XATTR, &mut attached[..]).unwrap();
+    let on_file = FileMeta::from_bytes(&attached[..len]).unwrap();
+    assert_eq!(on_file.sha256, sha);
+    assert_eq!(on_file.real_name, "Board minutes.txt");
+    rustix::fs::removexattr(&data, DESCRIPTION_XATTR).unwrap();
     described(&xmpp_tests::http::get_head(get_url, &[]));
     let etag = format!("\"{sha}\"");
     let not_modified = xmpp_tests::http::get_head(get_url, &[("If-None-Match", &etag)]);
