@@ -16,7 +16,7 @@
 //! - Files are published with SSH_FXP_RENAME, which OpenSSH implements as
 //!   `link(2)` + `unlink(2)`: atomic, and it refuses to overwrite.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -402,6 +402,53 @@ impl Drop for SftpSession {
 /// nothing, where libssh2's ciphers are the limit.
 const IN_FLIGHT: usize = 2 * 1024 * 1024;
 
+/// What a write of `piece` bytes leaves in flight: [`IN_FLIGHT`], or two
+/// pieces when the pieces are smaller. The store writes small pieces when
+/// the memory budget is under pressure, and the bytes in flight are held
+/// twice outside the budget (here, and in libssh2's requests) until a later
+/// write or the final sync collects their acknowledgements — a stalled
+/// upload would otherwise keep up to 2 MiB of both (512 stalled uploads
+/// held 630 MiB).
+fn in_flight_after(piece: usize) -> usize {
+    IN_FLIGHT.min(piece.saturating_mul(2))
+}
+
+/// Reads of at most this many bytes are small (the memory budget under
+/// pressure hands downloads pieces of 64 KiB).
+const SMALL_READ: usize = 64 * 1024;
+/// The least a small read asks libssh2 for at once.
+const LEAST_ASK: usize = 16 * 1024;
+
+/// A file being downloaded.
+///
+/// libssh2 requests four times what a read call asks for, ahead of it, and
+/// the replies wait in its buffers — outside the memory budget — for as
+/// long as the download's client is stalled. A small read therefore asks a
+/// quarter of what is left at a time, so nothing is requested past the end
+/// of the piece (512 stalled downloads held about 280 KiB each more than on
+/// the local store). Larger reads keep libssh2's read-ahead, which carries
+/// a file server far away.
+struct SftpReader {
+    file: ssh2::File,
+}
+
+impl Read for SftpReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let ask = if buf.len() <= SMALL_READ {
+            (buf.len() / 4).max(LEAST_ASK).min(buf.len())
+        } else {
+            buf.len()
+        };
+        self.file.read(&mut buf[..ask])
+    }
+}
+
+impl Seek for SftpReader {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(to)
+    }
+}
+
 /// A file being uploaded, with its write pipeline kept full across calls.
 ///
 /// libssh2 splits what it is given into 30 000-byte SSH_FXP_WRITE requests,
@@ -467,7 +514,7 @@ impl Write for SftpFile {
             self.acked = 0;
         }
         self.queue.extend_from_slice(buf);
-        self.pump(IN_FLIGHT)?;
+        self.pump(in_flight_after(buf.len()))?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -573,7 +620,7 @@ impl Session for SftpSession {
             .map_err(|e| self.fail(format!("stat of {}", full.display()), e))?
             .size
             .unwrap_or(0);
-        Ok((Box::new(file), size))
+        Ok((Box::new(SftpReader { file }), size))
     }
 
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError> {
