@@ -63,6 +63,21 @@ impl LocalSession {
     }
 }
 
+/// Gives `from` the name `to`, never replacing a file already there
+/// (`EEXIST` then): one `renameat2(RENAME_NOREPLACE)` where the file system
+/// has it, else `link(2)` and `unlink(2)` of the old name.
+fn publish_without_replacing(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -169,9 +184,8 @@ impl Session for LocalSession {
 
     fn publish(&mut self, temp: &str, final_path: &str) -> Result<(), StoreError> {
         let (from, to) = (self.full(temp)?, self.full(final_path)?);
-        fs::hard_link(&from, &to)
+        publish_without_replacing(&from, &to)
             .map_err(|e| StoreError::io(format!("publishing {final_path}"), e))?;
-        fs::remove_file(&from).map_err(|e| StoreError::io(format!("removing {temp}"), e))?;
         if let Some(dir) = to.parent() {
             sync_dir(dir).map_err(|e| StoreError::io("fsync of directory", e))?;
         }
