@@ -39,6 +39,10 @@ const FX_FILE_ALREADY_EXISTS: i32 = 11;
 
 /// An idle connection unused for longer than this is probed before reuse.
 const PROBE_AFTER: Duration = Duration::from_secs(15);
+/// An idle connection unused for longer than this is closed (when a
+/// connection is given back): a burst's sessions do not stay open on the
+/// file server for ever.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Connections set up at once by one node: below sshd's default
@@ -236,18 +240,35 @@ fn connect_steps(s: &SftpSettings) -> Result<Conn, ConnectError> {
     })
 }
 
+/// How many of the idle connections, least recently used first (they are
+/// taken from the back), have been unused for longer than [`IDLE_LIMIT`].
+fn stale_prefix(last_used: impl Iterator<Item = Instant>, now: Instant) -> usize {
+    last_used
+        .take_while(|used| now.saturating_duration_since(*used) > IDLE_LIMIT)
+        .count()
+}
+
 impl Pool {
     fn take_idle(&self) -> Option<Conn> {
         self.idle.lock().ok()?.pop()
     }
 
     fn give_back(&self, mut conn: Conn) {
-        conn.last_used = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.settings.pool_size {
-                idle.push(conn);
+        let now = Instant::now();
+        conn.last_used = now;
+        let expired: Vec<Conn> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let stale = stale_prefix(idle.iter().map(|c| c.last_used), now);
+                let expired = idle.drain(..stale).collect();
+                if idle.len() < self.settings.pool_size {
+                    idle.push(conn);
+                }
+                expired
             }
-        }
+            Err(_) => Vec::new(),
+        };
+        // Closed outside the lock: a disconnect is network I/O.
+        drop(expired);
     }
 
     fn connect_with_backoff(&self) -> Result<Conn, StoreError> {
@@ -678,6 +699,19 @@ impl Session for SftpSession {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn only_connections_idle_past_the_limit_are_closed_oldest_first() {
+        let now = Instant::now() + IDLE_LIMIT * 3;
+        let ago = |secs: u64| now - Duration::from_secs(secs);
+        let limit = IDLE_LIMIT.as_secs();
+        // Least recently used first, as the pool keeps them.
+        let idle = [ago(limit * 2), ago(limit + 1), ago(limit - 1), ago(1)];
+        assert_eq!(stale_prefix(idle.into_iter(), now), 2);
+        assert_eq!(stale_prefix([ago(1), ago(0)].into_iter(), now), 0);
+        assert_eq!(stale_prefix(std::iter::empty(), now), 0);
+        assert_eq!(stale_prefix([ago(limit + 5)].into_iter(), now), 1);
+    }
 
     #[test]
     fn no_more_than_max_handshakes_are_set_up_at_once() {

@@ -701,7 +701,8 @@ pub struct SftpConfig {
     pub host_key: String,
     /// The node's private key (made by `mftd keys generate`).
     pub private_key: PathBuf,
-    /// Connections kept open for reuse (one per concurrent transfer).
+    /// Connections kept open for reuse (one per concurrent transfer; one
+    /// unused for a minute is closed).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Limit for connecting and the SSH handshake.
@@ -808,7 +809,7 @@ fn default_ssh_port() -> u16 {
     22
 }
 fn default_pool_size() -> usize {
-    8
+    32
 }
 fn default_connect_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))

@@ -18,6 +18,10 @@ use crate::Args;
 use xmpp_tests::mftd::{Mftd, MftdOptions};
 use xmpp_tests::postgres::Postgres;
 use xmpp_tests::prosody::{Prosody, ProsodyOptions};
+use xmpp_tests::sshd::Sshd;
+
+/// The row of mftd on the SFTP store (its target is against row 0).
+const SFTP_ROW: &str = "mftd, SFTP store (OpenSSH sshd on 127.0.0.1), PostgreSQL log";
 
 /// One system under test, started for the whole scenario.
 struct System {
@@ -92,6 +96,14 @@ fn clear_files(dir: &Path) {
     sh(&format!("find '{}' -type f -delete", dir.display()));
 }
 
+/// Where an mftd under test keeps its files.
+enum FileServer {
+    /// The node directory on this machine's disk.
+    Local,
+    /// A real OpenSSH sshd on 127.0.0.1 (its own node directory there).
+    Sftp,
+}
+
 fn start_mftd(
     name: &str,
     binary: PathBuf,
@@ -99,9 +111,23 @@ fn start_mftd(
     node: &str,
     rt: &tokio::runtime::Runtime,
     users: usize,
+    files: FileServer,
 ) -> System {
     let prosody = Prosody::start(ProsodyOptions::default());
     let mut opts = MftdOptions::for_prosody(&prosody);
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut sftp_root = None;
+    let mut file_server = None;
+    if let FileServer::Sftp = files {
+        let sshd = Sshd::start();
+        file_server = Some(listener_pid(sshd.port));
+        let keys = tempfile::tempdir().unwrap();
+        let key = sshd.node_key(keys.path(), node);
+        opts.store = Some(sshd.store_toml(node, &key));
+        sftp_root = Some(sshd.node_root().join(node));
+        keep.push(Box::new(sshd));
+        keep.push(Box::new(keys));
+    }
     opts.limits = "max_file_size = \"0\"\nslots_per_minute = 0\n".into();
     opts.extra = format!("[database]\nurl = \"{}\"\n", pg.url());
     // Every user sits behind 127.0.0.1: the per-client share is the whole budget.
@@ -126,17 +152,25 @@ fn start_mftd(
     });
     let users = rt.block_on(chat_load::login(&target, users));
     let pg_pid = listener_pid(port_of(pg.url().split('/').nth(2).unwrap()));
+    let store = sftp_root.unwrap_or_else(|| mftd.node_dir());
+    let (mftd_pid, prosody_port) = (mftd.pid(), prosody.c2s_port);
+    // Stopped before the file server it writes to.
+    keep.insert(0, Box::new(prosody));
+    keep.insert(0, Box::new(mftd));
+    let mut others = vec![
+        ("Prosody (router)", listener_pid(prosody_port)),
+        ("PostgreSQL", pg_pid),
+    ];
+    // sshd and the sftp-server of each session (its descendants).
+    others.extend(file_server.map(|pid| ("file server (sshd)", pid)));
     System {
         name: name.into(),
-        server: mftd.pid(),
-        others: vec![
-            ("Prosody (router)", listener_pid(prosody.c2s_port)),
-            ("PostgreSQL", pg_pid),
-        ],
-        stores: vec![mftd.node_dir()],
+        server: mftd_pid,
+        others,
+        stores: vec![store],
         target,
         users,
-        _keep: vec![Box::new(mftd), Box::new(prosody)],
+        _keep: keep,
     }
 }
 
@@ -325,6 +359,7 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
         "node_1",
         &rt,
         load.users,
+        FileServer::Local,
     )];
     if let Some(bin) = std::env::var_os("MFTD_BASELINE_BIN") {
         systems.push(start_mftd(
@@ -334,8 +369,18 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
             "node_2",
             &rt,
             load.users,
+            FileServer::Local,
         ));
     }
+    systems.push(start_mftd(
+        SFTP_ROW,
+        xmpp_tests::mftd::binary(),
+        &pg,
+        "node_3",
+        &rt,
+        load.users,
+        FileServer::Sftp,
+    ));
     systems.push(start_prosody_share(&rt, load.users));
     systems.push(start_ejabberd(&rt, load.users));
     let mut figures: Vec<Vec<RunFigures>> = systems.iter().map(|_| Vec::new()).collect();
@@ -441,6 +486,22 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
         .map(|f| p99_50(f))
         .fold(f64::INFINITY, f64::min);
     let got = rate(m) / best_rate;
+    if let Some((_, f)) = systems
+        .iter()
+        .zip(&figures)
+        .find(|(s, _)| s.name == SFTP_ROW)
+    {
+        let sftp = rate(f) / rate(m);
+        let _ = writeln!(
+            report,
+            "- target: files/s on the SFTP store ≥ 0.8× mftd's own local store: {sftp:.2}×, {}",
+            if sftp >= 0.8 {
+                "met".to_owned()
+            } else {
+                format!("**not met** (short by {:.0} %)", (1.0 - sftp / 0.8) * 100.0)
+            },
+        );
+    }
     let _ = writeln!(
         report,
         "- target: files/s ≥ 1.2× the better peer: {got:.2}×, {}\n- target: p99 slot→201 at 50 % ≤ the better peer's: {:.0} ms against {:.0} ms, {}\n",
