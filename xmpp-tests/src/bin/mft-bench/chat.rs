@@ -514,6 +514,7 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
         report,
         "Server CPU: utime+stime of the process serving HTTP (mftd; Prosody, which is also the router; ejabberd's beam.smp) over the saturation window, per 1000 files stored. \
          mftd's router (Prosody) and database (PostgreSQL, all its processes) are reported beside it; the peers have neither. \
+         On the SFTP store the file server's CPU is sshd's and that of its session processes open when the phase began (sessions set up during a phase are not counted). \
          mftd answers 201 after fsync of file and directory and a committed log row; the peers write without fsync and log nothing. \
          All users are resources of one account (the peers have no per-account admission; mftd's per-client and per-account shares are set to the whole budget, as all users share 127.0.0.1).\n"
     );
