@@ -141,6 +141,9 @@ pub struct Outcome {
     pub window: Duration,
     /// CPU seconds of each watched process over the window.
     pub cpu: Vec<f64>,
+    /// CPU seconds the whole machine was busy over the window (every
+    /// process and the kernel's own threads, the load client included).
+    pub machine_cpu: f64,
 }
 
 #[derive(Default)]
@@ -168,6 +171,24 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields 14 and 15 of stat; `after` starts at field 3.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds the machine has been busy so far (`/proc/stat`: user,
+/// nice, system, irq, softirq and steal time of all CPUs; not idle or
+/// iowait). Counts what no process's own figure does: the kernel's
+/// writeback threads, which write a server's files out when it does not
+/// fsync them itself.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) / 100.0
 }
 
 /// Runs one phase with `users` (returned afterwards for the next phase).
@@ -284,16 +305,26 @@ pub async fn run(
     // The CPU of the watched processes over the window.
     let cpu_task = tokio::spawn(async move {
         tokio::time::sleep_until(start.into()).await;
-        let before: Vec<f64> = watch
+        let before: Vec<Vec<f64>> = watch
             .iter()
-            .map(|g| g.iter().map(|&p| cpu_seconds(p)).sum())
+            .map(|g| g.iter().map(|&p| cpu_seconds(p)).collect())
             .collect();
+        let machine_before = machine_busy_seconds();
         tokio::time::sleep_until(end.into()).await;
-        watch
+        let machine = machine_busy_seconds() - machine_before;
+        let each = watch
             .iter()
             .zip(before)
-            .map(|(g, b)| g.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - b)
-            .collect::<Vec<f64>>()
+            .map(|(g, b)| {
+                // A process that ended within the window counts nothing
+                // (its figure is gone), never less than nothing.
+                g.iter()
+                    .zip(b)
+                    .map(|(&p, b)| (cpu_seconds(p) - b).max(0.0))
+                    .sum::<f64>()
+            })
+            .collect::<Vec<f64>>();
+        (each, machine)
     });
     if let Mode::Open(rate) = mode {
         // Poisson arrivals, spread over the users at random.
@@ -307,7 +338,7 @@ pub async fn run(
         }
     }
     drop(job_tx);
-    let cpu = cpu_task.await.expect("cpu task");
+    let (cpu, machine_cpu) = cpu_task.await.expect("cpu task");
     let mut users = Vec::new();
     for (up, down) in tasks.into_iter().zip(downloaders) {
         let user = up.await.expect("user task");
@@ -323,6 +354,7 @@ pub async fn run(
         get_ttfb: std::mem::take(&mut *shared.get_ttfb.lock().expect("lock")),
         window: load.window,
         cpu,
+        machine_cpu,
     };
     (users, out)
 }
