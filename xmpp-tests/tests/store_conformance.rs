@@ -81,7 +81,16 @@ enum Description {
     Beside,
 }
 
-async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: Description) {
+/// Where a backend keeps the description of a large upload and of a small
+/// one (S3 sends a small one as one `PUT` with the description as its
+/// metadata; a multipart upload's metadata is fixed before the SHA-256 is
+/// known).
+struct Kept {
+    large: Description,
+    small: Description,
+}
+
+async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: Kept) {
     // A complete upload: readable whole and in ranges, described, hashed;
     // larger than one S3 part, so it goes as a multipart upload there.
     let loc = store.allocate(ChatType::Im).await.unwrap();
@@ -104,7 +113,7 @@ async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: D
         let mut s = view.session().unwrap();
         tokio::task::block_in_place(|| s.description(&loc.path()))
     };
-    match kept {
+    match kept.large {
         Description::Attached => {
             assert_eq!(names(view.as_ref(), &loc), vec![loc.resource().to_owned()]);
             let on_file = FileMeta::from_bytes(&attached.expect("no description on the file"));
@@ -121,6 +130,30 @@ async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: D
             assert!(attached.is_none());
         }
     }
+    // A small upload.
+    let small = store.allocate(ChatType::Im).await.unwrap();
+    let stored_small = upload(&store, &small, b"tiny", 4).await.unwrap();
+    let listed = names(view.as_ref(), &small);
+    let small_meta = format!("{}.meta", small.resource());
+    let attached = {
+        let mut s = view.session().unwrap();
+        tokio::task::block_in_place(|| s.description(&small.path()))
+    };
+    match kept.small {
+        Description::Attached => {
+            assert!(!listed.contains(&small_meta), "{listed:?}");
+            let on_file = FileMeta::from_bytes(&attached.expect("no description on the file"));
+            assert_eq!(on_file.as_ref(), Some(&stored_small.meta));
+        }
+        Description::Beside => {
+            assert!(listed.contains(&small_meta), "{listed:?}");
+            assert!(attached.is_none());
+        }
+    }
+    assert_eq!(
+        store.stat(&small).await.unwrap().meta.as_ref(),
+        Some(&stored_small.meta)
+    );
     // A description too large for an attribute (ext4 takes about 4 KiB)
     // goes beside the file instead; either way it is read back.
     let wordy_loc = store.allocate(ChatType::Im).await.unwrap();
@@ -317,7 +350,10 @@ fn local_store_conforms() {
             store,
             Box::new(LocalBackend::new(dir.path()).unwrap()),
             Leftover::TemporaryFile,
-            Description::Attached,
+            Kept {
+                large: Description::Attached,
+                small: Description::Attached,
+            },
         )
         .await;
     });
@@ -356,7 +392,10 @@ fn sftp_store_conforms() {
             store,
             Box::new(SftpBackend::new(settings)),
             Leftover::TemporaryFile,
-            Description::Beside,
+            Kept {
+                large: Description::Beside,
+                small: Description::Beside,
+            },
         )
         .await;
     });
@@ -398,7 +437,10 @@ fn s3_store_conforms() {
             store,
             Box::new(S3Backend::new(settings)),
             Leftover::Invisible,
-            Description::Beside,
+            Kept {
+                large: Description::Beside,
+                small: Description::Attached,
+            },
         )
         .await;
     });

@@ -325,6 +325,17 @@ impl Session for S3Session {
         ))
     }
 
+    /// The description sent as the object's metadata, if it was.
+    fn description(&mut self, path: &str) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let key = self.key(path).ok()?;
+        let headers = self.head(&key).ok()?;
+        let encoded = headers.get(objects::DESCRIPTION_HEADER)?.to_str().ok()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+    }
+
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, StoreError> {
         let prefix = format!("{}/", self.key(dir)?);
         let mut names = Vec::new();

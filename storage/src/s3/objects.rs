@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
+use base64::Engine;
 use bytes::{Buf, Bytes};
 use http::Method;
 
@@ -29,6 +30,8 @@ pub enum Pending {
     Single {
         /// The whole body.
         body: Chunks,
+        /// The file's description, sent as the object's metadata.
+        description: Option<String>,
     },
     /// Every part sent; completion publishes it.
     Multipart(Multipart),
@@ -38,7 +41,9 @@ impl Pending {
     /// Makes the object visible under `key` (never replacing one).
     pub fn publish(&self, client: &Client, key: &str) -> Result<(), StoreError> {
         match self {
-            Pending::Single { body } => put_new(client, key, body.clone()),
+            Pending::Single { body, description } => {
+                put_new(client, key, body.clone(), description.as_deref())
+            }
             Pending::Multipart(mp) => {
                 complete(client, mp)?;
                 if mp.key == key {
@@ -83,18 +88,27 @@ impl Pending {
 }
 
 /// `PUT` of a new object, refused if the key exists (where the server
-/// honours `If-None-Match`).
-fn put_new(client: &Client, key: &str, body: Chunks) -> Result<(), StoreError> {
-    block_on(client.call(
-        Method::PUT,
-        key,
-        &[],
-        &[("if-none-match", "*".into())],
-        body,
-        &[200],
-    ))
-    .map(|_| ())
+/// honours `If-None-Match`), with the file's description as its metadata.
+fn put_new(
+    client: &Client,
+    key: &str,
+    body: Chunks,
+    description: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut headers = vec![("if-none-match", "*".to_owned())];
+    if let Some(d) = description {
+        headers.push((DESCRIPTION_HEADER, d.to_owned()));
+    }
+    block_on(client.call(Method::PUT, key, &[], &headers, body, &[200])).map(|_| ())
 }
+
+/// The metadata header holding an object's description (base64 of its JSON:
+/// metadata values must be ASCII).
+pub const DESCRIPTION_HEADER: &str = "x-amz-meta-mftd-description";
+
+/// The largest description sent as metadata, encoded: S3 allows 2 KB of
+/// user metadata per object; a larger one goes beside as `.meta`.
+const MOST_METADATA: usize = 1536;
 
 fn complete(client: &Client, mp: &Multipart) -> Result<(), StoreError> {
     let mut body = String::from("<CompleteMultipartUpload>");
@@ -162,6 +176,8 @@ pub struct ObjectWriter {
     /// gives its number and ETag).
     in_flight: VecDeque<tokio::task::JoinHandle<Result<(u32, String), StoreError>>>,
     finished: bool,
+    /// The file's description, for the single `PUT` (base64).
+    description: Option<String>,
 }
 
 impl ObjectWriter {
@@ -185,6 +201,7 @@ impl ObjectWriter {
             multipart: None,
             in_flight: VecDeque::new(),
             finished: false,
+            description: None,
         }
     }
 
@@ -321,6 +338,22 @@ impl Write for ObjectWriter {
 }
 
 impl WriteFile for ObjectWriter {
+    /// An upload sent as one `PUT` carries its description as the object's
+    /// metadata (one request and one object fewer per upload); a multipart
+    /// upload's metadata is fixed when it starts, before the SHA-256 is
+    /// known, so its description goes beside, as does one too large.
+    fn describe(&mut self, description: &[u8]) -> bool {
+        if self.multipart.is_some() || self.finished {
+            return false;
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(description);
+        if encoded.len() > MOST_METADATA {
+            return false;
+        }
+        self.description = Some(encoded);
+        true
+    }
+
     /// The whole body is here: sends the last part (or keeps a small body
     /// for one `PUT`) and publishes or hands it over.
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -335,14 +368,19 @@ impl WriteFile for ObjectWriter {
         self.settle()?;
         let pending = match self.multipart.take() {
             Some(mp) => Pending::Multipart(mp),
-            None => Pending::Single { body: rest },
+            None => Pending::Single {
+                body: rest,
+                description: self.description.take(),
+            },
         };
         self.finished = true;
         match &self.target {
             Target::Direct => {
                 let key = self.key.clone();
                 let result = match pending {
-                    Pending::Single { body } => put_new(self.client(), &key, body),
+                    Pending::Single { body, description } => {
+                        put_new(self.client(), &key, body, description.as_deref())
+                    }
                     multipart => multipart.publish(self.client(), &key),
                 };
                 result
