@@ -50,6 +50,50 @@ impl StatementCache {
         Ok(prepared)
     }
 
+    /// [`GenericClient::query`] of `sql` on `client`, prepared once.
+    pub async fn query<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let statement = self.prepare(client, sql).await?;
+        client.query(&statement, params).await
+    }
+
+    /// [`GenericClient::query_one`] of `sql` on `client`, prepared once.
+    pub async fn query_one<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        let statement = self.prepare(client, sql).await?;
+        client.query_one(&statement, params).await
+    }
+
+    /// [`GenericClient::query_opt`] of `sql` on `client`, prepared once.
+    pub async fn query_opt<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        let statement = self.prepare(client, sql).await?;
+        client.query_opt(&statement, params).await
+    }
+
+    /// [`GenericClient::execute`] of `sql` on `client`, prepared once.
+    pub async fn execute<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        let statement = self.prepare(client, sql).await?;
+        client.execute(&statement, params).await
+    }
+
     /// Forgets every statement (the connection they belong to is gone).
     pub fn clear(&self) {
         self.lock().clear();
@@ -75,25 +119,18 @@ impl PreparedClient {
         }
     }
 
-    /// The statement for `sql` on this connection, prepared once.
-    pub async fn statement(&self, sql: &str) -> Result<Statement, Error> {
-        self.statements.prepare(&self.client, sql).await
-    }
-
     /// [`Client::query`], with `sql` prepared once.
     pub async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query(&statement, params).await
+        self.statements.query(&self.client, sql, params).await
     }
 
     /// [`Client::query_one`], with `sql` prepared once.
     pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query_one(&statement, params).await
+        self.statements.query_one(&self.client, sql, params).await
     }
 
     /// [`Client::query_opt`], with `sql` prepared once.
@@ -102,14 +139,12 @@ impl PreparedClient {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query_opt(&statement, params).await
+        self.statements.query_opt(&self.client, sql, params).await
     }
 
     /// [`Client::execute`], with `sql` prepared once.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
-        let statement = self.statement(sql).await?;
-        self.client.execute(&statement, params).await
+        self.statements.execute(&self.client, sql, params).await
     }
 }
 

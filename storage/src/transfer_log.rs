@@ -702,26 +702,30 @@ async fn reserve_in(
         .transaction()
         .await
         .map_err(q("starting a quota check"))?;
-    let statement = |sql: &'static str| statements.prepare(&tx, sql);
     if quotas.global > 0 {
-        let lock = statement("SELECT pg_advisory_xact_lock($1)")
-            .await
-            .map_err(q("locking the global quota"))?;
-        tx.execute(&lock, &[&QUOTA_LOCK_GLOBAL])
+        statements
+            .execute(
+                &tx,
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&QUOTA_LOCK_GLOBAL],
+            )
             .await
             .map_err(q("locking the global quota"))?;
     }
-    let lock = statement("SELECT pg_advisory_xact_lock(7314603, hashtext($1))")
+    statements
+        .execute(
+            &tx,
+            "SELECT pg_advisory_xact_lock(7314603, hashtext($1))",
+            &[&uploader],
+        )
         .await
         .map_err(q("locking the user's quota"))?;
-    tx.execute(&lock, &[&uploader])
-        .await
-        .map_err(q("locking the user's quota"))?;
-    let reservation = statement("SELECT 1 FROM slot_reservations WHERE resource = $1")
-        .await
-        .map_err(q("reading a reservation"))?;
-    let held = tx
-        .query_opt(&reservation, &[&resource])
+    let held = statements
+        .query_opt(
+            &tx,
+            "SELECT 1 FROM slot_reservations WHERE resource = $1",
+            &[&resource],
+        )
         .await
         .map_err(q("reading a reservation"))?
         .is_some();
@@ -742,11 +746,8 @@ async fn reserve_in(
         if quota == 0 {
             continue;
         }
-        let summing = statement(usage_sql)
-            .await
-            .map_err(q("summing uploads for the quota"))?;
-        let rows = tx
-            .query(&summing, &[&who, &since])
+        let rows = statements
+            .query(&tx, usage_sql, &[&who, &since])
             .await
             .map_err(q("summing uploads for the quota"))?;
         let usage: Vec<(SystemTime, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -760,29 +761,27 @@ async fn reserve_in(
         }
     }
     let size = i64::try_from(size).unwrap_or(i64::MAX);
-    let sweep =
-        statement("DELETE FROM slot_reservations WHERE expires < now() - interval '1 hour'")
-            .await
-            .map_err(q("sweeping expired reservations"))?;
-    tx.execute(&sweep, &[])
+    statements
+        .execute(
+            &tx,
+            "DELETE FROM slot_reservations WHERE expires < now() - interval '1 hour'",
+            &[],
+        )
         .await
         .map_err(q("sweeping expired reservations"))?;
-    let reserve = statement(
-        "INSERT INTO slot_reservations (resource, uploader, size, expires) VALUES ($1, $2, $3, $4)",
-    )
-    .await
-    .map_err(q("reserving quota for a slot"))?;
-    tx.execute(
-        &reserve,
-        &[
-            &fit(resource, w::NAME),
-            &fit(uploader, w::JID),
-            &size,
-            &expires,
-        ],
-    )
-    .await
-    .map_err(q("reserving quota for a slot"))?;
+    statements
+        .execute(
+            &tx,
+            "INSERT INTO slot_reservations (resource, uploader, size, expires) VALUES ($1, $2, $3, $4)",
+            &[
+                &fit(resource, w::NAME),
+                &fit(uploader, w::JID),
+                &size,
+                &expires,
+            ],
+        )
+        .await
+        .map_err(q("reserving quota for a slot"))?;
     tx.commit().await.map_err(q("committing a reservation"))?;
     Ok(QuotaVerdict::Fits)
 }
@@ -1149,19 +1148,6 @@ fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String
     sql
 }
 
-/// The writer's statement for `sql`, prepared once per connection.
-async fn prepared(
-    tx: &tokio_postgres::Transaction<'_>,
-    statements: &StatementCache,
-    sql: &str,
-    what: &str,
-) -> Result<tokio_postgres::Statement, DbError> {
-    statements
-        .prepare(tx, sql)
-        .await
-        .map_err(|e| DbError::query(what, e))
-}
-
 /// Multi-row inserts of at most this many parameters are kept prepared:
 /// the batch sizes of a steady load recur; a backlog's large batches are
 /// rare, and each prepared plan of thousands of parameters would stay in
@@ -1180,8 +1166,7 @@ async fn query_params(
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
     let result = if params.len() <= CACHED_PARAMS {
-        let statement = prepared(tx, statements, sql, what).await?;
-        tx.query(&statement, &refs).await
+        statements.query(tx, sql, &refs).await
     } else {
         tx.query(sql, &refs).await
     };
@@ -1266,15 +1251,12 @@ async fn write_chained(
     let mut ids: Vec<i64> = Vec::with_capacity(inserts);
     if inserts > 0 {
         let what = "numbering log rows";
-        let numbering = prepared(
-            &tx,
-            statements,
-            "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
-            what,
-        )
-        .await?;
-        let rows = tx
-            .query(&numbering, &[&(inserts as i64)])
+        let rows = statements
+            .query(
+                &tx,
+                "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
+                &[&(inserts as i64)],
+            )
             .await
             .map_err(|e| DbError::query(what, e))?;
         ids = rows.iter().map(|r| r.get(0)).collect();
@@ -1367,18 +1349,15 @@ async fn write_chained(
         // The file's chat type as known now: the uploader's share may have
         // named a room while the download ran.
         let what = "reading the rows of finished downloads";
-        let ended = prepared(
-            &tx,
-            statements,
-            "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
+        let known = statements
+            .query(
+                &tx,
+                "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
                     nextval('aft_log_amends_amend_id_seq') \
              FROM aft_log_rows r LEFT JOIN files f ON f.resource = r.filename \
              WHERE r.aft_index = ANY($1)",
-            what,
-        )
-        .await?;
-        let known = tx
-            .query(&ended, &[&ids])
+                &[&ids],
+            )
             .await
             .map_err(|e| DbError::query(what, e))?;
         let known: std::collections::HashMap<i64, &tokio_postgres::Row> =
@@ -1444,22 +1423,16 @@ async fn write_share(
     let chat_type = fit(&share.chat_type, w::SHORT);
     let reported_by = fit(&share.reported_by, w::JID);
     let what = "recording a share";
-    let sharing = prepared(
-        tx,
-        statements,
-        "WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
+    let row = statements
+        .query_one(
+            tx,
+"WITH f AS (SELECT uploader, to_jid FROM files WHERE resource = $1), \
              s AS (INSERT INTO shares (resource, sender, recipient, chat_type, reported_by, date_time) \
                    SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar, \
                           COALESCE(to_timestamp($7::float8), now()) FROM f RETURNING 1), \
              uf AS (UPDATE files SET to_jid = $3, chat_type = $4 \
                     WHERE resource = $1 AND to_jid = '' AND uploader = $6 RETURNING 1) \
          SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM uf)",
-        what,
-    )
-    .await?;
-    let row = tx
-        .query_one(
-            &sharing,
             &[
                 &resource,
                 &sender,
@@ -1477,19 +1450,16 @@ async fn write_share(
         // The uploader's POST row learns its recipient; its downloads so
         // far, the chat type.
         let what = "reading the rows a share amends";
-        let amended = prepared(
-            tx,
-            statements,
-            "SELECT aft_index, node::text, method::text, nextval('aft_log_amends_amend_id_seq') \
+        let rows = statements
+            .query(
+                tx,
+"SELECT aft_index, node::text, method::text, nextval('aft_log_amends_amend_id_seq') \
              FROM aft_log WHERE filename = $1 \
              AND ((method = 'POST' AND to_jid = '' AND jid = $2) \
                   OR (method = 'GET' AND chat_type <> $3)) \
              ORDER BY aft_index",
-            what,
-        )
-        .await?;
-        let rows = tx
-            .query(&amended, &[&resource, &uploader, &chat_type])
+                &[&resource, &uploader, &chat_type],
+            )
             .await
             .map_err(|e| DbError::query(what, e))?;
         for r in rows {
