@@ -63,14 +63,7 @@ fn psql_in(pg: &Postgres, role: &str, db: &str, sql: &str) -> (bool, String) {
         .args(["-c", sql])
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    xmpp_tests::process::outcome(&out)
 }
 
 fn refused(pg: &Postgres, role: &str, sql: &str) {
@@ -87,14 +80,7 @@ fn mftd_cmd(args: &[&str]) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    xmpp_tests::process::outcome(&out)
 }
 
 /// The `sql` blocks of docs/operations.md and docs/compliance.md: the
@@ -126,14 +112,7 @@ fn psql_script_as(pg: &Postgres, role: &str, sql: &str, res: &str) -> (bool, Str
         .write_all(sql.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    xmpp_tests::process::outcome(&out)
 }
 
 /// What `grantee` may do in `db`'s public schema, as one sorted line.

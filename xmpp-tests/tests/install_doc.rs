@@ -86,14 +86,7 @@ fn sh(script: &str) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    xmpp_tests::process::outcome(&out)
 }
 
 fn exists(path: &str) -> bool {
@@ -124,14 +117,7 @@ fn psql(db: &str, sql: &str) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    xmpp_tests::process::outcome(&out)
 }
 
 /// The host as it was: what to restore and remove when the test ends.
