@@ -20,13 +20,69 @@ pub fn outcome(out: &std::process::Output) -> (bool, String) {
     )
 }
 
-/// A port nobody listens on right now.
+/// The ports the harness hands out: below Linux's ephemeral range
+/// (32768–60999), so no outgoing connection of any process on the machine
+/// (a client's source port) can take one between our check and the server's
+/// bind — asking the kernel for port 0 handed out exactly those ports, and a
+/// test now and then found its server's port taken.
+const HARNESS_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// Where a port is claimed across processes: a lock file per port, locked
+/// (flock) for as long as the claiming process lives.
+const CLAIM_DIR: &str = "/tmp/mftd-test-ports";
+
+/// A loopback port nobody listens on and no other harness process has
+/// claimed; this process keeps it until it exits. Ports are taken in turn
+/// from a start that differs per process, so two test binaries rarely even
+/// try the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    static CLAIMS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let span = u32::from(HARNESS_PORTS.end - HARNESS_PORTS.start);
+    let seed = std::process::id().wrapping_mul(2654435761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let _ = NEXT.compare_exchange(u32::MAX, seed % span, Ordering::SeqCst, Ordering::SeqCst);
+    if std::fs::create_dir_all(CLAIM_DIR).is_ok() {
+        // Shared by every user the tests run as; sticky like /tmp.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(CLAIM_DIR, std::fs::Permissions::from_mode(0o1777));
+    }
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = HARNESS_PORTS.start + offset as u16;
+        let Some(claim) = claim(port) else { continue };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            CLAIMS.lock().unwrap().push(claim);
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port left in {}..{}",
+        HARNESS_PORTS.start, HARNESS_PORTS.end
+    );
+}
+
+/// Locks `port`'s claim file, or None when another process holds it.
+fn claim(port: u16) -> Option<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = format!("{CLAIM_DIR}/{port}");
+    // Another user's claim file can still be locked through a read-only open.
+    let file = std::fs::File::open(&path)
+        .or_else(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .ok()?;
+    flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
+    Some(file)
 }
 
 /// Waits until something accepts on `port`.
