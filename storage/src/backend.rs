@@ -41,10 +41,22 @@ pub trait Backend: Send + Sync + 'static {
     /// one (`<parent>/<node>`, the reference's per-node layout), for reading
     /// files that node stored. `node` is checked by the caller.
     fn sibling(&self, node: &str) -> Option<std::sync::Arc<dyn Backend>>;
+    /// Whether a transfer's open file holds a connection to the file server
+    /// (an SSH session), so that a transfer whose client went quiet should
+    /// put its file away and reopen it when the client moves again
+    /// ([`Session::resume_upload`] then reopens an upload's).
+    fn connection_per_file(&self) -> bool {
+        false
+    }
     /// Gives up uploads a crash left unfinished where the server keeps
     /// them apart from files (S3's multipart uploads); only at start-up,
     /// before uploads are accepted. Returns how many.
     fn abort_unfinished_uploads(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    /// How many uploads in progress the server keeps apart from files
+    /// (S3's multipart uploads; elsewhere they are temporary files).
+    fn unfinished_uploads(&self) -> Result<usize, StoreError> {
         Ok(0)
     }
 }
@@ -66,6 +78,16 @@ pub trait Session: Send {
     ) -> Result<Box<dyn WriteFile>, StoreError> {
         let _ = final_path;
         self.create_new(temp)
+    }
+    /// Reopens an upload's temporary file (made by
+    /// [`create_upload`](Session::create_upload) on another session) to
+    /// write on from byte `offset`; only where
+    /// [`Backend::connection_per_file`] is true.
+    fn resume_upload(&mut self, temp: &str, offset: u64) -> Result<Box<dyn WriteFile>, StoreError> {
+        let _ = (temp, offset);
+        Err(StoreError::unavailable(
+            "this file server cannot reopen an upload",
+        ))
     }
     /// Moves a complete temporary file to its final name, refusing to
     /// overwrite (`StoreError::AlreadyExists`).
@@ -122,6 +144,23 @@ pub trait WriteFile: Write + Send {
     fn describe(&mut self, description: &[u8]) -> bool {
         let _ = description;
         false
+    }
+
+    /// The memory this file would hold for writes kept in flight after a
+    /// write of `piece` bytes (written but not yet acknowledged by the file
+    /// server, so the next piece follows without waiting); 0 where writes
+    /// complete in the call. The upload grants it from the memory budget.
+    fn wants_in_flight(&self, piece: usize) -> usize {
+        let _ = piece;
+        0
+    }
+
+    /// The memory writes in flight may hold after each write from now on
+    /// (at most what [`wants_in_flight`](WriteFile::wants_in_flight) asked);
+    /// with 0 — the default — every write returns only once all its bytes
+    /// are acknowledged, and nothing stays held.
+    fn keep_in_flight(&mut self, memory: usize) {
+        let _ = memory;
     }
 }
 

@@ -1,5 +1,6 @@
 //! One process-wide budget for the bytes transfers hold in buffers: an
-//! upload's gather buffers and a download's pieces, from the moment they are
+//! upload's gather buffers, the writes an SFTP upload keeps in flight
+//! between pieces, and a download's pieces, from the moment they are
 //! allocated until the last copy is dropped (a download's piece lives on in
 //! the HTTP server's write queue until the client took it).
 //!

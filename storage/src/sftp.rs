@@ -327,6 +327,10 @@ impl Backend for SftpBackend {
         3
     }
 
+    fn connection_per_file(&self) -> bool {
+        true
+    }
+
     fn is_available(&self) -> bool {
         self.pool
             .health
@@ -423,16 +427,17 @@ impl Drop for SftpSession {
 /// nothing, where libssh2's ciphers are the limit.
 const IN_FLIGHT: usize = 2 * 1024 * 1024;
 
-/// What a write of `piece` bytes leaves in flight: [`IN_FLIGHT`], or two
-/// pieces when the pieces are smaller. The store writes small pieces when
-/// the memory budget is under pressure, and the bytes in flight are held
-/// twice outside the budget (here, and in libssh2's requests) until a later
-/// write or the final sync collects their acknowledgements — a stalled
-/// upload would otherwise keep up to 2 MiB of both (512 stalled uploads
-/// held 630 MiB).
+/// What a write of `piece` bytes may leave in flight: [`IN_FLIGHT`], or two
+/// pieces when the pieces are smaller (the store writes small pieces when
+/// the memory budget is under pressure).
 fn in_flight_after(piece: usize) -> usize {
     IN_FLIGHT.min(piece.saturating_mul(2))
 }
+
+/// Bytes in flight are held twice: in [`SftpFile`]'s queue and in libssh2's
+/// requests, until a later write or the final sync collects their
+/// acknowledgements.
+const COPIES_IN_FLIGHT: usize = 2;
 
 /// Reads of at most this many bytes are small (the memory budget under
 /// pressure hands downloads pieces of 64 KiB).
@@ -486,6 +491,12 @@ struct SftpFile {
     /// Bytes not yet acknowledged, from `acked` on.
     queue: Vec<u8>,
     acked: usize,
+    /// Bytes a write may leave in flight when it returns; granted by the
+    /// upload from the memory budget (none until it does, and none while
+    /// the budget is under pressure: a stalled upload then holds nothing
+    /// here or in libssh2 — 512 of them held 630 MiB when each kept 2 MiB,
+    /// and still about 0.5 MiB each at two 64 KiB pieces).
+    keep: usize,
 }
 
 impl SftpFile {
@@ -495,6 +506,7 @@ impl SftpFile {
             broken,
             queue: Vec::new(),
             acked: 0,
+            keep: 0,
         }
     }
 
@@ -513,7 +525,12 @@ impl SftpFile {
             }
         }
         if self.acked == self.queue.len() {
-            self.queue.clear();
+            if keep == 0 {
+                // Nothing in flight: give the queue's memory back too.
+                self.queue = Vec::new();
+            } else {
+                self.queue.clear();
+            }
             self.acked = 0;
         }
         Ok(())
@@ -535,7 +552,7 @@ impl Write for SftpFile {
             self.acked = 0;
         }
         self.queue.extend_from_slice(buf);
-        self.pump(in_flight_after(buf.len()))?;
+        self.pump(self.keep)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -558,6 +575,14 @@ impl Drop for SftpFile {
 }
 
 impl WriteFile for SftpFile {
+    fn wants_in_flight(&self, piece: usize) -> usize {
+        in_flight_after(piece) * COPIES_IN_FLIGHT
+    }
+
+    fn keep_in_flight(&mut self, memory: usize) {
+        self.keep = memory / COPIES_IN_FLIGHT;
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         self.pump(0)
             .map_err(|e| StoreError::unavailable_because("writing to the file server", e))?;
@@ -605,6 +630,18 @@ impl Session for SftpSession {
             }
             Err(e) => return Err(self.fail(format!("creating {}", full.display()), e)),
         };
+        Ok(Box::new(SftpFile::new(file, self.broken.clone())))
+    }
+
+    fn resume_upload(&mut self, temp: &str, offset: u64) -> Result<Box<dyn WriteFile>, StoreError> {
+        let full = self.full(temp)?;
+        // Neither CREATE nor TRUNCATE: the file must be the one begun.
+        let mut file = self
+            .sftp()?
+            .open_mode(&full, OpenFlags::WRITE, 0o640, OpenType::File)
+            .map_err(|e| self.fail(format!("reopening {}", full.display()), e))?;
+        file.seek(io::SeekFrom::Start(offset))
+            .map_err(|e| StoreError::io(format!("seeking in {}", full.display()), e))?;
         Ok(Box::new(SftpFile::new(file, self.broken.clone())))
     }
 

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::backend::{Backend, ReadFile, Session, WriteFile};
 use crate::budget::{budgeted_bytes, Budget, Grant};
 use crate::layout::{is_data_file, parse_hour_dir, ChatType, HourCounters, Location};
+use crate::parking::Parking;
 use crate::utc::{unix_now, UtcTime};
 use crate::{FileMeta, StoreError};
 
@@ -67,14 +68,40 @@ pub struct StoredFile {
     pub meta: FileMeta,
 }
 
-/// The open temporary file of an upload and what has been hashed so far.
+/// The open temporary file of an upload, with the session it is open on.
 struct Writer {
     session: Box<dyn Session>,
     file: Box<dyn WriteFile>,
-    hasher: Sha256,
+    /// Room for the writes the file keeps in flight between pieces.
+    in_flight: Option<Grant>,
 }
 
-type WriteResult = (Option<Writer>, Vec<u8>, Result<(), StoreError>);
+impl Writer {
+    /// Writes one piece, letting the file keep writes in flight after it
+    /// only as far as the memory budget grants (nothing under pressure, so
+    /// a stalled upload then holds no unacknowledged bytes at all).
+    fn write_piece(&mut self, piece: &[u8], budget: &Budget) -> std::io::Result<()> {
+        let wanted = self.file.wants_in_flight(piece.len());
+        let held = self.in_flight.as_ref().map_or(0, Grant::bytes);
+        let mut released = None;
+        if wanted == 0 || budget.under_pressure() || held < wanted {
+            let fresh = (wanted > 0 && !budget.under_pressure())
+                .then(|| budget.try_take(wanted))
+                .flatten();
+            released = std::mem::replace(&mut self.in_flight, fresh);
+            let allowed = self.in_flight.as_ref().map_or(0, Grant::bytes);
+            self.file.keep_in_flight(allowed.min(wanted));
+        }
+        let written = self.file.write_all(piece);
+        // The write waited until no more than the new allowance was in
+        // flight: what the old grant covered is no longer held.
+        drop(released);
+        written
+    }
+}
+
+/// What a write hands back: the hash so far and the emptied buffer.
+type WriteResult = (Sha256, Vec<u8>, Result<(), StoreError>);
 
 /// Opens an upload's temporary file (creating its directory if needed).
 fn open_writer(backend: &dyn Backend, loc: &Location, temp: &str) -> Result<Writer, StoreError> {
@@ -84,8 +111,44 @@ fn open_writer(backend: &dyn Backend, loc: &Location, temp: &str) -> Result<Writ
     Ok(Writer {
         session,
         file,
-        hasher: Sha256::new(),
+        in_flight: None,
     })
+}
+
+/// Reopens an upload's temporary file that was put away while its client
+/// was quiet, to write on from `offset`.
+fn resume_writer(backend: &dyn Backend, temp: &str, offset: u64) -> Result<Writer, StoreError> {
+    let mut session = backend.session()?;
+    let file = session.resume_upload(temp, offset)?;
+    Ok(Writer {
+        session,
+        file,
+        in_flight: None,
+    })
+}
+
+/// Puts an idle upload's file away: its writes in flight acknowledged
+/// (else the upload fails), then the file closed and its session returned.
+fn put_away_writer(mut writer: Writer) -> Result<(), StoreError> {
+    writer
+        .file
+        .flush()
+        .map_err(|e| StoreError::unavailable_because("writing to the file server", e))
+}
+
+/// Puts an idle download's file away.
+fn put_away_reader(reader: Reader) -> Result<(), StoreError> {
+    drop(reader);
+    Ok(())
+}
+
+/// Where a transfer's file waits between pieces on `backend`: put away
+/// when idle where an open file holds a connection.
+fn parking_for<T: Send + 'static>(
+    backend: &dyn Backend,
+    put_away: fn(T) -> Result<(), StoreError>,
+) -> Parking<T> {
+    Parking::new(backend.connection_per_file().then_some(put_away))
 }
 
 /// An upload in progress; dropping it without [`finish`](Upload::finish)
@@ -97,19 +160,24 @@ pub struct Upload {
     temp: String,
     meta: FileMeta,
     got: u64,
+    /// Bytes handed to the file so far (where a reopened file goes on).
+    written: u64,
     write_size: usize,
     /// Bytes gathered for the next write.
     buf: Vec<u8>,
     /// The buffer of the last finished write, reused for the next piece so
     /// an upload allocates two buffers in all (no page faults per piece).
     spare: Vec<u8>,
-    /// The writer, when no write is in flight.
-    writer: Option<Writer>,
+    /// The temporary file between writes (put away while the client is
+    /// quiet where an open file holds a connection).
+    writer: Parking<Writer>,
+    /// The hash of the bytes written so far; away with the write in flight.
+    hasher: Option<Sha256>,
     /// Whether the temporary file was opened (or its opening started). A
     /// body that fits one write opens nothing until it is complete: then
     /// create, write, fsync and publish are one blocking call.
     opened: bool,
-    /// The write in flight, which hands the writer back.
+    /// The write in flight, which hands the hash back.
     pending: Option<JoinHandle<WriteResult>>,
     done: bool,
     budget: Budget,
@@ -145,8 +213,8 @@ impl Upload {
     /// Waits for the write in flight and takes the writer back.
     async fn settle(&mut self) -> Result<(), StoreError> {
         if let Some(pending) = self.pending.take() {
-            let (writer, spare, result) = pending.await.map_err(join_error)?;
-            self.writer = writer;
+            let (hasher, spare, result) = pending.await.map_err(join_error)?;
+            self.hasher = Some(hasher);
             self.spare = spare;
             if let Err(e) = result {
                 // The partial file still takes its room: the rest must fit.
@@ -167,13 +235,16 @@ impl Upload {
     /// cannot (a broken link), [`remove_leftover`]'s retries on fresh
     /// sessions carry on in the background.
     async fn discard(&mut self) {
-        let Some(writer) = self.writer.take() else {
-            return;
-        };
-        let temp = self.temp.clone();
+        let (backend, writer, temp) =
+            (self.backend.clone(), self.writer.clone(), self.temp.clone());
         let removed = tokio::task::spawn_blocking(move || {
-            drop(writer.file);
-            let mut session = writer.session;
+            let mut session = match writer.take_held() {
+                Some(writer) => {
+                    drop(writer.file);
+                    writer.session
+                }
+                None => backend.session()?,
+            };
             session.remove(&temp)
         })
         .await;
@@ -188,7 +259,8 @@ impl Upload {
     /// is gathered while this one is written.
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.settle().await?;
-        let writer = self.take_writer()?;
+        let resume = self.opened_before();
+        let mut hasher = self.hasher.take().ok_or(StoreError::Aborted)?;
         if self.second.is_none() && !self.budget.under_pressure() {
             self.second = self.budget.try_take(self.write_size);
         }
@@ -199,23 +271,27 @@ impl Upload {
             _ => Vec::new(),
         };
         let mut chunk = std::mem::replace(&mut self.buf, next);
-        let temp = self.temp.clone();
-        let (backend, loc) = (self.backend.clone(), self.loc.clone());
+        let offset = self.written;
+        self.written += chunk.len() as u64;
+        let (temp, parking) = (self.temp.clone(), self.writer.clone());
+        let (backend, loc, budget) = (self.backend.clone(), self.loc.clone(), self.budget.clone());
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            let mut writer = match writer {
-                Some(w) => w,
-                None => match open_writer(backend.as_ref(), &loc, &temp) {
-                    Ok(w) => w,
-                    Err(e) => return (None, chunk, Err(e)),
-                },
+            let writer = if resume {
+                parking.take_or_reopen(|| resume_writer(backend.as_ref(), &temp, offset))
+            } else {
+                open_writer(backend.as_ref(), &loc, &temp)
             };
-            writer.hasher.update(&chunk);
+            let mut writer = match writer {
+                Ok(w) => w,
+                Err(e) => return (hasher, chunk, Err(e)),
+            };
+            hasher.update(&chunk);
             let result = writer
-                .file
-                .write_all(&chunk)
+                .write_piece(&chunk, &budget)
                 .map_err(|e| StoreError::io(format!("writing {temp}"), e));
+            parking.leave(writer);
             chunk.clear();
-            (Some(writer), chunk, result)
+            (hasher, chunk, result)
         }));
         if !double {
             // One buffer only: it comes back when its write is done.
@@ -225,14 +301,27 @@ impl Upload {
         Ok(())
     }
 
-    /// The open writer, or `None` when the file is still to be opened (by
-    /// the blocking call the caller is about to make).
-    fn take_writer(&mut self) -> Result<Option<Writer>, StoreError> {
-        if !self.opened {
-            self.opened = true;
-            return Ok(None);
+    /// Whether the temporary file was opened before; from now on it is (by
+    /// the blocking call the caller is about to make, when it was not).
+    fn opened_before(&mut self) -> bool {
+        std::mem::replace(&mut self.opened, true)
+    }
+
+    /// For the blocking call that ends the upload: the temporary file, opened
+    /// now (`resume` false), left open, or reopened where it was put away.
+    fn final_writer(
+        &self,
+        resume: bool,
+    ) -> impl FnOnce() -> Result<Writer, StoreError> + Send + 'static {
+        let (backend, loc, temp) = (self.backend.clone(), self.loc.clone(), self.temp.clone());
+        let (parking, offset) = (self.writer.clone(), self.written);
+        move || {
+            if resume {
+                parking.take_or_reopen(|| resume_writer(backend.as_ref(), &temp, offset))
+            } else {
+                open_writer(backend.as_ref(), &loc, &temp)
+            }
         }
-        self.writer.take().map(Some).ok_or(StoreError::Aborted)
     }
 
     /// Declares the body complete: checks the length, makes the file durable
@@ -245,16 +334,13 @@ impl Upload {
                 got: self.got,
             });
         }
-        let writer = self.take_writer()?;
+        let resume = self.opened_before();
+        let writer = self.final_writer(resume);
+        let hasher = self.hasher.take().ok_or(StoreError::Aborted)?;
         let rest = std::mem::take(&mut self.buf);
         let (loc, temp, meta) = (self.loc.clone(), self.temp.clone(), self.meta.clone());
-        let backend = self.backend.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let writer = match writer {
-                Some(w) => w,
-                None => open_writer(backend.as_ref(), &loc, &temp)?,
-            };
-            finish_upload(writer, rest, &loc, &temp, meta)
+            finish_upload(writer()?, hasher, rest, &loc, &temp, meta)
         })
         .await
         .map_err(join_error)?;
@@ -293,20 +379,17 @@ impl Upload {
             });
         }
         // A small body may not have opened its temporary file yet.
-        let writer = self.take_writer()?;
+        let resume = self.opened_before();
+        let writer = self.final_writer(resume);
+        let hasher = self.hasher.take().ok_or(StoreError::Aborted)?;
         let rest = std::mem::take(&mut self.buf);
         let (resource, temp, meta) = (
             self.loc.resource().to_owned(),
             self.temp.clone(),
             self.meta.clone(),
         );
-        let (backend, loc) = (self.backend.clone(), self.loc.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let writer = match writer {
-                Some(w) => w,
-                None => open_writer(backend.as_ref(), &loc, &temp)?,
-            };
-            set_aside_upload(writer, rest, &resource, &temp, meta, keep)
+            set_aside_upload(writer()?, hasher, rest, &resource, &temp, meta, keep)
         })
         .await
         .map_err(join_error)?;
@@ -329,16 +412,18 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 
 fn set_aside_upload(
     writer: Writer,
+    mut hasher: Sha256,
     rest: Vec<u8>,
     resource: &str,
     temp: &str,
     mut meta: FileMeta,
     keep: bool,
 ) -> Result<SetAside, StoreError> {
+    // The room for writes in flight lasts until the sync collected them.
     let Writer {
         mut session,
         mut file,
-        mut hasher,
+        in_flight: _in_flight,
     } = writer;
     hasher.update(&rest);
     meta.sha256 = format!("{:x}", hasher.finalize());
@@ -384,17 +469,25 @@ impl Drop for Upload {
         }
         // Abandoned: remove the temporary file once any write in flight ends.
         let (backend, temp) = (self.backend.clone(), self.temp.clone());
-        let writer = self.writer.take();
+        let writer = self.writer.clone();
         let pending = self.pending.take();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
         handle.spawn(async move {
-            let writer = match pending {
-                Some(p) => p.await.ok().and_then(|(w, _, _)| w),
-                None => writer,
-            };
-            remove_leftover(backend, writer.map(|w| w.session), temp).await;
+            if let Some(pending) = pending {
+                let _ = pending.await;
+            }
+            let session = tokio::task::spawn_blocking(move || {
+                writer.take_held().map(|w| {
+                    drop(w.file);
+                    w.session
+                })
+            })
+            .await
+            .ok()
+            .flatten();
+            remove_leftover(backend, session, temp).await;
         });
     }
 }
@@ -485,8 +578,15 @@ fn join_error(join: tokio::task::JoinError) -> StoreError {
 /// A download in progress: a few pieces read ahead on blocking threads,
 /// then nothing held but the open file until the client takes them.
 pub struct Download {
-    reader: Option<(Box<dyn Session>, Box<dyn ReadFile>)>,
-    pending: Option<JoinHandle<ReadResult>>,
+    /// The open file between reads (put away while the client is quiet
+    /// where an open file holds a connection); `None` for a file whose
+    /// bytes came with its size.
+    reader: Option<Parking<Reader>>,
+    /// Reopens the file where it was put away.
+    backend: Arc<dyn Backend>,
+    /// Where in the file the next read starts.
+    offset: u64,
+    pending: Option<JoinHandle<Result<Bytes, StoreError>>>,
     ready: std::collections::VecDeque<Bytes>,
     failed: Option<StoreError>,
     path: String,
@@ -504,11 +604,19 @@ pub struct Download {
     granted: Option<Grant>,
 }
 
-type ReadResult = (
-    Box<dyn Session>,
-    Box<dyn ReadFile>,
-    Result<Bytes, StoreError>,
-);
+/// A download's open file, with the session it is open on.
+type Reader = (Box<dyn Session>, Box<dyn ReadFile>);
+
+/// Opens `path` for reading from `start`.
+fn open_reader(backend: &dyn Backend, path: &str, start: u64) -> Result<Reader, StoreError> {
+    let mut session = backend.session()?;
+    let (mut file, _) = session.open(path)?;
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| StoreError::io(format!("seeking in {path}"), e))?;
+    }
+    Ok((session, file))
+}
 
 impl Download {
     /// Bytes not yet handed out.
@@ -525,10 +633,12 @@ impl Download {
             || self.pending.is_some()
             || self.failed.is_some()
             || self.ready.len() >= self.depth
-            || self.reader.is_none()
         {
             return;
         }
+        let Some(parking) = self.reader.clone() else {
+            return;
+        };
         let want = usize::try_from(self.unread.min(self.chunk as u64)).unwrap_or(self.chunk);
         let needed_now = self.ready.is_empty();
         let grant = if needed_now {
@@ -547,27 +657,26 @@ impl Download {
             }
             return;
         };
-        let Some((session, mut file)) = self.reader.take() else {
-            return;
-        };
         let want = want.min(grant.bytes());
         self.unread -= want as u64;
-        let path = self.path.clone();
+        let offset = self.offset;
+        self.offset += want as u64;
+        let (backend, path) = (self.backend.clone(), self.path.clone());
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            let result =
-                read_exact(file.as_mut(), want, &path).map(|buf| budgeted_bytes(buf, grant));
-            (session, file, result)
+            let (session, mut file) =
+                parking.take_or_reopen(|| open_reader(backend.as_ref(), &path, offset))?;
+            let bytes =
+                read_exact(file.as_mut(), want, &path).map(|buf| budgeted_bytes(buf, grant))?;
+            parking.leave((session, file));
+            Ok(bytes)
         }));
     }
 
-    fn absorb(&mut self, done: Result<ReadResult, tokio::task::JoinError>) {
+    fn absorb(&mut self, done: Result<Result<Bytes, StoreError>, tokio::task::JoinError>) {
         match done {
             Err(join) => self.failed = Some(join_error(join)),
-            Ok((session, file, Ok(bytes))) => {
-                self.reader = Some((session, file));
-                self.ready.push_back(bytes);
-            }
-            Ok((_, _, Err(e))) => self.failed = Some(e),
+            Ok(Ok(bytes)) => self.ready.push_back(bytes),
+            Ok(Err(e)) => self.failed = Some(e),
         }
     }
 
@@ -748,13 +857,14 @@ impl Store {
         };
         let write_size = full.min(first.bytes());
         let temp = temp_name(&loc, "data");
-        let writer = if meta.size <= write_size as u64 {
-            None
-        } else {
+        let parking = parking_for(self.backend.as_ref(), put_away_writer);
+        let opened = meta.size > write_size as u64;
+        if opened {
             let backend = self.backend.clone();
             let (at, path) = (loc.clone(), temp.clone());
-            Some(blocking(move || open_writer(backend.as_ref(), &at, &path)).await?)
-        };
+            let writer = blocking(move || open_writer(backend.as_ref(), &at, &path)).await?;
+            parking.leave(writer);
+        }
         Ok(Upload {
             backend: self.backend.clone(),
             out_of_space: self.out_of_space.clone(),
@@ -762,11 +872,13 @@ impl Store {
             temp,
             meta,
             got: 0,
+            written: 0,
             write_size,
             buf: Vec::with_capacity(write_size),
             spare: Vec::new(),
-            opened: writer.is_some(),
-            writer,
+            opened,
+            writer: parking,
+            hasher: Some(Sha256::new()),
             pending: None,
             done: false,
             budget: self.budget.clone(),
@@ -848,6 +960,8 @@ impl Store {
         }
         Ok(Download {
             reader: None,
+            backend: self.backend.clone(),
+            offset: start + len,
             pending: None,
             ready,
             failed: None,
@@ -868,18 +982,13 @@ impl Store {
         let backend = self.backend.clone();
         let path = loc.path();
         let opened = path.clone();
-        let (session, file) = blocking(move || {
-            let mut session = backend.session()?;
-            let (mut file, _) = session.open(&opened)?;
-            if start > 0 {
-                file.seek(SeekFrom::Start(start))
-                    .map_err(|e| StoreError::io(format!("seeking in {opened}"), e))?;
-            }
-            Ok((session, file))
-        })
-        .await?;
+        let reader = blocking(move || open_reader(backend.as_ref(), &opened, start)).await?;
+        let parking = parking_for(self.backend.as_ref(), put_away_reader);
+        parking.leave(reader);
         Ok(Download {
-            reader: Some((session, file)),
+            reader: Some(parking),
+            backend: self.backend.clone(),
+            offset: start,
             pending: None,
             ready: std::collections::VecDeque::new(),
             failed: None,
@@ -1024,15 +1133,17 @@ fn temp_name(loc: &Location, what: &str) -> String {
 /// it quarantines.
 fn finish_upload(
     writer: Writer,
+    mut hasher: Sha256,
     rest: Vec<u8>,
     loc: &Location,
     temp: &str,
     mut meta: FileMeta,
 ) -> Result<StoredFile, StoreError> {
+    // The room for writes in flight lasts until the sync collected them.
     let Writer {
         mut session,
         mut file,
-        mut hasher,
+        in_flight: _in_flight,
     } = writer;
     let result = (|| {
         hasher.update(&rest);

@@ -255,7 +255,20 @@ async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: K
     assert_eq!(unblocked, data(2000));
     drop(waiting);
     drop(readers);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The dropped uploads remove what they began in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let inv = reconcile::inventory(&store, None).await.unwrap();
+        let unfinished = tokio::task::block_in_place(|| view.unfinished_uploads()).unwrap();
+        if inv.temporaries.is_empty() && unfinished == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abandoned uploads left {inv:?} and {unfinished} unfinished uploads"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Start-up recovery removes what a crash leaves: an upload cut off
     // after more than one S3 part (its writer never dropped, as in a killed
@@ -493,4 +506,118 @@ fn an_sftp_upload_abandoned_with_writes_in_flight_leaves_its_connection_reusable
             sshd.log()
         );
     });
+}
+
+/// Established TCP connections to `port` on this machine (the harness's
+/// sshd port is this test's own).
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = f[2].rsplit(':').next().unwrap_or("");
+            u16::from_str_radix(remote_port, 16) == Ok(port) && f[3] == "01"
+        })
+        .count()
+}
+
+/// Transfers whose clients went quiet give their SSH sessions back (16
+/// stalled transfers, a pool of 4), then go on where they stopped once
+/// their clients move again: every byte in place, the hash of the whole.
+/// An upload whose temporary file vanished while it was put away fails
+/// and publishes nothing.
+#[test]
+fn stalled_sftp_transfers_give_their_sessions_back_and_resume() {
+    let sshd = Sshd::start();
+    let keys = tempfile::tempdir().unwrap();
+    let settings = sftp_settings(&sshd, keys.path());
+    runtime().block_on(async {
+        let store = Store::new(SftpBackend::new(settings.clone()));
+        let source = store.allocate(ChatType::Im).await.unwrap();
+        let body = data(5_000_000);
+        upload(&store, &source, &body, body.len() as u64)
+            .await
+            .unwrap();
+
+        let half = 2_500_000;
+        let mut uploads = Vec::new();
+        for _ in 0..8 {
+            let loc = store.allocate(ChatType::Im).await.unwrap();
+            let mut up = store
+                .begin_upload(loc.clone(), meta(body.len() as u64))
+                .await
+                .unwrap();
+            for piece in body[..half].chunks(100_000) {
+                up.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            uploads.push((loc, up));
+        }
+        let mut downloads = Vec::new();
+        for _ in 0..8 {
+            let mut d = store.read(&source, 0, body.len() as u64).await.unwrap();
+            let first = std::future::poll_fn(|cx| d.poll_next(cx)).await;
+            downloads.push((first.unwrap().unwrap().to_vec(), d));
+        }
+        assert!(
+            connections_to(sshd.port) >= 16,
+            "each open transfer holds a session: {}",
+            connections_to(sshd.port)
+        );
+        tokio::time::sleep(mft_storage::PARK_AFTER + Duration::from_secs(2)).await;
+        let open = connections_to(sshd.port);
+        assert!(
+            open <= settings.pool_size,
+            "stalled transfers still hold {open} sessions (pool: {})",
+            settings.pool_size
+        );
+
+        // One parked upload loses its temporary file meanwhile.
+        let (lost_loc, mut lost) = uploads.pop().unwrap();
+        let view = SftpBackend::new(settings.clone());
+        let temp = names(&view, &lost_loc)
+            .into_iter()
+            .find(|n| n.starts_with(&format!(".{}", lost_loc.resource())) && n.ends_with(".part"))
+            .expect("the stalled upload's temporary file");
+        let gone = format!("{}/{temp}", lost_loc.dir());
+        tokio::task::block_in_place(|| view.session().unwrap().remove(&gone)).unwrap();
+        let mut failed = false;
+        for piece in body[half..].chunks(100_000) {
+            if lost.write(Bytes::copy_from_slice(piece)).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if !failed {
+            failed = lost.finish().await.is_err();
+        } else {
+            drop(lost);
+        }
+        assert!(failed, "an upload whose temporary file vanished completed");
+        assert!(
+            store.stat(&lost_loc).await.unwrap_err().is_not_found(),
+            "nothing is published for it"
+        );
+
+        for (loc, mut up) in uploads {
+            for piece in body[half..].chunks(100_000) {
+                up.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            let stored = up.finish().await.unwrap();
+            assert_eq!(stored.meta.sha256, sha256_hex(&body));
+            assert_eq!(read_all(&store, &loc, 0, body.len() as u64).await, body);
+        }
+        for (mut got, mut d) in downloads {
+            while let Some(piece) = std::future::poll_fn(|cx| d.poll_next(cx)).await {
+                got.extend_from_slice(&piece.unwrap());
+            }
+            assert!(got == body, "a resumed download differs");
+        }
+    });
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }

@@ -93,29 +93,37 @@ impl S3Backend {
         .map(|_| ())
     }
 
+    /// The unfinished multipart uploads under this node's prefix, as (key,
+    /// upload id): at most one listing page (1000).
+    async fn list_unfinished_uploads(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = format!("{}/", self.prefix);
+        let (_, body) = self
+            .shared
+            .client
+            .call(
+                Method::GET,
+                "",
+                &[("uploads", ""), ("prefix", &prefix)],
+                &[],
+                Bytes::new(),
+                &[200],
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(xml::blocks(&text, "Upload")
+            .iter()
+            .filter_map(|b| Some((xml::first(b, "Key")?, xml::first(b, "UploadId")?)))
+            .collect())
+    }
+
     /// Aborts every unfinished multipart upload under this node's prefix
     /// (left by a crash); only for start-up, before uploads are accepted.
     pub fn abort_unfinished_uploads(&self) -> Result<usize, StoreError> {
-        let prefix = format!("{}/", self.prefix);
         let client = &self.shared.client;
         block_on(async {
             let mut aborted = 0;
             loop {
-                let (_, body) = client
-                    .call(
-                        Method::GET,
-                        "",
-                        &[("uploads", ""), ("prefix", &prefix)],
-                        &[],
-                        Bytes::new(),
-                        &[200],
-                    )
-                    .await?;
-                let text = String::from_utf8_lossy(&body);
-                let uploads: Vec<(String, String)> = xml::blocks(&text, "Upload")
-                    .iter()
-                    .filter_map(|b| Some((xml::first(b, "Key")?, xml::first(b, "UploadId")?)))
-                    .collect();
+                let uploads = self.list_unfinished_uploads().await?;
                 if uploads.is_empty() {
                     return Ok(aborted);
                 }
@@ -175,6 +183,10 @@ impl Backend for S3Backend {
 
     fn abort_unfinished_uploads(&self) -> Result<usize, StoreError> {
         S3Backend::abort_unfinished_uploads(self)
+    }
+
+    fn unfinished_uploads(&self) -> Result<usize, StoreError> {
+        block_on(self.list_unfinished_uploads()).map(|u| u.len())
     }
 }
 
