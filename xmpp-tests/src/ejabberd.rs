@@ -153,17 +153,28 @@ impl Ejabberd {
         e
     }
 
+    /// Registers a user; tried again while ejabberd is still creating its
+    /// tables (its c2s port opens before the auth table exists: a CI run
+    /// met `{aborted,{no_exists,passwd,storage_type}}`).
     fn register(&self, user: &str, password: &str) {
-        let out = self
-            .ctl()
-            .args(["register", user, "example.test", password])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ejabberd register: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .ctl()
+                .args(["register", user, "example.test", password])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                return;
+            }
+            let starting = said.contains("no_exists") || said.contains("nodedown");
+            assert!(
+                starting && std::time::Instant::now() < deadline,
+                "ejabberd register: {said}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn launch(&mut self, yml: &str, extra_cfg: &str) {
