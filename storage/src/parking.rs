@@ -6,7 +6,7 @@
 //! libssh2 state in mftd and an sshd process on the file server. A client
 //! that stops reading or sending would hold both for as long as its
 //! connection lasts — 1024 stalled transfers, 1024 sessions. Left idle for
-//! [`PARK_AFTER`], the file is put away (an upload's writes in flight are
+//! [`PARK_AFTER`] (less while memory is short), the file is put away (an upload's writes in flight are
 //! acknowledged first) and its session returns to the pool; the transfer
 //! reopens the file at its offset when its client moves again. Backends
 //! whose files hold no connection keep theirs open.
@@ -14,10 +14,17 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::budget::Budget;
 use crate::StoreError;
 
 /// How long a transfer's file may sit unused before it is put away.
 pub const PARK_AFTER: Duration = Duration::from_secs(2);
+
+/// The same while the memory budget is under pressure: many transfers are
+/// open and their pieces are small (64 KiB, a quarter second's worth at
+/// 256 KB/s), so a file idle this long belongs to a client that stopped,
+/// and a burst of them should not hold a burst of sessions.
+pub const PARK_UNDER_PRESSURE: Duration = Duration::from_millis(250);
 
 /// A transfer's open file between pieces; clones share it.
 pub(crate) struct Parking<T: Send + 'static> {
@@ -26,6 +33,8 @@ pub(crate) struct Parking<T: Send + 'static> {
     park: Option<fn(T) -> Result<(), StoreError>>,
     /// How long a file may sit idle first ([`PARK_AFTER`]).
     after: Duration,
+    /// Whose pressure shortens that to [`PARK_UNDER_PRESSURE`].
+    budget: Option<Budget>,
 }
 
 impl<T: Send + 'static> Clone for Parking<T> {
@@ -34,6 +43,7 @@ impl<T: Send + 'static> Clone for Parking<T> {
             slot: self.slot.clone(),
             park: self.park,
             after: self.after,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -59,6 +69,15 @@ impl<T: Send + 'static> Parking<T> {
             })),
             park,
             after: PARK_AFTER,
+            budget: None,
+        }
+    }
+
+    /// Puts files away sooner while `budget` is under pressure.
+    pub(crate) fn watching(self, budget: &Budget) -> Self {
+        Parking {
+            budget: Some(budget.clone()),
+            ..self
         }
     }
 
@@ -67,7 +86,8 @@ impl<T: Send + 'static> Parking<T> {
     }
 
     /// Leaves the file here after a piece; unless taken within
-    /// [`PARK_AFTER`], it is put away on a blocking thread.
+    /// [`PARK_AFTER`] ([`PARK_UNDER_PRESSURE`] while the budget is), it is
+    /// put away on a blocking thread.
     pub(crate) fn leave(&self, value: T) {
         let turn = {
             let mut slot = self.lock();
@@ -79,7 +99,11 @@ impl<T: Send + 'static> Parking<T> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (weak, after) = (Arc::downgrade(&self.slot), self.after);
+        let after = match &self.budget {
+            Some(budget) if budget.under_pressure() => PARK_UNDER_PRESSURE.min(self.after),
+            _ => self.after,
+        };
+        let weak = Arc::downgrade(&self.slot);
         runtime.spawn(async move {
             tokio::time::sleep(after).await;
             if weak.strong_count() == 0 {
@@ -208,6 +232,23 @@ mod tests {
         parking.leave(1);
         assert!(wait_for(|| parking.lock().failed.is_some()));
         assert!(parking.take_or_reopen(|| Ok(2)).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn under_memory_pressure_idle_files_are_put_away_sooner() {
+        let budget = Budget::new(2 * crate::budget::UNIT as u64);
+        let _held = budget.try_take(2 * crate::budget::UNIT).unwrap();
+        assert!(budget.under_pressure());
+        let parking = Parking {
+            after: Duration::from_secs(30),
+            ..Parking::new(Some(close as fn(u32) -> Result<(), StoreError>))
+        }
+        .watching(&budget);
+        parking.leave(5);
+        let parking_in_test = parking.clone();
+        let put_away =
+            tokio::task::spawn_blocking(move || wait_for(|| parking_in_test.lock().held.is_none()));
+        assert!(put_away.await.unwrap(), "still held long after 250 ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

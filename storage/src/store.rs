@@ -147,8 +147,9 @@ fn put_away_reader(reader: Reader) -> Result<(), StoreError> {
 fn parking_for<T: Send + 'static>(
     backend: &dyn Backend,
     put_away: fn(T) -> Result<(), StoreError>,
+    budget: &Budget,
 ) -> Parking<T> {
-    Parking::new(backend.connection_per_file().then_some(put_away))
+    Parking::new(backend.connection_per_file().then_some(put_away)).watching(budget)
 }
 
 /// An upload in progress; dropping it without [`finish`](Upload::finish)
@@ -857,7 +858,7 @@ impl Store {
         };
         let write_size = full.min(first.bytes());
         let temp = temp_name(&loc, "data");
-        let parking = parking_for(self.backend.as_ref(), put_away_writer);
+        let parking = parking_for(self.backend.as_ref(), put_away_writer, &self.budget);
         let opened = meta.size > write_size as u64;
         if opened {
             let backend = self.backend.clone();
@@ -983,7 +984,7 @@ impl Store {
         let path = loc.path();
         let opened = path.clone();
         let reader = blocking(move || open_reader(backend.as_ref(), &opened, start)).await?;
-        let parking = parking_for(self.backend.as_ref(), put_away_reader);
+        let parking = parking_for(self.backend.as_ref(), put_away_reader, &self.budget);
         parking.leave(reader);
         Ok(Download {
             reader: Some(parking),

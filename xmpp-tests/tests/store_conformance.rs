@@ -205,7 +205,11 @@ async fn suite(store: Store, view: Box<dyn Backend>, leftover: Leftover, kept: K
         .unwrap();
     up.write(Bytes::from(data(50))).await.unwrap();
     drop(up);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Whatever they began is removed, in the background for the dropped one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while names(view.as_ref(), &loc) != settled && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(names(view.as_ref(), &loc), settled);
     for l in [&short, &long, &dropped] {
         assert!(store.stat(l).await.unwrap_err().is_not_found());
