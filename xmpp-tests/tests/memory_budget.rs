@@ -183,7 +183,7 @@ fn stalled_transfers_stay_within_the_memory_budget_on_the_sftp_store() {
     // A stalled transfer on the SFTP store gives its SSH session back once
     // its file was idle for PARK_AFTER, and writes in flight are granted
     // from the budget; what a burst of 1024 session set-ups leaves is still
-    // above the 256 MiB (+285 MiB measured; +592 to +607 MiB
+    // above the 256 MiB (+269 to +320 MiB measured; +592 to +607 MiB
     // before, when each stalled transfer held its session and up to 2 MiB
     // in flight; see docs/performance.md). This bound catches a return of
     // either (before the budget: over 1.6 GiB on the local store alone).
