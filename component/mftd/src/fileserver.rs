@@ -185,6 +185,10 @@ pub fn transfer_speed(settings: &SftpSettings, size: u64) -> anyhow::Result<(f64
     let result = (|| -> anyhow::Result<(f64, f64)> {
         let started = Instant::now();
         let mut f = session.create_new(&name)?;
+        // As an upload writes when memory is not short: the next piece goes
+        // out while the last is still being acknowledged.
+        let in_flight = f.wants_in_flight(chunk.len());
+        f.keep_in_flight(in_flight);
         let mut left = size;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
