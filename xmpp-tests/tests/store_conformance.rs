@@ -495,7 +495,26 @@ fn an_sftp_upload_abandoned_with_writes_in_flight_leaves_its_connection_reusable
             up.write(Bytes::copy_from_slice(piece)).await.unwrap();
         }
         drop(up);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Its temporary file goes on its own session, which then returns
+        // to the pool: wait for the file to go (looking on the file
+        // server's disk, which logs nobody in).
+        let on_disk = sshd.node_root().join("node_1").join(dropped.dir());
+        assert!(on_disk.is_dir(), "{}", on_disk.display());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::read_dir(&on_disk)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            })
+            .unwrap_or(false)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the abandoned upload's file stays"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
         let next = store.allocate(ChatType::Im).await.unwrap();
         upload(&store, &next, &body, body.len() as u64)
