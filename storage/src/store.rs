@@ -272,17 +272,11 @@ impl Upload {
             _ => Vec::new(),
         };
         let mut chunk = std::mem::replace(&mut self.buf, next);
-        let offset = self.written;
+        let writer = self.writer_for(resume);
         self.written += chunk.len() as u64;
-        let (temp, parking) = (self.temp.clone(), self.writer.clone());
-        let (backend, loc, budget) = (self.backend.clone(), self.loc.clone(), self.budget.clone());
+        let (temp, parking, budget) = (self.temp.clone(), self.writer.clone(), self.budget.clone());
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            let writer = if resume {
-                parking.take_or_reopen(|| resume_writer(backend.as_ref(), &temp, offset))
-            } else {
-                open_writer(backend.as_ref(), &loc, &temp)
-            };
-            let mut writer = match writer {
+            let mut writer = match writer() {
                 Ok(w) => w,
                 Err(e) => return (hasher, chunk, Err(e)),
             };
@@ -308,9 +302,9 @@ impl Upload {
         std::mem::replace(&mut self.opened, true)
     }
 
-    /// For the blocking call that ends the upload: the temporary file, opened
-    /// now (`resume` false), left open, or reopened where it was put away.
-    fn final_writer(
+    /// For the blocking call about to write: the temporary file, opened now
+    /// (`resume` false), left open, or reopened where it was put away.
+    fn writer_for(
         &self,
         resume: bool,
     ) -> impl FnOnce() -> Result<Writer, StoreError> + Send + 'static {
@@ -336,7 +330,7 @@ impl Upload {
             });
         }
         let resume = self.opened_before();
-        let writer = self.final_writer(resume);
+        let writer = self.writer_for(resume);
         let hasher = self.hasher.take().ok_or(StoreError::Aborted)?;
         let rest = std::mem::take(&mut self.buf);
         let (loc, temp, meta) = (self.loc.clone(), self.temp.clone(), self.meta.clone());
@@ -381,7 +375,7 @@ impl Upload {
         }
         // A small body may not have opened its temporary file yet.
         let resume = self.opened_before();
-        let writer = self.final_writer(resume);
+        let writer = self.writer_for(resume);
         let hasher = self.hasher.take().ok_or(StoreError::Aborted)?;
         let rest = std::mem::take(&mut self.buf);
         let (resource, temp, meta) = (
