@@ -128,6 +128,7 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
         None => None,
     };
     recheck_quota(app, &claims).await?;
+    let claimed = Instant::now();
     let user_agent = header_str(&req, header::USER_AGENT)
         .unwrap_or("")
         .to_owned();
@@ -155,6 +156,11 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
     )
     .await?;
     permit.client_done();
+    let timeline = Timeline {
+        started,
+        claimed,
+        received: Instant::now(),
+    };
 
     // From here on the outcome no longer depends on the client being there.
     let app = app.clone();
@@ -167,7 +173,7 @@ pub async fn put(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Result<
             &loc,
             client,
             &user_agent,
-            started,
+            &timeline,
         )
         .await;
         let used = result
@@ -245,6 +251,21 @@ fn is_timeout(e: &hyper::Error) -> bool {
     e.is_timeout()
 }
 
+/// When an upload passed each of its steps, for the "stored upload" line:
+/// an operator asking why uploads are slow sees which step took the time.
+struct Timeline {
+    started: Instant,
+    /// Token checked, slot claimed, quota rechecked (database round trips).
+    claimed: Instant,
+    /// The whole body received and handed to the store.
+    received: Instant,
+}
+
+/// Milliseconds from `a` to `b`, to a tenth.
+fn ms_between(a: Instant, b: Instant) -> f64 {
+    (b.saturating_duration_since(a).as_micros() / 100) as f64 / 10.0
+}
+
 /// Makes the upload durable and visible, then commits its rows; if they
 /// cannot be committed the file is removed again, so no file is ever served
 /// without its log rows.
@@ -257,8 +278,9 @@ async fn publish_and_log(
     loc: &Location,
     client: IpAddr,
     user_agent: &str,
-    started: Instant,
+    timeline: &Timeline,
 ) -> Result<(), HttpError> {
+    let started = timeline.started;
     // Nothing is published before the scanner's verdict.
     let decision = match scan {
         Some(scan) => Some(scan.decide().await),
@@ -269,6 +291,7 @@ async fn publish_and_log(
         return Err(e.await);
     }
     let stored = upload.finish().await?;
+    let durable = Instant::now();
     if let Some(log) = &app.log {
         let mut record =
             audit::upload_record(&app.place(), claims, &stored, client, user_agent, started);
@@ -292,6 +315,10 @@ async fn publish_and_log(
         size = stored.meta.size,
         sha256 = %stored.meta.sha256,
         uploader = stored.meta.uploader.as_str(),
+        claim_ms = ms_between(started, timeline.claimed),
+        body_ms = ms_between(timeline.claimed, timeline.received),
+        store_ms = ms_between(timeline.received, durable),
+        log_ms = ms_between(durable, Instant::now()),
         "stored upload"
     );
     Ok(())

@@ -331,6 +331,31 @@ fn lat(outs: &[&Outcome], f: impl Fn(&Outcome) -> &Vec<f64>) -> String {
     )
 }
 
+/// One phase's legs of slot→201 as four table cells: p50 / p99 of the
+/// time queued, of the slot's round trip and of the PUT's, then the mean
+/// of each leg over the slowest 1 % of uploads.
+fn legs(outs: &[&Outcome]) -> String {
+    let all: Vec<[f64; 3]> = outs.iter().flat_map(|o| o.legs.iter().copied()).collect();
+    let leg = |i: usize| {
+        let v: Vec<f64> = all.iter().map(|l| l[i]).collect();
+        format!("{:.0} / {:.0}", pct(&v, 0.5), pct(&v, 0.99))
+    };
+    let mut slowest = all.clone();
+    slowest.sort_by(|a, b| (b[0] + b[1] + b[2]).total_cmp(&(a[0] + a[1] + a[2])));
+    slowest.truncate(all.len().div_ceil(100));
+    let mean =
+        |i: usize| slowest.iter().map(|l| l[i]).sum::<f64>() * 1000.0 / slowest.len().max(1) as f64;
+    format!(
+        "{} | {} | {} | {:.0} / {:.0} / {:.0}",
+        leg(0),
+        leg(1),
+        leg(2),
+        mean(0),
+        mean(1),
+        mean(2)
+    )
+}
+
 /// Scenario 8: the chat workload against mftd, Prosody and ejabberd.
 pub fn run(a: &Args, _work: &Path, report: &mut String) {
     let quick = a.smoke || a.quick;
@@ -454,6 +479,17 @@ pub fn run(a: &Args, _work: &Path, report: &mut String) {
                 .map(|e| format!(" (first: {})", e.replace('|', "/")))
                 .unwrap_or_default(),
         );
+    }
+    let _ = writeln!(
+        report,
+        "\nWhere slot→201 goes (ms, p50 / p99 of each leg; the slowest 1 %: mean of each leg): queued behind the user's previous upload, \
+         the slot request's round trip through the router, the PUT's round trip to its 201.\n\n\
+         | | at 50 %: queued | slot | PUT → 201 | slowest 1 % at 50 %: queued / slot / PUT | at 80 %: queued | slot | PUT → 201 | slowest 1 % at 80 % |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (sys, f) in systems.iter().zip(&figures) {
+        let a50: Vec<&Outcome> = f.iter().map(|r| &r.at50).collect();
+        let a80: Vec<&Outcome> = f.iter().map(|r| &r.at80).collect();
+        let _ = writeln!(report, "| {} | {} | {} |", sys.name, legs(&a50), legs(&a80));
     }
     // Ratios and the issue's targets, mftd (row 0) against each peer.
     let m = &figures[0];

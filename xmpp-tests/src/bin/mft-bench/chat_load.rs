@@ -136,6 +136,10 @@ pub struct Outcome {
     pub first_error: Option<String>,
     /// Seconds from the slot request (or the arrival, open loop) to the 201.
     pub send_to_201: Vec<f64>,
+    /// Where each `send_to_201` went, in seconds: queued behind the
+    /// user's previous upload (open loop), the slot request's round trip
+    /// through the router, the PUT's round trip to its 201.
+    pub legs: Vec<[f64; 3]>,
     /// Seconds from the 201 to the first byte of each GET's response.
     pub get_ttfb: Vec<f64>,
     pub window: Duration,
@@ -153,6 +157,7 @@ struct Shared {
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
     send_to_201: Mutex<Vec<f64>>,
+    legs: Mutex<Vec<[f64; 3]>>,
     get_ttfb: Mutex<Vec<f64>>,
 }
 
@@ -263,6 +268,7 @@ pub async fn run(
                 i += 1;
                 let size = (file_size(&mut rng) / load.shrink).max(1);
                 let name = format!("u{u}-{i}.bin");
+                let began = Instant::now();
                 let slot = match user.xmpp.slot(&target.service, &name, size).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -270,6 +276,7 @@ pub async fn run(
                         continue;
                     }
                 };
+                let slotted = Instant::now();
                 let answer = user
                     .put
                     .request("PUT", &slot.put, &slot.headers, &body[..size as usize])
@@ -284,6 +291,11 @@ pub async fn run(
                                 .lock()
                                 .expect("lock")
                                 .push((now - arrived).as_secs_f64());
+                            shared.legs.lock().expect("lock").push([
+                                (began - arrived).as_secs_f64(),
+                                (slotted - began).as_secs_f64(),
+                                (now - slotted).as_secs_f64(),
+                            ]);
                         }
                         let k = rng.range(1, 3) as usize;
                         for j in 1..=k.min(n.saturating_sub(1)) {
@@ -351,6 +363,7 @@ pub async fn run(
         errors: shared.errors.load(Ordering::Relaxed),
         first_error: shared.first_error.lock().expect("lock").take(),
         send_to_201: std::mem::take(&mut *shared.send_to_201.lock().expect("lock")),
+        legs: std::mem::take(&mut *shared.legs.lock().expect("lock")),
         get_ttfb: std::mem::take(&mut *shared.get_ttfb.lock().expect("lock")),
         window: load.window,
         cpu,
