@@ -172,6 +172,11 @@ pub struct TransferLog {
 struct Reader {
     db: DbConfig,
     client: Mutex<Option<Arc<PreparedClient>>>,
+    /// A connection of its own for the bookkeeping of requests — slot
+    /// claims and their release, the shared slot rate — committed without
+    /// waiting for the write-ahead log to reach the disk
+    /// (`synchronous_commit = off`; see [`Reader::bookkeeping`]).
+    bookkeeping: Mutex<Option<Arc<PreparedClient>>>,
     /// A connection of its own for transactions (they need `&mut`), with
     /// the statements prepared on it.
     quota: Mutex<Option<(Client, StatementCache)>>,
@@ -223,15 +228,45 @@ impl Reader {
         Ok(guard)
     }
 
+    /// The shared connection for reads and durable single statements.
     async fn client(&self) -> Result<Arc<PreparedClient>, DbError> {
+        self.shared(&self.client, None).await
+    }
+
+    /// The shared connection for bookkeeping that a crash may lose without
+    /// harm, whose commits do not wait for the disk. A slot's claim is made
+    /// durable by the upload's own log rows: their synchronous commit
+    /// flushes the write-ahead log up to and past the claim, so a claim
+    /// can be lost only with an upload that never got its `201` — and a
+    /// lost claim is what a released one is, a slot usable again. A lost
+    /// release leaves the slot used; a lost rate token gives a user one
+    /// more request. Other sessions see each commit at once, as before, so
+    /// two uploads into one slot are still refused. What it saves is a
+    /// wait for the disk per upload on a connection every request shares.
+    async fn bookkeeping(&self) -> Result<Arc<PreparedClient>, DbError> {
+        self.shared(&self.bookkeeping, Some("SET synchronous_commit = off"))
+            .await
+    }
+
+    /// The connection in `slot`, connected (and `setup` run) if needed.
+    async fn shared(
+        &self,
+        slot: &Mutex<Option<Arc<PreparedClient>>>,
+        setup: Option<&str>,
+    ) -> Result<Arc<PreparedClient>, DbError> {
         self.held_off()?;
-        let mut guard = self.client.lock().await;
+        let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(PreparedClient::new(
-            db::connect(&self.db, CONNECT_TIMEOUT).await?,
-        ));
+        let client = db::connect(&self.db, CONNECT_TIMEOUT).await?;
+        if let Some(sql) = setup {
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| DbError::query("setting up a connection", e))?;
+        }
+        let c = Arc::new(PreparedClient::new(client));
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -264,9 +299,11 @@ impl Reader {
         };
         result.inspect_err(|e| {
             if e.is_unavailable() {
-                if let Ok(mut guard) = self.client.try_lock() {
-                    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
-                        *guard = None;
+                for slot in [&self.client, &self.bookkeeping] {
+                    if let Ok(mut guard) = slot.try_lock() {
+                        if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
+                            *guard = None;
+                        }
                     }
                 }
             }
@@ -318,6 +355,7 @@ impl TransferLog {
             reader: Arc::new(Reader {
                 db,
                 client: Mutex::new(None),
+                bookkeeping: Mutex::new(None),
                 quota: Mutex::new(None),
                 unanswered_until: std::sync::Mutex::new(None),
             }),
@@ -429,7 +467,7 @@ impl TransferLog {
     /// `files` row exists, even if the file was retired since) or an upload
     /// into it is in progress on any node.
     pub async fn claim_slot(&self, resource: &str, node: &str) -> Result<bool, DbError> {
-        let client = self.reader.client().await?;
+        let client = self.reader.bookkeeping().await?;
         let claimed = self
             .reader
             .check(
@@ -453,7 +491,7 @@ impl TransferLog {
     /// claim older than a week (its token long expired, its upload long
     /// over). Returns (rates, claims) removed.
     pub async fn prune_bookkeeping(&self) -> Result<(u64, u64), DbError> {
-        let client = self.reader.client().await?;
+        let client = self.reader.bookkeeping().await?;
         let rates = self
             .reader
             .check(
@@ -482,7 +520,7 @@ impl TransferLog {
     /// Gives back the claim of an upload that stored nothing, so the client
     /// may retry its slot. A claim whose file was logged stays.
     pub async fn release_slot(&self, resource: &str) -> Result<(), DbError> {
-        let client = self.reader.client().await?;
+        let client = self.reader.bookkeeping().await?;
         self.reader
             .check(
                 &client,
@@ -510,7 +548,7 @@ impl TransferLog {
     ) -> Result<Option<Duration>, DbError> {
         let rate = f64::from(per_minute) / 60.0;
         let burst = f64::from(burst.max(1));
-        let client = self.reader.client().await?;
+        let client = self.reader.bookkeeping().await?;
         let row = self
             .reader
             .check(
@@ -1155,7 +1193,7 @@ fn multi_insert(table: &str, columns: &str, width: usize, rows: usize) -> String
 const CACHED_PARAMS: usize = 1024;
 
 async fn query_params(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Client,
     statements: &StatementCache,
     sql: &str,
     params: &[Param],
@@ -1204,7 +1242,7 @@ async fn write_batch(
 
 /// The head of `table`'s chain of `node`: from `heads`, else the database.
 async fn head<'h>(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Client,
     heads: &'h mut Heads,
     table: ChainTable,
     node: &str,
@@ -1240,27 +1278,37 @@ async fn write_chained(
     heads: &mut Heads,
     chain_node: Option<&str>,
 ) -> BatchOutcome {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| DbError::query("starting a log batch", e))?;
+    let outcome = write_in_transaction(client, statements, batch, heads, chain_node).await;
+    if outcome.is_err() {
+        // Whatever was sent of the batch is undone before the connection is
+        // used again (a failed statement has aborted the transaction; a
+        // rollback with none open only earns a warning).
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    outcome
+}
+
+/// The batch's statements between `BEGIN` and `COMMIT`, sent in as few
+/// round trips as their dependencies allow: `BEGIN` goes with the first
+/// statements and `COMMIT` with the last (the connection runs them in the
+/// order sent; a statement that fails aborts the transaction, so the
+/// `COMMIT` after it only rolls back, and its error is returned).
+async fn write_in_transaction(
+    tx: &Client,
+    statements: &StatementCache,
+    batch: &[Job],
+    heads: &mut Heads,
+    chain_node: Option<&str>,
+) -> BatchOutcome {
+    let begin = async {
+        tx.batch_execute("BEGIN")
+            .await
+            .map_err(|e| DbError::query("starting a log batch", e))
+    };
     let inserts = batch
         .iter()
         .filter(|j| matches!(j.op, Op::Upload(_) | Op::Refused(_) | Op::Download(_)))
         .count();
-    let mut ids: Vec<i64> = Vec::with_capacity(inserts);
-    if inserts > 0 {
-        let what = "numbering log rows";
-        let rows = statements
-            .query(
-                &tx,
-                "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
-                &[&(inserts as i64)],
-            )
-            .await
-            .map_err(|e| DbError::query(what, e))?;
-        ids = rows.iter().map(|r| r.get(0)).collect();
-    }
     // The time hashed must be the time stored: whole microseconds.
     let now = to_micros(SystemTime::now());
     let uploads: Vec<&TransferRecord> = batch
@@ -1270,23 +1318,42 @@ async fn write_chained(
             _ => None,
         })
         .collect();
-    let mut fresh = std::collections::HashSet::new();
-    if !uploads.is_empty() {
-        let mut file_rows: Vec<Param> = Vec::new();
-        for r in &uploads {
-            file_rows.extend(file_params(r, now));
-        }
-        // A used slot's reservation needs no delete here (it would cost every
-        // batch a statement): the quota query skips reservations whose file
-        // is logged, and expired ones are swept when reservations are made.
-        let sql = format!(
-            "{} ON CONFLICT (resource) DO NOTHING RETURNING resource",
-            multi_insert("files", FILE_COLUMNS, 14, uploads.len())
-        );
-        let what = "recording files";
-        let inserted = query_params(&tx, statements, &sql, &file_rows, what).await?;
-        fresh.extend(inserted.iter().map(|row| row.get::<_, String>(0)));
-    }
+    let finishes: Vec<Finish> = batch
+        .iter()
+        .filter_map(|j| match j.op {
+            Op::Finish {
+                id,
+                bytes_sent,
+                duration_ms,
+                status,
+            } => Some(Finish {
+                id,
+                bytes_sent,
+                duration_ms,
+                status,
+            }),
+            _ => None,
+        })
+        .collect();
+    // A batch is a chain of round trips to the server; statements that do
+    // not depend on each other are sent together (the connection pipelines
+    // them), so the batch — which every request in it waits for — costs
+    // fewer of them. A share changes a file's chat type, which the ends of
+    // downloads read, and can amend a row of this batch: with shares in the
+    // batch the steps run one after the other.
+    let has_shares = batch.iter().any(|j| matches!(j.op, Op::Share(_)));
+    let ((), ids, mut fresh, mut ended) = tokio::try_join!(
+        begin,
+        number_rows(tx, statements, inserts),
+        insert_files(tx, statements, &uploads, now),
+        async {
+            if has_shares {
+                Ok(Vec::new())
+            } else {
+                read_finished(tx, statements, &finishes).await
+            }
+        },
+    )?;
     let mut log_rows: Vec<Param> = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     let mut next_id = ids.into_iter();
@@ -1310,106 +1377,275 @@ async fn write_chained(
             continue;
         }
         let row = row_record(id, method, r, now);
-        let chained = head(&tx, heads, ChainTable::Rows, &row.node)
+        let chained = head(tx, heads, ChainTable::Rows, &row.node)
             .await?
             .append(|seq| row.canon(seq));
         log_rows.extend(log_params(row, chained));
         n_log += 1;
         results.push(Ok(id));
     }
-    if n_log > 0 {
-        let sql = multi_insert("aft_log_rows", LOG_COLUMNS, LOG_WIDTH, n_log);
-        query_params(&tx, statements, &sql, &log_rows, "writing log rows").await?;
-    }
     // What is learnt later is a new row of its own: shares (after the rows
     // above, so a download logged in this batch is amended too), then the
     // ends of downloads.
     let mut amends: Vec<AmendRecord> = Vec::new();
-    for (i, job) in batch.iter().enumerate() {
-        if let Op::Share(share) = &job.op {
-            let recorded =
-                write_share(&tx, statements, share, now, chain_node, &mut amends).await?;
-            results[i] = Ok(i64::from(recorded));
+    if has_shares {
+        let rows = prepare_insert(
+            tx,
+            statements,
+            ("aft_log_rows", LOG_COLUMNS, LOG_WIDTH),
+            &log_rows,
+            n_log,
+            "writing log rows",
+        )
+        .await?;
+        run_insert(tx, rows).await?;
+        for (i, job) in batch.iter().enumerate() {
+            if let Op::Share(share) = &job.op {
+                let recorded =
+                    write_share(tx, statements, share, now, chain_node, &mut amends).await?;
+                results[i] = Ok(i64::from(recorded));
+            }
         }
+        ended = read_finished(tx, statements, &finishes).await?;
     }
-    let finishes: Vec<(i64, i64, i64, i32)> = batch
-        .iter()
-        .filter_map(|j| match j.op {
-            Op::Finish {
-                id,
-                bytes_sent,
-                duration_ms,
-                status,
-            } => Some((id, bytes_sent, duration_ms, status)),
-            _ => None,
-        })
-        .collect();
-    if !finishes.is_empty() {
-        let ids: Vec<i64> = finishes.iter().map(|f| f.0).collect();
-        // The file's chat type as known now: the uploader's share may have
-        // named a room while the download ran.
-        let what = "reading the rows of finished downloads";
-        let known = statements
-            .query(
-                &tx,
-                "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
-                    nextval('aft_log_amends_amend_id_seq') \
+    amends.extend(end_amendments(&finishes, &ended, chain_node, now));
+    let mut amend_values: Vec<Param> = Vec::with_capacity(amends.len() * AMEND_WIDTH);
+    let n_amends = amends.len();
+    for a in amends {
+        let chained = head(tx, heads, ChainTable::Amends, &a.node)
+            .await?
+            .append(|seq| a.canon(seq));
+        amend_values.extend(amend_params(a, chained));
+    }
+    // Without shares the rows of this batch are still to be written; the
+    // amendments here only concern rows of earlier batches.
+    let has_checkpoints = batch.iter().any(|j| matches!(j.op, Op::Checkpoint { .. }));
+    let commit_now = async {
+        if has_checkpoints {
+            Ok(())
+        } else {
+            commit(tx).await
+        }
+    };
+    let log_rows_left = if has_shares { 0 } else { n_log };
+    // Both statements prepared first (from the cache, in the steady state:
+    // no round trip), so that each is sent on its first poll, in this order,
+    // and the `COMMIT` after them.
+    let (rows, amendments) = tokio::try_join!(
+        prepare_insert(
+            tx,
+            statements,
+            ("aft_log_rows", LOG_COLUMNS, LOG_WIDTH),
+            &log_rows,
+            log_rows_left,
+            "writing log rows",
+        ),
+        prepare_insert(
+            tx,
+            statements,
+            ("aft_log_amends", AMEND_COLUMNS, AMEND_WIDTH),
+            &amend_values,
+            n_amends,
+            "writing log amendments",
+        ),
+    )?;
+    tokio::try_join!(run_insert(tx, rows), run_insert(tx, amendments), commit_now,)?;
+    if has_checkpoints {
+        for (i, job) in batch.iter().enumerate() {
+            if let Op::Checkpoint { node, day, signer } = &job.op {
+                let written =
+                    write_checkpoint(tx, heads, node, day, signer.as_deref(), now).await?;
+                results[i] = Ok(i64::from(written));
+            }
+        }
+        commit(tx).await?;
+    }
+    Ok(results)
+}
+
+async fn commit(tx: &Client) -> Result<(), DbError> {
+    tx.batch_execute("COMMIT")
+        .await
+        .map_err(|e| DbError::query("committing a log batch", e))
+}
+
+/// A download's end, to be written as an amendment of its row.
+struct Finish {
+    id: i64,
+    bytes_sent: i64,
+    duration_ms: i64,
+    status: i32,
+}
+
+/// `n` new `aft_index` values for the batch's rows.
+async fn number_rows(
+    tx: &Client,
+    statements: &StatementCache,
+    n: usize,
+) -> Result<Vec<i64>, DbError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = statements
+        .query(
+            tx,
+            "SELECT nextval('aft_log_seq') FROM generate_series(1, $1::bigint)",
+            &[&(n as i64)],
+        )
+        .await
+        .map_err(|e| DbError::query("numbering log rows", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The `files` rows of the batch's uploads; returns the resources whose
+/// row this batch inserted (a resource that had one already is not among
+/// them: its slot was used before).
+async fn insert_files(
+    tx: &Client,
+    statements: &StatementCache,
+    uploads: &[&TransferRecord],
+    now: SystemTime,
+) -> Result<std::collections::HashSet<String>, DbError> {
+    if uploads.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let mut file_rows: Vec<Param> = Vec::new();
+    for r in uploads {
+        file_rows.extend(file_params(r, now));
+    }
+    // A used slot's reservation needs no delete here (it would cost every
+    // batch a statement): the quota query skips reservations whose file
+    // is logged, and expired ones are swept when reservations are made.
+    let sql = format!(
+        "{} ON CONFLICT (resource) DO NOTHING RETURNING resource",
+        multi_insert("files", FILE_COLUMNS, 14, uploads.len())
+    );
+    let inserted = query_params(tx, statements, &sql, &file_rows, "recording files").await?;
+    Ok(inserted.iter().map(|row| row.get::<_, String>(0)).collect())
+}
+
+/// The rows of finished downloads, each with the file's chat type as known
+/// now (the uploader's share may have named a room while the download ran)
+/// and a fresh amendment id.
+async fn read_finished(
+    tx: &Client,
+    statements: &StatementCache,
+    finishes: &[Finish],
+) -> Result<Vec<tokio_postgres::Row>, DbError> {
+    if finishes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = finishes.iter().map(|f| f.id).collect();
+    statements
+        .query(
+            tx,
+            "SELECT r.aft_index, r.node::text, r.chat_type::text, f.chat_type::text, \
+                nextval('aft_log_amends_amend_id_seq') \
              FROM aft_log_rows r LEFT JOIN files f ON f.resource = r.filename \
              WHERE r.aft_index = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(|e| DbError::query(what, e))?;
-        let known: std::collections::HashMap<i64, &tokio_postgres::Row> =
-            known.iter().map(|r| (r.get::<_, i64>(0), r)).collect();
-        for (id, bytes_sent, duration_ms, status) in finishes {
-            let Some(row) = known.get(&id) else { continue };
-            let row_node: String = row.get(1);
-            let row_chat: String = row.get(2);
-            let file_chat: Option<String> = row.get(3);
-            amends.push(AmendRecord {
-                node: chain_node.map_or(row_node, str::to_owned),
-                amend_id: row.get(4),
-                aft_index: id,
-                what: "end".into(),
-                to_jid: None,
-                chat_type: file_chat.filter(|c| !c.is_empty() && *c != row_chat),
-                http_status: Some(status),
-                bytes_sent: Some(bytes_sent),
-                duration_ms: Some(duration_ms),
-                date_time: now,
-            });
-        }
-    }
-    if !amends.is_empty() {
-        let n = amends.len();
-        let mut params: Vec<Param> = Vec::with_capacity(n * AMEND_WIDTH);
-        for a in amends {
-            let chained = head(&tx, heads, ChainTable::Amends, &a.node)
-                .await?
-                .append(|seq| a.canon(seq));
-            params.extend(amend_params(a, chained));
-        }
-        let sql = multi_insert("aft_log_amends", AMEND_COLUMNS, AMEND_WIDTH, n);
-        query_params(&tx, statements, &sql, &params, "writing log amendments").await?;
-    }
-    for (i, job) in batch.iter().enumerate() {
-        if let Op::Checkpoint { node, day, signer } = &job.op {
-            let written = write_checkpoint(&tx, heads, node, day, signer.as_deref(), now).await?;
-            results[i] = Ok(i64::from(written));
-        }
-    }
-    tx.commit()
+            &[&ids],
+        )
         .await
-        .map_err(|e| DbError::query("committing a log batch", e))?;
-    Ok(results)
+        .map_err(|e| DbError::query("reading the rows of finished downloads", e))
+}
+
+/// The amendments that record the ends of `finishes`, from their rows
+/// (`ended`, as [`read_finished`] returns them).
+fn end_amendments(
+    finishes: &[Finish],
+    ended: &[tokio_postgres::Row],
+    chain_node: Option<&str>,
+    now: SystemTime,
+) -> Vec<AmendRecord> {
+    let known: std::collections::HashMap<i64, &tokio_postgres::Row> =
+        ended.iter().map(|r| (r.get::<_, i64>(0), r)).collect();
+    let mut out = Vec::with_capacity(finishes.len());
+    for f in finishes {
+        let Some(row) = known.get(&f.id) else {
+            continue;
+        };
+        let row_node: String = row.get(1);
+        let row_chat: String = row.get(2);
+        let file_chat: Option<String> = row.get(3);
+        out.push(AmendRecord {
+            node: chain_node.map_or(row_node, str::to_owned),
+            amend_id: row.get(4),
+            aft_index: f.id,
+            what: "end".into(),
+            to_jid: None,
+            chat_type: file_chat.filter(|c| !c.is_empty() && *c != row_chat),
+            http_status: Some(f.status),
+            bytes_sent: Some(f.bytes_sent),
+            duration_ms: Some(f.duration_ms),
+            date_time: now,
+        });
+    }
+    out
+}
+
+/// An insert of prepared rows, ready to send: its statement is prepared
+/// already, so running it is one message sent on its first poll — which
+/// keeps it ahead of the `COMMIT` sent after it.
+struct PreparedInsert<'p> {
+    statement: tokio_postgres::Statement,
+    params: &'p [Param],
+    what: &'static str,
+}
+
+impl PreparedInsert<'_> {
+    async fn run(self, tx: &Client) -> Result<(), DbError> {
+        let refs: Vec<&(dyn ToSql + Sync)> = self
+            .params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        tx.execute(&self.statement, &refs)
+            .await
+            .map_err(|e| DbError::query(self.what, e))?;
+        Ok(())
+    }
+}
+
+/// Prepares the insert of `n` rows of `width` columns into `table`
+/// (`params` holds them all); `None` when there are none.
+async fn prepare_insert<'p>(
+    tx: &Client,
+    statements: &StatementCache,
+    (table, columns, width): (&str, &str, usize),
+    params: &'p [Param],
+    n: usize,
+    what: &'static str,
+) -> Result<Option<PreparedInsert<'p>>, DbError> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let sql = multi_insert(table, columns, width, n);
+    let statement = if params.len() <= CACHED_PARAMS {
+        statements.prepare(tx, &sql).await
+    } else {
+        tx.prepare(&sql).await
+    }
+    .map_err(|e| DbError::query(what, e))?;
+    Ok(Some(PreparedInsert {
+        statement,
+        params,
+        what,
+    }))
+}
+
+/// Runs `insert` when there is one.
+async fn run_insert(tx: &Client, insert: Option<PreparedInsert<'_>>) -> Result<(), DbError> {
+    match insert {
+        Some(insert) => insert.run(tx).await,
+        None => Ok(()),
+    }
 }
 
 /// A share's `shares` row and `files` update, and (for the uploader's first
 /// share) its amendments of the file's rows; `false` when the resource has
 /// no `files` row.
 async fn write_share(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Client,
     statements: &StatementCache,
     share: &Share,
     now: SystemTime,
@@ -1485,7 +1721,7 @@ async fn write_share(
 /// `node`'s checkpoint for `day` (the heads of its row and amendment
 /// chains, after this batch), unless it has one; `true` when written.
 async fn write_checkpoint(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Client,
     heads: &mut Heads,
     node: &str,
     day: &str,

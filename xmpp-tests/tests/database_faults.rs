@@ -190,3 +190,53 @@ fn a_full_database_disk_fails_uploads_cleanly_and_recovers() {
     pg.psql("ALTER TABLE ALL IN TABLESPACE small SET TABLESPACE pg_default");
     pg.psql("ALTER INDEX ALL IN TABLESPACE small SET TABLESPACE pg_default");
 }
+
+/// Slot claims are committed without waiting for the disk (bookkeeping a
+/// crash may lose while its upload is unanswered: a lost claim is a slot
+/// usable again). Once an upload is answered `201` its slot stays used
+/// through a crash of the database: the upload's rows, committed
+/// synchronously after the claim, hold it (and flushed the claim too), so
+/// the claim row is there after the restart and a replay is refused.
+#[test]
+fn a_used_slot_stays_used_after_the_database_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node_1");
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let mut pg = Postgres::start();
+    let mftd = start_mftd(&prosody, &pg, &node);
+    let (path, token) =
+        xmpp_tests::mftd::mint_slot(KIB as u64, "answered.bin", mft_storage::ChatType::Im);
+    let body = vec![7u8; KIB];
+    let (status, reply) = xmpp_tests::http::put(mftd.http_port, &path, &token, &body, None);
+    assert_eq!(status, 201, "{reply}\n{}", mftd.log());
+    // At once, killed as a crash would.
+    pg.restart();
+    let resource = path.trim_start_matches('/').rsplit_once('/').unwrap().0;
+    assert_eq!(
+        pg.psql_eventually(
+            &format!("SELECT count(*) FROM used_slots WHERE resource = '{resource}'"),
+            "1",
+        ),
+        "1",
+        "the answered upload's claim was lost in the crash"
+    );
+    // The same token again: refused, whether the node asks the database
+    // before or after the body.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, reply) = loop {
+        let (status, reply) = xmpp_tests::http::put(mftd.http_port, &path, &token, &body, None);
+        if status != 503 || Instant::now() > deadline {
+            break (status, reply);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        status,
+        409,
+        "a replay after the crash: {reply}\n{}",
+        mftd.log()
+    );
+    let (published, temporaries) = published_and_temporary(&node);
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert!(temporaries.is_empty(), "{temporaries:?}");
+}
