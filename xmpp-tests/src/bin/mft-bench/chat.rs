@@ -93,10 +93,6 @@ fn port_of(addr: &str) -> u16 {
         .unwrap()
 }
 
-fn clear_files(dir: &Path) {
-    sh(&format!("find '{}' -type f -delete", dir.display()));
-}
-
 /// Where an mftd under test keeps its files.
 enum FileServer {
     /// The node directory on this machine's disk.

@@ -285,3 +285,9 @@ pub fn hwm_mib(pid: u32) -> f64 {
 pub fn mftd_pid(mftd: &Mftd) -> u32 {
     mftd.pid()
 }
+
+/// Removes every file below `dir` (the bench's stored uploads: the disk is
+/// small, and a full run stores tens of GiB).
+pub fn clear_files(dir: &Path) {
+    sh(&format!("find '{}' -type f -delete", dir.display()));
+}
