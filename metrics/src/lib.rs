@@ -121,6 +121,7 @@ pub struct Metrics {
     received: Counter,
     sent: Counter,
     transfer_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    upload_stage_duration: Family<Labels, Histogram, fn() -> Histogram>,
     in_flight: Family<Labels, Gauge>,
     /// 1 while the XMPP component stream is authenticated.
     pub link_up: Gauge,
@@ -204,6 +205,14 @@ impl Metrics {
             "Time a transfer held its admission: an upload until its 201 or error, a download until its body ended",
             Unit::Seconds,
             transfer_duration.clone(),
+        );
+        let upload_stage_duration =
+            Family::<Labels, Histogram>::new_with_constructor(stage_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "upload_stage_duration",
+            "Time a stored upload spent in each step: claim (token, slot claim, quota), body, store (written, fsync'd, published), log (waiting for its rows' commit)",
+            Unit::Seconds,
+            upload_stage_duration.clone(),
         );
         let in_flight = Family::<Labels, Gauge>::default();
         registry.register(
@@ -348,6 +357,7 @@ impl Metrics {
             received,
             sent,
             transfer_duration,
+            upload_stage_duration,
             in_flight,
             link_up,
             link_reconnects,
@@ -375,6 +385,11 @@ impl Metrics {
             let _ = metrics
                 .slot_requests
                 .get_or_create(&[("outcome", outcome.as_str())]);
+        }
+        for stage in UploadStage::ALL {
+            let _ = metrics
+                .upload_stage_duration
+                .get_or_create(&[("stage", stage.as_str())]);
         }
         for direction in [Direction::Upload, Direction::Download] {
             let labels = [("direction", direction.as_str())];
@@ -434,6 +449,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A stored upload spent `took` in `stage`.
+    pub fn upload_stage(&self, stage: UploadStage, took: Duration) {
+        self.upload_stage_duration
+            .get_or_create(&[("stage", stage.as_str())])
+            .observe(took.as_secs_f64());
+    }
+
     /// The writer committed a batch of `rows` in `took`.
     pub fn log_committed(&self, rows: usize, took: Duration) {
         self.log_batch_rows.observe(rows as f64);
@@ -483,6 +505,44 @@ impl Metrics {
     }
 }
 
+fn stage_histogram() -> Histogram {
+    // 100 µs … about 26 s.
+    Histogram::new(exponential_buckets(0.000_1, 2.5, 14))
+}
+
+/// The steps of a stored upload, for `mftd_upload_stage_duration_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadStage {
+    /// Token checked, slot claimed, quota rechecked.
+    Claim,
+    /// The body received and handed to the store.
+    Body,
+    /// Written out, made durable and published on the file server.
+    Store,
+    /// Waiting for the upload's log rows to commit.
+    Log,
+}
+
+impl UploadStage {
+    /// Every stage, in order.
+    pub const ALL: [UploadStage; 4] = [
+        UploadStage::Claim,
+        UploadStage::Body,
+        UploadStage::Store,
+        UploadStage::Log,
+    ];
+
+    /// The `stage` label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStage::Claim => "claim",
+            UploadStage::Body => "body",
+            UploadStage::Store => "store",
+            UploadStage::Log => "log",
+        }
+    }
+}
+
 fn transfer_histogram() -> Histogram {
     // 5 ms … about 22 minutes.
     Histogram::new(exponential_buckets(0.005, 4.0, 10))
@@ -511,6 +571,7 @@ mod tests {
             }
         }
         assert!(text.contains("mftd_slot_requests_total{outcome=\"quota\"} 0"));
+        assert!(text.contains("mftd_upload_stage_duration_seconds_count{stage=\"log\"}"));
         assert!(text.contains("mftd_build_info{version=\""));
     }
 

@@ -310,6 +310,17 @@ async fn publish_and_log(
             });
         }
     }
+    let logged = Instant::now();
+    let metrics = mft_metrics::metrics();
+    use mft_metrics::UploadStage;
+    for (stage, from, to) in [
+        (UploadStage::Claim, started, timeline.claimed),
+        (UploadStage::Body, timeline.claimed, timeline.received),
+        (UploadStage::Store, timeline.received, durable),
+        (UploadStage::Log, durable, logged),
+    ] {
+        metrics.upload_stage(stage, to.saturating_duration_since(from));
+    }
     tracing::info!(
         path = %stored.path,
         size = stored.meta.size,
@@ -318,7 +329,7 @@ async fn publish_and_log(
         claim_ms = ms_between(started, timeline.claimed),
         body_ms = ms_between(timeline.claimed, timeline.received),
         store_ms = ms_between(timeline.received, durable),
-        log_ms = ms_between(durable, Instant::now()),
+        log_ms = ms_between(durable, logged),
         "stored upload"
     );
     Ok(())

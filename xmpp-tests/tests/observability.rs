@@ -176,6 +176,21 @@ fn metrics_follow_one_upload_one_download_and_each_refusal() {
         0.0
     );
     assert!(d("mftd_transfer_log_batch_rows_count") >= 2.0, "{after:?}");
+    // The stored upload's steps, each observed once, together no longer
+    // than the whole upload.
+    let mut steps = 0.0;
+    for stage in ["claim", "body", "store", "log"] {
+        let count = format!("mftd_upload_stage_duration_seconds_count{{stage=\"{stage}\"}}");
+        assert_eq!(d(&count), 1.0, "{stage}: {after:?}");
+        steps += d(&format!(
+            "mftd_upload_stage_duration_seconds_sum{{stage=\"{stage}\"}}"
+        ));
+    }
+    let whole = d("mftd_transfer_duration_seconds_sum{direction=\"upload\"}");
+    assert!(
+        steps > 0.0 && steps <= whole + 0.001,
+        "steps {steps} s, upload {whole} s"
+    );
     assert_eq!(after["mftd_transfer_log_up"], 1.0);
     assert_eq!(after["mftd_file_server_up"], 1.0);
     assert!(after["mftd_file_server_free_bytes"] > 0.0);
