@@ -11,12 +11,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use mft_metrics::UploadStage;
 use mft_storage::quota::{QuotaAnswer, QuotaScope, QuotaVerdict};
 use mft_storage::{FileMeta, Location, Upload};
 
@@ -261,9 +262,23 @@ struct Timeline {
     received: Instant,
 }
 
-/// Milliseconds from `a` to `b`, to a tenth.
-fn ms_between(a: Instant, b: Instant) -> f64 {
-    (b.saturating_duration_since(a).as_micros() / 100) as f64 / 10.0
+impl Timeline {
+    /// How long each step took, given when the file was durable and when
+    /// its rows were committed.
+    fn stages(&self, durable: Instant, logged: Instant) -> [(UploadStage, Duration); 4] {
+        let took = |from: Instant, to: Instant| to.saturating_duration_since(from);
+        [
+            (UploadStage::Claim, took(self.started, self.claimed)),
+            (UploadStage::Body, took(self.claimed, self.received)),
+            (UploadStage::Store, took(self.received, durable)),
+            (UploadStage::Log, took(durable, logged)),
+        ]
+    }
+}
+
+/// Milliseconds, to a tenth.
+fn tenth_ms(d: Duration) -> f64 {
+    (d.as_micros() / 100) as f64 / 10.0
 }
 
 /// Makes the upload durable and visible, then commits its rows; if they
@@ -310,26 +325,20 @@ async fn publish_and_log(
             });
         }
     }
-    let logged = Instant::now();
-    let metrics = mft_metrics::metrics();
-    use mft_metrics::UploadStage;
-    for (stage, from, to) in [
-        (UploadStage::Claim, started, timeline.claimed),
-        (UploadStage::Body, timeline.claimed, timeline.received),
-        (UploadStage::Store, timeline.received, durable),
-        (UploadStage::Log, durable, logged),
-    ] {
-        metrics.upload_stage(stage, to.saturating_duration_since(from));
+    let stages = timeline.stages(durable, Instant::now());
+    for (stage, took) in stages {
+        mft_metrics::metrics().upload_stage(stage, took);
     }
+    let ms = |i: usize| tenth_ms(stages[i].1);
     tracing::info!(
         path = %stored.path,
         size = stored.meta.size,
         sha256 = %stored.meta.sha256,
         uploader = stored.meta.uploader.as_str(),
-        claim_ms = ms_between(started, timeline.claimed),
-        body_ms = ms_between(timeline.claimed, timeline.received),
-        store_ms = ms_between(timeline.received, durable),
-        log_ms = ms_between(durable, logged),
+        claim_ms = ms(0),
+        body_ms = ms(1),
+        store_ms = ms(2),
+        log_ms = ms(3),
         "stored upload"
     );
     Ok(())
@@ -344,7 +353,7 @@ async fn recheck_quota(app: &App, claims: &SlotClaims) -> Result<(), HttpError> 
     let Some(log) = app.log.as_ref().filter(|_| !quotas.is_unlimited()) else {
         return Ok(());
     };
-    let expires = UNIX_EPOCH + std::time::Duration::from_secs(claims.expires);
+    let expires = UNIX_EPOCH + Duration::from_secs(claims.expires);
     let verdict = log
         .reserve(
             &claims.resource,
